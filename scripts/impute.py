@@ -1,0 +1,18 @@
+"""Adapter: denoise + cross-modal prediction with held-out scores."""
+
+import json
+
+from spatialfuse.impute import run_impute
+from spatialfuse.io import read_paired, write_paired
+from spatialfuse.logging_utils import setup_logging
+from spatialfuse.plots.stages import impute_figure
+
+sm = snakemake  # noqa: F821
+setup_logging(sm.log[0])
+rna, msi, uns = read_paired(sm.input.paired)
+rna, msi, metrics, table = run_impute(rna, msi, sm.params.impute, seed=sm.params.seed)
+write_paired(sm.output.imputed, rna, msi, uns=uns)
+table.to_csv(sm.output.scores, sep="\t", index=False)
+with open(sm.output.metrics, "w") as fh:
+    json.dump(metrics, fh, indent=2)
+impute_figure(msi, table, sm.output.figure, sm.wildcards.sample)

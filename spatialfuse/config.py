@@ -1,0 +1,86 @@
+"""Config and samples-sheet checks that run before any job, with one line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .errors import ConfigError
+
+DEMO_PREFIX = "results/demo/"
+
+
+def _path(err) -> str:
+    return ".".join(str(p) for p in err.absolute_path) or "(top level)"
+
+
+def config_problems(config: dict, schema_path: str | Path) -> list[str]:
+    """All schema violations of ``config`` as 'field: what is wrong' lines."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    v = jsonschema.Draft202012Validator(schema)
+    out = []
+    for e in sorted(v.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        if e.validator == "additionalProperties":
+            out.append(f"{_path(e)}: {e.message} (check the spelling against the schema)")
+        else:
+            out.append(f"{_path(e)}: {e.message}")
+    return out
+
+
+def sample_problems(samples: pd.DataFrame, schema_path: str | Path, workdir: str | Path = ".") -> list[str]:
+    """Problems in the samples sheet: schema, duplicate ids, missing paths, wrong file types."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    v = jsonschema.Draft202012Validator(schema)
+    out = []
+    missing_cols = [c for c in schema.get("required", []) if c not in samples.columns]
+    if missing_cols:
+        return [f"samples sheet lacks required column(s) {missing_cols}"]
+    unknown = [c for c in samples.columns if c not in schema["properties"]]
+    if unknown:
+        out.append(f"samples sheet has unknown column(s) {unknown}; allowed: "
+                   f"{list(schema['properties'])}")
+    dups = samples["sample"][samples["sample"].duplicated()].unique().tolist()
+    if dups:
+        out.append(f"samples sheet: duplicate sample id(s) {dups}")
+    wd = Path(workdir)
+    for _, row in samples.iterrows():
+        rec = {k: val for k, val in row.items() if val is not None and not pd.isna(val) and val != ""}
+        sid = rec.get("sample", "?")
+        for e in v.iter_errors(rec):
+            out.append(f"sample '{sid}': column {_path(e)}: {e.message}")
+        for col in ("st", "msi", "landmarks"):
+            val = rec.get(col)
+            if not val:
+                continue
+            if str(val).startswith(DEMO_PREFIX):
+                continue  # produced by the demo simulator
+            if not (wd / val).exists():
+                out.append(f"sample '{sid}': {col} path '{val}' does not exist")
+        msi = str(rec.get("msi", ""))
+        if msi and not msi.lower().endswith((".imzml", ".h5ad")):
+            out.append(f"sample '{sid}': msi '{msi}' must end in .imzML or .h5ad")
+        px = rec.get("msi_pixel_size_um")
+        if px not in (None, ""):
+            try:
+                if float(px) <= 0:
+                    raise ValueError
+            except ValueError:
+                out.append(f"sample '{sid}': msi_pixel_size_um '{px}' must be a positive number")
+    return out
+
+
+def load_samples(path: str | Path) -> pd.DataFrame:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"samples sheet '{p}' does not exist (config field 'samples')")
+    df = pd.read_csv(p, sep="\t", dtype=str, comment="#").fillna("")
+    df.columns = [c.strip() for c in df.columns]
+    for c in df.columns:
+        df[c] = df[c].str.strip()
+    return df

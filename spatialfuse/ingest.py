@@ -1,0 +1,106 @@
+"""Stage 1 as one function: read both modalities (any supported format), QC, normalise, annotate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .io import read_imzml, read_msi_h5ad, read_spaceranger, read_st_h5ad
+from .msi import annotate_mz, load_metabolite_table, preprocess_msi
+from .st import preprocess_st
+
+log = logging.getLogger(__name__)
+
+
+def load_st(path: str | Path, sample: str | None = None) -> ad.AnnData:
+    """Space Ranger folder (Visium or a Visium HD ``square_XXXum`` bin folder) or ``.h5ad``."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("transcriptomics input does not exist", sample, p)
+    if p.is_dir():
+        if (p / "outs").is_dir() and not (p / "spatial").is_dir():
+            p = p / "outs"
+        if (p / "binned_outputs").is_dir() and not (p / "spatial").is_dir():
+            bins = sorted((p / "binned_outputs").glob("square_*um"))
+            if not bins:
+                raise InputError("binned_outputs/ has no square_XXXum folder", sample, p)
+            # Visium HD: default to the 8 µm bins if present (Space Ranger's recommended size)
+            p = next((b for b in bins if b.name == "square_008um"), bins[-1])
+            log.info("Visium HD: using %s", p.name)
+        return read_spaceranger(p, sample=sample)
+    if p.suffix == ".h5ad":
+        return read_st_h5ad(p, sample=sample)
+    raise InputError("transcriptomics input must be a Space Ranger folder or an .h5ad file",
+                     sample, p)
+
+
+def load_msi(path: str | Path, sample: str | None = None, pixel_size_um: float | None = None,
+             mz_tolerance_ppm: float = 10.0, min_pixel_fraction: float = 0.01) -> ad.AnnData:
+    """``.imzML`` (continuous or processed) or ``.h5ad``."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("MSI input does not exist", sample, p)
+    if p.suffix.lower() == ".imzml":
+        return read_imzml(p, sample=sample, pixel_size_um=pixel_size_um,
+                          mz_tolerance_ppm=mz_tolerance_ppm, min_pixel_fraction=min_pixel_fraction)
+    if p.suffix == ".h5ad":
+        return read_msi_h5ad(p, sample=sample, pixel_size_um=pixel_size_um)
+    raise InputError("MSI input must be an .imzML (with its .ibd) or an .h5ad file", sample, p)
+
+
+def run_ingest(st_path, msi_path, params: dict, *, sample: str,
+               pixel_size_um: float | None = None) -> dict:
+    """Read, QC and normalise both modalities; annotate m/z. ``params`` = the ``ingest`` section."""
+    pst, pmsi = params.get("st", {}), params.get("msi", {})
+    st_raw = load_st(st_path, sample)
+    st, qc_st = preprocess_st(
+        st_raw, min_counts=pst.get("min_counts", 10), min_genes=pst.get("min_genes", 5),
+        max_pct_mt=pst.get("max_pct_mt", 50.0), min_spots_per_gene=pst.get("min_spots_per_gene", 3),
+        target_sum=pst.get("target_sum", 1e4), n_top_genes=pst.get("n_top_genes", 2000),
+        sample=sample)
+    msi_raw = load_msi(msi_path, sample, pixel_size_um, pmsi.get("mz_tolerance_ppm", 10.0),
+                       pmsi.get("min_pixel_fraction", 0.01))
+    msi, qc_msi = preprocess_msi(
+        msi_raw, normalisation=pmsi.get("normalisation", "tic"),
+        reference_mz=pmsi.get("reference_mz"), tissue_mask_method=pmsi.get("tissue_mask", "otsu"),
+        matrix_ratio=pmsi.get("matrix_ratio", 1.5),
+        remove_matrix_peaks=pmsi.get("remove_matrix_peaks", True),
+        min_pixel_fraction=pmsi.get("min_pixel_fraction", 0.01), sample=sample)
+    table = load_metabolite_table(pmsi.get("annotation_table"))
+    ann = annotate_mz(msi, table, list(pmsi.get("adducts", ["[M+H]+", "[M+Na]+", "[M+K]+"])),
+                      float(pmsi.get("annotation_ppm", 5.0)))
+    qc_msi["peaks_annotated"] = int((msi.var["n_candidates"] > 0).sum())
+    qc_msi["peaks_ambiguous"] = int((msi.var["n_candidates"] > 1).sum())
+    qc = {"sample": sample, "st": qc_st, "msi": qc_msi,
+          "st_meta": {k: v for k, v in st.uns["spatialfuse"].items()},
+          "msi_meta": {k: v for k, v in msi.uns["spatialfuse"].items()}}
+    return {"st": st, "msi": msi, "qc": qc, "annotations": ann}
+
+
+def parse_pixel_size(value, sample: str | None = None) -> float | None:
+    """The samples sheet's ``msi_pixel_size_um`` cell: empty → None, else a positive number."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise InputError(f"msi_pixel_size_um '{value}' is not a number", sample) from None
+    if not v > 0:
+        raise InputError(f"msi_pixel_size_um must be positive, got {v}", sample)
+    return v
+
+
+def read_truth_domains(truth_dir: str | Path | None, barcodes) -> np.ndarray | None:
+    """True domain per barcode from a truth folder (``spots.tsv``), or None."""
+    if not truth_dir:
+        return None
+    f = Path(truth_dir) / "spots.tsv"
+    if not f.exists():
+        return None
+    t = pd.read_csv(f, sep="\t", index_col=0)
+    return t.loc[list(barcodes), "domain"].to_numpy()

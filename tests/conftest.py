@@ -1,0 +1,42 @@
+"""Shared fixtures: small, seeded, generated data (plus the real files in tests/data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+
+#: A small demo for unit tests: ~150 spots, ~2,500 MSI pixels.
+SMALL_DEMO = dict(capture_size_um=1600.0, n_genes=80, n_metabolites=25, n_links=4,
+                  n_domains=4, msi_pixel_size_um=40.0, tissue_offset_frac=0.0)
+
+
+@pytest.fixture(scope="session")
+def small_sim():
+    from spatialfuse.simulate import DemoParams, simulate_sample
+
+    return simulate_sample(DemoParams(seed=7, **SMALL_DEMO))
+
+
+@pytest.fixture(scope="session")
+def small_demo_files(tmp_path_factory, small_sim):
+    """The small demo written in the real formats: (st_dir, imzml_path, truth_dir)."""
+    from spatialfuse.simulate import write_demo_sample
+
+    d = tmp_path_factory.mktemp("demo")
+    write_demo_sample(small_sim, d / "st", d / "msi" / "s.imzML", d / "truth")
+    return d / "st", d / "msi" / "s.imzML", d / "truth"
+
+
+@pytest.fixture(scope="session")
+def small_ingested(small_demo_files):
+    from spatialfuse.ingest import run_ingest
+
+    st, imzml, truth = small_demo_files
+    return run_ingest(st, imzml, {}, sample="s")

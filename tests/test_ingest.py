@@ -1,0 +1,51 @@
+"""Ingest stage on the written demo: QC, normalisation, tissue mask, matrix peaks, annotation."""
+
+import numpy as np
+
+from spatialfuse.constants import Key
+from spatialfuse.msi import annotate_mz, load_metabolite_table
+from spatialfuse.msi.preprocess import normalise
+
+
+def test_ingest_outputs(small_ingested, small_sim):
+    st, msi, qc = small_ingested["st"], small_ingested["msi"], small_ingested["qc"]
+    assert Key.layers.counts in st.layers and st.X.max() < 20  # log-normalised
+    assert Key.layers.intensity in msi.layers
+    # tissue mask agrees with the simulator's truth
+    truth = small_sim["msi_pixels"].set_index(["x", "y"])["tissue_fraction"]
+    frac = truth.loc[list(zip(msi.obs["x"], msi.obs["y"]))].to_numpy()
+    mask = msi.obs[Key.obs.on_tissue].to_numpy()
+    assert (mask == (frac > 0.5))[np.abs(frac - 0.5) > 0.4].mean() > 0.97
+    # the four CHCA matrix peaks are flagged and removed
+    assert qc["msi"]["matrix_peaks"] == 4
+    assert not np.any(np.isclose(msi.var["mz"].to_numpy()[:, None], [190.04987, 379.09246], rtol=2e-5))
+    # most simulated metabolites are annotated with their own name among the candidates
+    names = set(small_sim["metabolites"]["name"])
+    hit = [any(n in a for n in names) for a in msi.var[Key.var.annotation]]
+    assert np.mean(hit) > 0.9
+
+
+def test_tic_normalisation_removes_pixel_factor():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1, 5, (1, 20))
+    factor = rng.uniform(0.2, 5, (50, 1))
+    Xn, f = normalise(base * factor, "tic")
+    Xn = Xn.toarray()
+    np.testing.assert_allclose(Xn / Xn[0], np.ones_like(Xn), rtol=1e-5)
+
+
+def test_annotation_keeps_all_candidates():
+    import anndata as ad
+    import pandas as pd
+
+    table = pd.DataFrame({"name": ["Glucose", "Fructose", "Galactose", "Citrate"],
+                          "monoisotopic_mass": [180.06339, 180.06339, 180.06339, 192.02701]})
+    a = ad.AnnData(np.zeros((1, 2)), var=pd.DataFrame({"mz": [181.07067, 500.0]}, index=["a", "b"]))
+    long = annotate_mz(a, table, ["[M+H]+"], tol_ppm=5)
+    assert a.var["n_candidates"].tolist() == [3, 0]
+    assert set(long["name"]) == {"Glucose", "Fructose", "Galactose"}
+
+
+def test_shipped_table_loads():
+    t = load_metabolite_table()
+    assert {"name", "monoisotopic_mass", "formula"} <= set(t.columns) and len(t) > 200

@@ -1,0 +1,50 @@
+"""The demo simulator: known structure, determinism, real formats."""
+
+import numpy as np
+
+from spatialfuse.simulate import DemoParams, simulate_sample
+
+
+def test_deterministic():
+    a = simulate_sample(DemoParams(seed=3, capture_size_um=1200, n_genes=60, n_metabolites=22, n_links=3))
+    b = simulate_sample(DemoParams(seed=3, capture_size_um=1200, n_genes=60, n_metabolites=22, n_links=3))
+    np.testing.assert_array_equal(a["counts"], b["counts"])
+    np.testing.assert_array_equal(a["intensities"], b["intensities"])
+
+
+def test_structure(small_sim):
+    s = small_sim
+    dom = s["spots"].query("in_tissue == 1")["domain"]
+    assert dom.nunique() >= 4  # at least four domains actually present
+    px = s["msi_pixels"]
+    assert (px["tissue_fraction"] == 0).mean() > 0.2  # MSI raster covers off-tissue area
+    # hexagonal Visium grid: nearest neighbour 100 µm
+    from scipy.spatial import cKDTree
+
+    xy = s["spots"][["x_um", "y_um"]].to_numpy()
+    d, _ = cKDTree(xy).query(xy, k=2)
+    np.testing.assert_allclose(d[:, 1], 100.0, atol=1e-6)
+    # counts are integers, intensities non-negative, zero-inflated on tissue
+    assert s["counts"].dtype.kind == "i"
+    on = px["tissue_fraction"].to_numpy() > 0.9
+    met = s["intensities"][on][:, : len(s["metabolites"])]
+    assert met.min() >= 0 and (met == 0).mean() > 0.02
+
+
+def test_links_are_real_associations(small_sim):
+    """A true link's gene and metabolite co-vary beyond what domains explain."""
+    s = small_sim
+    link = s["links"].iloc[0]
+    g = s["genes"].index(link["gene"])
+    spots = s["spots"].query("in_tissue == 1")
+    counts = s["counts"][:, g]
+    # metabolite intensity at the nearest MSI pixel (true ST positions)
+    from scipy.spatial import cKDTree
+
+    px = s["msi_pixels"]
+    tree = cKDTree(px[["st_x_um", "st_y_um"]].to_numpy())
+    _, j = tree.query(spots[["x_um", "y_um"]].to_numpy())
+    m = int(np.nonzero(s["metabolites"]["name"].to_numpy() == link["metabolite"])[0][0])
+    met = np.log1p(s["intensities"][j, m])
+    r = np.corrcoef(np.log1p(counts), met)[0, 1]
+    assert np.sign(r) == np.sign(link["sign"]) and abs(r) > 0.15

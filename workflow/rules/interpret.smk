@@ -1,0 +1,34 @@
+# Stage 6: domain markers, metabolite-gene associations, pathway enrichment.
+
+
+rule interpret:
+    input:
+        paired="results/{sample}/align/paired.h5mu",
+        domains=domain_model_tsv,
+        truth=truth_input,
+    output:
+        markers="results/{sample}/interpret/markers.tsv",
+        associations="results/{sample}/interpret/associations.tsv",
+        pathways="results/{sample}/interpret/pathways.tsv",
+        summary="results/{sample}/interpret/summary.json",
+        figure=report(
+            "results/{sample}/interpret/associations.png",
+            caption="../report/associations.rst",
+            category="5. Biology",
+            subcategory="{sample}",
+        ),
+    log:
+        "results/logs/interpret/{sample}.log",
+    benchmark:
+        "results/benchmarks/interpret/{sample}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        interpret=config["interpret"],
+        seed=config["seed"],
+    script:
+        "../../scripts/interpret.py"
