@@ -1,11 +1,19 @@
-"""Resolution matching: MSI pixels → ST spots with area (partial-volume) weights.
+"""Resolution matching: MSI pixels → ST spots with exact area (partial-volume) weights.
 
-Each MSI pixel is a square of side ``pixel_size_um`` in its own frame. It is sub-sampled on a
-k×k lattice (k chosen so sub-cells are ≤ ``subcell_um``), every sub-cell centre is mapped into
-the ST frame by the fitted transform, and a sub-cell contributes its area to the spot whose disk
-(Visium) or square bin (Visium HD) contains it. ``W[spot, pixel]`` is then the area (µm²) of the
-pixel inside the spot — the partial-volume weight — held as a sparse matrix, so memory grows with
-the number of pixels, never pixels × spots.
+Each MSI pixel is a square of side ``pixel_size_um`` in its own frame. Its four corners are
+mapped into the ST frame by the fitted transform (affine and non-rigid), giving a quadrilateral;
+neighbouring pixels share corners, so the mapped pixels tile the plane without gaps or overlaps.
+``W[spot, pixel]`` is the exact area (µm²) of that quadrilateral inside the spot:
+
+* Visium spots (disks): polygon ∩ disk, summed edge by edge as the signed area of the triangle
+  (spot centre, edge) inside the circle — circular sectors where the edge runs outside the
+  circle, the straight triangle where it runs inside;
+* Visium HD bins (axis-aligned squares): the polygon clipped to the bin (Sutherland–Hodgman),
+  then the shoelace area.
+
+The only approximation is that a pixel's image under the smooth non-rigid field is taken as the
+quadrilateral through its mapped corners (exact for affine transforms). ``W`` is a sparse
+matrix built chunk by chunk, so memory grows with the number of pixels, never pixels × spots.
 """
 
 from __future__ import annotations
@@ -16,6 +24,77 @@ from scipy.spatial import cKDTree
 
 from .transform import Transform
 
+_CORNERS = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
+
+
+def _cross(a, b):
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def polygon_disk_area(poly: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    """Exact area of convex-or-not simple polygons ``poly`` (m, V, 2) inside disks (m, 2), r."""
+    p = poly - centre[:, None, :]
+    a, b = p, np.roll(p, -1, axis=1)
+    d = b - a
+    dd = (d * d).sum(-1)
+    ad = (a * d).sum(-1)
+    aa = (a * a).sum(-1)
+    disc = ad**2 - dd * (aa - radius**2)
+    ok = (disc > 0) & (dd > 0)
+    sq = np.sqrt(np.where(ok, disc, 0.0))
+    dds = np.where(dd > 0, dd, 1.0)
+    t1 = np.clip((-ad - sq) / dds, 0.0, 1.0)
+    t2 = np.clip((-ad + sq) / dds, 0.0, 1.0)
+    t1 = np.where(ok, t1, 0.0)
+    t2 = np.where(ok, t2, 0.0)
+    p1 = a + t1[..., None] * d
+    p2 = a + t2[..., None] * d
+
+    def angle(v, w):
+        return np.arctan2(_cross(v, w), (v * w).sum(-1))
+
+    contrib = 0.5 * radius**2 * (angle(a, p1) + angle(p2, b)) + 0.5 * _cross(p1, p2)
+    return np.abs(contrib.sum(-1))
+
+
+def polygon_box_area(poly: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Exact area of convex polygons ``poly`` (m, 4, 2) inside axis-aligned boxes [lo, hi]."""
+    m, v0, _ = poly.shape
+    vmax = v0 + 4
+    P = np.zeros((m, vmax, 2))
+    P[:, :v0] = poly
+    nv = np.full(m, v0)
+    rows = np.arange(m)
+    # four half-planes: x >= lo_x, x <= hi_x, y >= lo_y, y <= hi_y  (sign * (coord - bound) >= 0)
+    for axis, bound, sign in ((0, lo[:, 0], 1), (0, hi[:, 0], -1), (1, lo[:, 1], 1), (1, hi[:, 1], -1)):
+        out = np.zeros_like(P)
+        cnt = np.zeros(m, int)
+        for i in range(vmax):
+            active = i < nv
+            if not active.any():
+                break
+            cur = P[:, i]
+            nxt = P[rows, np.where(i + 1 < nv, i + 1, 0)]
+            fc = sign * (cur[:, axis] - bound)
+            fn = sign * (nxt[:, axis] - bound)
+            cin, nin = fc >= 0, fn >= 0
+            w = active & cin
+            out[rows[w], cnt[w]] = cur[w]
+            cnt += w
+            cross = active & (cin != nin)
+            t = np.where(cross, fc / np.where(cross, fc - fn, 1.0), 0.0)
+            ip = cur + t[:, None] * (nxt - cur)
+            out[rows[cross], cnt[cross]] = ip[cross]
+            cnt += cross
+        P, nv = out, cnt
+    # shoelace over the valid vertices
+    idx = np.arange(vmax)[None, :]
+    valid = idx < nv[:, None]
+    nxt_idx = np.where(idx + 1 < nv[:, None], idx + 1, 0)
+    Q = P[rows[:, None], nxt_idx]
+    area = np.where(valid, _cross(P, Q), 0.0).sum(1)
+    return np.abs(area) / 2
+
 
 def overlap_weights(
     spot_xy: np.ndarray,
@@ -25,39 +104,47 @@ def overlap_weights(
     transform: Transform,
     *,
     spot_shape: str = "disk",
-    subcell_um: float = 3.0,
-    chunk: int = 20000,
+    chunk: int = 50000,
 ) -> sp.csr_matrix:
-    """Sparse (n_spots × n_pixels) matrix of overlap areas in µm² (ST frame)."""
-    k = int(np.clip(np.ceil(pixel_size_um / subcell_um), 2, 16))
-    off = ((np.arange(k) + 0.5) / k - 0.5) * pixel_size_um
-    ox, oy = np.meshgrid(off, off)
-    sub = np.stack([ox.ravel(), oy.ravel()], 1)  # k² offsets in the MSI frame
-    det = abs(np.linalg.det(transform.linear))
-    sub_area = (pixel_size_um / k) ** 2 * det
-    tree = cKDTree(spot_xy)
+    """Sparse (n_spots × n_pixels) matrix of exact overlap areas in µm² (ST frame).
+
+    ``spot_size_um``: spot diameter (disks) or bin side (squares); ``pixel_xy_native``: pixel
+    centres in the MSI frame (µm).
+    """
+    spot_xy = np.asarray(spot_xy, float)
+    pixel_xy_native = np.asarray(pixel_xy_native, float)
+    n_spots, n_pix = len(spot_xy), len(pixel_xy_native)
     half = spot_size_um / 2
-    # only pixels whose centre is within reach of some spot need sub-sampling
-    reach = half + pixel_size_um * np.sqrt(det) * 0.75 + 1e-6
-    centres_st = transform(pixel_xy_native)
-    near = np.nonzero(np.isfinite(tree.query(centres_st, k=1, distance_upper_bound=reach)[0]))[0]
-    rows, cols = [], []
-    for start in range(0, near.size, chunk):
-        idx = near[start:start + chunk]
-        pts = (pixel_xy_native[idx, None, :] + sub[None, :, :]).reshape(-1, 2)
-        q = transform(pts)
-        d, j = tree.query(q, k=1)
+    spot_reach = half if spot_shape == "disk" else half * np.sqrt(2)
+    tree = cKDTree(spot_xy)
+    rows, cols, vals = [], [], []
+    for start in range(0, n_pix, chunk):
+        sl = slice(start, min(start + chunk, n_pix))
+        centres = transform(pixel_xy_native[sl])
+        corners = transform((pixel_xy_native[sl, None, :] + _CORNERS[None] * pixel_size_um)
+                            .reshape(-1, 2)).reshape(-1, 4, 2)
+        r_pix = np.linalg.norm(corners - centres[:, None, :], axis=-1).max(1)
+        reach = spot_reach + r_pix.max() + 1e-6
+        near = np.nonzero(np.isfinite(tree.query(centres, k=1, distance_upper_bound=reach)[0]))[0]
+        if near.size == 0:
+            continue
+        lists = tree.query_ball_point(centres[near], reach)
+        counts = np.fromiter((len(x) for x in lists), int, len(lists))
+        pix = np.repeat(near, counts)
+        spot = np.fromiter((j for x in lists for j in x), int, counts.sum())
+        poly = corners[pix]
         if spot_shape == "disk":
-            hit = d <= half
-        else:  # square bins: containment in the nearest bin's square
-            dd = np.abs(q - spot_xy[np.minimum(j, len(spot_xy) - 1)])
-            hit = np.isfinite(d) & (dd.max(1) <= half)
-        pix = np.repeat(idx, k * k)
-        rows.append(j[hit])
-        cols.append(pix[hit])
+            area = polygon_disk_area(poly, spot_xy[spot], half)
+        else:
+            area = polygon_box_area(poly, spot_xy[spot] - half, spot_xy[spot] + half)
+        keep = area > 1e-9
+        rows.append(spot[keep])
+        cols.append(pix[keep] + start)
+        vals.append(area[keep])
     r = np.concatenate(rows) if rows else np.zeros(0, int)
     c = np.concatenate(cols) if cols else np.zeros(0, int)
-    W = sp.csr_matrix((np.full(r.size, sub_area), (r, c)), shape=(len(spot_xy), len(pixel_xy_native)))
+    v = np.concatenate(vals) if vals else np.zeros(0)
+    W = sp.csr_matrix((v, (r, c)), shape=(n_spots, n_pix))
     W.sum_duplicates()
     return W
 

@@ -1,4 +1,4 @@
-"""Registration QC in micrometres: error against known truth, landmark error, overlap."""
+"""Registration QC in micrometres: error against known truth, tissue overlap, feature similarity."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
-from .transform import Transform
+from .coarse import canonical_correlations
+from .features import MsiRaster, StPoints
+from .transform import Transform, similarity_matrix
 
 
 def truth_error(transform: Transform, truth_dir: str | Path, msi_obs: pd.DataFrame,
@@ -20,15 +24,18 @@ def truth_error(transform: Transform, truth_dir: str | Path, msi_obs: pd.DataFra
     f = Path(truth_dir) / "msi_pixels.tsv.gz"
     if not f.exists():
         return None
-    t = pd.read_csv(f, sep="\t")
-    t = t[t["tissue_fraction"] >= min_tissue_fraction]
+    return truth_error_table(transform, pd.read_csv(f, sep="\t"), msi_obs, pixel_size_um,
+                             min_tissue_fraction)
+
+
+def truth_error_table(transform: Transform, truth: pd.DataFrame, msi_obs: pd.DataFrame,
+                      pixel_size_um: float, min_tissue_fraction: float = 0.5) -> dict:
+    """:func:`truth_error` on an in-memory truth table (x, y, st_x_um, st_y_um, tissue_fraction)."""
+    t = truth[truth["tissue_fraction"] >= min_tissue_fraction]
     key = pd.MultiIndex.from_arrays([msi_obs["x"].to_numpy(), msi_obs["y"].to_numpy()])
-    pos = pd.Series(np.arange(len(key)), index=key)
     tk = pd.MultiIndex.from_arrays([t["x"].to_numpy(), t["y"].to_numpy()])
-    ok = tk.isin(key)
-    t = t[ok]
-    idx = pos.loc[tk[ok]].to_numpy()
-    native = np.stack([msi_obs["x"].to_numpy()[idx], msi_obs["y"].to_numpy()[idx]], 1) * pixel_size_um
+    t = t[tk.isin(key)]
+    native = t[["x", "y"]].to_numpy(float) * pixel_size_um
     err = np.linalg.norm(transform(native) - t[["st_x_um", "st_y_um"]].to_numpy(), axis=1)
     return {
         "truth_error_um_median": float(np.median(err)),
@@ -37,3 +44,66 @@ def truth_error(transform: Transform, truth_dir: str | Path, msi_obs: pd.DataFra
         "truth_error_pixels_median": float(np.median(err) / pixel_size_um),
         "truth_n_pixels": int(len(err)),
     }
+
+
+def tissue_dice(pts: StPoints, raster: MsiRaster, transform: Transform, capture_box: np.ndarray,
+                res_um: float) -> float:
+    """Dice overlap of the two tissue masks on a grid over the capture area (ST frame).
+
+    ST tissue: grid nodes whose nearest observation point (spot or empty array position) is a
+    tissue spot; MSI tissue: the MSI tissue fraction read at the node's pulled-back position.
+    """
+    box = np.asarray(capture_box, float)
+    gx = np.arange(box[0] + res_um / 2, box[2], res_um)
+    gy = np.arange(box[1] + res_um / 2, box[3], res_um)
+    X, Y = np.meshgrid(gx, gy)
+    nodes = np.stack([X.ravel(), Y.ravel()], 1)
+    d, j = cKDTree(pts.xy).query(nodes)
+    st = (d <= pts.pitch_um) & (pts.tissue[j] > 0.5)
+    lev = raster.level(0.0)
+    u = transform.inverse(nodes)
+    idx = lev.index(u)
+    msi = ndimage.map_coordinates(lev.mask, idx, order=1, mode="constant", cval=0.0) > 0.5
+    s = st.sum() + msi.sum()
+    return float(2 * (st & msi).sum() / s) if s else 0.0
+
+
+def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform) -> dict:
+    """How alike the two modalities look after registration, with a calibration.
+
+    The canonical correlations between the ST principal components at the tissue spots and the
+    MSI principal components read (blurred to the spot size) at the spots' positions in the MSI
+    frame; the score is their mean over min(k_st, k_msi) pairs. The same score for deliberately
+    wrong registrations (the fitted one composed with a 90°/180°/270° rotation or a mirror about
+    the tissue centre) is the chance level ``feature_similarity_null`` (the best of those), so
+    ``feature_similarity - feature_similarity_null`` tells a real match from spatial smoothness.
+    """
+    fi = np.nonzero(pts.has_features)[0]
+    k_st, k_msi = pts.features.shape[1], raster.k
+    out = {"feature_similarity": None, "feature_similarity_null": None}
+    if not (k_st and k_msi and len(fi) > 3 * (k_st + k_msi)):
+        return out
+    scale = float(np.sqrt(abs(np.linalg.det(transform.linear))))
+    lev = raster.level(pts.footprint_sigma_um / scale)
+    xy = pts.xy[fi]
+    Y = pts.features[fi]
+    kk = min(k_st, k_msi)
+
+    def score(points_st):
+        u = transform.inverse(points_st)
+        vals, valid, _ = lev.sample(u, with_grad=False)
+        ok = (valid > 0.5) & (vals[:, 0] > 0.5)
+        if ok.sum() < 3 * (k_st + k_msi):
+            return 0.0, float(ok.mean())
+        rho = canonical_correlations(Y[ok], vals[ok, 1:] / vals[ok, :1])
+        return float(rho[:kk].mean()), float(ok.mean())
+
+    s, frac = score(xy)
+    c = xy.mean(0)
+    nulls = []
+    for rot, refl in ((90, False), (180, False), (270, False), (0, True)):
+        R = similarity_matrix(rot, 1.0, refl, np.zeros(2))[:2, :2]
+        nulls.append(score((xy - c) @ R.T + c)[0])
+    out.update(feature_similarity=s, feature_similarity_null=float(max(nulls)),
+               spots_with_msi_tissue=frac)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -13,11 +14,21 @@ import scipy.sparse as sp
 from ..constants import Key
 from ..errors import AlignmentError, InputError
 from .aggregate import aggregate, overlap_weights
-from .qc import truth_error
-from .register import Grid, _mask_image, box_mask, dice, register_landmarks, register_masks
+from .features import MsiRaster, StPoints, leading_components, st_points
+from .qc import feature_similarity, tissue_dice, truth_error
+from .register import register_auto, register_landmarks
 from .transform import Transform
 
 log = logging.getLogger(__name__)
+
+#: defaults of the ``align`` config section (the schema holds the same values and their meaning)
+DEFAULTS = {
+    "method": "auto", "rotation_step_deg": 4.0, "scales": [0.9, 0.95, 1.0, 1.05, 1.1],
+    "allow_reflection": True, "refine_affine": True, "feature_components": 4,
+    "feature_weight": 1.0, "nonrigid": True, "nonrigid_spacing_um": 400.0,
+    "nonrigid_smoothness": 1.0, "landmark_model": "affine", "min_coverage": 0.5,
+    "min_dice": 0.6, "min_similarity": 0.3,
+}
 
 
 def read_landmarks(path: str | Path, sample: str | None = None) -> pd.DataFrame:
@@ -36,22 +47,23 @@ def read_landmarks(path: str | Path, sample: str | None = None) -> pd.DataFrame:
     return df[cols].astype(float)
 
 
-def run_align(
-    st: ad.AnnData,
-    msi: ad.AnnData,
-    params: dict,
-    *,
-    sample: str = "sample",
-    landmarks: pd.DataFrame | None = None,
-    truth_dir: str | Path | None = None,
-) -> dict:
-    """Register, resolution-match and QC one sample.
+@dataclass
+class AlignInputs:
+    """Both sections in the form registration and QC use (see :mod:`.features`)."""
 
-    ``st``: ingested ST (spots, µm); ``msi``: ingested MSI (pixels, own frame µm, with
-    ``obs['on_tissue']``). Returns ``transform``, ``msi_aligned`` (all pixels; ``obsm['spatial']``
-    in the ST frame, ``obsm['spatial_native']`` kept), ``rna`` and ``msi_spots`` (paired on the
-    spots with enough MSI coverage) and ``qc``.
-    """
+    pts: StPoints
+    raster: MsiRaster
+    capture_box: np.ndarray
+    st_xy: np.ndarray
+    native: np.ndarray
+    on_tissue: np.ndarray
+    pixel_um: float
+    spot_um: float
+    spot_shape: str
+
+
+def prepare_inputs(st: ad.AnnData, msi: ad.AnnData, n_comps: int = 4, seed: int = 0) -> AlignInputs:
+    """Feature maps (leading PCs of each modality), ST observation points and the MSI raster."""
     meta_st = st.uns.get(Key.uns.spatialfuse, {})
     meta_msi = msi.uns.get(Key.uns.spatialfuse, {})
     px = float(meta_msi["pixel_size_um"])
@@ -62,54 +74,108 @@ def run_align(
     st_xy = np.asarray(st.obsm[Key.obsm.spatial], float)
     box = meta_st.get("capture_box_um")
     pad = spot_um / 2
-    capture_box = np.asarray(box, float) if box is not None else np.r_[st_xy.min(0) - pad, st_xy.max(0) + pad]
-    qc: dict = {"sample": sample, "msi_pixel_size_um": px, "spot_diameter_um": spot_um}
-    method = params.get("method", "auto")
+    capture_box = (np.asarray(box, float) if box is not None
+                   else np.r_[st_xy.min(0) - pad, st_xy.max(0) + pad])
+    Xs = st.X
+    if Key.var.highly_variable in st.var and st.var[Key.var.highly_variable].sum() >= 10:
+        Xs = st[:, st.var[Key.var.highly_variable].to_numpy(bool)].X
+    st_pcs = leading_components(Xs, n_comps, seed=seed) if n_comps else np.zeros((st.n_obs, 0))
+    on_idx = np.nonzero(on)[0]
+    msi_pcs = (leading_components(msi.X, n_comps, on_idx, seed=seed) if n_comps and on_idx.size > 10
+               else np.zeros((msi.n_obs, 0)))
+    rows = st.obs[Key.obs.array_row].to_numpy() if Key.obs.array_row in st.obs else None
+    cols = st.obs[Key.obs.array_col].to_numpy() if Key.obs.array_col in st.obs else None
+    pts = st_points(st_xy, st_pcs, capture_box, spot_um=spot_um, spot_shape=spot_shape,
+                    array_rows=rows, array_cols=cols)
+    raster = MsiRaster(native, on, msi_pcs, px)
+    return AlignInputs(pts, raster, capture_box, st_xy, native, on, px, spot_um, spot_shape)
+
+
+def register(inp: AlignInputs, params: dict, *, landmarks: pd.DataFrame | None = None,
+             sample: str = "sample") -> tuple[Transform, dict]:
+    """The transform by ``params['method']`` (auto / landmarks / identity) and its diagnostics."""
+    p = {**DEFAULTS, **(params or {})}
+    method = p["method"]
+    diag: dict = {}
+    lm_T = None
     if landmarks is not None and method in ("auto", "landmarks"):
-        T, diag = register_landmarks(landmarks[["st_x_um", "st_y_um"]].to_numpy(),
-                                     landmarks[["msi_x_um", "msi_y_um"]].to_numpy())
-        T.meta["method"] = "landmarks_affine"
+        lm_T, lm_diag = register_landmarks(landmarks[["st_x_um", "st_y_um"]].to_numpy(),
+                                           landmarks[["msi_x_um", "msi_y_um"]].to_numpy(),
+                                           model=p["landmark_model"], box=inp.capture_box)
+        diag.update(lm_diag)
     elif method == "landmarks":
         raise InputError("align.method is 'landmarks' but the samples sheet gives no landmarks "
                          "file for this sample", sample)
-    elif method == "identity":
-        T, diag = Transform(np.eye(3)), {}
-        T.meta["method"] = "identity"
-    else:
-        pitch = 100.0 if spot_shape == "disk" else spot_um
-        T, diag = register_masks(
-            st_xy, capture_box, native, on, msi_pixel_um=px, st_pitch_um=pitch,
-            rotation_step_deg=float(params.get("rotation_step_deg", 4.0)),
-            scales=tuple(params.get("scales", (0.9, 0.95, 1.0, 1.05, 1.1))),
-            allow_reflection=bool(params.get("allow_reflection", True)),
-            refine=bool(params.get("refine_affine", True)),
-        )
-        T.meta["method"] = "auto_mask_affine"
-    qc.update(diag)
+    if method == "identity":
+        return Transform(np.eye(3), meta={"method": "identity"}), diag
+    if method == "landmarks":
+        return lm_T, diag
+    try:
+        T, adiag = register_auto(
+            inp.pts, inp.raster, inp.capture_box,
+            rotation_step_deg=float(p["rotation_step_deg"]), scales=tuple(p["scales"]),
+            allow_reflection=bool(p["allow_reflection"]), feature_weight=float(p["feature_weight"]),
+            refine_affine=bool(p["refine_affine"]), nonrigid=bool(p["nonrigid"]),
+            nonrigid_spacing_um=float(p["nonrigid_spacing_um"]),
+            nonrigid_smoothness=float(p["nonrigid_smoothness"]),
+            initial=None if lm_T is None else lm_T.affine)
+    except AlignmentError as exc:
+        raise AlignmentError(f"sample '{sample}': {exc}") from None
+    if lm_T is not None:
+        T.meta["initialised_from"] = "landmarks_affine"
+    diag.update(adiag)
+    return T, diag
+
+
+def run_align(
+    st: ad.AnnData,
+    msi: ad.AnnData,
+    params: dict,
+    *,
+    sample: str = "sample",
+    landmarks: pd.DataFrame | None = None,
+    truth_dir: str | Path | None = None,
+    seed: int = 0,
+) -> dict:
+    """Register, resolution-match and QC one sample.
+
+    ``st``: ingested ST (spots, µm); ``msi``: ingested MSI (pixels, own frame µm, with
+    ``obs['on_tissue']``). Returns ``transform``, ``msi_aligned`` (all pixels; ``obsm['spatial']``
+    in the ST frame, ``obsm['spatial_native']`` kept), ``rna`` and ``msi_spots`` (paired on the
+    spots with enough MSI coverage), ``coverage`` (every spot) and ``qc``.
+    """
+    p = {**DEFAULTS, **(params or {})}
+    inp = prepare_inputs(st, msi, int(p["feature_components"]), seed)
+    px, spot_um, spot_shape = inp.pixel_um, inp.spot_um, inp.spot_shape
+    qc: dict = {"sample": sample, "msi_pixel_size_um": px, "spot_diameter_um": spot_um}
+    T, diag = register(inp, p, landmarks=landmarks, sample=sample)
+    qc["method"] = T.meta.get("method")
+    qc.update({k: v for k, v in diag.items() if k != "refine"})
+    if "refine" in diag:
+        qc["refine_levels"] = diag["refine"]["levels"]
     qc["transform"] = T.decompose()
+    native, on, st_xy = inp.native, inp.on_tissue, inp.st_xy
 
     # aligned MSI: every pixel in the ST frame
     aligned = msi.copy()
     aligned.obsm[Key.obsm.spatial_native] = native
     aligned.obsm[Key.obsm.spatial] = T(native)
+    if T.is_nonrigid:
+        sample_px = native[on][:: max(1, int(on.sum()) // 2000)]
+        qc["inverse_consistency_um"] = T.inverse_consistency_um(sample_px)
 
-    # overlap QC: tissue masks on a common grid inside the capture area
-    res = max(px, 25.0)
-    grid = Grid(capture_box[:2] - 100, capture_box[2:] + 100, res)
-    st_mask = _mask_image(grid, st_xy, 60.0)
-    cap = box_mask(grid, capture_box)
-    msi_mask = _mask_image(grid, aligned.obsm[Key.obsm.spatial][on], 0.6 * px) * cap
-    qc["tissue_dice"] = dice(st_mask, msi_mask)
+    # overlap and feature-similarity QC
+    qc["tissue_dice"] = tissue_dice(inp.pts, inp.raster, T, inp.capture_box, max(px, 20.0))
+    qc.update(feature_similarity(inp.pts, inp.raster, T))
 
-    # resolution matching
-    W = overlap_weights(st_xy, spot_um, native, px, T, spot_shape=spot_shape,
-                        subcell_um=float(params.get("subcell_um", 3.0)))
+    # resolution matching: exact area weights
+    W = overlap_weights(st_xy, spot_um, native, px, T, spot_shape=spot_shape)
     spot_area = np.pi * (spot_um / 2) ** 2 if spot_shape == "disk" else spot_um**2
     lin = msi.X.copy()
     lin = lin.expm1() if sp.issparse(lin) else np.expm1(lin)
     V, coverage, n_pix = aggregate(W, lin, spot_area)
     R, _, _ = aggregate(W, msi.layers[Key.layers.intensity], spot_area)
-    min_cov = float(params.get("min_coverage", 0.5))
+    min_cov = float(p["min_coverage"])
     covered = coverage >= min_cov
     qc.update(spots=int(st.n_obs), spots_covered=int(covered.sum()),
               spots_low_coverage=int((~covered).sum()),
@@ -127,7 +193,8 @@ def run_align(
     msi_spots.obs[Key.obs.coverage] = coverage[covered]
     msi_spots.obs[Key.obs.n_pixels] = n_pix[covered]
     msi_spots.obsm[Key.obsm.spatial] = st_xy[covered]
-    msi_spots.uns[Key.uns.spatialfuse] = dict(meta_msi, aggregated_to="st_spots")
+    msi_spots.uns[Key.uns.spatialfuse] = dict(msi.uns.get(Key.uns.spatialfuse, {}),
+                                              aggregated_to="st_spots", weights="exact_area")
     rna = st[covered].copy()
     rna.obs[Key.obs.coverage] = coverage[covered]
     st_obs_cov = pd.DataFrame({Key.obs.coverage: coverage, Key.obs.n_pixels: n_pix,
@@ -138,20 +205,34 @@ def run_align(
         if te:
             qc.update(te)
     if landmarks is not None:
-        qc.setdefault("landmark_error_um_mean", float(np.mean(np.linalg.norm(
-            T(landmarks[["msi_x_um", "msi_y_um"]].to_numpy())
-            - landmarks[["st_x_um", "st_y_um"]].to_numpy(), axis=1))))
+        d = np.linalg.norm(T(landmarks[["msi_x_um", "msi_y_um"]].to_numpy())
+                           - landmarks[["st_x_um", "st_y_um"]].to_numpy(), axis=1)
+        qc["landmark_error_um_mean"] = float(d.mean())
+        qc["landmark_error_um_median"] = float(np.median(d))
 
-    min_dice = float(params.get("min_dice", 0.6))
-    warnings = []
-    if qc["tissue_dice"] < min_dice:
-        warnings.append(f"tissue overlap (Dice {qc['tissue_dice']:.2f}) is below "
-                        f"align.min_dice={min_dice}: the registration may be wrong")
-    if covered.mean() < 0.5:
-        warnings.append(f"only {covered.mean():.0%} of ST spots have MSI coverage >= {min_cov}")
-    qc["warnings"] = warnings
-    qc["flagged"] = bool(warnings)
-    for w in warnings:
+    qc["warnings"] = registration_warnings(qc, p, covered.mean())
+    qc["flagged"] = bool(qc["warnings"])
+    for w in qc["warnings"]:
         log.warning("REGISTRATION FLAGGED (%s): %s", sample, w)
     return {"transform": T, "msi_aligned": aligned, "rna": rna, "msi_spots": msi_spots,
             "coverage": st_obs_cov, "qc": qc}
+
+
+def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[str]:
+    """Plain-language reasons to distrust a registration (empty when it looks right)."""
+    out = []
+    min_dice, min_sim, min_cov = float(p["min_dice"]), float(p["min_similarity"]), float(p["min_coverage"])
+    if qc["tissue_dice"] < min_dice:
+        out.append(f"tissue overlap (Dice {qc['tissue_dice']:.2f}) is below align.min_dice={min_dice}: "
+                   "the registration may be wrong")
+    if covered_fraction < 0.5:
+        out.append(f"only {covered_fraction:.0%} of ST spots have MSI coverage >= {min_cov}")
+    sim, null = qc.get("feature_similarity"), qc.get("feature_similarity_null")
+    if sim is not None and p["method"] != "identity":
+        if sim < min_sim:
+            out.append(f"the two modalities' feature maps agree poorly after registration "
+                       f"(similarity {sim:.2f} < align.min_similarity={min_sim})")
+        elif null is not None and sim < null + 0.05:
+            out.append(f"the feature maps agree no better after registration (similarity "
+                       f"{sim:.2f}) than after a deliberately wrong rotation/mirror ({null:.2f})")
+    return out

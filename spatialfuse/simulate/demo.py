@@ -65,6 +65,13 @@ class DemoParams:
     dropout: float = 0.25
     noise_peaks_per_pixel: float = 2.0
     nb_dispersion: float = 5.0
+    # --- geometry options (registration benchmarks); the defaults reproduce the plain demo
+    outline_irregularity: float = 1.0  # 0 = a disc (a symmetric outline), 1 = the usual blob
+    adjacent_section_um: float = 0.0  # MSI from an adjacent section: its tissue/domains deformed
+    adjacent_wavelength_um: tuple[float, float] = (250.0, 600.0)  # scale of that deformation
+    msi_crop_frac: float = 0.0  # crop this fraction of the MSI raster on one (random) side
+    n_landmarks: int = 0  # landmarks (truth/landmarks.csv) placed by a simulated annotator
+    landmark_noise_um: float = 10.0  # SD of the annotator's placement error, in each section
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -78,8 +85,9 @@ class DemoParams:
         base.update((section.get("samples") or {}).get(sample) or {})
         names = {f for f in cls.__dataclass_fields__} - {"seed", "extra"}
         kw = {k: v for k, v in base.items() if k in names}
-        if "scale_range" in kw:
-            kw["scale_range"] = tuple(kw["scale_range"])
+        for key in ("scale_range", "adjacent_wavelength_um"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
         sample_seed = (int(seed) * 1_000_003 + zlib.crc32(sample.encode())) % (2**32)
         return cls(seed=sample_seed, **kw)
 
@@ -135,6 +143,28 @@ def _rotation(theta_deg: float, reflect: bool, scale: float) -> np.ndarray:
     return scale * R @ F
 
 
+def _landmarks(rng: np.random.Generator, p: DemoParams, u: np.ndarray, frac: np.ndarray,
+               msi_to_st) -> pd.DataFrame:
+    """``n_landmarks`` matched points on tissue, spread out (farthest-point order), as an annotator
+    would place them: each position off by ``landmark_noise_um`` (SD) in each section."""
+    on = np.nonzero(frac > 0.9)[0]
+    pick = [int(rng.choice(on))]
+    d = np.linalg.norm(u[on] - u[pick[0]], axis=1)
+    for _ in range(p.n_landmarks - 1):
+        j = int(np.argmax(d * rng.uniform(0.7, 1.0, d.size)))
+        pick.append(int(on[j]))
+        d = np.minimum(d, np.linalg.norm(u[on] - u[on[j]], axis=1))
+    msi = u[pick] + rng.uniform(-0.5, 0.5, (len(pick), 2)) * p.msi_pixel_size_um
+    st = msi_to_st(msi)
+    noise = p.landmark_noise_um
+    return pd.DataFrame({
+        "st_x_um": st[:, 0] + rng.normal(0, noise, len(pick)),
+        "st_y_um": st[:, 1] + rng.normal(0, noise, len(pick)),
+        "msi_x_um": msi[:, 0] + rng.normal(0, noise, len(pick)),
+        "msi_y_um": msi[:, 1] + rng.normal(0, noise, len(pick)),
+    })
+
+
 def simulate_sample(p: DemoParams) -> dict:
     """Simulate one paired sample; returns arrays and tables (see :func:`write_demo_sample`)."""
     rng = np.random.default_rng(p.seed)
@@ -143,7 +173,7 @@ def simulate_sample(p: DemoParams) -> dict:
     rows, cols, spot_xy = _hex_grid(cap)
     centre = np.array([cap / 2 + 100, cap / 2 + 100]) + rng.normal(0, p.tissue_offset_frac * cap, 2)
     radius = p.tissue_radius_frac * cap
-    inside, outline = tissue_mask_fn(rng, centre, radius)
+    inside, outline = tissue_mask_fn(rng, centre, radius, p.outline_irregularity)
     domain_of = warped_voronoi_domains(rng, centre, radius * 0.9, p.n_domains)
     in_tissue = inside(spot_xy)
     barcodes = _barcodes(rng, len(spot_xy))
@@ -235,19 +265,37 @@ def simulate_sample(p: DemoParams) -> dict:
 
     ii, jj = np.meshgrid(np.arange(1, n_side + 1), np.arange(1, n_side + 1), indexing="xy")
     pix = np.stack([ii.ravel(), jj.ravel()], 1)
+    # geometry options draw from their own generator, so the plain demo is unchanged
+    rng_geo = np.random.default_rng([p.seed, 4])
+    if p.msi_crop_frac > 0:
+        axis, side = int(rng_geo.integers(2)), bool(rng_geo.integers(2))
+        cut = int(round(n_side * p.msi_crop_frac))
+        keep = pix[:, axis] > cut if side else pix[:, axis] <= n_side - cut
+        pix = pix[keep]
     u = pix * px
     pix_st = msi_to_st(u)
+    # an adjacent section: the MSI sees tissue and domains where the ST section has them,
+    # displaced by a small, short-wavelength field (not part of the true transform)
+    if p.adjacent_section_um > 0:
+        ax_, ay_ = (SmoothField.random(rng_geo, p.adjacent_wavelength_um, 8) for _ in range(2))
+
+        def geo(st):
+            return st + (p.adjacent_section_um / 2) * np.stack([ax_(st), ay_(st)], 1)
+    else:
+        def geo(st):
+            return st
+    pix_geo = geo(pix_st)
     # tissue fraction of each pixel (partial volume) from 4x4 sub-samples
     sub = (np.arange(4) + 0.5) / 4 - 0.5
     frac = np.zeros(len(u))
     for dx in sub:
         for dy in sub:
-            frac += inside(msi_to_st(u + np.array([dx, dy]) * px))
+            frac += inside(geo(msi_to_st(u + np.array([dx, dy]) * px)))
     frac /= 16.0
-    pix_dom = domain_of(pix_st)
+    pix_dom = domain_of(pix_geo)
     on = frac > 0
     ion = rng.lognormal(0, 0.25, len(u))
-    logI = met_logmean(pix_st, pix_dom) + rng.normal(0, 0.3, (len(u), M))
+    logI = met_logmean(pix_geo, pix_dom) + rng.normal(0, 0.3, (len(u), M))
     I = np.exp(logI) * (frac * ion)[:, None]
     p_drop = np.clip(p.dropout * np.exp(-(logI - base_m[None, :])), 0, 0.95)
     I[rng.random(I.shape) < p_drop] = 0.0
@@ -264,8 +312,10 @@ def simulate_sample(p: DemoParams) -> dict:
         "mz": mets["mz"].iloc[link_mets].to_numpy(),
         "sign": link_sign,
     })
+    landmarks = _landmarks(rng_geo, p, u, frac, msi_to_st) if p.n_landmarks > 0 else None
     out = {
         "params": p,
+        "landmarks": landmarks,
         "spots": pd.DataFrame({
             "barcode": barcodes, "x_um": spot_xy[:, 0], "y_um": spot_xy[:, 1],
             "array_row": rows, "array_col": cols, "in_tissue": in_tissue.astype(int),
@@ -368,5 +418,7 @@ def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
     sim["links"].to_csv(truth / "links.tsv", sep="\t", index=False)
     sim["metabolites"].to_csv(truth / "metabolites.tsv", sep="\t", index=False)
     (truth / "transform.json").write_text(json.dumps(sim["transform"], indent=2))
+    if sim.get("landmarks") is not None:
+        sim["landmarks"].to_csv(truth / "landmarks.csv", index=False)
     extra = {"decoys": sim["decoys"], "markers": sim["markers"], "params": asdict(p)}
     (truth / "design.json").write_text(json.dumps(extra, indent=2, default=str))

@@ -29,20 +29,23 @@ class SmoothField:
         return np.sqrt(2.0 / len(self.phase)) * np.cos(xy @ self.omega.T + self.phase).sum(1)
 
 
-def tissue_mask_fn(rng: np.random.Generator, centre: np.ndarray, radius_um: float):
+def tissue_mask_fn(rng: np.random.Generator, centre: np.ndarray, radius_um: float,
+                   irregularity: float = 1.0):
     """An irregular, asymmetric blob (so rotation and reflection are identifiable).
 
+    ``irregularity`` scales the outline's harmonics and notch: 0 gives a disc (a symmetric
+    outline, where only the tissue's inner structure can tell rotation and reflection).
     Returns ``inside(xy) -> bool array`` and the polygon outline (for plotting).
     """
     harmonics = np.arange(2, 7)
-    amp = rng.uniform(0.04, 0.12, size=harmonics.size) / np.sqrt(harmonics - 1)
+    amp = irregularity * rng.uniform(0.04, 0.12, size=harmonics.size) / np.sqrt(harmonics - 1)
     ph = rng.uniform(0, 2 * np.pi, size=harmonics.size)
     notch_angle = rng.uniform(0, 2 * np.pi)
 
     def r_of(theta):
         r = 1 + (amp[None, :] * np.cos(harmonics[None, :] * theta[:, None] + ph[None, :])).sum(1)
         d = np.angle(np.exp(1j * (theta - notch_angle)))
-        r = r - 0.25 * np.exp(-(d / 0.18) ** 2)  # a notch breaks any remaining symmetry
+        r = r - irregularity * 0.25 * np.exp(-(d / 0.18) ** 2)  # a notch breaks any symmetry
         return radius_um * r
 
     def inside(xy):

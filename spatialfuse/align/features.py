@@ -1,0 +1,294 @@
+"""What both modalities share, in a form registration can compare.
+
+* **Feature maps**: the leading principal components of each modality, computed separately (ST
+  on its log-normalised genes, MSI on its log TIC-normalised on-tissue pixels), each scaled to
+  unit variance. The two sets are *not* the same variables; registration compares them through
+  a linear map fitted on the fly (regression / canonical correlation), which makes the sign and
+  order ambiguity of principal components irrelevant.
+* **Tissue masks**: MSI ``on_tissue`` per pixel; ST in-tissue spots plus *background points*
+  (capture-array positions without a tissue spot), so that MSI tissue falling on empty capture
+  area is penalised while MSI tissue beyond the capture area is not.
+* :class:`MsiRaster`: the MSI pixels on their own lattice as images (mask, raster footprint,
+  features), from which blurred level images are built (:meth:`MsiRaster.level`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+log = logging.getLogger(__name__)
+
+
+def leading_components(X, n_comps: int, rows: np.ndarray | None = None, *, max_fit: int = 20000,
+                       max_vars: int = 1000, seed: int = 0) -> np.ndarray:
+    """Unit-variance scores of the ``n_comps`` leading principal components of ``X``.
+
+    Fitted on ``rows`` (default all; at most ``max_fit`` of them, drawn with ``seed``) and on the
+    ``max_vars`` most variable columns; scores are returned for every row. Memory and time are
+    linear in the number of rows.
+    """
+    n = X.shape[0]
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    rng = np.random.default_rng(seed)
+    fit = rows if len(rows) <= max_fit else np.sort(rng.choice(rows, max_fit, replace=False))
+    Xf = X[fit]
+    Xf = Xf.toarray() if sp.issparse(Xf) else np.asarray(Xf, dtype=np.float64)
+    Xf = Xf.astype(np.float64)
+    var = Xf.var(0)
+    cols = np.argsort(-var)[:max_vars]
+    cols = cols[var[cols] > 0]
+    if cols.size == 0:
+        return np.zeros((n, 0))
+    Xf = Xf[:, cols]
+    mu = Xf.mean(0)
+    C = np.cov(Xf - mu, rowvar=False) if cols.size > 1 else np.atleast_2d(Xf.var())
+    evals, evecs = np.linalg.eigh(np.atleast_2d(C))
+    order = np.argsort(-evals)[: min(n_comps, cols.size)]
+    V = evecs[:, order]
+    sd = np.sqrt(np.maximum(evals[order], 1e-12))
+    Xc = X[:, cols]
+    scores = (Xc @ V) if sp.issparse(Xc) else np.asarray(Xc, dtype=np.float64) @ V
+    scores = np.asarray(scores) - mu @ V
+    return scores / sd
+
+
+@dataclass
+class StPoints:
+    """ST observations in the ST frame (µm): tissue spots with features, and background points.
+
+    ``xy`` (n, 2), ``tissue`` (n,) target tissue value in [0, 1] (1 for spots, 0 for background,
+    fractions for super-bins), ``features`` (n, k) (rows of background points are 0),
+    ``has_features`` (n,) bool.
+    """
+
+    xy: np.ndarray
+    tissue: np.ndarray
+    features: np.ndarray
+    has_features: np.ndarray
+    pitch_um: float
+    footprint_sigma_um: float
+
+
+def _lattice_background(st_xy: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                        box: np.ndarray) -> np.ndarray | None:
+    """Capture-array positions without a tissue spot, from the array row/col of the spots."""
+    if len(st_xy) < 6:
+        return None
+    G = np.c_[cols, rows, np.ones(len(cols))]
+    coef, res, rank, _ = np.linalg.lstsq(G, st_xy, rcond=None)
+    if rank < 3 or np.abs(G @ coef - st_xy).max() > 5.0:
+        return None  # positions are not an exact lattice: no reliable completion
+    parity = np.unique((rows + cols) % 2)
+    # the array index range that covers the capture box
+    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]])
+    Linv = np.linalg.pinv(coef[:2].T)
+    cr = (corners - coef[2]) @ Linv.T
+    c0, c1 = int(np.floor(cr[:, 0].min())) - 1, int(np.ceil(cr[:, 0].max())) + 1
+    r0, r1 = int(np.floor(cr[:, 1].min())) - 1, int(np.ceil(cr[:, 1].max())) + 1
+    if (c1 - c0) * (r1 - r0) > 4e6:
+        return None
+    cc, rr = np.meshgrid(np.arange(c0, c1 + 1), np.arange(r0, r1 + 1))
+    cc, rr = cc.ravel(), rr.ravel()
+    keep = np.isin((rr + cc) % 2, parity)
+    cc, rr = cc[keep], rr[keep]
+    taken = set(zip(rows.tolist(), cols.tolist()))
+    free = np.array([(r, c) not in taken for r, c in zip(rr.tolist(), cc.tolist())], bool)
+    xy = np.c_[cc[free], rr[free], np.ones(free.sum())] @ coef
+    inside = (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])
+    return xy[inside]
+
+
+def st_points(st_xy: np.ndarray, st_features: np.ndarray, capture_box: np.ndarray, *,
+              spot_um: float, spot_shape: str = "disk", array_rows: np.ndarray | None = None,
+              array_cols: np.ndarray | None = None, max_points: int = 40000) -> StPoints:
+    """Observation points of the ST section (see :class:`StPoints`).
+
+    Visium: every tissue spot, and the array positions without a tissue spot as background
+    (lattice completion from ``array_row``/``array_col``; without them, a grid at the spot pitch).
+    Many small bins (Visium HD): pooled into square super-bins so at most ~``max_points`` remain;
+    the target tissue value of a super-bin is the fraction of it covered by tissue bins.
+    """
+    st_xy = np.asarray(st_xy, float)
+    box = np.asarray(capture_box, float)
+    k = st_features.shape[1]
+    if spot_shape == "disk":
+        d, _ = cKDTree(st_xy).query(st_xy, k=2)
+        pitch = float(np.median(d[:, 1])) if len(st_xy) > 2 else 100.0
+        bg = None
+        if array_rows is not None and array_cols is not None:
+            bg = _lattice_background(st_xy, np.asarray(array_rows, int), np.asarray(array_cols, int), box)
+        if bg is None:
+            g = np.arange(box[0] + pitch / 2, box[2], pitch), np.arange(box[1] + pitch / 2, box[3], pitch)
+            gx, gy = np.meshgrid(*g)
+            bg = np.stack([gx.ravel(), gy.ravel()], 1)
+            dd, _ = cKDTree(st_xy).query(bg)
+            bg = bg[dd > 0.5 * pitch]
+        xy = np.r_[st_xy, bg]
+        tissue = np.r_[np.ones(len(st_xy)), np.zeros(len(bg))]
+        feats = np.r_[st_features, np.zeros((len(bg), k))]
+        has = np.r_[np.ones(len(st_xy), bool), np.zeros(len(bg), bool)]
+        return StPoints(xy, tissue, feats, has, pitch, spot_um / 4)
+    # square bins: pool into super-bins of side `cell` (a multiple of the bin size)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    cell = max(spot_um, float(np.sqrt(area / max_points)))
+    cell = spot_um * max(1, int(np.ceil(cell / spot_um)))
+    nx = int(np.ceil((box[2] - box[0]) / cell))
+    ny = int(np.ceil((box[3] - box[1]) / cell))
+    ix = np.clip(((st_xy[:, 0] - box[0]) // cell).astype(int), 0, nx - 1)
+    iy = np.clip(((st_xy[:, 1] - box[1]) // cell).astype(int), 0, ny - 1)
+    flat = iy * nx + ix
+    cnt = np.bincount(flat, minlength=nx * ny).astype(float)
+    fsum = np.stack([np.bincount(flat, st_features[:, j], nx * ny) for j in range(k)], 1)
+    gx, gy = np.meshgrid(np.arange(nx), np.arange(ny))
+    xy = np.stack([box[0] + (gx.ravel() + 0.5) * cell, box[1] + (gy.ravel() + 0.5) * cell], 1)
+    per_cell = (cell / spot_um) ** 2
+    tissue = np.clip(cnt / per_cell, 0, 1)
+    has = cnt >= 0.5 * per_cell
+    feats = np.where(has[:, None], fsum / np.maximum(cnt, 1)[:, None], 0.0)
+    if has.sum() > 2:  # re-standardise the pooled features
+        mu, sd = feats[has].mean(0), feats[has].std(0) + 1e-9
+        feats = np.where(has[:, None], (feats - mu) / sd, 0.0)
+    return StPoints(xy, tissue, feats, has, cell, cell / np.sqrt(12))
+
+
+@dataclass
+class MsiLevel:
+    """Blurred MSI images of one pyramid level; sample them at MSI-frame µm positions."""
+
+    origin: np.ndarray  # µm of image index (0, 0)
+    res: float  # µm per image pixel
+    mask: np.ndarray  # tissue fraction, normalised by the raster footprint
+    valid: np.ndarray  # raster footprint fraction (0 outside the acquired raster)
+    feats: np.ndarray  # (k, ny, nx) feature × tissue fraction, blurred (0 off tissue)
+    grads: np.ndarray  # (1 + k, 2, ny, nx) d/dx, d/dy (per µm) of mask and features
+
+    def index(self, u: np.ndarray) -> np.ndarray:
+        g = (np.asarray(u) - self.origin) / self.res
+        return np.stack([g[:, 1], g[:, 0]], 0)
+
+    def sample(self, u: np.ndarray, with_grad: bool = True):
+        """Values (n, 1 + k) [mask, features...], validity (n,), gradients (n, 1 + k, 2)."""
+        idx = self.index(u)
+
+        def mc(img):
+            return ndimage.map_coordinates(img, idx, order=1, mode="constant", cval=0.0)
+
+        k = self.feats.shape[0]
+        vals = np.empty((u.shape[0], 1 + k))
+        vals[:, 0] = mc(self.mask)
+        for j in range(k):
+            vals[:, 1 + j] = mc(self.feats[j])
+        valid = mc(self.valid)
+        if not with_grad:
+            return vals, valid, None
+        g = np.empty((u.shape[0], 1 + k, 2))
+        for c in range(1 + k):
+            g[:, c, 0] = mc(self.grads[c, 0])
+            g[:, c, 1] = mc(self.grads[c, 1])
+        return vals, valid, g
+
+
+class MsiRaster:
+    """MSI pixels on their own lattice (own frame, µm) as images: tissue, footprint, features."""
+
+    def __init__(self, native_xy: np.ndarray, on_tissue: np.ndarray, features: np.ndarray,
+                 pixel_um: float):
+        native_xy = np.asarray(native_xy, float)
+        self.px = float(pixel_um)
+        lo = native_xy.min(0)
+        ij = np.round((native_xy - lo) / self.px).astype(int)
+        nx, ny = ij.max(0) + 1
+        if nx * ny > 5e7:
+            raise ValueError(f"MSI raster of {nx}x{ny} lattice cells is too large; check the pixel size")
+        self.origin = lo
+        self.shape = (int(ny), int(nx))
+        flat = ij[:, 1] * nx + ij[:, 0]
+        n = nx * ny
+        foot = np.bincount(flat, minlength=n).astype(float)
+        m = np.bincount(flat, on_tissue.astype(float), minlength=n)
+        k = features.shape[1]
+        f = np.zeros((k, n))
+        w = on_tissue.astype(float)
+        for j in range(k):
+            f[j] = np.bincount(flat, np.where(on_tissue, features[:, j], 0.0) * w, minlength=n)
+        nz = foot > 0
+        m[nz] /= foot[nz]
+        for j in range(k):
+            f[j, nz] /= foot[nz]
+        self.footprint = np.minimum(foot, 1.0).reshape(self.shape)
+        self.tissue = m.reshape(self.shape)  # fraction of the cell's pixels on tissue
+        self.feat_x_tissue = f.reshape((k,) + self.shape)  # feature × tissue
+        self.k = k
+
+    @property
+    def tissue_xy(self) -> np.ndarray:
+        iy, ix = np.nonzero(self.tissue > 0.5)
+        return np.stack([ix, iy], 1) * self.px + self.origin
+
+    def level(self, sigma_um: float, min_res_um: float | None = None) -> MsiLevel:
+        """Images blurred by a Gaussian of ``sigma_um`` (MSI frame), binned when that is coarse."""
+        b = max(1, int(np.floor(max(sigma_um / 2.0, min_res_um or 0) / self.px)))
+        res = b * self.px
+
+        def binned(img):
+            if b == 1:
+                return img
+            ny, nx = img.shape[-2:]
+            py, px_ = (-ny) % b, (-nx) % b
+            pad = [(0, 0)] * (img.ndim - 2) + [(0, py), (0, px_)]
+            im = np.pad(img, pad)
+            sh = im.shape[:-2] + (im.shape[-2] // b, b, im.shape[-1] // b, b)
+            return im.reshape(sh).mean(axis=(-3, -1))
+
+        foot, tis, fx = binned(self.footprint), binned(self.tissue), binned(self.feat_x_tissue)
+        s = np.sqrt(max(sigma_um**2 - (b * self.px) ** 2 / 12 * (b > 1), 0.0)) / res
+
+        def blur(img):
+            return ndimage.gaussian_filter(img, s, mode="constant") if s > 0.05 else img
+
+        bf, bt = blur(foot), blur(tis)
+        valid = bf
+        inv = np.where(bf > 1e-3, 1.0 / np.maximum(bf, 1e-3), 0.0)
+        mask = bt * inv
+        feats = (np.stack([blur(fx[j]) * inv for j in range(self.k)]) if self.k
+                 else np.zeros((0,) + bt.shape))
+        chans = [mask] + list(feats)
+        grads = np.stack([np.stack(np.gradient(c, res)[::-1]) for c in chans])
+        origin = self.origin + (b - 1) / 2 * self.px
+        return MsiLevel(origin, res, mask, valid, feats, grads)
+
+
+def gaussian_smooth_points(xy: np.ndarray, values: np.ndarray, sigma_um: float,
+                           weights: np.ndarray | None = None) -> np.ndarray:
+    """Normalised Gaussian smoothing of point values: splatted on a grid (res σ/3), blurred,
+    read back bilinearly; O(points + grid cells). ``values`` (n,) or (n, k)."""
+    if sigma_um <= 0:
+        return values
+    v2 = values[:, None] if values.ndim == 1 else values
+    w = np.ones(len(xy)) if weights is None else np.asarray(weights, float)
+    res = sigma_um / 3
+    lo = xy.min(0) - 4 * sigma_um
+    g = (xy - lo) / res
+    shape = tuple(int(v) for v in np.ceil(g.max(0) + 4 * sigma_um / res)[::-1] + 2)
+    x0, y0 = np.floor(g[:, 0]).astype(int), np.floor(g[:, 1]).astype(int)
+    fx, fy = g[:, 0] - x0, g[:, 1] - y0
+    corners = [(0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)]
+
+    size = shape[0] * shape[1]
+
+    def splat_blur(val):
+        img = sum(np.bincount((y0 + dy) * shape[1] + x0 + dx, c * val, size) for dx, dy, c in corners)
+        return ndimage.gaussian_filter(img.reshape(shape), 3.0, mode="constant")
+
+    def read(img):
+        return sum(c * img[y0 + dy, x0 + dx] for dx, dy, c in corners)
+
+    den = np.maximum(read(splat_blur(w)), 1e-12)
+    out = np.stack([read(splat_blur(v2[:, j] * w)) / den for j in range(v2.shape[1])], 1)
+    return out[:, 0] if values.ndim == 1 else out

@@ -1,0 +1,353 @@
+"""Refinement: affine, then a regularised cubic B-spline deformation, by Gauss–Newton.
+
+The registration is fitted in its inverse form, the one an image registration evaluates:
+every ST observation point ``x`` (tissue spots and empty capture positions, see
+:func:`~spatialfuse.align.features.st_points`) is pulled into the MSI frame by
+
+    u(x) = P · (x + e(x)) + q,        e(x) = Σₖ φₖ(x) cₖ  (cubic B-spline, control spacing h)
+
+and the blurred MSI images are read there. The objective, summed over points, is
+
+    Σ v·(t − M(u))²  +  (w_f / k) Σ_c v·(y_c − [1, M, H₁..H_m](u) β_c)²  +  λ ‖D² c‖² + ε ‖c‖²
+
+with ``t`` the ST tissue target, ``M`` the MSI tissue fraction, ``y`` the ST principal
+components, ``H`` the MSI principal components (× tissue), ``β`` a linear map between the two
+feature sets refitted at every evaluation (so signs and order of components do not matter),
+``v`` the MSI raster footprint (points the MSI never imaged count as a fixed penalty, not as a
+match), ``D²`` second differences of the control grid (bending energy) weighted by the
+configurable ``smoothness`` relative to the data curvature. Levels go coarse to fine (both sides
+blurred by the same σ in µm); the non-rigid part joins from the level given by
+``nonrigid_from_um``. Every step is a Levenberg–Marquardt step on the sparse normal equations
+(memory linear in the number of points and control points).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from .features import MsiLevel, MsiRaster, StPoints, gaussian_smooth_points
+
+log = logging.getLogger(__name__)
+
+#: penalty per point for a point outside the MSI raster (mask channel, each feature channel)
+_INVALID_MASK, _INVALID_FEAT = 0.25, 1.0
+#: ridge on the B-spline coefficients relative to the data curvature: keeps the field free of
+#: the global (affine) part, which the affine parameters carry, and zero where there is no data
+_RIDGE = 0.05
+
+
+@dataclass
+class BSplineField:
+    """A 2-D displacement field ``e(x) = Σ φₖ(x) cₖ`` on a cubic B-spline control grid (µm).
+
+    Control points outside the grid count as zero, so the field falls to exactly zero within
+    two spacings beyond the grid.
+    """
+
+    origin: np.ndarray
+    spacing: float
+    shape: tuple[int, int]  # (ny, nx) control points
+    coef: np.ndarray  # (ny·nx, 2) µm
+
+    @classmethod
+    def covering(cls, lo: np.ndarray, hi: np.ndarray, spacing: float) -> "BSplineField":
+        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        n = np.ceil((hi - lo) / spacing).astype(int) + 3
+        origin = lo - spacing
+        return cls(origin, float(spacing), (int(n[1]), int(n[0])), np.zeros((int(n[0] * n[1]), 2)))
+
+    @property
+    def n(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def extent(self) -> tuple[np.ndarray, np.ndarray]:
+        ny, nx = self.shape
+        return self.origin - 2 * self.spacing, self.origin + (np.array([nx, ny]) + 1) * self.spacing
+
+    def basis(self, xy: np.ndarray) -> sp.csr_matrix:
+        """Sparse (n_points × n_control) matrix of cubic B-spline weights."""
+        xy = np.asarray(xy, float)
+        ny, nx = self.shape
+        g = (xy - self.origin) / self.spacing
+        i0 = np.floor(g).astype(int)
+        t = g - i0
+        B = [(1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6,
+             t**3 / 6]  # each (n, 2): weights for offsets -1..2 per axis
+        rows, cols, vals = [], [], []
+        ar = np.arange(len(xy))
+        for a in range(4):
+            for b in range(4):
+                ix, iy = i0[:, 0] + a - 1, i0[:, 1] + b - 1
+                ok = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+                rows.append(ar[ok])
+                cols.append(iy[ok] * nx + ix[ok])
+                vals.append(B[a][ok, 0] * B[b][ok, 1])
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(len(xy), self.n))
+
+    def __call__(self, xy: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(xy), 2))
+        for s in range(0, len(xy), 200000):
+            out[s:s + 200000] = self.basis(xy[s:s + 200000]) @ self.coef
+        return out
+
+    def bending(self) -> sp.csr_matrix:
+        """Σ of squared second differences (xx, yy, 2·xy) of the control values, as a matrix."""
+        ny, nx = self.shape
+
+        def d2(n):
+            return sp.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(max(n - 2, 0), n))
+
+        def d1(n):
+            return sp.diags([-1.0, 1.0], [0, 1], shape=(max(n - 1, 0), n))
+
+        Iy, Ix = sp.identity(ny), sp.identity(nx)
+        Dxx = sp.kron(Iy, d2(nx))
+        Dyy = sp.kron(d2(ny), Ix)
+        Dxy = sp.kron(d1(ny), d1(nx))
+        return (Dxx.T @ Dxx + Dyy.T @ Dyy + 2 * Dxy.T @ Dxy).tocsr()
+
+
+class _Objective:
+    """Data term of one pyramid level, for parameters θ = [P (4), q (2), cₓ (n), c_y (n)]."""
+
+    def __init__(self, pts: StPoints, level: MsiLevel, sigma_um: float, feature_weight: float,
+                 field: BSplineField | None):
+        self.x = pts.xy
+        self.n = len(self.x)
+        self.level = level
+        self.t = np.clip(gaussian_smooth_points(self.x, pts.tissue, sigma_um), 0, 1)
+        self.fi = np.nonzero(pts.has_features)[0]
+        k = pts.features.shape[1]
+        self.k = k
+        if k and len(self.fi) > k + 3:
+            Y = gaussian_smooth_points(self.x[self.fi], pts.features[self.fi], sigma_um)
+            self.Y = (Y - Y.mean(0)) / (Y.std(0) + 1e-9)
+            self.wf = feature_weight / k
+        else:
+            self.Y, self.wf, self.k = np.zeros((len(self.fi), 0)), 0.0, 0
+        self.field = field
+        self.Phi = field.basis(self.x) if field is not None else None
+
+    def u(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        P, q = theta[:4].reshape(2, 2), theta[4:6]
+        z = self.x
+        if self.Phi is not None and theta.size > 6:
+            c = theta[6:].reshape(2, -1).T
+            z = z + self.Phi @ c
+        return z @ P.T + q, z
+
+    def evaluate(self, theta: np.ndarray, jac: bool = False):
+        """Data objective (sum); with ``jac``: also per-row gradients for the normal equations."""
+        u, z = self.u(theta)
+        vals, valid, grads = self.level.sample(u, with_grad=jac)
+        v = np.clip(valid, 0.0, 1.0)
+        M = vals[:, 0]
+        r0 = self.t - M
+        E = float((v * r0**2).sum() + ((1 - v) * _INVALID_MASK).sum())
+        out = {"u": u, "z": z, "v": v, "r0": r0}
+        if self.k:
+            fi = self.fi
+            D = np.c_[np.ones(len(fi)), vals[fi]]  # [1, M, H...]
+            vf = v[fi]
+            DtW = D.T * vf
+            beta = np.linalg.solve(DtW @ D + 1e-6 * np.eye(D.shape[1]), DtW @ self.Y)
+            rf = self.Y - D @ beta
+            E += float(self.wf * ((vf[:, None] * rf**2).sum() + ((1 - vf) * _INVALID_FEAT * self.k).sum()))
+            out.update(beta=beta, rf=rf)
+            ss_tot = float((vf[:, None] * self.Y**2).sum())
+            out["r2"] = 1 - float((vf[:, None] * rf**2).sum()) / max(ss_tot, 1e-12)
+        out["E"] = E
+        if jac:
+            out["grads"] = grads
+        return out
+
+    def normal_equations(self, theta: np.ndarray, ev: dict, nonrigid: bool):
+        """H = JᵀJ and g = Jᵀr (sparse, per-point aggregation; r the weighted residuals)."""
+        grads, v, z = ev["grads"], ev["v"], ev["z"]
+        n = self.n
+        # rows: the mask channel at every point, then each feature channel at feature points
+        sw0 = np.sqrt(v)
+        G = [-(sw0[:, None] * grads[:, 0, :])]
+        R = [sw0 * ev["r0"]]
+        idx = [np.arange(n)]
+        if self.k:
+            fi = self.fi
+            beta = ev["beta"]  # rows: 1, M, H_1..H_m
+            swf = np.sqrt(self.wf * v[fi])
+            gm = grads[fi]  # (n_f, 1 + m, 2)
+            for c in range(self.k):
+                dpred = np.einsum("j,njd->nd", beta[1:, c], gm)
+                G.append(-(swf[:, None] * dpred))
+                R.append(swf * ev["rf"][:, c])
+                idx.append(fi)
+        G, R, idx = np.concatenate(G), np.concatenate(R), np.concatenate(idx)
+        Z = z[idx]
+        Ja = np.stack([G[:, 0] * Z[:, 0], G[:, 0] * Z[:, 1], G[:, 1] * Z[:, 0], G[:, 1] * Z[:, 1],
+                       G[:, 0], G[:, 1]], 1)
+        Haa, ga = Ja.T @ Ja, Ja.T @ R
+        if not nonrigid or self.Phi is None:
+            return Haa, ga
+        P = theta[:4].reshape(2, 2)
+        h = G @ P  # d r / d (c_k, b) = h_b φ_k
+        nb = n
+
+        def per_point(w):
+            return np.bincount(idx, w, minlength=nb)
+
+        Phi = self.Phi
+        Hnn = [[None, None], [None, None]]
+        for a in range(2):
+            for b in range(a, 2):
+                blk = (Phi.T @ sp.diags(per_point(h[:, a] * h[:, b])) @ Phi)
+                Hnn[a][b] = blk
+                if a != b:
+                    Hnn[b][a] = blk.T
+        Han = np.hstack([(Phi.T @ np.stack([per_point(Ja[:, j] * h[:, b]) for j in range(6)], 1)).T
+                         for b in range(2)])
+        gn = np.concatenate([Phi.T @ per_point(h[:, b] * R) for b in range(2)])
+        H = sp.bmat([[sp.csr_matrix(Haa), sp.csr_matrix(Han)],
+                     [sp.csr_matrix(Han.T), sp.bmat(Hnn)]]).tocsc()
+        return H, np.concatenate([ga, gn])
+
+
+def _lm(obj: _Objective, theta: np.ndarray, *, nonrigid: bool, reg: sp.spmatrix | None,
+        max_iter: int, tol: float = 1e-5) -> tuple[np.ndarray, dict]:
+    """Levenberg–Marquardt on the objective (+ cᵀ R c for the non-rigid coefficients)."""
+    n6 = 6
+
+    def total(th, ev):
+        E = ev["E"]
+        if nonrigid and reg is not None:
+            c = th[n6:]
+            E += float(c @ (reg @ c))
+        return E
+
+    ev = obj.evaluate(theta, jac=True)
+    E = total(theta, ev)
+    mu = 1e-3
+    it = 0
+    for it in range(max_iter):
+        H, g = obj.normal_equations(theta, ev, nonrigid)
+        if nonrigid and reg is not None:
+            Rfull = sp.block_diag([sp.csr_matrix((n6, n6)), reg]).tocsc()
+            g = g + Rfull @ theta
+            H = H + Rfull
+        accepted = False
+        for _ in range(8):
+            if sp.issparse(H):
+                d = H.diagonal()
+                step = -spla.spsolve((H + sp.diags(mu * (d + 1e-9))).tocsc(), g)
+            else:
+                step = -np.linalg.solve(H + np.diag(mu * (np.diag(H) + 1e-9)), g)
+            th_new = theta + step
+            ev_new = obj.evaluate(th_new, jac=False)
+            E_new = total(th_new, ev_new)
+            if np.isfinite(E_new) and E_new < E:
+                accepted = True
+                break
+            mu *= 6
+        if not accepted:
+            break
+        rel = (E - E_new) / max(E, 1e-12)
+        theta, E = th_new, E_new
+        mu = max(mu / 4, 1e-7)
+        ev = obj.evaluate(theta, jac=True)
+        if rel < tol:
+            break
+    return theta, {"E": E, "iterations": it + 1, "r2": ev.get("r2")}
+
+
+def _affine_to_theta(A_msi_to_st: np.ndarray) -> np.ndarray:
+    Ainv = np.linalg.inv(A_msi_to_st)
+    return np.r_[Ainv[:2, :2].ravel(), Ainv[:2, 2]]
+
+
+def _theta_to_affine(theta: np.ndarray) -> np.ndarray:
+    Ainv = np.eye(3)
+    Ainv[:2, :2] = theta[:4].reshape(2, 2)
+    Ainv[:2, 2] = theta[4:6]
+    return np.linalg.inv(Ainv)
+
+
+def refine(
+    pts: StPoints,
+    raster: MsiRaster,
+    A0: np.ndarray,
+    *,
+    levels_um: tuple[float, ...],
+    feature_weight: float = 1.0,
+    nonrigid: bool = True,
+    nonrigid_from_um: float = 200.0,
+    spacing_um: float = 400.0,
+    smoothness: float = 1.0,
+    max_iter: int = 30,
+    box: np.ndarray | None = None,
+) -> tuple[np.ndarray, BSplineField | None, dict]:
+    """Refine an MSI → ST affine ``A0`` coarse to fine; optionally add a B-spline deformation.
+
+    Returns the affine (MSI µm → ST µm), the fitted inverse field ``e`` (``u = A⁻¹(x + e(x))``)
+    or None, and diagnostics per level (objective, feature R², iterations, seconds).
+    """
+    t0 = time.perf_counter()
+    theta = _affine_to_theta(A0)
+    field = None
+    if nonrigid:
+        lo, hi = (pts.xy.min(0), pts.xy.max(0)) if box is None else (box[:2], box[2:])
+        field = BSplineField.covering(lo, hi, spacing_um)
+    diag: dict = {"levels": []}
+    for sigma in levels_um:
+        scale = float(np.sqrt(abs(np.linalg.det(_theta_to_affine(theta)[:2, :2]))))
+        msi_sigma = np.sqrt(sigma**2 + pts.footprint_sigma_um**2) / scale
+        level = raster.level(msi_sigma)
+        use_nr = nonrigid and sigma <= nonrigid_from_um
+        obj = _Objective(pts, level, sigma, feature_weight, field if use_nr else None)
+        reg = None
+        if use_nr:
+            if theta.size == 6:
+                theta = np.r_[theta, np.zeros(2 * field.n)]
+            # regularisation relative to the data curvature of this level (dimensionless strength)
+            ev = obj.evaluate(theta, jac=True)
+            H, _ = obj.normal_equations(theta, ev, True)
+            dn = H.diagonal()[6:]
+            scale_h = float(dn[dn > 0].mean()) if (dn > 0).any() else 1.0
+            B = field.bending()
+            Rc = smoothness * scale_h * B + _RIDGE * scale_h * sp.identity(field.n)
+            reg = sp.block_diag([Rc, Rc]).tocsr()
+            th, info = _lm(obj, theta, nonrigid=True, reg=reg, max_iter=max_iter)
+        else:
+            th, info = _lm(obj, theta[:6], nonrigid=False, reg=None, max_iter=max_iter)
+            th = np.r_[th, theta[6:]]
+        theta = th
+        info.update(sigma_um=float(sigma), nonrigid=bool(use_nr), n_points=obj.n,
+                    E_per_point=info["E"] / obj.n)
+        diag["levels"].append(info)
+        log.info("refine sigma %.0f um%s: E/pt %.4f, feature R2 %s, %d it", sigma,
+                 " (+non-rigid)" if use_nr else "", info["E_per_point"],
+                 "n/a" if info["r2"] is None else f"{info['r2']:.3f}", info["iterations"])
+    A = _theta_to_affine(theta)
+    if field is not None and theta.size > 6:
+        field.coef = theta[6:].reshape(2, -1).T.copy()
+    else:
+        field = None
+    diag["seconds"] = time.perf_counter() - t0
+    diag["final_E_per_point"] = diag["levels"][-1]["E_per_point"] if diag["levels"] else None
+    diag["final_feature_r2"] = diag["levels"][-1]["r2"] if diag["levels"] else None
+    return A, field, diag
+
+
+def objective_at(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um: float,
+                 feature_weight: float) -> dict:
+    """The data objective of an affine at one level (for ranking coarse candidates)."""
+    scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+    level = raster.level(np.sqrt(sigma_um**2 + pts.footprint_sigma_um**2) / scale)
+    obj = _Objective(pts, level, sigma_um, feature_weight, None)
+    ev = obj.evaluate(_affine_to_theta(A))
+    return {"E_per_point": ev["E"] / obj.n, "r2": ev.get("r2")}
