@@ -39,8 +39,8 @@ rule aggregate:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=scaled(4000, per_input_mb=2),
+        runtime=scaled(20),
     params:
         models=MODELS,
         samples=list(samples.index),
@@ -77,8 +77,8 @@ rule report:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled(2000, per_input_mb=1),
+        runtime=scaled(10),
     params:
         report=config["report"],
         config=config,
