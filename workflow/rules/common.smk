@@ -59,6 +59,29 @@ def domain_model_tsv(wildcards):
     )
 
 
+def provenance_inputs(wildcards):
+    """Every input file of a sample, by role, for the report's SHA-256 table."""
+    return {
+        **ingest_inputs(wildcards),
+        "landmarks": landmarks_input(wildcards),
+        "truth": truth_input(wildcards),
+    }
+
+
+def all_truth(wildcards):
+    """Truth folders of the samples that have one (optional: the demo, benchmarks)."""
+    return [t for t in samples.get("truth", []) if t]
+
+
+def cohort_outputs(wildcards):
+    """Outputs of the optional ``cohort`` rule (conditions compared across samples), when the
+    workflow has that rule and the samples sheet names two or more conditions."""
+    conditions = {c for c in samples.get("condition", []) if c}
+    if len(conditions) < 2 or not rules.has("cohort"):
+        return []
+    return list(rules.cohort.output)
+
+
 def per_sample(pattern, **kw):
     return expand(pattern, sample=samples.index, **kw)
 
