@@ -34,21 +34,15 @@ import sys
 import time
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spatialfuse.align.qc import truth_error_table  # noqa: E402
 from spatialfuse.align.register import register_landmarks  # noqa: E402
 from spatialfuse.align.stage import prepare_inputs, register, run_align  # noqa: E402
-from spatialfuse.constants import Key  # noqa: E402
-from spatialfuse.msi import preprocess_msi  # noqa: E402
-from spatialfuse.simulate import DemoParams, simulate_sample  # noqa: E402
-from spatialfuse.simulate.demo import MATRIX_MZ  # noqa: E402
-from spatialfuse.st import preprocess_st  # noqa: E402
+from spatialfuse.simulate import DemoParams, simulate_sample, simulated_sections  # noqa: E402
 
 GEOMETRIES = {
     "blob": {},
@@ -56,36 +50,6 @@ GEOMETRIES = {
     "disc": {"outline_irregularity": 0.0},
     "adjacent": {"adjacent_section_um": 20.0},
 }
-
-
-def sim_to_anndata(sim: dict) -> tuple[ad.AnnData, ad.AnnData]:
-    """The two sections as ingest would return them (without writing and parsing files)."""
-    p = sim["params"]
-    spots = sim["spots"]
-    tis = spots[spots["in_tissue"] == 1]
-    st = ad.AnnData(X=sp.csr_matrix(sim["counts"].astype(np.float32)),
-                    obs=pd.DataFrame({"in_tissue": 1, "array_row": tis["array_row"].to_numpy(),
-                                      "array_col": tis["array_col"].to_numpy()}, index=tis.index),
-                    var=pd.DataFrame(index=sim["genes"]))
-    st.layers[Key.layers.counts] = st.X.copy()
-    st.obsm[Key.obsm.spatial] = tis[["x_um", "y_um"]].to_numpy(float)
-    all_xy = spots[["x_um", "y_um"]].to_numpy(float)
-    st.uns[Key.uns.spatialfuse] = {
-        "spot_diameter_um": 55.0, "spot_shape": "disk", "platform": "visium",
-        "capture_box_um": list(np.r_[all_xy.min(0) - 27.5, all_xy.max(0) + 27.5])}
-    st, _ = preprocess_st(st)
-    px = sim["msi_pixels"]
-    mz = np.asarray(sim["mz_true"])
-    msi = ad.AnnData(X=sp.csr_matrix(sim["intensities"]),
-                     obs=pd.DataFrame({"x": px["x"].to_numpy(), "y": px["y"].to_numpy()},
-                                      index=[f"px_{x}_{y}" for x, y in zip(px["x"], px["y"])]),
-                     var=pd.DataFrame({"mz": mz}, index=[f"mz_{m:.4f}" for m in mz]))
-    msi.obs["tic"] = np.asarray(msi.X.sum(1)).ravel()
-    msi.obsm[Key.obsm.spatial] = px[["x", "y"]].to_numpy(float) * p.msi_pixel_size_um
-    msi.uns[Key.uns.spatialfuse] = {"pixel_size_um": p.msi_pixel_size_um}
-    msi, _ = preprocess_msi(msi)
-    assert len(MATRIX_MZ) == 4
-    return st, msi
 
 
 def cases(quick: bool, seed: int) -> list[dict]:
@@ -112,7 +76,7 @@ def run_case(c: dict) -> list[dict]:
     kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed")}
     p = DemoParams(seed=c["seed"], n_genes=300, n_metabolites=60, n_links=12, **kw)
     sim = simulate_sample(p)
-    st, msi = sim_to_anndata(sim)
+    st, msi = simulated_sections(sim)
     lm = sim["landmarks"]
     rows = []
     base = dict(case=c["name"], geometry=c["geometry"], pixel_um=p.msi_pixel_size_um,

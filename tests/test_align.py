@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import yaml
 
 from spatialfuse.align import (
     Transform,
@@ -10,9 +11,28 @@ from spatialfuse.align import (
     run_align,
     similarity_matrix,
 )
-from spatialfuse.align.aggregate import aggregate
+from spatialfuse.align.aggregate import aggregate, polygon_box_area, polygon_disk_area
+from spatialfuse.align.qc import truth_error_table
+from spatialfuse.align.stage import DEFAULTS
+from spatialfuse.align.transform import from_inverse_field
 from spatialfuse.errors import AlignmentError
+from spatialfuse.simulate import DemoParams, simulate_sample, simulated_sections
 
+from conftest import REPO, SMALL_DEMO
+
+
+def _sim_sections(**kw):
+    sim = simulate_sample(DemoParams(**{**SMALL_DEMO, **kw}))
+    st, msi = simulated_sections(sim)
+    return sim, st, msi
+
+
+def _tre_um(T, sim, msi) -> float:
+    return truth_error_table(T, sim["msi_pixels"], msi.obs, sim["params"].msi_pixel_size_um)[
+        "truth_error_um_median"]
+
+
+# --- transforms ---------------------------------------------------------------------------------
 
 def test_transform_roundtrip_and_inverse(tmp_path):
     A = similarity_matrix(37.0, 1.07, True, np.array([120.0, -40.0]))
@@ -24,7 +44,28 @@ def test_transform_roundtrip_and_inverse(tmp_path):
     np.testing.assert_allclose(T2(p), T(p))
     d = T.decompose()
     assert d["reflect"] and abs(d["mean_scale"] - 1.07) < 1e-9
+    assert abs(d["rotation_deg"] - 37.0) < 1e-6
 
+
+def test_nonrigid_transform_has_a_consistent_inverse(tmp_path):
+    """A fitted inverse field e gives the forward field d; T⁻¹(T(u)) = u within 1 µm, and the
+    transform survives a JSON round trip."""
+    A = similarity_matrix(120.0, 0.95, False, np.array([2000.0, 500.0]))
+
+    def e(x):  # a smooth 40 µm field in the ST frame
+        return 40.0 * np.stack([np.sin(x[:, 1] / 300.0), np.cos(x[:, 0] / 400.0)], 1)
+
+    T = from_inverse_field(A, e, np.array([0.0, 0.0]), np.array([2000.0, 2000.0]), 25.0)
+    x = np.random.default_rng(1).uniform(100, 1900, (200, 2))
+    u = np.linalg.solve(A[:2, :2], (x + e(x) - A[:2, 2]).T).T  # the exact inverse
+    np.testing.assert_allclose(T.inverse(x), u, atol=0.5)
+    np.testing.assert_allclose(T(u), x, atol=1.0)
+    assert T.inverse_consistency_um(u) < 1.0
+    T.save(tmp_path / "t.json")
+    np.testing.assert_allclose(Transform.load(tmp_path / "t.json")(u), T(u), atol=0.01)
+
+
+# --- landmarks ----------------------------------------------------------------------------------
 
 def test_landmarks_recover_affine_with_loo():
     rng = np.random.default_rng(1)
@@ -36,36 +77,159 @@ def test_landmarks_recover_affine_with_loo():
     assert diag["landmark_loo_error_um_median"] < 10
 
 
-def test_weights_exact_area():
-    """A pixel wholly inside a spot contributes its whole area; coverage of a spot tiled by
-    small pixels is ~1."""
+def test_tps_landmarks_follow_a_warp_that_affine_cannot():
+    rng = np.random.default_rng(2)
+    A = similarity_matrix(75.0, 1.05, True, np.array([1500.0, 200.0]))
+    msi = rng.uniform(0, 2000, (30, 2))
+
+    def truth(u):
+        y = Transform(A)(u)
+        return y + 40.0 * np.stack([np.sin(y[:, 1] / 500.0), np.sin(y[:, 0] / 600.0)], 1)
+
+    st = truth(msi)
+    _, d_aff = register_landmarks(st, msi, model="affine")
+    T, d_tps = register_landmarks(st, msi, model="tps")
+    assert d_tps["landmark_loo_error_um_median"] < 0.5 * d_aff["landmark_loo_error_um_median"]
+    test = rng.uniform(300, 1700, (100, 2))
+    assert np.median(np.linalg.norm(T(test) - truth(test), axis=1)) < 10.0
+
+
+def test_too_few_landmarks_is_an_error():
+    with pytest.raises(AlignmentError, match="at least 3 landmarks"):
+        register_landmarks(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+# --- exact partial-volume weights ---------------------------------------------------------------
+
+def test_polygon_disk_area_matches_monte_carlo():
+    """A rotated square pixel cut by a spot's rim: exact area vs a fine point count."""
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        c, s = rng.uniform(-30, 30, 2), rng.uniform(10, 40)
+        R = similarity_matrix(rng.uniform(0, 360), 1.0, False, np.zeros(2))[:2, :2]
+        sq = (np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) * s) @ R.T + c
+        exact = polygon_disk_area(sq[None], np.zeros((1, 2)), 27.5)[0]
+        g = (np.arange(2000) + 0.5) / 2000 - 0.5
+        uu, vv = np.meshgrid(g, g)
+        pts = np.stack([uu.ravel(), vv.ravel()], 1) * s @ R.T + c
+        mc = s * s * np.mean(np.linalg.norm(pts, axis=1) <= 27.5)
+        assert exact == pytest.approx(mc, abs=0.002 * s * s + 0.05)
+
+
+def test_weights_exact_area_disk():
+    """A pixel wholly inside a spot contributes its whole area; pixels tiling the plane cover
+    the spot's area exactly, also after a rotation."""
     spot = np.array([[0.0, 0.0]])
-    px = 5.0
-    g = np.arange(-40, 41, px)
+    px = 7.0
+    g = np.arange(-63, 64, px)
     xx, yy = np.meshgrid(g, g)
     pix = np.stack([xx.ravel(), yy.ravel()], 1)
-    W = overlap_weights(spot, 55.0, pix, px, Transform(), subcell_um=0.5)
+    W = overlap_weights(spot, 55.0, pix, px, Transform())
     centre = np.nonzero((pix == 0).all(1))[0][0]
-    assert W[0, centre] == pytest.approx(px * px, rel=1e-6)
-    assert W.sum() == pytest.approx(np.pi * 27.5**2, rel=0.01)
+    assert W[0, centre] == pytest.approx(px * px, rel=1e-9)
+    assert W.sum() == pytest.approx(np.pi * 27.5**2, rel=1e-9)
+    W2 = overlap_weights(spot, 55.0, pix, px, Transform(similarity_matrix(33.0, 1.0, True, np.zeros(2))))
+    assert W2.sum() == pytest.approx(np.pi * 27.5**2, rel=1e-9)
     V, cov, n = aggregate(W, np.ones((len(pix), 1)), np.pi * 27.5**2)
-    assert cov[0] == pytest.approx(1.0, abs=0.01) and V[0, 0] == pytest.approx(1.0)
+    assert cov[0] == pytest.approx(1.0) and V[0, 0] == pytest.approx(1.0)
+    assert n[0] == W.getrow(0).nnz
 
+
+def test_weights_exact_area_hd_bins():
+    """Visium HD: square bins tiling a region collect every (rotated, scaled) pixel's whole area,
+    and each bin is covered exactly once."""
+    b = 8.0
+    g = np.arange(0, 200, b) + b / 2
+    bx, by = np.meshgrid(g, g)
+    bins = np.stack([bx.ravel(), by.ravel()], 1)
+    px = 10.0
+    pg = np.arange(60, 140, px)
+    pxx, pyy = np.meshgrid(pg, pg)
+    pix = np.stack([pxx.ravel(), pyy.ravel()], 1)
+    c = np.array([100.0, 100.0])
+    A = similarity_matrix(21.0, 1.1, False, np.zeros(2))
+    A[:2, 2] = c - A[:2, :2] @ c
+    W = overlap_weights(bins, b, pix, px, Transform(A), spot_shape="square")
+    per_pixel = np.asarray(W.sum(0)).ravel()
+    np.testing.assert_allclose(per_pixel, (1.1 * px) ** 2, rtol=1e-9)
+    assert polygon_box_area(np.array([[[0, 0], [4, 0], [4, 4], [0, 4.0]]]), np.array([[2.0, 2.0]]),
+                            np.array([[10.0, 10.0]]))[0] == pytest.approx(4.0)
+    _, cov, _ = aggregate(W, np.ones((len(pix), 1)), b * b)
+    inner = np.all(np.abs(bins - c) < 25, axis=1)
+    np.testing.assert_allclose(cov[inner], 1.0, rtol=1e-9)
+
+
+# --- automatic registration ---------------------------------------------------------------------
 
 def test_automatic_registration_on_demo(small_ingested, small_demo_files):
+    """The demo (read from real formats): half a pixel median error, masks overlap, paired
+    spots all covered, aligned pixels keep their native coordinates."""
     _, _, truth = small_demo_files
     out = run_align(small_ingested["st"], small_ingested["msi"], {}, sample="s", truth_dir=truth)
     qc = out["qc"]
     px = qc["msi_pixel_size_um"]
-    # affine baseline under a 30 µm non-rigid warp: within 1.5 pixels (a wrong rotation gives 100s)
-    assert qc["truth_error_um_median"] < 1.5 * px
-    assert qc["tissue_dice"] > 0.85 and not qc["flagged"]
+    assert qc["truth_error_um_median"] < 0.6 * px  # a wrong rotation gives 100s of µm
+    assert qc["tissue_dice"] > 0.85 and not qc["flagged"] and qc["warnings"] == []
+    assert qc["feature_similarity"] > qc["feature_similarity_null"]
+    assert qc["inverse_consistency_um"] < 1.0
     rna, msi = out["rna"], out["msi_spots"]
     assert list(rna.obs_names) == list(msi.obs_names)
     assert (msi.obs["msi_coverage"] >= 0.5).all()
-    # every aligned pixel keeps its native coordinates
+    cov = out["coverage"]
+    assert {"msi_coverage", "msi_n_pixels", "msi_low_coverage"} <= set(cov.columns)
     al = out["msi_aligned"]
     assert "spatial_native" in al.obsm and al.n_obs == small_ingested["msi"].n_obs
+    T = out["transform"]
+    np.testing.assert_allclose(T.inverse(al.obsm["spatial"]), al.obsm["spatial_native"], atol=1.0)
+
+
+@pytest.mark.parametrize("rotation, reflect", [(300.0, True), (95.0, False)])
+def test_full_circle_rotation_and_mirror_recovered(rotation, reflect):
+    sim, st, msi = _sim_sections(seed=11, rotation_deg=rotation, reflect=reflect, warp_um=10.0)
+    out = run_align(st, msi, {"nonrigid": False}, sample="rot")
+    d = out["transform"].decompose()
+    assert d["reflect"] == reflect
+    assert abs((d["rotation_deg"] - rotation + 180) % 360 - 180) < 5.0
+    assert _tre_um(out["transform"], sim, msi) < 0.75 * sim["params"].msi_pixel_size_um
+
+
+def test_partial_overlap_tissue_cut_and_cropped_raster():
+    """Tissue cut at the capture-area edge and an MSI raster cropped on one side. (On these tiny
+    sections, ~100 spots, other seeds can fail: see the benchmark for the failure rate.)"""
+    sim, st, msi = _sim_sections(seed=4, tissue_offset_frac=0.2, msi_crop_frac=0.2, warp_um=20.0)
+    out = run_align(st, msi, {}, sample="cut")
+    assert _tre_um(out["transform"], sim, msi) < 0.75 * sim["params"].msi_pixel_size_um
+    assert out["qc"]["spots_low_coverage"] > 0  # spots beyond the cropped raster are flagged
+    assert not out["coverage"]["msi_low_coverage"].all()
+
+
+def test_nonrigid_strength_is_configurable(small_ingested):
+    st, msi = small_ingested["st"], small_ingested["msi"]
+    soft = run_align(st, msi, {"nonrigid_smoothness": 0.1}, sample="s")["transform"]
+    stiff = run_align(st, msi, {"nonrigid_smoothness": 100.0}, sample="s")["transform"]
+    rigid = run_align(st, msi, {"nonrigid": False}, sample="s")["transform"]
+    assert rigid.displacement is None
+    assert stiff.displacement.max_abs_um() < soft.displacement.max_abs_um()
+
+
+def test_landmarks_reported_with_leave_one_out(small_ingested, small_demo_files):
+    sim = simulate_sample(DemoParams(seed=7, n_landmarks=8, **SMALL_DEMO))
+    lm = sim["landmarks"]
+    out = run_align(small_ingested["st"], small_ingested["msi"], {"method": "landmarks"},
+                    sample="s", landmarks=lm, truth_dir=small_demo_files[2])
+    qc = out["qc"]
+    assert qc["method"] == "landmarks_affine" and qc["n_landmarks"] == 8
+    assert 0 < qc["landmark_loo_error_um_median"] < 60
+    assert qc["truth_error_um_median"] < 60
+
+
+def test_wrong_registration_is_flagged(small_ingested, caplog):
+    """Identity on a rotated section: low overlap, flagged loudly in the log and in qc.json."""
+    with caplog.at_level("WARNING"):
+        out = run_align(small_ingested["st"], small_ingested["msi"], {"method": "identity"},
+                        sample="wrong")
+    assert out["qc"]["flagged"] and out["qc"]["warnings"]
+    assert "REGISTRATION FLAGGED (wrong)" in caplog.text
 
 
 def test_no_overlap_is_a_clear_error(small_ingested):
@@ -73,3 +237,16 @@ def test_no_overlap_is_a_clear_error(small_ingested):
     msi.obsm["spatial"] = msi.obsm["spatial"] + 1e6  # far away; identity cannot overlap
     with pytest.raises(AlignmentError, match="no ST spot is covered"):
         run_align(small_ingested["st"], msi, {"method": "identity"}, sample="far")
+
+
+def test_no_msi_tissue_is_a_clear_error(small_ingested):
+    msi = small_ingested["msi"].copy()
+    msi.obs["on_tissue"] = False
+    with pytest.raises(AlignmentError, match="sample 'empty'.*tissue"):
+        run_align(small_ingested["st"], msi, {}, sample="empty")
+
+
+def test_defaults_match_the_config_schema():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    props = schema["properties"]["align"]["properties"]
+    assert {k: v["default"] for k, v in props.items()} == DEFAULTS

@@ -48,7 +48,8 @@ def truth_error_table(transform: Transform, truth: pd.DataFrame, msi_obs: pd.Dat
 
 def tissue_dice(pts: StPoints, raster: MsiRaster, transform: Transform, capture_box: np.ndarray,
                 res_um: float) -> float:
-    """Dice overlap of the two tissue masks on a grid over the capture area (ST frame).
+    """Dice overlap of the two tissue masks on a grid over the capture area (ST frame), counted
+    where the MSI raster was acquired.
 
     ST tissue: grid nodes whose nearest observation point (spot or empty array position) is a
     tissue spot; MSI tissue: the MSI tissue fraction read at the node's pulled-back position.
@@ -64,6 +65,9 @@ def tissue_dice(pts: StPoints, raster: MsiRaster, transform: Transform, capture_
     u = transform.inverse(nodes)
     idx = lev.index(u)
     msi = ndimage.map_coordinates(lev.mask, idx, order=1, mode="constant", cval=0.0) > 0.5
+    imaged = ndimage.map_coordinates(lev.valid, idx, order=1, mode="constant", cval=0.0) > 0.5
+    if imaged.any():  # only where both sections were imaged (partial overlap is not a mismatch)
+        st, msi = st & imaged, msi & imaged
     s = st.sum() + msi.sum()
     return float(2 * (st & msi).sum() / s) if s else 0.0
 

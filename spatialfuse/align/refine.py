@@ -35,7 +35,8 @@ from .features import MsiLevel, MsiRaster, StPoints, gaussian_smooth_points
 
 log = logging.getLogger(__name__)
 
-#: penalty per point for a point outside the MSI raster (mask channel, each feature channel)
+#: penalty per point outside the MSI raster before calibration (mask channel, each feature
+#: channel); :meth:`_Objective.calibrate` replaces them by the mean residual of the points inside
 _INVALID_MASK, _INVALID_FEAT = 0.25, 1.0
 #: ridge on the B-spline coefficients relative to the data curvature: keeps the field free of
 #: the global (affine) part, which the affine parameters carry, and zero where there is no data
@@ -135,6 +136,22 @@ class _Objective:
             self.Y, self.wf, self.k = np.zeros((len(self.fi), 0)), 0.0, 0
         self.field = field
         self.Phi = field.basis(self.x) if field is not None else None
+        self.pen_mask, self.pen_feat = _INVALID_MASK, _INVALID_FEAT
+
+    def calibrate(self, theta: np.ndarray) -> None:
+        """Set the penalty of a point outside the MSI raster to the mean residual of the points
+        inside it at ``theta`` (fixed for the level). Points the MSI never imaged then count as
+        an average match: covering more of the capture area is neither rewarded nor penalised,
+        so partial overlap (a cropped raster, tissue cut at the capture edge) does not pull the
+        registration towards larger scales or wrong placements."""
+        ev = self.evaluate(theta)
+        v = np.clip(ev["v"], 0, 1)
+        if v.sum() > 10:
+            self.pen_mask = float((v * ev["r0"] ** 2).sum() / v.sum())
+        if self.k:
+            vf = v[self.fi]
+            if vf.sum() > 10:
+                self.pen_feat = float((vf[:, None] * ev["rf"] ** 2).sum() / vf.sum() / self.k)
 
     def u(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         P, q = theta[:4].reshape(2, 2), theta[4:6]
@@ -151,7 +168,7 @@ class _Objective:
         v = np.clip(valid, 0.0, 1.0)
         M = vals[:, 0]
         r0 = self.t - M
-        E = float((v * r0**2).sum() + ((1 - v) * _INVALID_MASK).sum())
+        E = float((v * r0**2).sum() + ((1 - v) * self.pen_mask).sum())
         out = {"u": u, "z": z, "v": v, "r0": r0}
         if self.k:
             fi = self.fi
@@ -160,7 +177,7 @@ class _Objective:
             DtW = D.T * vf
             beta = np.linalg.solve(DtW @ D + 1e-6 * np.eye(D.shape[1]), DtW @ self.Y)
             rf = self.Y - D @ beta
-            E += float(self.wf * ((vf[:, None] * rf**2).sum() + ((1 - vf) * _INVALID_FEAT * self.k).sum()))
+            E += float(self.wf * ((vf[:, None] * rf**2).sum() + ((1 - vf) * self.pen_feat * self.k).sum()))
             out.update(beta=beta, rf=rf)
             ss_tot = float((vf[:, None] * self.Y**2).sum())
             out["r2"] = 1 - float((vf[:, None] * rf**2).sum()) / max(ss_tot, 1e-12)
@@ -309,6 +326,7 @@ def refine(
         level = raster.level(msi_sigma)
         use_nr = nonrigid and sigma <= nonrigid_from_um
         obj = _Objective(pts, level, sigma, feature_weight, field if use_nr else None)
+        obj.calibrate(theta if use_nr and theta.size > 6 else theta[:6])
         reg = None
         if use_nr:
             if theta.size == 6:
@@ -349,5 +367,6 @@ def objective_at(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um: floa
     scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
     level = raster.level(np.sqrt(sigma_um**2 + pts.footprint_sigma_um**2) / scale)
     obj = _Objective(pts, level, sigma_um, feature_weight, None)
+    obj.calibrate(_affine_to_theta(A))
     ev = obj.evaluate(_affine_to_theta(A))
     return {"E_per_point": ev["E"] / obj.n, "r2": ev.get("r2")}

@@ -57,7 +57,7 @@ def register_auto(
     refine_affine: bool = True,
     nonrigid: bool = True,
     nonrigid_spacing_um: float = 400.0,
-    nonrigid_smoothness: float = 1.0,
+    nonrigid_smoothness: float = 20.0,
     n_candidates: int = 3,
     initial: np.ndarray | None = None,
 ) -> tuple[Transform, dict]:
@@ -88,13 +88,14 @@ def register_auto(
         diag["seconds"] = time.perf_counter() - t0
         return T, diag
     if initial is None and len(cands) > 1:
-        # the best few coarse candidates, briefly refined (affine, two coarsest levels): the
-        # lowest objective at the second level wins
+        # the best few coarse candidates, refined as affines down to the finest blurred level:
+        # the lowest objective at full resolution wins (coarse levels reward any placement that
+        # matches the blurred outline; fine detail tells the right one)
         scored = []
         for c in cands:
-            A, _, d = refine(pts, raster, c.affine, levels_um=levels[:2], feature_weight=feature_weight,
+            A, _, d = refine(pts, raster, c.affine, levels_um=levels[:-1], feature_weight=feature_weight,
                              nonrigid=False, max_iter=10)
-            scored.append((objective_at(pts, raster, A, levels[1], feature_weight)["E_per_point"], A, c))
+            scored.append((objective_at(pts, raster, A, levels[-1], feature_weight)["E_per_point"], A, c))
         scored.sort(key=lambda s: s[0])
         diag["candidate_objectives"] = [round(float(s[0]), 5) for s in scored]
         diag["candidate_rotations_deg"] = [s[2].rotation_deg for s in scored]
@@ -104,7 +105,7 @@ def register_auto(
                      scored[0][2].rotation_deg, scored[0][2].reflect)
         A0 = scored[0][1]
         diag["refine_margin"] = float(scored[1][0] - scored[0][0])
-        levels_rest = levels[1:]
+        levels_rest = levels[-2:]
     else:
         A0 = cands[0].affine if initial is None else np.asarray(initial, float)
         levels_rest = levels

@@ -26,8 +26,8 @@ DEFAULTS = {
     "method": "auto", "rotation_step_deg": 4.0, "scales": [0.9, 0.95, 1.0, 1.05, 1.1],
     "allow_reflection": True, "refine_affine": True, "feature_components": 4,
     "feature_weight": 1.0, "nonrigid": True, "nonrigid_spacing_um": 400.0,
-    "nonrigid_smoothness": 1.0, "landmark_model": "affine", "min_coverage": 0.5,
-    "min_dice": 0.6, "min_similarity": 0.3,
+    "nonrigid_smoothness": 20.0, "landmark_model": "affine", "min_coverage": 0.5,
+    "min_dice": 0.75, "min_similarity": 0.3,
 }
 
 
@@ -228,7 +228,7 @@ def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[st
     if covered_fraction < 0.5:
         out.append(f"only {covered_fraction:.0%} of ST spots have MSI coverage >= {min_cov}")
     sim, null = qc.get("feature_similarity"), qc.get("feature_similarity_null")
-    if sim is not None and p["method"] != "identity":
+    if sim is not None:
         if sim < min_sim:
             out.append(f"the two modalities' feature maps agree poorly after registration "
                        f"(similarity {sim:.2f} < align.min_similarity={min_sim})")

@@ -1,0 +1,45 @@
+"""A simulated sample as the two ingested sections (in memory, without writing real formats)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..constants import Key
+
+
+def simulated_sections(sim: dict) -> tuple[ad.AnnData, ad.AnnData]:
+    """(st, msi) AnnData of :func:`~spatialfuse.simulate.simulate_sample`'s output, preprocessed
+    as ingest would (ST spots under tissue in µm, MSI pixels in their own frame in µm). Faster
+    than writing Space Ranger/imzML files and reading them back; for tests and benchmarks."""
+    from ..msi import preprocess_msi
+    from ..st import preprocess_st
+
+    p = sim["params"]
+    spots = sim["spots"]
+    tis = spots[spots["in_tissue"] == 1]
+    st = ad.AnnData(X=sp.csr_matrix(sim["counts"].astype(np.float32)),
+                    obs=pd.DataFrame({"in_tissue": 1, Key.obs.array_row: tis["array_row"].to_numpy(),
+                                      Key.obs.array_col: tis["array_col"].to_numpy()},
+                                     index=tis.index.astype(str)),
+                    var=pd.DataFrame(index=sim["genes"]))
+    st.layers[Key.layers.counts] = st.X.copy()
+    st.obsm[Key.obsm.spatial] = tis[["x_um", "y_um"]].to_numpy(float)
+    all_xy = spots[["x_um", "y_um"]].to_numpy(float)
+    st.uns[Key.uns.spatialfuse] = {
+        "spot_diameter_um": 55.0, "spot_shape": "disk", "platform": "visium",
+        "capture_box_um": [float(v) for v in np.r_[all_xy.min(0) - 27.5, all_xy.max(0) + 27.5]]}
+    st, _ = preprocess_st(st)
+    px = sim["msi_pixels"]
+    mz = np.asarray(sim["mz_true"])
+    msi = ad.AnnData(X=sp.csr_matrix(sim["intensities"]),
+                     obs=pd.DataFrame({"x": px["x"].to_numpy(), "y": px["y"].to_numpy()},
+                                      index=[f"px_{x}_{y}" for x, y in zip(px["x"], px["y"])]),
+                     var=pd.DataFrame({"mz": mz}, index=[f"mz_{m:.4f}" for m in mz]))
+    msi.obs["tic"] = np.asarray(msi.X.sum(1)).ravel()
+    msi.obsm[Key.obsm.spatial] = px[["x", "y"]].to_numpy(float) * p.msi_pixel_size_um
+    msi.uns[Key.uns.spatialfuse] = {"pixel_size_um": p.msi_pixel_size_um}
+    msi, _ = preprocess_msi(msi)
+    return st, msi
