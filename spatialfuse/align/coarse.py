@@ -97,6 +97,10 @@ def _st_images(pts: StPoints, box: np.ndarray, res: float, L: int):
     return R, Sc, Fc, centre, float(S.sum())
 
 
+#: scale factors (MSI µm → ST µm) the coarse search tries by default
+DEFAULT_SCALES = (0.9, 0.95, 1.0, 1.05, 1.1)
+
+
 def coarse_grid_um(extent_um: float) -> float:
     """Coarse grid step: ~64 cells across the capture area, 40–150 µm."""
     return float(np.clip(extent_um / 64, 40.0, 150.0))
@@ -108,7 +112,7 @@ def coarse_search(
     capture_box: np.ndarray,
     *,
     rotation_step_deg: float = 4.0,
-    scales: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1),
+    scales: tuple[float, ...] = DEFAULT_SCALES,
     allow_reflection: bool = True,
     feature_weight: float = 1.0,
     res_um: float | None = None,

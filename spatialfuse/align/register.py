@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from ..errors import AlignmentError
-from .coarse import coarse_grid_um, coarse_search
+from .coarse import DEFAULT_SCALES, coarse_grid_um, coarse_search
 from .features import MsiRaster, StPoints
 from .refine import BSplineField, objective_at, refine
 from .transform import DisplacementGrid, ThinPlateSpline, Transform, fit_affine, from_inverse_field
@@ -51,7 +51,7 @@ def register_auto(
     capture_box: np.ndarray,
     *,
     rotation_step_deg: float = 4.0,
-    scales: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1),
+    scales: tuple[float, ...] = DEFAULT_SCALES,
     allow_reflection: bool = True,
     feature_weight: float = 1.0,
     refine_affine: bool = True,
