@@ -1,18 +1,21 @@
-"""Adapter: one metrics table and cohort figures across samples."""
+"""Adapter: cohort tables and figures across samples and models."""
 
 from pathlib import Path
 
 from spatialfuse.logging_utils import setup_logging
-from spatialfuse.report import collect_metrics, domains_grid, metrics_figure
+from spatialfuse.report import ResultsTree, run_aggregate
 
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0])
-metrics = collect_metrics({
-    "ingest": sm.input.ingest, "align": sm.input.align, "impute": sm.input.impute,
-    "model": sm.input.models, "domains": sm.input.domains, "interpret": sm.input.interpret,
-})
-Path(sm.output.metrics).parent.mkdir(parents=True, exist_ok=True)
-metrics.to_csv(sm.output.metrics, sep="\t", index=False)
-Path(sm.output.domains).parent.mkdir(parents=True, exist_ok=True)
-domains_grid(sm.params.samples, sm.params.models, sm.params.truth, sm.output.domains, metrics)
-metrics_figure(metrics, sm.output.summary)
+run_aggregate(
+    ResultsTree(Path(sm.input.ingest[0]).parents[2]),  # results/{sample}/ingest/qc.json
+    list(sm.params.samples),
+    list(sm.params.models),
+    dict(sm.output.items()),
+    truth=dict(sm.params.truth),
+    conditions=dict(sm.params.conditions),
+    reference_model=sm.params.reference_model,
+    params=dict(sm.params.report),
+    fdr=float(sm.params.fdr),
+    seed=int(sm.params.seed),
+)

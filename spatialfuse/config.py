@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,12 @@ def sample_problems(samples: pd.DataFrame, schema_path: str | Path, workdir: str
     out = []
     missing_cols = [c for c in schema.get("required", []) if c not in samples.columns]
     if missing_cols:
-        return [f"samples sheet lacks required column(s) {missing_cols}"]
+        hint = ""
+        if len(samples.columns) == 1 and any(ch in samples.columns[0] for ch in ",; "):
+            hint = " (the sheet must be tab-separated)"
+        return [f"samples sheet lacks required column(s) {missing_cols}{hint}"]
+    if samples.empty:
+        return ["samples sheet lists no samples (only a header)"]
     unknown = [c for c in samples.columns if c not in schema["properties"]]
     if unknown:
         out.append(f"samples sheet has unknown column(s) {unknown}; allowed: "
@@ -54,25 +60,45 @@ def sample_problems(samples: pd.DataFrame, schema_path: str | Path, workdir: str
         sid = rec.get("sample", "?")
         for e in v.iter_errors(rec):
             out.append(f"sample '{sid}': column {_path(e)}: {e.message}")
-        for col in ("st", "msi", "landmarks"):
+        exists = {}
+        for col in ("st", "msi", "landmarks", "truth"):
             val = rec.get(col)
             if not val:
                 continue
             if str(val).startswith(DEMO_PREFIX):
                 continue  # produced by the demo simulator
-            if not (wd / val).exists():
+            exists[col] = (wd / val).exists()
+            if not exists[col]:
                 out.append(f"sample '{sid}': {col} path '{val}' does not exist")
+        st = str(rec.get("st", ""))
+        if exists.get("st") and (wd / st).is_file() and not st.lower().endswith(".h5ad"):
+            out.append(f"sample '{sid}': st '{st}' must be a Space Ranger folder or an .h5ad file")
         msi = str(rec.get("msi", ""))
         if msi and not msi.lower().endswith((".imzml", ".h5ad")):
             out.append(f"sample '{sid}': msi '{msi}' must end in .imzML or .h5ad")
+        elif exists.get("msi") and msi.lower().endswith(".imzml") and ibd_beside(wd / msi) is None:
+            out.append(f"sample '{sid}': msi '{msi}' has no .ibd file beside it (expected "
+                       f"'{Path(msi).with_suffix('.ibd')}')")
         px = rec.get("msi_pixel_size_um")
         if px not in (None, ""):
             try:
-                if float(px) <= 0:
+                if not (math.isfinite(float(px)) and float(px) > 0):
                     raise ValueError
             except ValueError:
                 out.append(f"sample '{sid}': msi_pixel_size_um '{px}' must be a positive number")
     return out
+
+
+def ibd_beside(imzml: str | Path) -> Path | None:
+    """The ``.ibd`` next to an ``.imzML`` (same stem, extension in any case), or None."""
+    p = Path(imzml)
+    exact = p.with_suffix(".ibd")
+    if exact.exists():
+        return exact
+    if not p.parent.is_dir():
+        return None
+    return next((q for q in sorted(p.parent.glob(p.stem + ".*")) if q.suffix.lower() == ".ibd"),
+                None)
 
 
 def load_samples(path: str | Path) -> pd.DataFrame:

@@ -32,6 +32,11 @@ def load_st(path: str | Path, sample: str | None = None) -> ad.AnnData:
             # Visium HD: default to the 8 µm bins if present (Space Ranger's recommended size)
             p = next((b for b in bins if b.name == "square_008um"), bins[-1])
             log.info("Visium HD: using %s", p.name)
+        if not (p / "spatial").is_dir() and not any(p.glob("*feature_bc_matrix*")):
+            raise InputError(
+                "not a Space Ranger output folder (no spatial/ and no *_feature_bc_matrix.h5): "
+                "give Space Ranger's outs/ folder, a Visium HD binned_outputs/square_XXXum/ "
+                "folder, or an .h5ad", sample, p)
         return read_spaceranger(p, sample=sample)
     if p.suffix == ".h5ad":
         return read_st_h5ad(p, sample=sample)

@@ -40,3 +40,15 @@ def small_ingested(small_demo_files):
 
     st, imzml, truth = small_demo_files
     return run_ingest(st, imzml, {}, sample="s")
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_run(tmp_path_factory):
+    """One complete, uninterrupted run of the tiny demo, shared by the workflow tests
+    (outputs, selective rerun, determinism and resume references). Tests must leave it as
+    they found it."""
+    from workflow_utils import make_workdir, smk
+
+    d = make_workdir(tmp_path_factory.mktemp("tiny_demo"))
+    smk(d, "--cores", "2")
+    return d

@@ -7,7 +7,7 @@ These run real ``snakemake`` processes in a temporary working directory, the way
 from __future__ import annotations
 
 import json
-import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,57 +16,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from workflow_utils import REPO, SNAKEMAKE, make_workdir, planned_jobs, set_dotted, smk
 
 pytestmark = pytest.mark.workflow
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-TINY_DEMO = dict(capture_size_um=1800.0, n_genes=120, n_metabolites=30, n_links=5, n_domains=4)
-
-
-def make_workdir(d: Path, **edits) -> Path:
-    (d / "config").mkdir(parents=True, exist_ok=True)
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["demo"].update(TINY_DEMO)
-    cfg["domains"]["n_domains"] = 4
-    for dotted, value in edits.items():
-        node = cfg
-        *head, last = dotted.split("__")
-        for k in head:
-            node = node.setdefault(k, {})
-        node[last] = value
-    (d / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (d / "config" / "samples.tsv").write_text((REPO / "config" / "samples.tsv").read_text())
-    return d
-
-
-def smk(d: Path, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
-    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-d", str(d), *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
-    return p
-
-
-def planned_jobs(d: Path) -> set[str]:
-    """Rules a dry run would execute (parsed from the 'Job stats' table)."""
-    out = smk(d, "-n").stdout
-    if "Nothing to be done" in out:
-        return set()
-    table = out.split("Job stats:")[1].split("Reasons:")[0]
-    rules = set()
-    for line in table.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            rules.add(m.group(1))
-    return rules
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    d = make_workdir(tmp_path_factory.mktemp("wf"))
-    smk(d, "--cores", "2")
-    return d
+def demo_run(tiny_demo_run):
+    return tiny_demo_run
 
 
 def test_demo_end_to_end_outputs(demo_run):
@@ -108,56 +65,99 @@ def test_nothing_to_do_after_run(demo_run):
     assert planned_jobs(demo_run) == set()
 
 
-@pytest.mark.parametrize("edit,expected", [
-    ({"model__pca__n_comps": 12}, {"model", "domains", "interpret", "aggregate", "report", "all"}),
-    ({"impute__alpha": 0.3}, {"impute", "aggregate", "report", "all"}),
-    ({"domains__refine": False}, {"domains", "interpret", "aggregate", "report", "all"}),
-    ({"align__min_coverage": 0.6}, {"align", "impute", "model", "domains", "interpret",
-                                    "aggregate", "report", "all"}),
+#: What each config section feeds, downstream included. ``report`` always reruns: its params
+#: hold the whole config, which the report prints as provenance.
+DOWNSTREAM = {
+    "simulate_demo": ["ingest"],
+    "ingest": ["align"],
+    "align": ["impute", "model", "interpret", "aggregate"],
+    "impute": ["aggregate"],
+    "model": ["domains", "aggregate"],
+    "domains": ["interpret", "aggregate"],
+    "interpret": ["aggregate"],
+    "aggregate": ["report"],
+    "report": ["all"],
+}
+
+
+def _with_downstream(*rules: str) -> set[str]:
+    out, todo = set(), list(rules) + ["report"]
+    while todo:
+        r = todo.pop()
+        if r not in out:
+            out.add(r)
+            todo.extend(DOWNSTREAM.get(r, []))
+    return out
+
+
+@pytest.mark.parametrize("section,edit,first_rules", [
+    ("demo", {"demo__warp_um": 25.0}, ["simulate_demo"]),
+    ("ingest", {"ingest__msi__mz_tolerance_ppm": 12.0}, ["ingest"]),
+    ("align", {"align__min_coverage": 0.6}, ["align"]),
+    ("impute", {"impute__alpha": 0.3}, ["impute"]),
+    ("model", {"model__pca__n_comps": 12}, ["model"]),
+    ("domains", {"domains__refine": False}, ["domains"]),
+    ("interpret", {"interpret__fdr": 0.1}, ["interpret"]),
+    ("report", {"report__title": "Another title"}, ["report"]),
+    ("seed", {"seed": 1}, ["simulate_demo", "impute", "model", "domains", "interpret"]),
+    ("device", {"device": "cpu"}, ["model"]),
 ])
-def test_selective_rerun(demo_run, edit, expected):
-    """Editing one config section reruns exactly that stage and what depends on it."""
+def test_selective_rerun(demo_run, section, edit, first_rules):
+    """Editing one config section reruns exactly the rules that use it and what depends on them."""
     cfg_path = demo_run / "config" / "config.yaml"
     original = cfg_path.read_text()
     try:
         cfg = yaml.safe_load(original)
         for dotted, value in edit.items():
-            node = cfg
-            *head, last = dotted.split("__")
-            for k in head:
-                node = node.setdefault(k, {})
-            node[last] = value
+            set_dotted(cfg, dotted, value)
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        assert planned_jobs(demo_run) == expected
+        assert planned_jobs(demo_run) == _with_downstream(*first_rules)
     finally:
         cfg_path.write_text(original)
+    assert planned_jobs(demo_run) == set()
+
+
+@pytest.mark.parametrize("column,value,first_rules", [
+    ("condition", "drugX", ["report"]),  # cohort label: only the report shows it
+    ("msi_pixel_size_um", "30", ["ingest"]),  # read by ingest: everything after it
+])
+def test_selective_rerun_samples_sheet(demo_run, column, value, first_rules):
+    """A samples-sheet column reruns only the rules that read it (not every per-sample rule)."""
+    sheet = demo_run / "config" / "samples.tsv"
+    original = sheet.read_text()
+    try:
+        df = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)
+        df.loc[df["sample"] == "demo1", column] = value
+        df.to_csv(sheet, sep="\t", index=False)
+        assert planned_jobs(demo_run) == _with_downstream(*first_rules)
+    finally:
+        sheet.write_text(original)
+
+
+@pytest.mark.parametrize("script,first_rules", [
+    ("impute.py", ["impute"]),
+    ("domains.py", ["domains"]),
+])
+def test_script_edit_reruns_its_rule(demo_run, script, first_rules):
+    """Snakemake's code trigger: editing a rule's script reruns that rule (and what follows).
+    The script is restored byte for byte, modification time included."""
+    path = REPO / "scripts" / script
+    stat, original = path.stat(), path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# edited by tests/test_workflow.py\n")
+        p = smk(demo_run, "-n")
+        assert "code has changed since last execution" in p.stdout
+        assert planned_jobs(demo_run) == _with_downstream(*first_rules)
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert planned_jobs(demo_run) == set()
 
 
 def test_snakemake_report(demo_run):
     smk(demo_run, "--report", "results/snakemake_report.html")
     html = (demo_run / "results" / "snakemake_report.html").read_text(errors="replace")
     assert "Registration" in html and "Ingest" in html
-
-
-def test_bad_config_stops_before_any_job(tmp_path):
-    d = make_workdir(tmp_path, impute__k=0, model__models=["pca", "bert"])
-    p = smk(d, "--cores", "1", check=False)
-    assert p.returncode != 0
-    err = p.stdout + p.stderr
-    assert "impute.k: 0 is less than the minimum of 1" in err
-    assert "model.models.1: 'bert' is not one of" in err
-    assert not (d / "results").exists()
-
-
-def test_missing_input_names_sample_and_path(tmp_path):
-    d = make_workdir(tmp_path)
-    (d / "config" / "samples.tsv").write_text(
-        "sample\tst\tmsi\nS9\tdata/nowhere/outs\tdata/S9.imzML\n")
-    p = smk(d, "-n", check=False)
-    assert p.returncode != 0
-    err = p.stdout + p.stderr
-    assert "sample 'S9': st path 'data/nowhere/outs' does not exist" in err
-    assert "sample 'S9': msi path 'data/S9.imzML' does not exist" in err
 
 
 def test_lint_and_format():

@@ -7,7 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
-from . import _frame, plot_labels, plot_values, plt, savefig
+from . import _frame, placeholder, plot_labels, plot_values, plt, savefig
 
 
 def _dense(X):
@@ -112,12 +112,12 @@ def domains_figure(xy: np.ndarray, labels: dict[str, np.ndarray], path, sample: 
     savefig(fig, path)
 
 
-def association_heatmap(assoc: pd.DataFrame, path, top: int = 25, value: str = "r") -> None:
-    """Heatmap of the strongest metabolite–gene associations."""
+def association_heatmap(assoc: pd.DataFrame, path, top: int = 25, value: str = "r",
+                        fdr: float = 0.05) -> None:
+    """Heatmap of the strongest metabolite–gene associations: rows metabolites (first
+    annotation candidate and m/z), columns genes, colour ``value``; a dot marks q ≤ ``fdr``."""
     if assoc.empty:
-        fig, ax = plt.subplots(figsize=(4, 2))
-        ax.text(0.5, 0.5, "no associations", ha="center")
-        savefig(fig, path)
+        placeholder(path, "No metabolite–gene association was tested.")
         return
     best = assoc.nsmallest(top * 3, "pval")
     mets = list(dict.fromkeys(best["metabolite_feature"]))[:top]
@@ -125,13 +125,28 @@ def association_heatmap(assoc: pd.DataFrame, path, top: int = 25, value: str = "
     sub = assoc[assoc["metabolite_feature"].isin(mets) & assoc["gene"].isin(genes)]
     M = sub.pivot_table(index="metabolite_feature", columns="gene", values=value).reindex(
         index=mets, columns=genes)
-    fig, ax = plt.subplots(figsize=(0.35 * len(genes) + 3, 0.3 * len(mets) + 2))
+    labels = []
+    for f in mets:
+        row = sub[sub["metabolite_feature"] == f].iloc[0]
+        name = str(row.get("annotation") or "").split(";")[0].rsplit(" [", 1)[0]
+        mz = row.get("mz")
+        mz_txt = f"m/z {float(mz):.4f}" if pd.notna(mz) else str(f)
+        labels.append(f"{name[:32]} ({mz_txt})" if name else mz_txt)
+    fig, ax = plt.subplots(figsize=(0.32 * len(genes) + 4.2, 0.28 * len(mets) + 2))
     lim = np.nanmax(np.abs(M.to_numpy())) if M.size else 1
     im = ax.imshow(M.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    if "qval" in sub:
+        Q = sub.pivot_table(index="metabolite_feature", columns="gene", values="qval").reindex(
+            index=mets, columns=genes).to_numpy()
+        yy, xx = np.nonzero(Q <= fdr)
+        ax.scatter(xx, yy, s=5, c="k")
     ax.set_xticks(range(len(genes)), genes, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(mets)), mets, fontsize=7)
+    ax.set_yticks(range(len(mets)), labels, fontsize=7)
     ax.set_xlabel("gene")
-    ax.set_ylabel("m/z feature")
-    fig.colorbar(im, ax=ax, label=value)
+    ax.set_ylabel("metabolite (first annotation candidate)")
+    ax.spines[:].set_visible(False)
+    ax.set_title(f"strongest associations (dot: q ≤ {fdr:g})", fontsize=9)
+    fig.colorbar(im, ax=ax, label="Pearson r across spots" if value == "r" else value,
+                 fraction=0.04, pad=0.02)
     fig.tight_layout()
     savefig(fig, path)

@@ -1,231 +1,358 @@
 """Stage 8: the pipeline's single-file HTML summary (offline: images embedded, no CDN).
 
-Opens with the answer (flags, per-sample registration quality, domain agreement, best
-metabolite–gene links), then the figures, the full metrics table (sortable) and provenance:
-pipeline version, package versions, configuration, seeds, input checksums, run time per rule.
+Opens with the answer — what needs attention, then per sample its domains (an interactive spot
+map), registration quality and best metabolite–gene links — then the cohort figures with their
+captions, the tables (sortable, filterable) and provenance: pipeline version, package
+versions, configuration, seeds, input checksums and run time per rule.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import html
 import json
-import platform
-import subprocess
-from importlib import metadata
+import logging
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-PACKAGES = ["spatialfuse", "numpy", "scipy", "pandas", "anndata", "mudata", "scanpy",
-            "scikit-learn", "torch", "matplotlib", "pyimzML", "snakemake"]
+from . import provenance
+from .aggregate import ResultsTree, collect_flags, read_json
+from .html import (
+    CSS,
+    JS,
+    caption_html,
+    figure,
+    filter_box,
+    palette_css,
+    spot_map_svg,
+    table_html,
+)
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#0b3d5c;color:#fff;padding:18px 28px}header h1{margin:0;font-size:1.5em}
-header p{margin:4px 0 0;opacity:.85}main{padding:10px 28px 40px;max-width:1300px}
-h2{border-bottom:2px solid #0b3d5c;padding-bottom:4px;margin-top:34px}
-.flag{background:#fde2e1;border-left:6px solid #c0392b;padding:10px 14px;margin:10px 0}
-.ok{background:#e3f4e8;border-left:6px solid #2e7d32;padding:10px 14px;margin:10px 0}
-table{border-collapse:collapse;font-size:.86em;margin:8px 0;background:#fff}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eef3f7;cursor:pointer}
-th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
-img{max-width:100%;border:1px solid #ddd;background:#fff;margin:6px 0}
-figure{margin:12px 0}figcaption{font-size:.85em;color:#555;max-width:1000px}
-pre{background:#fff;border:1px solid #ddd;padding:8px;overflow:auto;font-size:.8em;max-height:420px}
-details{margin:8px 0}summary{cursor:pointer;font-weight:600}
-.num{text-align:right;font-variant-numeric:tabular-nums}
-"""
+log = logging.getLogger(__name__)
 
-_JS = """
-document.querySelectorAll('table.sortable').forEach(function(t){
-  t.querySelectorAll('th').forEach(function(th,i){
-    th.addEventListener('click',function(){
-      var asc=!th.classList.contains('sorted-asc');
-      t.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc')});
-      th.classList.add(asc?'sorted-asc':'sorted-desc');
-      var body=t.tBodies[0];var rows=Array.prototype.slice.call(body.rows);
-      rows.sort(function(a,b){var x=a.cells[i].innerText,y=b.cells[i].innerText;
-        var nx=parseFloat(x),ny=parseFloat(y);
-        var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c;});
-      rows.forEach(function(r){body.appendChild(r)});
-    });
-  });
-});
-"""
+#: Sections of cohort figures: (anchor, heading, [(aggregate output key, caption name)])
+COHORT_FIGURES = [
+    ("domains", "Spatial domains", [("domains_figure", "domains"),
+                                    ("composition_figure", "composition")]),
+    ("registration", "Registration", [("registration_figure", "registration")]),
+    ("models", "Joint models", [("umap_figure", "umap"), ("training_figure", "training")]),
+    ("imputation", "Imputation and cross-modal prediction", [("imputation_figure", "imputation")]),
+    ("biology", "Metabolite–gene biology", [("associations_figure", "links"),
+                                            ("pathways_figure", "pathways")]),
+    ("metrics", "Metrics across samples", [("metrics_figure", "metrics_figure")]),
+]
+#: Per-sample figures (folded under their section): (section anchor, caption name, label)
+SAMPLE_FIGURES = [
+    ("registration", "align_overlay", "registration overlay"),
+    ("imputation", "impute", "predicted ion images"),
+    ("biology", "associations", "association heatmap"),
+    ("ingest", "ingest_qc", "ingest QC"),
+]
 
 
-def img_tag(path: str | Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def read_captions(files) -> dict[str, str]:
+    """Caption text (reStructuredText, as written for ``snakemake --report``) by file stem."""
+    return {Path(p).stem: Path(p).read_text(encoding="utf-8") for p in files if Path(p).exists()}
 
 
-def table_html(df: pd.DataFrame, sortable: bool = True, float_fmt: str = "{:.4g}") -> str:
-    cls = ' class="sortable"' if sortable else ""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+def _error_keys(qc: dict) -> list[str]:
+    return [k for k in qc if k.endswith("_error_um_median") and qc[k] is not None]
+
+
+def _link_text(rec: dict) -> str:
+    ann = str(rec.get("annotation") or "").split(";")[0].rsplit(" [", 1)[0]
+    met = ann or rec.get("metabolite_feature", "?")
+    r = rec.get("r")
+    return f"{met} ~ {rec.get('gene', '?')}" + (f" (r = {r:.2f})" if isinstance(r, float) else "")
+
+
+def _glance(samples, conditions, qc, interp, metrics, flags) -> pd.DataFrame:
     rows = []
-    for _, r in df.iterrows():
-        cells = []
-        for v in r.to_numpy():
-            if isinstance(v, float):
-                cells.append(f'<td class="num">{float_fmt.format(v)}</td>')
-            else:
-                cells.append(f"<td>{html.escape(str(v))}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    for s in samples:
+        q = qc.get(s, {})
+        row = {"sample": s}
+        if any(conditions.values()):
+            row["condition"] = conditions.get(s, "")
+        row["spots paired"] = q.get("spots_covered")
+        row["tissue Dice"] = q.get("tissue_dice")
+        for k in _error_keys(q):
+            what = k.replace("_error_um_median", "").replace("_", " ")
+            label = "registration error (µm, median)" if what == "truth" else \
+                f"{what} error (µm, median)"
+            row[label] = q[k]
+        dm = metrics[(metrics["sample"] == s) & (metrics["stage"] == "domains")
+                     & (metrics["metric"] == "ari")]
+        for r in dm.itertuples():
+            row[f"ARI {r.model}"] = r.value
+        top = (interp.get(s, {}).get("top_associations") or [None])[0]
+        if top:
+            row["top metabolite–gene link"] = _link_text(top)
+        lr = interp.get(s, {}).get("link_recovery")
+        if lr:
+            row["true links recovered"] = _recovered(lr)
+        row["needs attention"] = bool((flags["sample"] == s).any())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def git_version(repo: str | Path = ".") -> str:
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=repo,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown (not a git checkout)"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown (git not available)"
+def _recovered(lr: dict) -> str:
+    return f"{lr.get('true_positives')}/{lr.get('true_links_tested')}"
 
 
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for p in PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = "not installed"
-    return out
+def _n(v) -> str:
+    return f"{v:,}" if isinstance(v, int) else ("?" if v is None else str(v))
 
 
-def sha256_path(path: str | Path) -> list[tuple[str, str, int]]:
-    """(file, sha256, bytes) of a file, or of every file under a folder."""
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params, seed) -> str:
+    flagged = flags[flags["sample"] == s]
+    badges = f"<span class='badge'>{html.escape(cond)}</span>" if cond else ""
+    badges += ("<span class='badge bad'>needs attention</span>" if len(flagged)
+               else "<span class='badge good'>no flags</span>")
+    diam = float(ingest.get("st_meta", {}).get("spot_diameter_um", 55.0))
+    sub = spots[spots["sample"] == s]
+    layers = [ly for ly in layers if ly in sub and sub[ly].notna().any()]
+    smap = spot_map_svg(sub, layers, default, diameter_um=diam,
+                        max_spots=int(params.get("map_max_spots", 5000)), seed=seed,
+                        label=f"{s}: spatial domains")
+    kv = []
+    if "tissue_dice" in q:
+        kv.append(("tissue overlap (Dice)", f"{q['tissue_dice']:.2f}"))
+    for k in _error_keys(q):
+        p90 = q.get(k.replace("_median", "_p90"))
+        what = k.replace("_error_um_median", "").replace("_", " ")
+        kv.append((f"{what} registration error", f"{q[k]:.1f} µm median"
+                   + (f", {p90:.1f} µm p90" if isinstance(p90, (int, float)) else "")))
+    if "spots_covered" in q:
+        kv.append(("spots with MSI", f"{_n(q['spots_covered'])} of {_n(q.get('spots'))}"))
+    dm = metrics[(metrics["sample"] == s) & (metrics["stage"] == "domains")]
+    for m in dict.fromkeys(dm["model"]):
+        vals = dm[dm["model"] == m].set_index("metric")["value"]
+        txt = f"{int(vals['n_domains'])} domains" if "n_domains" in vals else ""
+        if "ari" in vals:
+            txt += f", ARI {vals['ari']:.2f} vs truth"
+        kv.append((f"domains: {m}", txt))
+    if it.get("associations_tested") is not None:
+        kv.append(("metabolite–gene pairs", f"{_n(it.get('associations_significant'))} significant"
+                   f" of {_n(it['associations_tested'])} tested (FDR {it.get('fdr', '?')})"))
+    lr = it.get("link_recovery")
+    if lr:
+        kv.append(("known links recovered",
+                   _recovered(lr) + f" (precision {lr.get('precision', float('nan')):.2f})"))
+    dl = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in kv)
+    links = it.get("top_associations") or []
+    lis = "".join(f"<li>{html.escape(_link_text(r))}"
+                  + (f" <span class='muted'>q = {r['qval']:.1e}</span>"
+                     if isinstance(r.get("qval"), float) else "") + "</li>" for r in links[:3])
+    warn = "".join(f"<li>{html.escape(m.stage)}: {html.escape(m.message)}</li>"
+                   for m in flagged.itertuples())
+    return (f"<div class='card{' flagged' if len(flagged) else ''}' id='sample-{html.escape(s)}'>"
+            f"<h3>{html.escape(s)} {badges}</h3>"
+            + (f"<ul class='flaglist'>{warn}</ul>" if warn else "")
+            + smap + f"<dl class='kv'>{dl}</dl>"
+            + (f"<b>Best metabolite–gene links</b><ol>{lis}</ol>" if lis else "") + "</div>")
+
+
+def _cohort_section(paths: list[str], captions: dict[str, str]) -> str:
     out = []
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        out.append((str(f), h.hexdigest(), f.stat().st_size))
-    return out
-
-
-def input_checksums(samples: dict[str, dict]) -> pd.DataFrame:
-    rows = []
-    for sid, info in samples.items():
-        for col in ("st", "msi", "landmarks"):
-            v = info.get(col)
-            if not v:
-                continue
-            paths = [v]
-            if col == "msi" and str(v).lower().endswith(".imzml"):
-                paths.append(str(Path(v).with_suffix(".ibd")))
-            for p in paths:
-                if Path(p).exists():
-                    for f, h, n in sha256_path(p):
-                        rows.append((sid, col, f, n, h))
-    return pd.DataFrame(rows, columns=["sample", "input", "file", "bytes", "sha256"])
-
-
-def rule_runtimes(bench_dir: str | Path = "results/benchmarks") -> pd.DataFrame:
-    rows = []
-    for f in sorted(Path(bench_dir).glob("*/*.tsv")):
-        try:
-            b = pd.read_csv(f, sep="\t")
-        except Exception:
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
             continue
-        if len(b):
-            rows.append((f.parent.name, f.stem, float(b["s"].iloc[-1]),
-                         float(b.get("max_rss", pd.Series([float("nan")])).iloc[-1])))
-    return pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mb"])
+        if p.suffix.lower() == ".png":
+            out.append(figure(p, p.stem, caption_html(captions.get(p.stem, "")) or
+                              html.escape(f"Cohort comparison ({p.name})")))
+        elif p.suffix.lower() in (".tsv", ".csv", ".txt"):
+            t = pd.read_csv(p, sep="\t" if p.suffix.lower() != ".csv" else ",")
+            qcol = next((c for c in t.columns if c.lower() in ("qval", "q", "padj", "fdr")), None)
+            if qcol:
+                t = t.sort_values(qcol)
+            tid = f"cohort-{p.stem}"
+            shown = f"; the first 200 by {html.escape(qcol)}" if qcol and len(t) > 200 else ""
+            out.append(f"<h3>{html.escape(p.name)}</h3><p class='muted'>{len(t):,} rows{shown}"
+                       f".</p>{filter_box(tid)}{table_html(t.head(200), table_id=tid)}")
+    return "".join(out)
 
 
 def build_summary(
     *,
     title: str,
     config: dict,
-    samples: dict[str, dict],
-    metrics: pd.DataFrame,
-    align_qc: dict[str, dict],
-    interpret: dict[str, dict],
-    figures: dict[str, list[tuple[str, str, str]]],
+    samples_info: dict[str, dict],
+    models: list[str],
+    reference_model: str,
+    tree: ResultsTree,
+    aggregate: dict[str, str | Path],
+    sample_figures: dict[str, dict[str, str | Path]] | None = None,
+    captions: dict[str, str] | None = None,
+    checksums: list[str | Path] = (),
+    cohort: list[str | Path] = (),
+    params: dict | None = None,
+    bench_dir: str | Path = "results/benchmarks",
     out_path: str | Path,
 ) -> None:
-    """Write the HTML summary. ``figures``: section → [(png path, alt, caption)]."""
-    now = dt.datetime.now().isoformat(timespec="seconds")
-    flags = []
-    for s, q in align_qc.items():
-        for w in q.get("warnings", []):
-            flags.append(f"<b>{html.escape(s)}</b> — registration: {html.escape(w)}")
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-             f"<header><h1>{html.escape(title)}</h1><p>{len(samples)} sample(s) · generated {now} · "
-             f"SpatialFuse {html.escape(git_version())}</p></header><main>"]
-    if flags:
-        parts.append("<div class='flag'><b>Needs attention</b><ul>" +
-                     "".join(f"<li>{f}</li>" for f in flags) + "</ul></div>")
+    """Write the summary page.
+
+    ``aggregate``: outputs of :func:`~spatialfuse.report.aggregate.run_aggregate` (metrics,
+    spots, links, pathways and the figure keys of :data:`COHORT_FIGURES`);
+    ``sample_figures``: caption name (``align_overlay``, ``impute``, ``associations``,
+    ``ingest_qc``) → sample → PNG; ``captions``: caption name → reStructuredText;
+    ``checksums``: per-sample SHA-256 tables; ``cohort``: outputs of an optional cohort
+    comparison (tables and PNGs), shown when present.
+    """
+    params, captions, sample_figures = params or {}, captions or {}, sample_figures or {}
+    samples = list(samples_info)
+    seed = int(config.get("seed", 0) or 0)
+    conditions = {s: str(samples_info[s].get("condition") or "") for s in samples}
+    metrics = pd.read_csv(aggregate["metrics"], sep="\t").fillna({"model": ""})
+    spots = pd.read_csv(aggregate["spots"], sep="\t")
+    qc = {s: read_json(tree.path("align_qc", s)) for s in samples}
+    ingest = {s: read_json(tree.path("ingest_qc", s)) for s in samples}
+    interp = {s: read_json(tree.path("interpret_summary", s)) for s in samples}
+    flags = collect_flags(tree, samples, models)
+    version = provenance.git_version()
+    now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+    nav = [("attention", "Attention"), ("answer", "Results"), ("cohort", "Cohort"),
+           *[(a, h) for a, h, _ in COHORT_FIGURES], ("ingest", "Ingest QC"),
+           ("tables", "Tables"), ("provenance", "Provenance")]
+    has_cohort = any(Path(p).exists() for p in cohort)
+    if not has_cohort:
+        nav = [n for n in nav if n[0] != "cohort"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<link rel='icon' href='data:,'>"
+        f"<title>{html.escape(title)}</title><style>{CSS}{palette_css()}</style></head><body>",
+        f"<header><h1>{html.escape(title)}</h1><p>{len(samples)} sample(s) · "
+        f"{len(models)} model(s): {html.escape(', '.join(models))} · generated {now} · "
+        f"SpatialFuse {html.escape(version['describe'])}</p></header>",
+        "<nav>" + "".join(f"<a href='#{a}'>{html.escape(h)}</a>" for a, h in nav) + "</nav><main>",
+    ]
+
+    # 1. what needs attention, first
+    if len(flags):
+        items = "".join(
+            f"<li><a href='#sample-{html.escape(f.sample)}'><b>{html.escape(f.sample)}</b></a> · "
+            f"{html.escape(f.stage)}{' (' + html.escape(f.model) + ')' if f.model else ''}: "
+            f"{html.escape(f.message)}</li>" for f in flags.itertuples())
+        parts.append(f"<div class='flag' id='attention'><h2>Needs attention "
+                     f"({flags['sample'].nunique()} of {len(samples)} samples)</h2>"
+                     f"<ul>{items}</ul><p class='muted'>Results of flagged steps are shown below "
+                     f"but should be checked before they are used.</p></div>")
     else:
-        parts.append("<div class='ok'>All steps finished; no registration was flagged.</div>")
+        parts.append(f"<div class='ok' id='attention'>All {len(samples)} samples passed every "
+                     f"stage's checks (registration overlap and coverage, and any other "
+                     f"warnings a stage raises).</div>")
 
-    # at a glance
-    glance = []
+    # 2. the answer: per-sample cards, then the at-a-glance table
+    has_truth = "truth" in spots and spots["truth"].notna().any()
+    layers = (["truth"] if has_truth else []) + [m for m in models if m in spots]
+    default = reference_model if reference_model in layers else (layers[-1] if layers else "")
+    parts.append("<h2 id='answer'>Results per sample</h2><p class='muted'>Spatial domains of each "
+                 f"section (model <b>{html.escape(default)}</b>; switch with the buttons, hover a "
+                 "spot for its barcode and the domain under every model), registration quality "
+                 "and the strongest metabolite–gene links. Domain numbers and colours are matched "
+                 "across models (and to the truth when known).</p><div class='cards'>")
     for s in samples:
-        q = align_qc.get(s, {})
-        row = {"sample": s, "spots paired": q.get("spots_covered"),
-               "tissue Dice": q.get("tissue_dice")}
-        if "truth_error_um_median" in q:
-            row["registration error (µm, median)"] = q["truth_error_um_median"]
-        dm = metrics.query("sample == @s and stage == 'domains' and metric == 'ari'")
-        for _, r in dm.iterrows():
-            row[f"ARI {r['model']}"] = r["value"]
-        it = interpret.get(s, {})
-        top = (it.get("top_associations") or [{}])[0]
-        if top:
-            ann = (top.get("annotation") or "").split(";")[0]
-            row["top metabolite–gene link"] = (f"{top.get('metabolite_feature')}"
-                                               f"{' (' + ann + ')' if ann else ''} ~ {top.get('gene')}"
-                                               f" (r={top.get('r', float('nan')):.2f})")
-        lr = it.get("link_recovery")
-        if lr:
-            row["true links recovered"] = f"{lr['true_positives']}/{lr['true_links_tested']}"
-        glance.append(row)
-    parts.append("<h2>At a glance</h2>" + table_html(pd.DataFrame(glance)))
+        parts.append(_card(s, conditions[s], qc[s], ingest[s], interp[s], metrics, flags, spots,
+                           layers, default, params, seed))
+    parts.append("</div><h3>At a glance</h3>"
+                 + table_html(_glance(samples, conditions, qc, interp, metrics, flags),
+                              table_id="glance"))
 
-    for section, figs in figures.items():
-        parts.append(f"<h2>{html.escape(section)}</h2>")
-        for path, alt, cap in figs:
-            if Path(path).exists():
-                parts.append(f"<figure>{img_tag(path, alt)}<figcaption>{html.escape(cap)}"
-                             f"</figcaption></figure>")
+    # 3. optional cohort comparison (interpret stage), then the cohort figures
+    if has_cohort:
+        parts.append("<h2 id='cohort'>Cohort comparison</h2>"
+                     + _cohort_section([str(p) for p in cohort], captions))
+    per_section: dict[str, list[str]] = {}
+    for anchor, cap, label in SAMPLE_FIGURES:
+        figs = sample_figures.get(cap, {})
+        blocks = "".join(figure(figs[s], f"{s}: {label}", "") for s in samples if s in figs)
+        if blocks:
+            per_section.setdefault(anchor, []).append(
+                f"<details><summary>{html.escape(label.capitalize())}, per sample</summary>"
+                f"<p class='muted'>{caption_html(captions.get(cap, ''))}</p>{blocks}</details>")
+    for anchor, heading, figs in COHORT_FIGURES:
+        parts.append(f"<h2 id='{anchor}'>{html.escape(heading)}</h2>")
+        for key, cap in figs:
+            if key in aggregate:
+                parts.append(figure(aggregate[key], f"{heading}: {cap}",
+                                    caption_html(captions.get(cap, "")), f"fig-{key}"))
+        parts += per_section.pop(anchor, [])
+    parts.append("<h2 id='ingest'>Ingest QC</h2>" + "".join(per_section.pop("ingest", [])))
 
-    parts.append("<h2>Top metabolite–gene associations</h2>")
-    for s, it in interpret.items():
-        top = pd.DataFrame(it.get("top_associations", []))
+    # 4. tables
+    parts.append("<h2 id='tables'>Tables</h2>")
+    if "links" in aggregate and Path(aggregate["links"]).exists():
+        links = pd.read_csv(aggregate["links"], sep="\t")
+        parts.append("<h3>Strongest metabolite–gene links across samples</h3>"
+                     f"<p class='muted'>{caption_html(captions.get('links_table', ''))}</p>"
+                     + filter_box("links")
+                     + table_html(links.drop(columns=["label"], errors="ignore"), table_id="links",
+                                  css_class="links", formats={"mz": "{:.4f}"}))
+    for s in samples:
+        top = pd.DataFrame(interp[s].get("top_associations") or [])
         if len(top):
-            parts.append(f"<details open><summary>{html.escape(s)}</summary>{table_html(top)}</details>")
+            parts.append(f"<details><summary>{html.escape(s)}: top associations</summary>"
+                         f"{table_html(top)}</details>")
+    if "pathways" in aggregate and Path(aggregate["pathways"]).exists():
+        pw = pd.read_csv(aggregate["pathways"], sep="\t")
+        if len(pw):
+            parts.append("<h3>Pathway enrichment</h3>"
+                         f"<p class='muted'>{caption_html(captions.get('pathways_table', ''))}</p>"
+                         + filter_box("pathways") + table_html(pw, table_id="pathways"))
+    wide = metrics.pivot_table(index=["stage", "model", "metric"], columns="sample",
+                               values="value", aggfunc="first", sort=False).reset_index()
+    wide = wide[["stage", "model", "metric"] + [s for s in samples if s in wide.columns]]
+    parts.append(f"<h3>All metrics</h3><details><summary>{len(wide):,} metrics × {len(samples)} "
+                 "samples (metrics.tsv, one column per sample)</summary><p class='muted'>Click a "
+                 "header to sort, type to filter.</p>"
+                 + filter_box("metrics", "metrics (e.g. align, ari, error)")
+                 + table_html(wide, table_id="metrics") + "</details>")
 
-    parts.append("<h2>All metrics</h2><details><summary>metrics.tsv "
-                 f"({len(metrics)} rows; click a header to sort)</summary>"
-                 f"{table_html(metrics)}</details>")
-
-    parts.append("<h2>Provenance</h2>")
-    vers = package_versions()
-    parts.append("<h3>Versions</h3>" + table_html(
-        pd.DataFrame(sorted(vers.items()), columns=["package", "version"]), sortable=False))
-    seeds = {"seed": config.get("seed")}
-    parts.append(f"<h3>Seeds and device</h3><pre>{html.escape(json.dumps(seeds))}; device: "
-                 f"{html.escape(str(config.get('device')))}</pre>")
-    parts.append("<h3>Configuration (after defaults)</h3><pre>" +
-                 html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
-    parts.append("<h3>Samples sheet</h3>" + table_html(
-        pd.DataFrame.from_dict(samples, orient="index").reset_index(drop=True), sortable=False))
-    cs = input_checksums(samples)
-    parts.append("<h3>Input checksums (SHA-256)</h3><details><summary>"
-                 f"{len(cs)} files</summary>{table_html(cs)}</details>")
-    rt = rule_runtimes()
-    if len(rt):
-        parts.append(f"<h3>Run time per rule</h3><p>Total {rt['seconds'].sum():.0f} s of job time."
-                     f"</p>{table_html(rt)}")
-    parts.append(f"</main><script>{_JS}</script></body></html>")
+    # 5. provenance
+    parts.append(_provenance(config, samples_info, version, checksums, bench_dir))
+    parts.append(f"</main><script>{JS}</script></body></html>")
     Path(out_path).write_text("\n".join(parts), encoding="utf-8")
+    log.info("report: %d samples, %d flags -> %s", len(samples), len(flags), out_path)
+
+
+def _provenance(config, samples_info, version, checksums, bench_dir) -> str:
+    parts = ["<h2 id='provenance'>Provenance</h2>"]
+    vers = provenance.package_versions()
+    commit = f" (commit {html.escape(version['commit'])})" if version["commit"] else ""
+    versions = pd.DataFrame(sorted(vers.items()), columns=["package", "version"])
+    parts.append("<h3>Pipeline and packages</h3><dl class='kv'>"
+                 f"<dt>SpatialFuse</dt><dd>{html.escape(version['describe'])}{commit}</dd></dl>"
+                 + table_html(versions, sortable=False))
+    parts.append("<details><summary>Every installed Python package</summary>"
+                 + table_html(provenance.all_distributions()) + "</details>")
+    sd = provenance.seeds(config)
+    parts.append("<h3>Seeds and device</h3><pre>" + html.escape(json.dumps(sd, indent=1))
+                 + f"\ndevice: {html.escape(str(config.get('device')))}</pre>")
+    parts.append("<h3>Configuration (after defaults)</h3><details><summary>config.yaml as run"
+                 "</summary><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False))
+                 + "</pre></details>")
+    parts.append("<h3>Samples sheet</h3>" + table_html(
+        pd.DataFrame.from_dict(samples_info, orient="index").reset_index(drop=True),
+        sortable=False))
+    cs = [pd.read_csv(p, sep="\t") for p in checksums if Path(p).exists()]
+    if cs:
+        cs = pd.concat(cs, ignore_index=True)
+        parts.append(f"<h3>Input checksums (SHA-256)</h3><details><summary>{len(cs)} input files"
+                     f", {cs['bytes'].sum() / 1e6:,.1f} MB</summary>"
+                     + filter_box("checksums", "files")
+                     + table_html(cs, table_id="checksums") + "</details>")
+    rt = provenance.rule_runtimes(bench_dir)
+    if len(rt):
+        per_rule = (rt.groupby("rule", sort=False)
+                    .agg(jobs=("job", "size"), seconds_total=("seconds", "sum"),
+                         seconds_max=("seconds", "max"), max_rss_mb=("max_rss_mb", "max"))
+                    .reset_index().sort_values("seconds_total", ascending=False))
+        parts.append(f"<h3>Run time per rule</h3><p class='muted'>{rt['seconds'].sum():,.0f} s of "
+                     f"job time in {len(rt)} jobs (from the rules' benchmark tables; jobs run in "
+                     f"parallel, so the wall time is shorter).</p>" + table_html(per_rule)
+                     + "<details><summary>per job</summary>" + table_html(rt) + "</details>")
+    return "".join(parts)

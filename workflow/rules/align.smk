@@ -27,8 +27,8 @@ rule align:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=scaled(4000, per_input_mb=8),
+        runtime=scaled(30),
     params:
         align=config["align"],
         info=sample_info,

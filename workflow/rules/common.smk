@@ -1,6 +1,8 @@
 # Sample-sheet helpers and input functions (no lambdas in rules).
 from pathlib import Path
 
+from spatialfuse.config import ibd_beside
+
 
 wildcard_constraints:
     sample=r"[A-Za-z0-9_-]+",
@@ -8,23 +10,33 @@ wildcard_constraints:
 
 
 MODELS = list(config["model"]["models"])
+CPU_ONLY_MODELS = {"pca"}
 
 
 def row(wildcards):
     return samples.loc[wildcards.sample]
 
 
+def ibd_path(imzml):
+    """The .ibd beside an .imzML (any case of the extension, as the reader accepts)."""
+    return str(ibd_beside(imzml) or Path(imzml).with_suffix(".ibd"))
+
+
 def ingest_inputs(wildcards):
     r = row(wildcards)
     files = {"st": r["st"], "msi": r["msi"]}
     if r["msi"].lower().endswith(".imzml"):
-        files["ibd"] = str(Path(r["msi"]).with_suffix(".ibd"))
+        files["ibd"] = ibd_path(r["msi"])
     return files
 
 
 def sample_info(wildcards):
-    """The samples-sheet row of this sample (what the adapters need besides config)."""
-    return {k: v for k, v in row(wildcards).items()}
+    """The samples-sheet cells that per-sample rules read besides their inputs.
+
+    Only ``msi_pixel_size_um``: paths arrive as inputs, and cohort labels (condition, batch)
+    only reach the report, so editing them does not rerun ingest or align.
+    """
+    return {"msi_pixel_size_um": row(wildcards).get("msi_pixel_size_um", "")}
 
 
 def truth_input(wildcards):
@@ -47,8 +59,49 @@ def domain_model_tsv(wildcards):
     )
 
 
+def provenance_inputs(wildcards):
+    """Every input file of a sample, by role, for the report's SHA-256 table."""
+    return {
+        **ingest_inputs(wildcards),
+        "landmarks": landmarks_input(wildcards),
+        "truth": truth_input(wildcards),
+    }
+
+
+def all_truth(wildcards):
+    """Truth folders of the samples that have one (optional: the demo, benchmarks)."""
+    return [t for t in samples.get("truth", []) if t]
+
+
+def cohort_outputs(wildcards):
+    """Outputs of the optional ``cohort`` rule (conditions compared across samples), when the
+    workflow has that rule and the samples sheet names two or more conditions."""
+    conditions = {c for c in samples.get("condition", []) if c}
+    if len(conditions) < 2 or not rules.has("cohort"):
+        return []
+    return list(rules.cohort.output)
+
+
 def per_sample(pattern, **kw):
     return expand(pattern, sample=samples.index, **kw)
+
+
+def gpu_request(wildcards):
+    """GPUs for one model job: 1 when config asks for CUDA (a cluster job must request its
+    GPU; ``auto`` only uses one that happens to be visible), 0 for the CPU-only PCA baseline.
+    """
+    return int(config["device"] == "cuda" and wildcards.model not in CPU_ONLY_MODELS)
+
+
+def scaled(base, per_input_mb=0):
+    """A resource (mem_mb or runtime) of ``base`` plus ``per_input_mb`` per MB of input,
+    multiplied by the attempt number, so that a job retried (``--retries``) after running out
+    of memory or time asks for more."""
+    if not per_input_mb:
+        return lambda wildcards, attempt: int(base * attempt)
+    return lambda wildcards, input, attempt: int(
+        (base + per_input_mb * input.size_mb) * attempt
+    )
 
 
 def all_outputs():

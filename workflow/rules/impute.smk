@@ -22,8 +22,8 @@ rule impute:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=scaled(4000, per_input_mb=6),
+        runtime=scaled(30),
     params:
         impute=config["impute"],
         seed=config["seed"],

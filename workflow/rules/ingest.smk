@@ -23,8 +23,8 @@ rule ingest:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=scaled(4000, per_input_mb=3),
+        runtime=scaled(30),
     params:
         ingest=config["ingest"],
         info=sample_info,

@@ -25,8 +25,8 @@ rule interpret:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=scaled(4000, per_input_mb=6),
+        runtime=scaled(30),
     params:
         interpret=config["interpret"],
         seed=config["seed"],

@@ -17,8 +17,9 @@ rule model:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=scaled(8000, per_input_mb=6),
+        runtime=scaled(60),
+        gpu=gpu_request,
     params:
         model=model_params,
         seed=config["seed"],
@@ -42,8 +43,8 @@ rule domains:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled(2000, per_input_mb=4),
+        runtime=scaled(10),
     params:
         domains=config["domains"],
         seed=config["seed"],

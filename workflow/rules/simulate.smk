@@ -15,8 +15,8 @@ rule simulate_demo:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=scaled(2000),
+        runtime=scaled(15),
     params:
         demo=config["demo"],
         seed=config["seed"],

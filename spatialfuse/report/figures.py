@@ -1,0 +1,444 @@
+"""Cohort figures: every sample (and model) in one panel grid, in the shared style.
+
+Pure plotting: each function takes tables already loaded (see :mod:`.aggregate`) and writes one
+PNG. Spatial axes are in µm, domains use the matched ids of :mod:`.domains` (one colour, one
+domain, in every panel), samples and models use :data:`~spatialfuse.plots.CATEGORY_PALETTE`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..plots import (
+    _frame,
+    category_colours,
+    domain_colours,
+    domain_handles,
+    placeholder,
+    plt,
+    savefig,
+    spot_size,
+)
+
+#: metrics whose key says they are a registration error in µm (truth, landmarks, ...)
+ERROR_SUFFIX = "_um_median"
+
+
+def _grid(n: int, ncol_max: int = 4, w: float = 3.6, h: float = 3.4):
+    ncol = max(1, min(n, ncol_max))
+    nrow = int(np.ceil(n / ncol)) if n else 1
+    fig, axes = plt.subplots(nrow, ncol, figsize=(w * ncol, h * nrow), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes.ravel()
+
+
+def _metric(metrics: pd.DataFrame, sample: str, stage: str, metric: str, model: str = ""):
+    m = metrics[(metrics["sample"] == sample) & (metrics["stage"] == stage)
+                & (metrics["metric"] == metric) & (metrics["model"].fillna("") == model)]
+    return float(m["value"].iloc[0]) if len(m) else None
+
+
+def domains_figure(spots: pd.DataFrame, samples: list[str], models: list[str],
+                   metrics: pd.DataFrame, path, spot_diameter_um: dict[str, float] | None = None,
+                   conditions: dict[str, str] | None = None) -> None:
+    """Rows: samples; columns: truth (when any sample has it), then every model.
+
+    ``spots``: one row per sample × barcode with ``x_um``, ``y_um`` and one matched-domain
+    column per model (and ``truth``)."""
+    has_truth = "truth" in spots and spots["truth"].notna().any()
+    cols = (["truth"] if has_truth else []) + list(models)
+    fig, axes = plt.subplots(len(samples), len(cols), figsize=(3.3 * len(cols) + 1.2,
+                                                              3.2 * len(samples)), squeeze=False)
+    seen = set()
+    for i, s in enumerate(samples):
+        sub = spots[spots["sample"] == s]
+        xy = sub[["x_um", "y_um"]].to_numpy(float)
+        d = (spot_diameter_um or {}).get(s, 55.0)
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            lab = sub[c] if c in sub else pd.Series(dtype=float)
+            ok = lab.notna().to_numpy() & (lab.fillna(-1).to_numpy() >= 0)
+            if not ok.any():
+                ax.axis("off")
+                ax.set_title(f"{s}: {c} (not available)")
+                continue
+            labels = lab.to_numpy()[ok].astype(int)
+            seen |= set(labels.tolist())
+            size = spot_size(xy[ok], ax, d)
+            for k, colour in domain_colours(labels).items():
+                m = labels == k
+                ax.scatter(xy[ok][m, 0], xy[ok][m, 1], s=size, c=colour, linewidths=0)
+            title = f"{s}: {c}"
+            ari = _metric(metrics, s, "domains", "ari", c) if c != "truth" else None
+            if ari is not None:
+                title += f"  (ARI {ari:.2f})"
+            if c == "truth" and conditions and conditions.get(s):
+                title += f"  [{conditions[s]}]"
+            _frame(ax, title)
+    if seen:
+        fig.legend(handles=domain_handles(sorted(seen)), title="domain\n(matched)",
+                   loc="center right", frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1 - 0.9 / fig.get_size_inches()[0], 1))
+    savefig(fig, path)
+
+
+def registration_figure(overlays: dict[str, dict], qc: dict[str, dict], path) -> None:
+    """One overlay panel per sample (MSI tissue pixels mapped into the ST frame over the ST
+    spots), then the registration error (µm) per sample, or tissue Dice where no error is known.
+
+    ``overlays``: sample → {"st_xy", "msi_xy", "spot_diameter_um", "pixel_um"} (MSI pixel
+    side in the ST frame)."""
+    samples = list(overlays)
+    fig, axes = _grid(len(samples) + 1, ncol_max=4, w=3.8, h=3.6)
+    for ax, s in zip(axes, samples):
+        o = overlays[s]
+        sxy, mxy = o["st_xy"], o["msi_xy"]
+        both = np.vstack([sxy, mxy]) if len(mxy) else sxy
+        ax.scatter(mxy[:, 0], mxy[:, 1], s=spot_size(both, ax, o.get("pixel_um", 10.0)),
+                   marker="s", c="#E69F00", alpha=0.45, linewidths=0, rasterized=True,
+                   label="MSI tissue pixels")
+        ax.scatter(sxy[:, 0], sxy[:, 1], s=spot_size(both, ax, o.get("spot_diameter_um", 55.0)),
+                   facecolors="none", edgecolors="#0072B2", linewidths=0.5, label="ST spots")
+        q = qc.get(s, {})
+        title = f"{s}: Dice {q.get('tissue_dice', float('nan')):.2f}"
+        errs = {k: v for k, v in q.items() if k.endswith(ERROR_SUFFIX) and v is not None}
+        if errs:
+            k, v = next(iter(errs.items()))
+            title += f", {k.split('_error')[0]} error {v:.0f} µm"
+        if q.get("flagged"):
+            title += "  FLAGGED"
+        _frame(ax, title)
+        if ax is axes[0]:
+            ax.legend(frameon=False, fontsize=6.5, loc="lower left", markerscale=1.5,
+                      bbox_to_anchor=(0, 1.08), ncol=2)
+        if q.get("flagged"):
+            ax.title.set_color("#B2182B")
+    ax = axes[len(samples)]
+    err_keys = sorted({k for q in qc.values() for k in q if k.endswith(ERROR_SUFFIX)})
+    x = np.arange(len(samples))
+    if err_keys:
+        w = 0.8 / len(err_keys)
+        cols = category_colours(err_keys)
+        for j, k in enumerate(err_keys):
+            med = np.array([qc.get(s, {}).get(k, np.nan) for s in samples], float)
+            p90 = np.array([qc.get(s, {}).get(k.replace("_median", "_p90"), np.nan)
+                            for s in samples], float)
+            yerr = np.vstack([np.zeros_like(med), np.where(np.isfinite(p90), p90 - med, 0)])
+            ax.bar(x + j * w, med, w, yerr=yerr, capsize=3, color=cols[k],
+                   label=k.replace(ERROR_SUFFIX, "").replace("_", " ") + " (median, bar to p90)")
+        ax.set_xticks(x + w * (len(err_keys) - 1) / 2, samples, rotation=45, ha="right")
+        ax.set_ylabel("registration error (µm)")
+        ax.set_title("registration error")
+        ax.legend(frameon=False, fontsize=7)
+    else:
+        dice = [qc.get(s, {}).get("tissue_dice", np.nan) for s in samples]
+        ax.bar(x, dice, color="#0072B2")
+        ax.set_ylim(0, 1)
+        ax.set_xticks(x, samples, rotation=45, ha="right")
+        ax.set_ylabel("tissue overlap (Dice)")
+        ax.set_title("registration overlap (no truth or landmarks)")
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def loss_columns(log: pd.DataFrame) -> list[str]:
+    """Columns of a training log that hold a loss (name ends in 'loss') with a finite value."""
+    out = []
+    for c in log.columns:
+        if str(c).lower().endswith("loss"):
+            v = pd.to_numeric(log[c], errors="coerce")
+            if np.isfinite(v).any():
+                out.append(c)
+    return out
+
+
+def training_figure(logs: dict[tuple[str, str], pd.DataFrame], path) -> None:
+    """One panel per model: every ``*loss`` column against epoch, one colour per sample,
+    line style per loss term (validation dashed)."""
+    curves = {k: (v, loss_columns(v)) for k, v in logs.items()}
+    curves = {k: v for k, v in curves.items() if v[1]}
+    models = list(dict.fromkeys(m for _, m in curves))
+    if not models:
+        placeholder(path, "No training curves: the models run (e.g. PCA) are not trained "
+                          "iteratively, or their logs hold no loss column.")
+        return
+    samples = list(dict.fromkeys(s for s, _ in curves))
+    colours = category_colours(samples)
+    fig, axes = _grid(len(models), ncol_max=3, w=4.4, h=3.4)
+    for ax, m in zip(axes, models):
+        styles = {}
+        for (s, mm), (log, cols) in curves.items():
+            if mm != m:
+                continue
+            ep = pd.to_numeric(log["epoch"], errors="coerce") if "epoch" in log else \
+                pd.Series(np.arange(len(log)))
+            for c in cols:
+                ls = styles.setdefault(c, ["-", "--", ":", "-."][len(styles) % 4])
+                if c.lower().startswith(("val", "valid")):
+                    ls = styles[c] = "--"
+                ax.plot(ep, pd.to_numeric(log[c], errors="coerce"), ls=ls, color=colours[s],
+                        lw=1.2, label=f"{s} · {c}")
+        vals = np.concatenate([pd.to_numeric(v[0][c], errors="coerce").to_numpy(float)
+                               for k, v in curves.items() if k[1] == m for c in v[1]])
+        vals = vals[np.isfinite(vals)]
+        if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 30:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title(f"{m}: training curves")
+        ax.legend(frameon=False, fontsize=6.5, ncol=1 if len(samples) < 4 else 2)
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def umap_figure(umap: pd.DataFrame, models: list[str], path) -> None:
+    """Rows: models; left: UMAP of the joint embeddings coloured by matched domain, right:
+    the same coloured by sample. ``umap``: model, sample, barcode, umap1, umap2, domain."""
+    models = [m for m in models if (umap["model"] == m).any()] if len(umap) else []
+    if not models:
+        placeholder(path, "No embedding to project.")
+        return
+    samples = list(dict.fromkeys(umap["sample"]))
+    scol = category_colours(samples)
+    fig, axes = plt.subplots(len(models), 2, figsize=(9.2, 3.9 * len(models)), squeeze=False)
+    size = max(1.5, min(12.0, 6000 / max(len(umap) / len(models), 1)))
+    for i, m in enumerate(models):
+        u = umap[umap["model"] == m]
+        ax = axes[i, 0]
+        lab = u["domain"].fillna(-1).astype(int).to_numpy()
+        for k, c in domain_colours(lab[lab >= 0]).items():
+            sel = lab == k
+            ax.scatter(u["umap1"][sel], u["umap2"][sel], s=size, c=c, linewidths=0, label=str(k),
+                       rasterized=True)
+        ax.legend(title="domain (matched)", frameon=False, fontsize=7, markerscale=1.5,
+                  loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.set_title(f"{m}: joint embedding, by domain")
+        ax = axes[i, 1]
+        order = np.random.default_rng(0).permutation(len(u))  # no sample drawn wholly on top
+        uu = u.iloc[order]
+        ax.scatter(uu["umap1"], uu["umap2"], s=size, c=uu["sample"].map(scol), linewidths=0,
+                   rasterized=True)
+        ax.legend(handles=[plt.Line2D([], [], marker="o", ls="", color=c, label=s)
+                           for s, c in scol.items()], title="sample", frameon=False, fontsize=7,
+                  loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.set_title(f"{m}: joint embedding, by sample")
+        for ax in axes[i]:
+            ax.set_xlabel("UMAP 1")
+            ax.set_ylabel("UMAP 2")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> None:
+    """Per sample: measured vs held-out predicted metabolite intensity, every spot × metabolite
+    (per-metabolite z-scores, density), then the per-feature held-out correlation of every
+    method across samples.
+
+    ``pairs``: sample → {"measured", "predicted" (1-D z-scores), "method", "median_r"};
+    ``scores``: sample, modality, method, feature, pearson_r."""
+    samples = list(pairs)
+    fig, axes = _grid(len(samples) + 1, ncol_max=4, w=3.6, h=3.4)
+    for ax, s in zip(axes, samples):
+        p = pairs[s]
+        meas, pred = np.asarray(p["measured"]), np.asarray(p["predicted"])
+        ok = np.isfinite(meas) & np.isfinite(pred)
+        if ok.sum() < 3:
+            ax.axis("off")
+            ax.set_title(f"{s}: no held-out predictions")
+            continue
+        ax.hexbin(meas[ok], pred[ok], gridsize=40, cmap="viridis", bins="log", mincnt=1,
+                  extent=(-3, 3, -3, 3))
+        ax.plot([-3, 3], [-3, 3], color="#BBBBBB", lw=0.8, ls="--")
+        ax.set_xlim(-3, 3)
+        ax.set_ylim(-3, 3)
+        ax.set_aspect("equal")
+        r = np.corrcoef(meas[ok], pred[ok])[0, 1]
+        ax.set_title(f"{s}: {p['method']}\npooled r = {r:.2f}, median per metabolite "
+                     f"r = {p['median_r']:.2f}", fontsize=8.5)
+        ax.set_xlabel("measured (z-score per metabolite)")
+        ax.set_ylabel("predicted, held-out (z-score)")
+    ax = axes[len(samples)]
+    if len(scores):
+        groups = list(scores.groupby(["modality", "method"], sort=True))
+        data, names = [], []
+        for (mod, meth), g in groups:
+            for s in samples:
+                v = g.loc[g["sample"] == s, "pearson_r"].dropna().to_numpy()
+                if len(v):
+                    data.append(v)
+                    names.append((f"{mod}: {meth}", s))
+        if data:
+            cols = category_colours(samples)
+            pos = np.arange(len(data))
+            bp = ax.boxplot(data, positions=pos, widths=0.6, showfliers=False, patch_artist=True)
+            for patch, (_, s) in zip(bp["boxes"], names):
+                patch.set_facecolor(cols[s])
+                patch.set_alpha(0.7)
+            ax.set_xticks(pos, [f"{m}\n{s}" for m, s in names], rotation=60, ha="right",
+                          fontsize=6)
+            ax.axhline(0, color="#999999", lw=0.6)
+            ax.set_ylabel("held-out Pearson r per feature")
+            ax.set_title("held-out accuracy per feature")
+    else:
+        ax.axis("off")
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def association_figure(links: pd.DataFrame, samples: list[str], path, fdr: float = 0.05) -> None:
+    """The strongest metabolite–gene links of the cohort (rows) in every sample (columns):
+    colour = correlation r, a dot where the link is significant (q ≤ fdr) in that sample.
+
+    ``links``: one row per link with ``label`` and ``r:<sample>``/``q:<sample>`` columns."""
+    if links.empty:
+        placeholder(path, "No metabolite–gene association was tested.")
+        return
+    R = links[[f"r:{s}" for s in samples]].to_numpy(float)
+    Q = links[[f"q:{s}" for s in samples]].to_numpy(float)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.75 * len(samples), 1.4 + 0.24 * len(links)))
+    lim = np.nanmax(np.abs(R)) if np.isfinite(R).any() else 1.0
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#E0E0E0")
+    im = ax.imshow(np.ma.masked_invalid(R), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
+    yy, xx = np.nonzero(Q <= fdr)
+    ax.scatter(xx, yy, s=6, c="k", marker="o")
+    ax.set_xticks(range(len(samples)), samples, rotation=45, ha="right")
+    ax.set_yticks(range(len(links)), links["label"], fontsize=6.5)
+    ax.set_xlabel("sample")
+    ax.spines[:].set_visible(False)
+    fig.colorbar(im, ax=ax, label="Pearson r across spots", fraction=0.05, pad=0.02)
+    ax.set_title(f"metabolite–gene links (dot: q ≤ {fdr:g}; grey: not measured)", fontsize=8.5)
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def pathway_figure(pathways: pd.DataFrame, path, fdr: float = 0.05, top: int = 20) -> None:
+    """Dot plot of the most enriched pathways: rows pathways, columns sample · domain; dot size
+    = overlap (members found), colour = −log10 q. ``pathways``: sample, query, pathway_name,
+    overlap, qval."""
+    if pathways.empty or "qval" not in pathways:
+        placeholder(path, "No pathway was tested (no domain had significant markers that map to "
+                          "the pathway table).")
+        return
+    p = pathways.dropna(subset=["qval"]).copy()
+    best = p.groupby("pathway_name")["qval"].min().nsmallest(top)
+    p = p[p["pathway_name"].isin(best.index)]
+    if p.empty:
+        placeholder(path, "No pathway enrichment to show.")
+        return
+    p["column"] = p["sample"].astype(str) + " · " + p["query"].astype(str)
+    rows, cols = list(best.index), sorted(p["column"].unique())
+    fig, ax = plt.subplots(figsize=(2.5 + 0.5 * len(cols) + 3.0, 1.2 + 0.28 * len(rows)))
+    y = p["pathway_name"].map({r: i for i, r in enumerate(rows)})
+    x = p["column"].map({c: i for i, c in enumerate(cols)})
+    score = -np.log10(p["qval"].clip(lower=1e-300))
+    sc = ax.scatter(x, y, s=12 + 12 * p["overlap"].astype(float), c=score, cmap="viridis",
+                    edgecolors=np.where(p["qval"] <= fdr, "k", "none"), linewidths=0.6)
+    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [r[:60] for r in rows], fontsize=7)
+    ax.set_xlim(-0.5, len(cols) - 0.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    fig.colorbar(sc, ax=ax, label="−log10 q", fraction=0.05, pad=0.02)
+    ax.set_title(f"pathway enrichment (outlined: q ≤ {fdr:g}; size: members found)", fontsize=9)
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def composition_figure(spots: pd.DataFrame, model: str, conditions: dict[str, str], path) -> None:
+    """Fraction of each sample's spots in each matched domain (stacked bars), samples grouped
+    by condition; with two or more conditions, a second panel compares the fractions per
+    domain between conditions (one dot per sample, bar = condition mean)."""
+    if model not in spots:
+        placeholder(path, f"No domains from model {model!r}.")
+        return
+    sub = spots.dropna(subset=[model])
+    frac = pd.crosstab(sub["sample"], sub[model].astype(int), normalize="index")
+    cond = {s: (conditions.get(s) or "") for s in frac.index}
+    order = sorted(frac.index, key=lambda s: (cond[s], list(frac.index).index(s)))
+    frac = frac.loc[order]
+    levels = list(dict.fromkeys(c for c in (cond[s] for s in order) if c))
+    two = len(levels) >= 2
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(11 if two else 5.5, 3.8), squeeze=False)
+    ax = axes[0, 0]
+    bottom = np.zeros(len(frac))
+    colours = domain_colours(frac.columns)
+    for d in frac.columns:
+        ax.bar(range(len(frac)), frac[d], bottom=bottom, color=colours[int(d)], label=str(d),
+               edgecolor="white", linewidth=0.4)
+        bottom += frac[d].to_numpy()
+    ax.set_xticks(range(len(frac)), [f"{s}\n{cond[s]}" if cond[s] else s for s in frac.index],
+                  rotation=45, ha="right")
+    ax.set_ylabel("fraction of spots")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"domain composition per sample ({model})")
+    ax.legend(title="domain", frameon=False, fontsize=7, loc="center left",
+              bbox_to_anchor=(1.0, 0.5))
+    if two:
+        ax = axes[0, 1]
+        ccol = category_colours(levels)
+        w = 0.8 / len(levels)
+        for j, lev in enumerate(levels):
+            ss = [s for s in frac.index if cond[s] == lev]
+            for i, d in enumerate(frac.columns):
+                v = frac.loc[ss, d].to_numpy()
+                xpos = i + j * w - 0.4 + w / 2
+                ax.bar(xpos, v.mean(), w * 0.9, color=ccol[lev], alpha=0.45,
+                       label=lev if i == 0 else None)
+                ax.scatter(np.full(len(v), xpos), v, s=12, color=ccol[lev], zorder=3)
+        ax.set_xticks(range(len(frac.columns)), [f"domain {d}" for d in frac.columns])
+        ax.set_ylabel("fraction of spots")
+        ax.set_title("domain abundance by condition (dots: samples)")
+        ax.legend(title="condition", frameon=False, fontsize=7)
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def metrics_figure(metrics: pd.DataFrame, path) -> None:
+    """Registration error (µm, or Dice), domain ARI per model, held-out imputation r."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    samples = list(dict.fromkeys(metrics["sample"]))
+    x = np.arange(len(samples))
+
+    def bars(ax, table: pd.DataFrame, key: str, label_of=str):
+        groups = list(dict.fromkeys(table[key]))
+        w = 0.8 / max(len(groups), 1)
+        cols = category_colours(groups)
+        for j, g in enumerate(groups):
+            v = table[table[key] == g].groupby("sample")["value"].first()
+            ax.bar(x + j * w, [v.get(s, np.nan) for s in samples], w, label=label_of(g),
+                   color=cols[g])
+        ax.set_xticks(x + w * (len(groups) - 1) / 2, samples, rotation=45, ha="right")
+        if groups:
+            ax.legend(frameon=False, fontsize=7)
+        return groups
+
+    reg = metrics[(metrics["stage"] == "align") & metrics["metric"].str.endswith(ERROR_SUFFIX)]
+    if len(reg):
+        bars(axes[0], reg, "metric", lambda k: k.replace(ERROR_SUFFIX, "").replace("_", " "))
+        axes[0].set_ylabel("median registration error (µm)")
+        axes[0].set_title("registration error")
+    else:
+        bars(axes[0], metrics[(metrics["stage"] == "align") & (metrics["metric"] == "tissue_dice")],
+             "metric")
+        axes[0].set_ylabel("tissue overlap (Dice)")
+        axes[0].set_ylim(0, 1)
+        axes[0].set_title("registration overlap")
+    dm = metrics[(metrics["stage"] == "domains") & (metrics["metric"] == "ari")]
+    if len(dm):
+        bars(axes[1], dm, "model")
+        axes[1].set_ylabel("ARI vs truth")
+        axes[1].set_ylim(0, 1)
+        axes[1].set_title("domain recovery")
+    else:
+        axes[1].text(0.5, 0.5, "no ground truth:\nno domain accuracy", ha="center", va="center",
+                     transform=axes[1].transAxes)
+        axes[1].set_axis_off()
+    imp = metrics[(metrics["stage"] == "impute") & metrics["metric"].str.endswith("median_pearson")]
+    bars(axes[2], imp, "metric", lambda k: k.replace(".median_pearson", "").replace("_", " "))
+    axes[2].set_ylabel("median held-out Pearson r")
+    axes[2].set_title("imputation / prediction")
+    fig.tight_layout()
+    savefig(fig, path)

@@ -1,0 +1,153 @@
+"""Aggregation and the summary report: domain matching, robust metric collection, flags first,
+a self-contained page, cohort figures, captions for every ``report()`` output."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+from report_tree import PERMUTATIONS, make_report
+
+from spatialfuse.report import ResultsTree, collect_flags, collect_metrics, match_labels
+from spatialfuse.report.domains import domain_profiles, match_profiles
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    return make_report(root, conditions={"a": "control", "b": "treated"})
+
+
+def test_match_labels_recovers_a_permutation_and_keeps_extra_labels_apart():
+    truth = np.repeat([0, 1, 2], 50)
+    pred = np.repeat([7, 3, 5], 50)
+    pred[:5] = 9  # a small extra cluster inside truth domain 0
+    m = match_labels(pred, truth)
+    assert m[7] == 0 and m[3] == 1 and m[5] == 2
+    assert m[9] == 3  # a fresh id, not another domain's colour
+    # spots outside the tissue in a truth table (-1) are ignored
+    truth_out = truth.copy()
+    truth_out[-20:] = -1
+    assert match_labels(pred, truth_out)[5] == 2
+
+
+def test_match_profiles_pairs_domains_by_expression():
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(0, 1, (4, 30))
+    lab_a, lab_b = rng.integers(0, 4, 400), rng.integers(0, 4, 300)
+    perm = np.array([2, 3, 0, 1])  # sample b numbers programme k as perm[k]
+    Xa = centroids[lab_a] + rng.normal(0, 0.3, (400, 30))
+    Xb = centroids[lab_b] + rng.normal(0, 0.3, (300, 30))
+    genes = [f"g{i}" for i in range(30)]
+    pa = domain_profiles(Xa, lab_a, genes)
+    pb = domain_profiles(Xb[:, ::-1], perm[lab_b], genes[::-1])  # column order must not matter
+    m = match_profiles(pb, pa)
+    assert all(m[perm[k]] == k for k in range(4))
+
+
+def test_collect_metrics_and_flags_tolerate_any_new_key(tmp_path):
+    tree = ResultsTree(tmp_path)
+    q = tree.path("align_qc", "s1")
+    q.parent.mkdir(parents=True)
+    q.write_text(json.dumps({"tissue_dice": 0.4, "flagged": True, "warnings": ["poor overlap"],
+                             "new": {"deep": {"value": 2}}, "note": "text", "list": [1, 2],
+                             "missing": None}))
+    m = collect_metrics(tree, ["s1"], ["vae"])  # other stages' files absent: skipped
+    got = dict(zip(m["metric"], m["value"]))
+    assert got == {"tissue_dice": 0.4, "flagged": 1.0, "new.deep.value": 2.0}
+    f = collect_flags(tree, ["s1"], ["vae"])
+    assert list(f["message"]) == ["poor overlap"] and f["stage"].iloc[0] == "align"
+
+
+def test_domain_colours_correspond_across_models_and_samples(cohort):
+    """Every model of every sample is renumbered onto the same domain programme: sample a via
+    its truth, sample b (no truth) via its expression profiles."""
+    spots = pd.read_csv(cohort["outputs"]["spots"], sep="\t")
+    for s, perms in PERMUTATIONS.items():
+        sub = spots[spots["sample"] == s].set_index("barcode")
+        prog = cohort["info"]["programme"][s].loc[sub.index]
+        for m in perms:
+            assert (sub[m].to_numpy() == prog.to_numpy()).all(), (s, m)
+    assert sub["truth"].isna().all()  # b has no truth
+    match = pd.read_csv(cohort["outputs"]["matching"], sep="\t")
+    assert set(match["model"]) == {"pca", "vae"} and (match["n_spots"] > 0).all()
+
+
+def test_cohort_tables_and_figures(cohort):
+    out = cohort["outputs"]
+    for k, p in out.items():
+        assert Path(p).exists() and Path(p).stat().st_size > 0, k
+    m = pd.read_csv(out["metrics"], sep="\t")
+    assert {"ingest", "align", "impute", "model", "domains", "interpret"} <= set(m["stage"])
+    assert set(m.loc[m["stage"] == "model", "model"]) == {"pca", "vae"}
+    assert "new_key_from_align.nested" in set(m["metric"])
+    links = pd.read_csv(out["links"], sep="\t")
+    assert {"r:a", "q:a", "r:b", "q:b", "n_samples_significant"} <= set(links.columns)
+    assert links["n_samples_significant"].iloc[0] == 2  # the planted link, significant in both
+    pw = pd.read_csv(out["pathways"], sep="\t")
+    assert set(pw["sample"]) == {"a", "b"} and pw["qval"].is_monotonic_increasing
+    # the VAE's training curves give a real figure, not the "no curves" placeholder
+    from PIL import Image
+
+    w, h = Image.open(out["training_figure"]).size
+    assert w > 300 and h > 200
+
+
+def test_summary_opens_with_flags_and_is_self_contained(cohort):
+    html = cohort["html"].read_text(encoding="utf-8")
+    i_flag, i_cards = html.index("Needs attention"), html.index("Results per sample")
+    assert i_flag < i_cards < html.index("id='provenance'")
+    assert "Dice 0.41" in html[i_flag:i_cards]  # sample b's registration warning, at the top
+    assert "id='sample-b'" in html and "card flagged" in html
+    # offline: no external script, stylesheet, image or font
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<script src" not in html and "@import" not in html
+    imgs = re.findall(r"<img [^>]*src=\"([^\"]{0,30})", html)
+    assert imgs and all(s.startswith("data:image/png;base64,") for s in imgs)
+    # interactive spot maps: one per sample, a tooltip per spot, both layers switchable
+    assert html.count('<svg class="spotmap"') == 2
+    assert html.count("<circle ") == 2 * 120 and "<title>A0000-1 · x" in html
+    assert re.search(r'data-i="0"[^>]*>truth</button>', html) and ">vae</button>" in html
+    assert html.count(">truth</button>") == 1  # sample b has no truth: no empty truth layer
+    for needle in ("registration error (µm, median)", "ARI pca", "ARI vae",
+                   'table class="sortable"',
+                   "Input checksums", "Run time per rule", "&quot;model.vae.seed&quot;: 3",
+                   "Every installed Python package", "Strongest metabolite"):
+        assert needle in html, needle
+
+
+def test_report_without_truth_conditions_pathways_or_training(tmp_path):
+    """A user's real data: no truth, no conditions, one model with no training curve, no
+    pathway hits, nothing flagged, plus a cohort table when the optional rule wrote one."""
+    cohort_tsv = tmp_path / "cohort.tsv"
+    pd.DataFrame({"feature": ["x", "y"], "log2fc": [1.0, -2.0], "qval": [0.2, 0.01]}).to_csv(
+        cohort_tsv, sep="\t", index=False)
+    r = make_report(tmp_path, samples=("s1",), models=("pca",), truth_for=(), flag=(),
+                    pathways=False, cohort=[cohort_tsv])
+    html = r["html"].read_text(encoding="utf-8")
+    assert "passed every stage" in html and "Needs attention" not in html
+    glance = html.split('id="glance"')[1].split("</table>")[0]
+    assert "ARI" not in glance and "registration error" not in glance and "Dice" in glance
+    assert ">truth</button>" not in html
+    assert "Cohort comparison" in html and html.index("0.01") < html.index("0.2")
+
+
+def test_every_report_output_has_a_caption_and_category():
+    """Each ``report(...)`` in the workflow names an existing, non-trivial caption and a
+    category, so ``snakemake --report`` shows every figure and table explained."""
+    blocks = []
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for m in re.finditer(r"report\(\s*(.*?)\n\s*\)", text, re.S):
+            blocks.append((smk.name, m.group(1)))
+    assert len(blocks) >= 16
+    for name, body in blocks:
+        cap = re.search(r'caption="([^"]+)"', body)
+        assert cap and re.search(r'category="[^"]+"', body), (name, body)
+        path = (REPO / "workflow" / "rules" / cap.group(1)).resolve()
+        assert path.exists() and len(path.read_text().split()) >= 25, path
