@@ -51,11 +51,14 @@ from .vae import JointVAE
 log = logging.getLogger(__name__)
 
 _COMMON = dict(latent_dim=16, hidden_dim=64, input_pcs=32, n_top_genes=None, rna_likelihood="nb",
-               rna_weight=1.0, msi_weight=1.0, mask_prob=0.5, dropout=0.1, max_epochs=150,
-               patience=15, batch_size=128, lr=2e-3, weight_decay=1e-4, val_fraction=0.1)
+               msi_likelihood="gaussian", rna_weight=1.0, msi_weight=1.0, kl_weight=3.0,
+               mask_prob=0.5, dropout=0.1, max_epochs=150, patience=15, batch_size=128, lr=2e-3,
+               weight_decay=1e-4, val_fraction=0.1)
 #: Default parameters of each model family (the config schema carries the same values).
+#: ``kl_weight`` > 0 makes the latent Gaussian with a KL term to N(0, I) (for the GNN and the
+#: Transformer as for the VAE): a compact latent whose dominant axes are the domains.
 DEFAULTS: dict[str, dict] = {
-    "vae": {**_COMMON, "n_layers": 2, "spatial_k": 6, "kl_weight": 1.0},
+    "vae": {**_COMMON, "n_layers": 2, "spatial_k": 0},
     "gnn": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 6},
     "transformer": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 7},
 }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .modules import EdgeAttention, JointModule, ModalityEncoders, mlp
+from .modules import GaussianHead, EdgeAttention, JointModule, ModalityEncoders, mlp
 
 
 class _Block(nn.Module):
@@ -41,7 +41,7 @@ class SpatialGNN(JointModule):
         self.blocks = nn.ModuleList(_Block(d, int(p.get("n_heads", 4)), drop)
                                     for _ in range(int(p.get("n_layers", 2))))
         self.norm = nn.LayerNorm(2 * d)
-        self.head = nn.Linear(2 * d, self.d_latent)
+        self.head = GaussianHead(2 * d, self.d_latent, self.kl_weight > 0)
 
     def encode(self, batch):
         tok = self.encoders(batch.x, batch.visible, batch.node_batch)  # (S, 2, d)
@@ -60,4 +60,4 @@ class SpatialGNN(JointModule):
         for blk in self.blocks:
             x = blk(x, src, dst, efeat, ok)
         h = x.reshape(S, -1)[batch.pos]
-        return self.head(self.norm(h)), None
+        return self.head(self.norm(h))

@@ -157,6 +157,25 @@ class EdgeAttention(nn.Module):
         return self.o(out.reshape(n, -1))
 
 
+class GaussianHead(nn.Module):
+    """Features → Gaussian latent N(mu, diag var): a sample while training, the mean otherwise,
+    and the KL divergence to N(0, I) per spot. With ``variational`` False: a plain linear map."""
+
+    def __init__(self, d_in: int, d_latent: int, variational: bool = True):
+        super().__init__()
+        self.variational = variational
+        self.lin = nn.Linear(d_in, 2 * d_latent if variational else d_latent)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.variational:
+            return self.lin(h), None
+        mu, logvar = self.lin(h).chunk(2, -1)
+        logvar = logvar.clamp(-8, 8)
+        kl = 0.5 * (logvar.exp() + mu ** 2 - 1.0 - logvar).sum(1)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+        return z, kl
+
+
 class JointModule(nn.Module):
     """Common interface of the three families: encoders → ``encode`` (family-specific) → latent
     → decoders. ``loss`` returns the terms the trainer logs; ``loss`` is their weighted sum."""

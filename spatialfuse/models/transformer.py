@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import JointModule, ModalityEncoders, mlp
+from .modules import GaussianHead, JointModule, ModalityEncoders, mlp
 
 
 class _Layer(nn.Module):
@@ -50,7 +50,7 @@ class NeighbourhoodTransformer(JointModule):
         self.layers = nn.ModuleList(_Layer(d, int(p.get("n_heads", 4)), drop)
                                     for _ in range(int(p.get("n_layers", 2))))
         self.norm = nn.LayerNorm(3 * d)
-        self.head = nn.Linear(3 * d, self.d_latent)
+        self.head = GaussianHead(3 * d, self.d_latent, self.kl_weight > 0)
 
     def _fourier(self, rel):  # rel (B, K, 2) in pitches
         f = (2.0 ** torch.arange(self.n_freq, device=rel.device)) * (math.pi / 4)
@@ -74,4 +74,4 @@ class NeighbourhoodTransformer(JointModule):
         for layer in self.layers:
             x = layer(x, keep)
         h = torch.cat([x[:, 0], x[:, 1], x[:, 2]], 1)
-        return self.head(self.norm(h)), None
+        return self.head(self.norm(h))
