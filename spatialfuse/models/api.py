@@ -35,6 +35,7 @@ Same seed + inputs + params on CPU → identical embeddings and predictions.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,11 +52,11 @@ from .vae import JointVAE
 log = logging.getLogger(__name__)
 
 _COMMON = dict(latent_dim=16, hidden_dim=64, input_pcs=32, n_top_genes=None, rna_likelihood="nb",
-               msi_likelihood="gaussian", rna_weight=1.0, msi_weight=1.0, kl_weight=3.0,
+               msi_likelihood="gaussian", rna_weight=1.0, msi_weight=1.0, kl_weight=1.0,
                mask_prob=0.5, dropout=0.1, max_epochs=150, patience=15, batch_size=128, lr=2e-3,
                weight_decay=1e-4, val_fraction=0.1)
 #: Default parameters of each model family (the config schema carries the same values).
-#: ``kl_weight`` > 0 makes the latent Gaussian with a KL term to N(0, I) (for the GNN and the
+#: ``kl_weight`` (per 100 features) > 0 makes the latent Gaussian with a KL term to N(0, I) (for the GNN and the
 #: Transformer as for the VAE): a compact latent whose dominant axes are the domains.
 DEFAULTS: dict[str, dict] = {
     "vae": {**_COMMON, "n_layers": 2, "spatial_k": 0},
@@ -63,6 +64,22 @@ DEFAULTS: dict[str, dict] = {
     "transformer": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 7},
 }
 MODULES = {"vae": JointVAE, "gnn": SpatialGNN, "transformer": NeighbourhoodTransformer}
+#: Mini-batches per epoch at least (a smaller batch size on small sections).
+MIN_STEPS = 8
+#: CPU threads for training and prediction, fixed: torch's CPU results differ in the last bits
+#: with the number of threads, so a job granted fewer cores must still compute the same numbers.
+CPU_THREADS = 1
+
+
+@contextmanager
+def fixed_threads(n: int = CPU_THREADS):
+    """Run torch on ``n`` intra-op CPU threads (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -72,6 +89,11 @@ def resolve_device(device: str = "auto") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but no CUDA GPU is visible; use 'auto' or 'cpu'")
     return device
+
+
+def _rna_likelihood(p: dict, data: FitData) -> str:
+    """The RNA likelihood actually used (count models need raw counts)."""
+    return p["rna_likelihood"] if data.rna_nb else "gaussian"
 
 
 def _as_index(spots, n: int) -> np.ndarray:
@@ -107,7 +129,7 @@ class FittedModel:
         self.module.eval()
         outs: list[list[np.ndarray]] = []
         order = []
-        with torch.no_grad():
+        with torch.no_grad(), fixed_threads():
             for b in self.batcher.batches(spots, None, visible, train=False):
                 res = self.module.embed(b) if what == "embed" else self.module.predict(b)
                 res = res if isinstance(res, tuple) else (res,)
@@ -156,7 +178,8 @@ class FittedModel:
             "projections": {m: {"components": c, "mean": mu, "sd": sd}
                             for m, (c, mu, sd) in d.components.items()},
             "rna_features": self.inputs.rna_features, "msi_features": self.inputs.msi_features,
-            "rna_likelihood": "nb" if d.rna_nb else "gaussian",
+            "rna_likelihood": _rna_likelihood(self.params, d),
+            "msi_likelihood": self.params["msi_likelihood"],
             "train_mask": d.fit_mask.copy(), "metrics": self.metrics,
         }
 
@@ -174,19 +197,27 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
         fit_mask[_as_index(train_mask, n)] = True
     if fit_mask.sum() < 10:
         raise ValueError(f"{name}: at least 10 fitting spots are needed, got {int(fit_mask.sum())}")
-    rna_nb = p["rna_likelihood"] == "nb"
+    for key, allowed in (("rna_likelihood", ("nb", "zinb", "gaussian")),
+                         ("msi_likelihood", ("gaussian", "zig"))):
+        if p[key] not in allowed:
+            raise ValueError(f"{name}: {key} must be one of {allowed}, got {p[key]!r}")
+    rna_nb = p["rna_likelihood"] in ("nb", "zinb")
     if rna_nb and inputs.rna_counts is None:
         log.warning("%s: no raw counts in the RNA input; using a Gaussian likelihood on "
                     "log-normalised values instead of the negative binomial", name)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), fixed_threads():
         torch.manual_seed(seed)
         k = int(p.get("spatial_k") or 0) if name == "vae" else int(p["k"])
         data = FitData(inputs, fit_mask, n_pcs=int(p["input_pcs"]), k=max(k, 1), rna_nb=rna_nb,
                        seed=seed, device=dev)
         module = MODULES[name](data.dims, inputs.rna.shape[1], inputs.msi.shape[1], p,
                                rna_nb=data.rna_nb, n_batches=inputs.n_batches,
-                               rna_stats=data.rna_stats()).to(dev)
-        bs, mp = int(p["batch_size"]), float(p["mask_prob"])
+                               rna_stats=data.rna_stats(),
+                               msi_zero_value=data.msi_zero_value).to(dev)
+        # small sections: at least MIN_STEPS optimiser steps per epoch (never below 16 spots)
+        n_tr = int(fit_mask.sum() * (1 - float(p["val_fraction"])))
+        bs = int(min(int(p["batch_size"]), max(16, -(-n_tr // MIN_STEPS))))
+        mp = float(p["mask_prob"])
         if name == "gnn":
             batcher = TileBatcher(data, bs, mp, n_layers=int(p["n_layers"]), k=int(p["k"]))
         elif name == "transformer":
@@ -201,7 +232,8 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
             module, batcher, data.base_visible, tr, va, max_epochs=int(p["max_epochs"]),
             lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), patience=int(p["patience"]),
             seed=seed, name=name)
-    metrics = {**summary, "rna_likelihood": "nb" if data.rna_nb else "gaussian",
+    metrics = {**summary, "rna_likelihood": _rna_likelihood(p, data),
+               "msi_likelihood": p["msi_likelihood"],
                "n_parameters": int(sum(q.numel() for q in module.parameters())),
                "embedding_dim": int(p["latent_dim"]), "n_fit_spots": int(fit_mask.sum())}
     return FittedModel(name, p, module, data, batcher, train_log, metrics)

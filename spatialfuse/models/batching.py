@@ -42,6 +42,7 @@ class Batch:
     library: torch.Tensor  # (B,)
     msi: torch.Tensor  # (B, m/z) standardised
     extra: dict = field(default_factory=dict)  # family-specific structure (edges, tokens, ...)
+    msi_zero: torch.Tensor | None = None  # (B, m/z) bool: peak missing (zero intensity)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -77,6 +78,8 @@ class FitData:
         self.library = torch.as_tensor(
             (inputs.rna_counts.sum(1) if inputs.rna_counts is not None else np.ones(n)).astype(np.float32))
         self.msi = torch.as_tensor(np.ascontiguousarray(inputs.msi, dtype=np.float32))
+        zero, self.msi_zero_value = msi_zeros(inputs)
+        self.msi_zero = torch.as_tensor(zero)
         self.batch = torch.as_tensor(
             inputs.batch if inputs.batch is not None else np.zeros(n, np.int64), dtype=torch.long)
         vis = np.repeat(self.fit_mask[:, None], len(MODALITIES), 1)
@@ -121,8 +124,23 @@ class FitData:
             x={m: self.x[m][nd.to(dev)] for m in MODALITIES},
             visible=visible[nd].to(dev), node_batch=self.batch[nd].to(dev),
             batch=self.batch[t].to(dev), rna=self.rna[t].to(dev), library=self.library[t].to(dev),
-            msi=self.msi[t].to(dev), extra=extra or {},
+            msi=self.msi[t].to(dev), extra=extra or {}, msi_zero=self.msi_zero[t].to(dev),
         )
+
+
+def msi_zeros(inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Which MSI values are missing peaks (zero intensity), and that value in standardised units.
+
+    With standardisation statistics, zero log intensity maps to ``-mean / sd``; without them
+    (concatenated samples), a missing peak is a feature's minimum when several spots share it."""
+    X = inputs.msi
+    if inputs.msi_mean is not None:
+        zv = (-np.asarray(inputs.msi_mean) / np.asarray(inputs.msi_sd)).astype(np.float32)
+    else:
+        zv = X.min(0)
+    zero = np.isclose(X, zv[None, :], atol=1e-5)
+    zero &= zero.sum(0, keepdims=True) > 1
+    return zero, zv.astype(np.float32)
 
 
 def training_mask(rng: np.random.Generator, n: int, mask_prob: float) -> np.ndarray:

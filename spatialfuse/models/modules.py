@@ -2,10 +2,10 @@
 
 * :class:`ModalityEncoders` — per-modality MLPs from the projected inputs to tokens, with a
   learned "missing" token for a modality that is masked (held out, or hidden for training);
-* :class:`ModalityDecoders` — per-modality likelihoods: negative binomial on raw counts for
-  genes (scVI-style proportions × observed library size; Gaussian on standardised values when no
+* :class:`ModalityDecoders` — per-modality likelihoods: negative binomial (optionally
+  zero-inflated) on raw counts for genes (scVI-style proportions × observed library size; Gaussian on standardised values when no
   counts exist) and Gaussian on standardised log intensities for metabolites (a log-normal model
-  of the intensities), each with a learned per-feature dispersion;
+  of the intensities, optionally zero-inflated), each with a learned per-feature dispersion;
 * :class:`EdgeAttention` — multi-head dot-product attention over a sparse edge list (softmax per
   destination with ``scatter_reduce``/``index_add_``): memory O(edges), never n × n;
 * :class:`JointModule` — the common interface the trainer and the API call: ``loss(batch)``,
@@ -72,15 +72,22 @@ class ModalityEncoders(nn.Module):
 
 
 class ModalityDecoders(nn.Module):
-    """Latent (+ batch one-hot) → likelihood of each modality's features of a spot."""
+    """Latent (+ batch one-hot) → likelihood of each modality's features of a spot.
+
+    Genes: negative binomial on counts (``rna_nb``), optionally zero-inflated (``rna_zi``: a
+    per-spot, per-gene dropout probability), else Gaussian on standardised values. Metabolites:
+    Gaussian on standardised log intensities, optionally zero-inflated (``msi_zi``: a hurdle —
+    a missing peak has probability pi, a detected one is Gaussian)."""
 
     def __init__(self, d_latent: int, hidden: int, n_genes: int, n_mz: int, *, rna_nb: bool,
-                 n_batches: int = 1, dropout: float = 0.0, rna_stats: dict | None = None):
+                 n_batches: int = 1, dropout: float = 0.0, rna_stats: dict | None = None,
+                 rna_zi: bool = False, msi_zi: bool = False, msi_zero_value=None):
         super().__init__()
         self.rna_nb, self.n_batches = rna_nb, n_batches
+        self.rna_zi, self.msi_zi = bool(rna_zi and rna_nb), bool(msi_zi)
         d_in = d_latent + (n_batches if n_batches > 1 else 0)
-        self.rna_net = mlp(d_in, hidden, n_genes, 1, dropout)
-        self.msi_net = mlp(d_in, hidden, n_mz, 1, dropout)
+        self.rna_net = mlp(d_in, hidden, n_genes * (2 if self.rna_zi else 1), 1, dropout)
+        self.msi_net = mlp(d_in, hidden, n_mz * (2 if self.msi_zi else 1), 1, dropout)
         self.rna_disp = nn.Parameter(torch.zeros(n_genes))  # log theta (NB) or log sd (Gaussian)
         self.msi_log_sd = nn.Parameter(torch.zeros(n_mz))
         st = rna_stats or {}
@@ -88,34 +95,55 @@ class ModalityDecoders(nn.Module):
         self.register_buffer("rna_total", torch.tensor(float(st.get("total", 1.0))))
         self.register_buffer("rna_mean", torch.as_tensor(st.get("mean", torch.zeros(n_genes)), dtype=torch.float32))
         self.register_buffer("rna_sd", torch.as_tensor(st.get("sd", torch.ones(n_genes)), dtype=torch.float32))
+        # a missing peak in standardised units (for the zero-inflated MSI mean)
+        zv = torch.zeros(n_mz) if msi_zero_value is None else torch.as_tensor(msi_zero_value)
+        self.register_buffer("msi_zero_value", zv.to(torch.float32))
 
     def _inp(self, z, batch):
         if self.n_batches > 1:
             z = torch.cat([z, F.one_hot(batch, self.n_batches).to(z.dtype)], 1)
         return z
 
-    def log_prob(self, z, batch, rna, library, msi) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-spot log-likelihood of RNA (counts or standardised) and MSI (standardised)."""
+    def _heads(self, z, batch):
         h = self._inp(z, batch)
-        a = self.rna_net(h)
+        a, m = self.rna_net(h), self.msi_net(h)
+        a, a_pi = a.chunk(2, -1) if self.rna_zi else (a, None)
+        m, m_pi = m.chunk(2, -1) if self.msi_zi else (m, None)
+        return a, a_pi, m, m_pi
+
+    def log_prob(self, z, batch, rna, library, msi, msi_zero=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-spot log-likelihood of RNA (counts or standardised) and MSI (standardised);
+        ``msi_zero`` (bool, like ``msi``) marks missing peaks for the zero-inflated MSI model."""
+        a, a_pi, m, m_pi = self._heads(z, batch)
         if self.rna_nb:
             mu = torch.softmax(a, -1) * library[:, None]
-            lp_r = nb_log_prob(rna, mu, torch.exp(self.rna_disp)).sum(1)
+            lp = nb_log_prob(rna, mu, torch.exp(self.rna_disp))
+            if self.rna_zi:  # log[pi·1(x=0) + (1-pi)·NB(x)]
+                log_pi, log_1m = F.logsigmoid(a_pi), F.logsigmoid(-a_pi)
+                lp = torch.where(rna < 0.5, torch.logaddexp(log_pi, log_1m + lp), log_1m + lp)
+            lp_r = lp.sum(1)
         else:
             lp_r = gaussian_log_prob(rna, a, self.rna_disp).sum(1)
-        lp_m = gaussian_log_prob(msi, self.msi_net(h), self.msi_log_sd).sum(1)
-        return lp_r, lp_m
+        lp = gaussian_log_prob(msi, m, self.msi_log_sd)
+        if self.msi_zi and msi_zero is not None:
+            lp = torch.where(msi_zero, F.logsigmoid(m_pi), F.logsigmoid(-m_pi) + lp)
+        return lp_r, lp.sum(1)
 
     def mean(self, z, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected RNA and MSI in the standardised units of :class:`ModelInputs`.
 
         NB: the expected normalised expression is the proportion × the typical normalised total
         of the modelled genes (``rna_total``), log1p-transformed, then standardised."""
-        h = self._inp(z, batch)
-        a = self.rna_net(h)
+        a, a_pi, m, m_pi = self._heads(z, batch)
         if self.rna_nb:
-            a = (torch.log1p(torch.softmax(a, -1) * self.rna_total) - self.rna_mean) / self.rna_sd
-        return a, self.msi_net(h)
+            prop = torch.softmax(a, -1)
+            if self.rna_zi:
+                prop = prop * torch.sigmoid(-a_pi)
+            a = (torch.log1p(prop * self.rna_total) - self.rna_mean) / self.rna_sd
+        if self.msi_zi:
+            pi = torch.sigmoid(m_pi)
+            m = (1 - pi) * m + pi * self.msi_zero_value
+        return a, m
 
 
 def scatter_softmax(score: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -183,23 +211,29 @@ class JointModule(nn.Module):
     variational = False
 
     def __init__(self, dims: dict[str, int], n_genes: int, n_mz: int, p: dict, *, rna_nb: bool,
-                 n_batches: int = 1, rna_stats: dict | None = None):
+                 n_batches: int = 1, rna_stats: dict | None = None, msi_zero_value=None):
         super().__init__()
         self.d_model, self.d_latent = int(p["hidden_dim"]), int(p["latent_dim"])
-        self.decoders = ModalityDecoders(self.d_latent, int(p["hidden_dim"]), n_genes, n_mz,
-                                         rna_nb=rna_nb, n_batches=n_batches, rna_stats=rna_stats)
+        self.decoders = ModalityDecoders(
+            self.d_latent, int(p["hidden_dim"]), n_genes, n_mz, rna_nb=rna_nb,
+            n_batches=n_batches, rna_stats=rna_stats, msi_zero_value=msi_zero_value,
+            rna_zi=p.get("rna_likelihood") == "zinb", msi_zi=p.get("msi_likelihood") == "zig")
         # the log-likelihood sums over features (every gene and m/z counts once); the weights
         # rescale a modality's term, e.g. to let a handful of m/z weigh as much as 2,000 genes
         self.w_rna = float(p.get("rna_weight", 1.0))
         self.w_msi = float(p.get("msi_weight", 1.0))
-        self.kl_weight = float(p.get("kl_weight", 1.0))
+        # beta normalised by the data's dimension (Higgins et al. 2017): the reconstruction term
+        # sums over features, so the KL weight scales with their number (``kl_weight`` is per
+        # 100 features), keeping the same bottleneck for 100 or 2,500 features
+        self.kl_weight = float(p.get("kl_weight", 1.0)) * (n_genes + n_mz) / 100.0
 
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         z, kl = self.encode(batch)
-        lp_r, lp_m = self.decoders.log_prob(z, batch.batch, batch.rna, batch.library, batch.msi)
+        lp_r, lp_m = self.decoders.log_prob(z, batch.batch, batch.rna, batch.library, batch.msi,
+                                            batch.msi_zero)
         terms = {"nll_rna": -lp_r.mean(), "nll_msi": -lp_m.mean()}
         total = self.w_rna * terms["nll_rna"] + self.w_msi * terms["nll_msi"]
         if kl is not None:

@@ -15,6 +15,13 @@ log = logging.getLogger(__name__)
 MODEL_REGISTRY = ("pca", *MODULES)
 
 
+def _contract_metrics(m: dict) -> dict:
+    """The model's metrics with one timing figure, ``seconds`` (what metrics.json carries)."""
+    out = {k: v for k, v in m.items() if k not in ("train_seconds", "epoch_seconds")}
+    out["seconds"] = m["train_seconds"]
+    return out
+
+
 def run_model(name: str, rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int = 0,
               device: str = "auto") -> dict:
     """Fit model ``name`` on paired spots; returns embedding, checkpoint, train_log, metrics
@@ -30,7 +37,7 @@ def run_model(name: str, rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: i
     else:
         fm = fit(name, inputs, params, seed=seed, device=dev)
         out = {"embedding": fm.embed(), "checkpoint": fm.checkpoint(), "train_log": fm.train_log,
-               "metrics": dict(fm.metrics, seconds=fm.metrics["train_seconds"]), "fitted": fm}
+               "metrics": _contract_metrics(fm.metrics), "fitted": fm}
     out["metrics"].update(model=name, device=dev, n_spots=len(inputs.obs_names))
     out["inputs"] = inputs
     return out

@@ -96,5 +96,5 @@ def train_module(module: torch.nn.Module, batcher, visible: torch.Tensor, train_
     secs = time.perf_counter() - t0
     prog.update(len(rows), force=True, loss=rows[-1]["loss"], best_val_loss=float(best))
     summary = {"epochs_run": len(rows), "best_epoch": best_epoch, "best_val_loss": float(best),
-               "train_seconds": secs, "seconds_per_epoch": secs / max(len(rows), 1)}
+               "train_seconds": secs, "epoch_seconds": secs / max(len(rows), 1)}
     return pd.DataFrame(rows), summary

@@ -39,9 +39,9 @@ class _Layer(nn.Module):
 
 class NeighbourhoodTransformer(JointModule):
     def __init__(self, dims: dict[str, int], n_genes: int, n_mz: int, p: dict, *, rna_nb: bool,
-                 n_batches: int = 1, rna_stats: dict | None = None):
+                 n_batches: int = 1, rna_stats: dict | None = None, msi_zero_value=None):
         super().__init__(dims, n_genes, n_mz, p, rna_nb=rna_nb, n_batches=n_batches,
-                         rna_stats=rna_stats)
+                         rna_stats=rna_stats, msi_zero_value=msi_zero_value)
         d, drop = self.d_model, float(p.get("dropout", 0.1))
         self.encoders = ModalityEncoders(dims, d, d, n_batches, drop)
         self.n_freq = 4

@@ -23,9 +23,9 @@ class JointVAE(JointModule):
     variational = True
 
     def __init__(self, dims: dict[str, int], n_genes: int, n_mz: int, p: dict, *, rna_nb: bool,
-                 n_batches: int = 1, rna_stats: dict | None = None):
+                 n_batches: int = 1, rna_stats: dict | None = None, msi_zero_value=None):
         super().__init__(dims, n_genes, n_mz, p, rna_nb=rna_nb, n_batches=n_batches,
-                         rna_stats=rna_stats)
+                         rna_stats=rna_stats, msi_zero_value=msi_zero_value)
         self.spatial = int(p.get("spatial_k", 0)) > 0
         self.n_batches = n_batches
         extra = n_batches if n_batches > 1 else 0
