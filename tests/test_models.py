@@ -171,4 +171,4 @@ def test_gnn_batches_have_bounded_size():
         batches = list(tb.batches(np.arange(n), rng, data.base_visible, train=True))
         assert np.array_equal(np.sort(np.concatenate([b.targets for b in batches])), np.arange(n))
         sizes[n] = max(len(b.nodes) for b in batches)
-    assert sizes[8100] < 1.3 * sizes[900] and sizes[8100] < 8 * 128
+    assert sizes[8100] < 2 * sizes[900] and sizes[8100] < 4 * 128  # 9× the spots

@@ -98,8 +98,8 @@ class FitData:
     def rna_stats(self) -> dict:
         """What the NB decoder needs to report predictions in standardised units."""
         i = self.inputs
-        if not self.rna_nb or i.rna_size_factor is None:
-            return {}
+        if not self.rna_nb or i.rna_size_factor is None or i.rna_mean is None:
+            return {}  # (concatenated samples: no single standardisation to report in)
         fit = self.fit_mask
         total = float(np.median(i.rna_counts[fit].sum(1) * i.rna_size_factor[fit]))
         return {"total": total, "mean": i.rna_mean, "sd": i.rna_sd}
