@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .modules import GaussianHead, EdgeAttention, JointModule, ModalityEncoders, mlp
+from .modules import AttentionModule, EdgeAttention, mlp
 
 
 class _Block(nn.Module):
@@ -31,17 +31,9 @@ class _Block(nn.Module):
         return x + self.ff(self.n2(x))
 
 
-class SpatialGNN(JointModule):
-    def __init__(self, dims: dict[str, int], n_genes: int, n_mz: int, p: dict, *, rna_nb: bool,
-                 n_batches: int = 1, rna_stats: dict | None = None, msi_zero_value=None):
-        super().__init__(dims, n_genes, n_mz, p, rna_nb=rna_nb, n_batches=n_batches,
-                         rna_stats=rna_stats, msi_zero_value=msi_zero_value)
-        d, drop = self.d_model, float(p.get("dropout", 0.1))
-        self.encoders = ModalityEncoders(dims, d, d, n_batches, drop)
-        self.blocks = nn.ModuleList(_Block(d, int(p.get("n_heads", 4)), drop)
-                                    for _ in range(int(p.get("n_layers", 2))))
-        self.norm = nn.LayerNorm(2 * d)
-        self.head = GaussianHead(2 * d, self.d_latent, self.kl_weight > 0)
+class SpatialGNN(AttentionModule):
+    def __init__(self, dims: dict[str, int], n_genes: int, n_mz: int, p: dict, **kw):
+        super().__init__(dims, n_genes, n_mz, p, layer=_Block, n_read=2, **kw)
 
     def encode(self, batch):
         tok = self.encoders(batch.x, batch.visible, batch.node_batch)  # (S, 2, d)
@@ -57,7 +49,7 @@ class SpatialGNN(JointModule):
                 dsts.append(2 * dst_n + b)
                 feats.append(torch.cat([eye[2 * a + b].expand(len(dist), 4), dist[:, None]], 1))
         src, dst, efeat = torch.cat(srcs), torch.cat(dsts), torch.cat(feats)
-        for blk in self.blocks:
+        for blk in self.layers:
             x = blk(x, src, dst, efeat, ok)
         h = x.reshape(S, -1)[batch.pos]
         return self.head(self.norm(h))

@@ -250,3 +250,19 @@ class JointModule(nn.Module):
     def predict(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         z, _ = self.encode(batch)
         return self.decoders.mean(z, batch.batch)
+
+
+class AttentionModule(JointModule):
+    """The GNN's and the Transformer's shared frame: modality encoders → ``n_layers`` attention
+    layers built by ``layer(d_model, n_heads, dropout)`` → the Gaussian head over ``n_read``
+    tokens read out side by side."""
+
+    def __init__(self, dims: dict[str, int], n_genes: int, n_mz: int, p: dict, *, layer,
+                 n_read: int, n_batches: int = 1, **kw):
+        super().__init__(dims, n_genes, n_mz, p, n_batches=n_batches, **kw)
+        d, drop = self.d_model, float(p.get("dropout", 0.1))
+        self.encoders = ModalityEncoders(dims, d, d, n_batches, drop)
+        self.layers = nn.ModuleList(layer(d, int(p.get("n_heads", 4)), drop)
+                                    for _ in range(int(p.get("n_layers", 2))))
+        self.norm = nn.LayerNorm(n_read * d)
+        self.head = GaussianHead(n_read * d, self.d_latent, self.kl_weight > 0)

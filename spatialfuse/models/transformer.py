@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import GaussianHead, JointModule, ModalityEncoders, mlp
+from .modules import AttentionModule, mlp
 
 
 class _Layer(nn.Module):
@@ -37,20 +37,13 @@ class _Layer(nn.Module):
         return x + self.ff(self.n2(x))
 
 
-class NeighbourhoodTransformer(JointModule):
-    def __init__(self, dims: dict[str, int], n_genes: int, n_mz: int, p: dict, *, rna_nb: bool,
-                 n_batches: int = 1, rna_stats: dict | None = None, msi_zero_value=None):
-        super().__init__(dims, n_genes, n_mz, p, rna_nb=rna_nb, n_batches=n_batches,
-                         rna_stats=rna_stats, msi_zero_value=msi_zero_value)
-        d, drop = self.d_model, float(p.get("dropout", 0.1))
-        self.encoders = ModalityEncoders(dims, d, d, n_batches, drop)
+class NeighbourhoodTransformer(AttentionModule):
+    def __init__(self, dims: dict[str, int], n_genes: int, n_mz: int, p: dict, **kw):
+        super().__init__(dims, n_genes, n_mz, p, layer=_Layer, n_read=3, **kw)
+        d = self.d_model
         self.n_freq = 4
         self.pos = nn.Linear(4 * self.n_freq, d)
         self.cls = nn.Parameter(torch.zeros(d))
-        self.layers = nn.ModuleList(_Layer(d, int(p.get("n_heads", 4)), drop)
-                                    for _ in range(int(p.get("n_layers", 2))))
-        self.norm = nn.LayerNorm(3 * d)
-        self.head = GaussianHead(3 * d, self.d_latent, self.kl_weight > 0)
 
     def _fourier(self, rel):  # rel (B, K, 2) in pitches
         f = (2.0 ** torch.arange(self.n_freq, device=rel.device)) * (math.pi / 4)
