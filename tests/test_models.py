@@ -4,12 +4,15 @@ batch covariate, mini-batch memory. Small fixtures, few epochs: behaviour, not s
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from spatialfuse.align import run_align
+
+REPO = Path(__file__).resolve().parents[1]
 
 NEURAL = ("vae", "gnn", "transformer")
 FAST = {"max_epochs": 6, "patience": 100}
@@ -172,3 +175,18 @@ def test_gnn_batches_have_bounded_size():
         assert np.array_equal(np.sort(np.concatenate([b.targets for b in batches])), np.arange(n))
         sizes[n] = max(len(b.nodes) for b in batches)
     assert sizes[8100] < 2 * sizes[900] and sizes[8100] < 4 * 128  # 9× the spots
+
+
+def test_schema_defaults_match_code():
+    """The config schema documents exactly the parameters each model takes, with its defaults."""
+    import yaml
+
+    from spatialfuse.models.api import DEFAULTS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["model"]["properties"]
+    assert set(props["models"]["items"]["enum"]) == {"pca", *DEFAULTS}
+    for name, defaults in DEFAULTS.items():
+        fields = props[name]["properties"]
+        assert set(fields) == set(defaults), name
+        assert {k: f["default"] for k, f in fields.items()} == defaults, name

@@ -53,13 +53,14 @@ log = logging.getLogger(__name__)
 
 _COMMON = dict(latent_dim=16, hidden_dim=64, input_pcs=32, n_top_genes=None, rna_likelihood="nb",
                msi_likelihood="gaussian", rna_weight=1.0, msi_weight=1.0, kl_weight=1.0,
-               mask_prob=0.5, dropout=0.1, max_epochs=150, patience=15, batch_size=128, lr=2e-3,
-               weight_decay=1e-4, val_fraction=0.1)
+               mask_prob=0.5, dropout=0.1, max_epochs=150, max_steps=1200, patience=15,
+               batch_size=128, lr=2e-3, weight_decay=1e-4, val_fraction=0.1)
 #: Default parameters of each model family (the config schema carries the same values).
-#: ``kl_weight`` (per 100 features) > 0 makes the latent Gaussian with a KL term to N(0, I) (for the GNN and the
-#: Transformer as for the VAE): a compact latent whose dominant axes are the domains.
+#: ``kl_weight`` (per 100 features) > 0 makes the latent Gaussian with a KL term to N(0, I) (for
+#: the GNN and the Transformer as for the VAE): a compact latent whose dominant axes are the
+#: domains. ``max_steps`` caps optimiser steps, so large sections train for fewer epochs.
 DEFAULTS: dict[str, dict] = {
-    "vae": {**_COMMON, "n_layers": 2, "spatial_k": 0},
+    "vae": {**_COMMON, "n_layers": 2, "spatial_k": 6},
     "gnn": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 6},
     "transformer": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 7},
 }
@@ -231,7 +232,7 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
         train_log, summary = train_module(
             module, batcher, data.base_visible, tr, va, max_epochs=int(p["max_epochs"]),
             lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), patience=int(p["patience"]),
-            seed=seed, name=name)
+            seed=seed, name=name, max_steps=int(p["max_steps"] or 0))
     metrics = {**summary, "rna_likelihood": _rna_likelihood(p, data),
                "msi_likelihood": p["msi_likelihood"],
                "n_parameters": int(sum(q.numel() for q in module.parameters())),
