@@ -68,7 +68,8 @@ def test_nothing_to_do_after_run(demo_run):
 #: What each config section feeds, downstream included. ``report`` always reruns: its params
 #: hold the whole config, which the report prints as provenance.
 DOWNSTREAM = {
-    "simulate_demo": ["ingest"],
+    "simulate_demo": ["ingest", "checksums"],  # checksums: provenance of the input files
+    "checksums": ["report"],
     "ingest": ["align"],
     "align": ["impute", "model", "interpret", "aggregate"],
     "impute": ["aggregate"],
@@ -118,7 +119,7 @@ def test_selective_rerun(demo_run, section, edit, first_rules):
 
 
 @pytest.mark.parametrize("column,value,first_rules", [
-    ("condition", "drugX", ["report"]),  # cohort label: only the report shows it
+    ("condition", "drugX", ["aggregate"]),  # cohort label: condition comparisons + report
     ("msi_pixel_size_um", "30", ["ingest"]),  # read by ingest: everything after it
 ])
 def test_selective_rerun_samples_sheet(demo_run, column, value, first_rules):

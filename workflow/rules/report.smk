@@ -162,7 +162,12 @@ rule aggregate:
         conditions=samples["condition"].to_dict() if "condition" in samples else {},
         reference_model=config["interpret"]["domain_model"],
         fdr=config["interpret"]["fdr"],
-        report=config["report"],
+        # only the report settings the cohort figures use: a new title reruns the report alone
+        report={
+            k: config["report"][k]
+            for k in ("umap_max_spots", "top_links")
+            if k in config["report"]
+        },
         seed=config["seed"],
     script:
         "../../scripts/aggregate.py"
