@@ -103,6 +103,41 @@ def run(kind, spec, model, params, seed=0) -> dict:
         return pool.apply(_job, ((kind, spec, model, params, seed),))
 
 
+def run_peer(peer_python: str, paired: str, truth_dir: str, seed: int = 0) -> dict:
+    """SpatialGlue in its own virtual environment (``peer_spatialglue.py``); its embedding is
+    clustered exactly like ours (k-means, no refinement)."""
+    import subprocess
+    import tempfile
+
+    from spatialfuse.constants import Key
+    from spatialfuse.domains import domain_metrics, find_domains
+    from spatialfuse.ingest import read_truth_domains
+    from spatialfuse.io import read_paired
+
+    rna, msi, _ = read_paired(paired)
+    truth = read_truth_domains(truth_dir, rna.obs_names)
+    with tempfile.TemporaryDirectory() as tmp:
+        msi = msi.copy()
+        msi.obsm[Key.obsm.spatial] = rna.obsm[Key.obsm.spatial]
+        rna.write_h5ad(f"{tmp}/rna.h5ad")
+        msi.write_h5ad(f"{tmp}/msi.h5ad")
+        t0 = time.perf_counter()
+        p = subprocess.run([peer_python, str(REPO / "benchmarks" / "peer_spatialglue.py"),
+                            f"{tmp}/rna.h5ad", f"{tmp}/msi.h5ad", f"{tmp}/emb.npy"],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"}
+        wall = time.perf_counter() - t0
+        emb = np.load(f"{tmp}/emb.npy")
+    res = dict(kv.split("=") for kv in p.stdout.split() if "=" in kv)
+    out = {"wall_s": float(res.get("wall_s", wall)), "peak_rss_mb": float(res.get("peak_rss_mb", 0))}
+    xy = rna.obsm[Key.obsm.spatial]
+    lab = find_domains(emb, xy, n_domains=len(np.unique(truth)), refine=False, seed=seed)
+    m = domain_metrics(lab, xy, truth)
+    out.update(ari=m["ari"], nmi=m["nmi"], neighbour_agreement=m["neighbour_agreement"])
+    return out
+
+
 def fmt(d: dict) -> str:
     return "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
 
@@ -116,6 +151,9 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--scale-sizes", nargs="+", type=int, default=[10_000, 30_000, 100_000])
     ap.add_argument("--scale-epochs", type=int, default=2)
+    ap.add_argument("--peer-python", default=None,
+                    help="python of a virtualenv with SpatialGlue (e.g. "
+                         "/work/peers/spatialglue-venv/bin/python): also run it on the demo")
     a = ap.parse_args(argv)
     print(f"# models benchmark, {time.strftime('%Y-%m-%d %H:%M')}, machine may be shared")
     if "demo" in a.parts:
@@ -128,6 +166,9 @@ def main(argv=None) -> None:
                     "truth": str(res / "demo" / s / "truth")}
             for m in a.models:
                 print(f"demo {s} {m}: " + fmt(run("file", spec, m, {})), flush=True)
+            if a.peer_python:
+                print(f"demo {s} SpatialGlue: "
+                      + fmt(run_peer(a.peer_python, spec["paired"], spec["truth"])), flush=True)
     real = Path(a.data_dir)
     print(f"real: {real}: no paired MSI + ST section with domain annotations (see its README); "
           "nothing real scored")
