@@ -16,12 +16,15 @@ Standardised values map back to log-normalised units with :meth:`ModelInputs.to_
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
 from ..constants import Key
+
+if TYPE_CHECKING:  # anndata is only needed by callers that hold AnnData
+    import anndata as ad
 
 MODALITIES = ("rna", "msi")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-
-import anndata as ad
+from typing import TYPE_CHECKING
 
 from .api import MODULES, fit, resolve_device
 from .data import prepare_inputs
 from .pca import fit_pca
+
+if TYPE_CHECKING:
+    import anndata as ad
 
 log = logging.getLogger(__name__)
 
