@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,6 +70,15 @@ def synthetic_pair(n_spots: int, n_genes: int, n_mz: int, n_domains: int = 6, se
     return rna, msi, truth
 
 
+def synthetic_files(tmp: str, n_spots: int, n_genes: int, n_mz: int, score: bool = True) -> dict:
+    """Write :func:`synthetic_pair` to ``tmp`` as two .h5ad files; the spec a job reads."""
+    rna, msi, truth = synthetic_pair(n_spots, n_genes, n_mz)
+    rna.obs["truth"] = truth
+    rna.write_h5ad(f"{tmp}/rna_{n_spots}.h5ad")
+    msi.write_h5ad(f"{tmp}/msi_{n_spots}.h5ad")
+    return {"rna": f"{tmp}/rna_{n_spots}.h5ad", "msi": f"{tmp}/msi_{n_spots}.h5ad", "score": score}
+
+
 def _status_mb(field: str) -> float | None:
     """A memory figure of this process from /proc/self/status (Linux), in MiB."""
     try:
@@ -106,8 +117,11 @@ def _job(args) -> dict:
 
         rna, msi, _ = read_paired(spec["paired"])
         truth = read_truth_domains(spec["truth"], rna.obs_names)
-    else:
-        rna, msi, truth = synthetic_pair(**{k: v for k, v in spec.items() if k != "score"})
+    else:  # written by the parent (see ``synthetic_files``): no generation peak in this process
+        import anndata as ad
+
+        rna, msi = ad.read_h5ad(spec["rna"]), ad.read_h5ad(spec["msi"])
+        truth = rna.obs["truth"].to_numpy()
     rss0 = _reset_peak_rss()
     t0 = time.perf_counter()
     out = run_model(model, rna, msi, params, seed=seed, device="auto")
@@ -198,17 +212,20 @@ def main(argv=None) -> None:
     real = Path(a.data_dir)
     print(f"real: {real}: no paired MSI + ST section with domain annotations (see its README); "
           "nothing real scored")
+    tmp = tempfile.mkdtemp(prefix="sf_models_bench_")
     if "visium" in a.parts:
-        spec = {"n_spots": 4000, "n_genes": 2000, "n_mz": 500}
+        spec = synthetic_files(tmp, 4000, 2000, 500)
         for m in a.models:
             print(f"visium 4000x2000x500 {m}: " + fmt(run("synthetic", spec, m, {})), flush=True)
     if "scale" in a.parts:
         for n in a.scale_sizes:
-            spec = {"n_spots": n, "n_genes": 500, "n_mz": 100, "score": False}
+            spec = synthetic_files(tmp, n, 500, 100, score=False)
             for m in a.models:
-                p = {} if m == "pca" else {"max_epochs": a.scale_epochs, "val_fraction": 0.05}
-                print(f"scale n={n} {m} ({a.scale_epochs} epochs): " + fmt(run("synthetic", spec, m, p)),
-                      flush=True)
+                p = {} if m == "pca" else {"max_epochs": a.scale_epochs, "max_steps": None,
+                                           "val_fraction": 0.05}
+                print(f"scale n={n} {m} ({a.scale_epochs} epochs): "
+                      + fmt(run("synthetic", spec, m, p)), flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
