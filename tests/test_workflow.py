@@ -19,6 +19,8 @@ import yaml
 from workflow_utils import REPO, SNAKEMAKE, make_workdir, planned_jobs, set_dotted, smk
 
 pytestmark = pytest.mark.workflow
+#: The demo config trains every model family.
+DEMO_MODELS = ("pca", "vae", "gnn", "transformer")
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +33,15 @@ def test_demo_end_to_end_outputs(demo_run):
     for s in ("demo1", "demo2"):
         for f in ("ingest/st.h5ad", "ingest/msi.h5ad", "ingest/qc.json", "align/transform.json",
                   "align/msi_aligned.h5ad", "align/paired.h5mu", "align/qc.json",
-                  "impute/metrics.json", "model/pca/embedding.h5ad", "model/pca/checkpoint.pt",
-                  "model/pca/train_log.tsv", "model/pca/metrics.json", "domains/pca.tsv",
-                  "interpret/markers.tsv", "interpret/associations.tsv", "interpret/pathways.tsv"):
+                  "impute/metrics.json", "interpret/markers.tsv", "interpret/associations.tsv",
+                  "interpret/pathways.tsv",
+                  *(f"model/{mo}/{f}" for mo in DEMO_MODELS for f in (
+                      "embedding.h5ad", "checkpoint.pt", "train_log.tsv", "metrics.json")),
+                  *(f"domains/{mo}.tsv" for mo in DEMO_MODELS)):
             assert (d / "results" / s / f).exists(), f"{s}/{f} missing"
     m = pd.read_csv(d / "results" / "aggregate" / "metrics.tsv", sep="\t")
     ari = m.query("stage == 'domains' and metric == 'ari'")
-    assert len(ari) == 2 and (ari["value"] > 0.4).all()
+    assert len(ari) == 2 * len(DEMO_MODELS) and (ari["value"] > 0.4).all()
     err = m.query("stage == 'align' and metric == 'truth_error_um_median'")["value"]
     assert len(err) == 2 and (err < 80).all()
     html = (d / "results" / "report.html").read_text()
