@@ -13,7 +13,6 @@ from spatialfuse.models import run_model
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0])
 model = sm.wildcards.model
-torch.set_num_threads(sm.threads)
 rna, msi, _ = read_paired(sm.input.paired)
 out = run_model(model, rna, msi, dict(sm.params.model), seed=sm.params.seed, device=sm.params.device)
 emb = ad.AnnData(obs=rna.obs[[]].copy())

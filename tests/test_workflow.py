@@ -101,7 +101,7 @@ def _with_downstream(*rules: str) -> set[str]:
     ("align", {"align__min_coverage": 0.6}, ["align"]),
     ("impute", {"impute__alpha": 0.3}, ["impute"]),
     ("model", {"model__pca__n_comps": 12}, ["model"]),
-    ("domains", {"domains__refine": False}, ["domains"]),
+    ("domains", {"domains__refine": True}, ["domains"]),
     ("interpret", {"interpret__fdr": 0.1}, ["interpret"]),
     ("report", {"report__title": "Another title"}, ["report"]),
     ("seed", {"seed": 1}, ["simulate_demo", "impute", "model", "domains", "interpret"]),

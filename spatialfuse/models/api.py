@@ -67,18 +67,23 @@ DEFAULTS: dict[str, dict] = {
 MODULES = {"vae": JointVAE, "gnn": SpatialGNN, "transformer": NeighbourhoodTransformer}
 #: Mini-batches per epoch at least (a smaller batch size on small sections).
 MIN_STEPS = 8
-#: CPU threads for training and prediction, fixed: torch's CPU results differ in the last bits
-#: with the number of threads, so a job granted fewer cores must still compute the same numbers.
+#: CPU threads for fitting, training and prediction, fixed: torch's and BLAS's CPU results
+#: (the input PCA, matrix products) differ in the last bits with the number of threads, so a job
+#: granted fewer cores must still compute the same numbers.
 CPU_THREADS = 1
 
 
 @contextmanager
 def fixed_threads(n: int = CPU_THREADS):
-    """Run torch on ``n`` intra-op CPU threads (restored afterwards)."""
+    """Run torch and the BLAS/OpenMP pools (numpy, scipy, scikit-learn) on ``n`` CPU threads,
+    restored afterwards."""
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
-        yield
+        with threadpool_limits(limits=n):
+            yield
     finally:
         torch.set_num_threads(before)
 

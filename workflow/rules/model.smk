@@ -15,7 +15,9 @@ rule model:
         "results/benchmarks/model/{sample}_{model}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    # one CPU thread: results must not depend on the cores granted (spatialfuse.models.api
+    # CPU_THREADS); more models then train side by side
+    threads: 1
     resources:
         mem_mb=scaled(8000, per_input_mb=6),
         runtime=scaled(60),
