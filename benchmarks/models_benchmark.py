@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import sys
@@ -143,8 +144,12 @@ def run(kind, spec, model, params, seed=0) -> dict:
         return pool.apply(_job, ((kind, spec, model, params, seed),))
 
 
-def run_peer(peer_python: str, paired: str, truth_dir: str, seed: int = 0) -> dict:
-    """SpatialGlue in its own virtual environment (``peer_spatialglue.py``); its embedding is
+PEERS = {"SpatialGlue": "peer_spatialglue.py", "SpatialMETA": "peer_spatialmeta.py"}
+
+
+def run_peer(peer_python: str, paired: str, truth_dir: str, seed: int = 0,
+             peer: str = "SpatialGlue") -> dict:
+    """A published peer in its own virtual environment (``PEERS[peer]``); its embedding is
     clustered exactly like ours (k-means, no refinement)."""
     import subprocess
     import tempfile
@@ -162,9 +167,10 @@ def run_peer(peer_python: str, paired: str, truth_dir: str, seed: int = 0) -> di
         rna.write_h5ad(f"{tmp}/rna.h5ad")
         msi.write_h5ad(f"{tmp}/msi.h5ad")
         t0 = time.perf_counter()
-        p = subprocess.run([peer_python, str(REPO / "benchmarks" / "peer_spatialglue.py"),
+        p = subprocess.run([peer_python, str(REPO / "benchmarks" / PEERS[peer]),
                             f"{tmp}/rna.h5ad", f"{tmp}/msi.h5ad", f"{tmp}/emb.npy"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True,
+                           env={**os.environ, "SPATIALMETA_NO_TORCHVISION": "1"})
         if p.returncode != 0:
             return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"}
         wall = time.perf_counter() - t0
@@ -194,6 +200,9 @@ def main(argv=None) -> None:
     ap.add_argument("--peer-python", default=None,
                     help="python of a virtualenv with SpatialGlue (e.g. "
                          "/work/peers/spatialglue-venv/bin/python): also run it on the demo")
+    ap.add_argument("--spatialmeta-python", default=None,
+                    help="python of a virtualenv with SpatialMETA (see peer_spatialmeta.py for "
+                         "how it installs): also run it on the demo")
     a = ap.parse_args(argv)
     print(f"# models benchmark, {time.strftime('%Y-%m-%d %H:%M')}, machine may be shared")
     if "demo" in a.parts:
@@ -209,6 +218,10 @@ def main(argv=None) -> None:
             if a.peer_python:
                 print(f"demo {s} SpatialGlue: "
                       + fmt(run_peer(a.peer_python, spec["paired"], spec["truth"])), flush=True)
+            if a.spatialmeta_python:
+                print(f"demo {s} SpatialMETA: "
+                      + fmt(run_peer(a.spatialmeta_python, spec["paired"], spec["truth"],
+                                     peer="SpatialMETA")), flush=True)
     real = Path(a.data_dir)
     print(f"real: {real}: no paired MSI + ST section with domain annotations (see its README); "
           "nothing real scored")
