@@ -250,3 +250,27 @@ def test_defaults_match_the_config_schema():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     props = schema["properties"]["align"]["properties"]
     assert {k: v["default"] for k, v in props.items()} == DEFAULTS
+
+
+def test_msi_tissue_fraction_is_the_partial_volume_along_the_edge():
+    """Pixels cut by the tissue edge get the covered fraction from their signal (relative to
+    the on-tissue pixels around them, so regions of different ion yield do not matter); pixels
+    inside are 1, outside 0."""
+    from spatialfuse.align.features import msi_tissue_fraction
+
+    px = 20.0
+    jj, ii = np.mgrid[0:30, 0:30]
+    xy = np.stack([ii.ravel(), jj.ravel()], 1) * px
+    edge_x = 15.3 * px  # tissue left of x = 306 µm; pixel 15 spans 290-310 µm -> 80 % tissue
+    cover = np.clip((edge_x - (xy[:, 0] - px / 2)) / px, 0, 1)
+    yield_ = np.where(xy[:, 1] < 15 * px, 100.0, 400.0)  # two regions, 4x different ion yield
+    signal = cover * yield_
+    on = cover >= 0.5
+    frac = msi_tissue_fraction(xy, on, signal, px)
+    np.testing.assert_allclose(frac, cover, atol=1e-9)
+    # the binary mask is what it was without a signal, and registration's input is unchanged
+    np.testing.assert_array_equal(msi_tissue_fraction(xy, on, None, px), on.astype(float))
+    # the row's tissue area (pixel 0 starts at -px/2) puts the edge where it is; the binary
+    # mask (pixel 15 in) puts it 4 µm off
+    assert abs(frac.reshape(30, 30)[0].sum() * px - px / 2 - edge_x) < 1e-6
+    assert abs(on.reshape(30, 30)[0].sum() * px - px / 2 - edge_x) > 3.9

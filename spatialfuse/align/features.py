@@ -5,7 +5,8 @@
   unit variance. The two sets are *not* the same variables; registration compares them through
   a linear map fitted on the fly (regression / canonical correlation), which makes the sign and
   order ambiguity of principal components irrelevant.
-* **Tissue masks**: MSI ``on_tissue`` per pixel; ST in-tissue spots plus *background points*
+* **Tissue masks**: MSI ``on_tissue`` per pixel, refined to a partial-volume fraction along the
+  mask's edge (:func:`msi_tissue_fraction`); ST in-tissue spots plus *background points*
   (capture-array positions without a tissue spot), so that MSI tissue falling on empty capture
   area is penalised while MSI tissue beyond the capture area is not.
 * :class:`MsiRaster`: the MSI pixels on their own lattice as images (mask, raster footprint,
@@ -56,6 +57,66 @@ def leading_components(X, n_comps: int, rows: np.ndarray | None = None, *, max_f
     scores = (Xc @ V) if sp.issparse(Xc) else np.asarray(Xc, dtype=np.float64) @ V
     scores = np.asarray(scores) - mu @ V
     return scores / sd
+
+
+def msi_tissue_fraction(native_xy: np.ndarray, on_tissue: np.ndarray, signal: np.ndarray | None,
+                        pixel_um: float, radius_px: int = 2) -> np.ndarray:
+    """Fraction of each MSI pixel's area that is tissue (partial volume), per pixel.
+
+    A binary mask puts the tissue edge on pixel boundaries: pixels half on tissue are all in or
+    all out, which shifts the outline by up to half a pixel wherever the threshold falls. Ions
+    come only from the tissue part of the ablated area, so along the edge (pixels with a
+    neighbour of the other mask value) the fraction is the pixel's signal (total ion count
+    of the tissue peaks) over the median signal of the interior tissue pixels around it (a
+    ``2·radius_px + 1`` window: a local reference, robust to regions of different ion yield),
+    clipped to [0, 1]. Inside the mask 1, outside 0. Without a signal: the binary mask.
+    """
+    on = np.asarray(on_tissue, bool)
+    frac = on.astype(float)
+    if signal is None or on.sum() < 3 or (~on).sum() < 1:
+        return frac
+    sig = np.nan_to_num(np.asarray(signal, float).ravel(), nan=0.0).clip(0, None)
+    xy = np.asarray(native_xy, float)
+    ij = np.round((xy - xy.min(0)) / float(pixel_um)).astype(int)
+    nx, ny = ij.max(0) + 1
+    if nx * ny > 5e7:
+        return frac
+    on_img = np.zeros((ny, nx), bool)
+    acquired = np.zeros((ny, nx), bool)
+    sig_img = np.zeros((ny, nx))
+    on_img[ij[:, 1], ij[:, 0]] = on
+    acquired[ij[:, 1], ij[:, 0]] = True
+    sig_img[ij[:, 1], ij[:, 0]] = sig
+    # edge: pixels with an 8-neighbour of the other mask value. Reference: the median signal of
+    # the interior pixels within ``radius_px`` (edge pixels are themselves partly empty; the
+    # median follows the majority region where two regions of different ion yield meet), or of
+    # every on-tissue pixel there where the tissue is too thin to have an interior
+    grow = ndimage.binary_dilation(on_img, np.ones((3, 3), bool))
+    interior = ndimage.binary_erosion(on_img, np.ones((3, 3), bool), border_value=1)
+    edge_img = grow & ~interior & acquired
+    ey, ex = np.nonzero(edge_img)
+    r = int(radius_px)
+    ref_img = np.zeros((ny, nx))
+    for use in (on_img, interior):
+        vals = np.full((len(ey), (2 * r + 1) ** 2), np.nan)
+        k = 0
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                yy, xx = ey + dy, ex + dx
+                ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+                yc, xc = yy.clip(0, ny - 1), xx.clip(0, nx - 1)
+                vals[:, k] = np.where(ok & use[yc, xc], sig_img[yc, xc], np.nan)
+                k += 1
+        has = np.isfinite(vals).any(1)
+        med = np.zeros(len(ey))
+        if has.any():
+            med[has] = np.nanmedian(vals[has], axis=1)
+        ref_img[ey[has], ex[has]] = med[has]
+    ref = ref_img[ij[:, 1], ij[:, 0]]
+    edge = edge_img[ij[:, 1], ij[:, 0]]
+    ok = edge & (ref > 0)
+    frac[ok] = np.clip(sig[ok] / ref[ok], 0.0, 1.0)
+    return frac
 
 
 @dataclass
@@ -198,7 +259,9 @@ class MsiRaster:
     """MSI pixels on their own lattice (own frame, µm) as images: tissue, footprint, features."""
 
     def __init__(self, native_xy: np.ndarray, on_tissue: np.ndarray, features: np.ndarray,
-                 pixel_um: float):
+                 pixel_um: float, tissue_fraction: np.ndarray | None = None):
+        """``on_tissue`` (bool) weights the features; ``tissue_fraction`` (default: the mask)
+        is the tissue image that registration matches (see :func:`msi_tissue_fraction`)."""
         native_xy = np.asarray(native_xy, float)
         self.px = float(pixel_um)
         lo = native_xy.min(0)
@@ -211,7 +274,8 @@ class MsiRaster:
         flat = ij[:, 1] * nx + ij[:, 0]
         n = nx * ny
         foot = np.bincount(flat, minlength=n).astype(float)
-        m = np.bincount(flat, on_tissue.astype(float), minlength=n)
+        tf = on_tissue.astype(float) if tissue_fraction is None else np.asarray(tissue_fraction, float)
+        m = np.bincount(flat, tf, minlength=n)
         k = features.shape[1]
         f = np.zeros((k, n))
         w = on_tissue.astype(float)

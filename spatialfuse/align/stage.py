@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from ..constants import Key
 from ..errors import AlignmentError, InputError
 from .aggregate import aggregate, overlap_weights
-from .features import MsiRaster, StPoints, leading_components, st_points
+from .features import MsiRaster, StPoints, leading_components, msi_tissue_fraction, st_points
 from .qc import feature_similarity, tissue_dice, truth_error
 from .register import register_auto, register_landmarks
 from .transform import Transform
@@ -62,6 +62,20 @@ class AlignInputs:
     spot_shape: str
 
 
+def tissue_signal(msi: ad.AnnData) -> np.ndarray | None:
+    """Total ion count per pixel over the non-matrix peaks, from the raw intensities
+    (``layers['intensity']``); None when the input has no raw intensities."""
+    if Key.layers.intensity not in msi.layers:
+        return None
+    Xi = msi.layers[Key.layers.intensity]
+    if Key.var.matrix_peak in msi.var:
+        keep = ~msi.var[Key.var.matrix_peak].to_numpy(bool)
+        if not keep.any():
+            return None
+        Xi = Xi[:, keep]
+    return np.asarray(Xi.sum(1), dtype=float).ravel()
+
+
 def prepare_inputs(st: ad.AnnData, msi: ad.AnnData, n_comps: int = 4, seed: int = 0) -> AlignInputs:
     """Feature maps (leading PCs of each modality), ST observation points and the MSI raster."""
     meta_st = st.uns.get(Key.uns.spatialfuse, {})
@@ -87,7 +101,8 @@ def prepare_inputs(st: ad.AnnData, msi: ad.AnnData, n_comps: int = 4, seed: int 
     cols = st.obs[Key.obs.array_col].to_numpy() if Key.obs.array_col in st.obs else None
     pts = st_points(st_xy, st_pcs, capture_box, spot_um=spot_um, spot_shape=spot_shape,
                     array_rows=rows, array_cols=cols)
-    raster = MsiRaster(native, on, msi_pcs, px)
+    raster = MsiRaster(native, on, msi_pcs, px,
+                       tissue_fraction=msi_tissue_fraction(native, on, tissue_signal(msi), px))
     return AlignInputs(pts, raster, capture_box, st_xy, native, on, px, spot_um, spot_shape)
 
 
