@@ -107,3 +107,87 @@ def test_input_files_not_modified(tmp_path):
     before = (imz.read_bytes(), ibd.read_bytes())
     read_imzml(imz)
     assert (imz.read_bytes(), ibd.read_bytes()) == before
+
+
+def _processed_centroids(tmp_path, n=60, seed=2):
+    """Processed centroid spectra: a random subset of 40 axis peaks per pixel, 2 ppm jitter."""
+    rng = np.random.default_rng(seed)
+    axis = np.geomspace(150, 900, 40)
+    coords = np.array([(i % 10 + 1, i // 10 + 1) for i in range(n)])
+    mzs, ints = [], []
+    for _ in range(n):
+        sel = np.sort(rng.choice(40, size=rng.integers(15, 35), replace=False))
+        mzs.append(axis[sel] * (1 + rng.normal(0, 2e-6, sel.size)))
+        ints.append(rng.uniform(1, 100, sel.size).astype(np.float32))
+    imz, _ = write_imzml(tmp_path / "pc.imzML", coords, mzs, ints, mode="processed",
+                         pixel_size_um=20)
+    return imz, axis, mzs, ints
+
+
+def test_processed_streamed_in_blocks(tmp_path):
+    """Block size changes nothing; the result is sparse and holds every written peak."""
+    import scipy.sparse as sp
+
+    imz, axis, mzs, ints = _processed_centroids(tmp_path)
+    one = read_imzml(imz, chunk_spectra=4096)
+    many = read_imzml(imz, chunk_spectra=7, axis_spectra=25)
+    assert sp.issparse(one.X) and sp.issparse(many.X)
+    assert one.n_vars == many.n_vars == 40
+    np.testing.assert_allclose(one.var["mz"].to_numpy(), axis, rtol=3e-6)
+    np.testing.assert_array_equal(one.X.toarray(), many.X.toarray())
+    assert one.X.nnz == sum(len(m) for m in mzs)
+    dense = np.zeros((len(mzs), 40), np.float32)
+    for i, (m, v) in enumerate(zip(mzs, ints)):
+        dense[i, np.argmin(np.abs(m[:, None] - axis[None]), 1)] = v
+    np.testing.assert_array_equal(one.X.toarray(), dense)
+    np.testing.assert_allclose(one.obs["tic"].to_numpy(), [v.sum() for v in ints], rtol=1e-5)
+
+
+def test_processed_profile_peak_picking(tmp_path):
+    """Profile spectra on per-pixel sampling grids are centroided: the axis is the true peaks,
+    each peak's value is proportional to its height."""
+    rng = np.random.default_rng(4)
+    true = np.array([200.0, 350.0, 351.0, 600.0])
+    coords = np.array([(x, y) for y in range(1, 5) for x in range(1, 6)])
+    heights = rng.uniform(50, 500, (len(coords), true.size))
+    mzs, ints = [], []
+    for h in heights:
+        grid = np.arange(190.0, 610.0, 0.01) + rng.uniform(0, 0.01)
+        sigma = true * 3e-5  # ~30 ppm wide peaks, sampled every 0.01 m/z
+        v = (h[None] * np.exp(-0.5 * ((grid[:, None] - true) / sigma) ** 2)).sum(1)
+        mzs.append(grid)
+        ints.append((v + rng.uniform(0, 0.5, grid.size)).astype(np.float32))
+    imz, _ = write_imzml(tmp_path / "pp.imzML", coords, mzs, ints, mode="processed",
+                         spectrum_type="profile", pixel_size_um=50)
+    a = read_imzml(imz, mz_tolerance_ppm=20)
+    assert a.uns["spatialfuse"]["spectrum_type"] == "profile"
+    assert a.n_vars == 4
+    np.testing.assert_allclose(a.var["mz"].to_numpy(), true, rtol=5e-6)
+    X = a.X.toarray()
+    for j in range(4):
+        assert np.corrcoef(X[:, j], heights[:, j])[0, 1] > 0.99  # 3-sample area: phase noise
+
+
+def test_continuous_profile_streamed(tmp_path):
+    """Continuous profile data: peaks picked on the mean spectrum, integrated per pixel; the
+    same with tiny blocks."""
+    rng = np.random.default_rng(5)
+    axis = np.arange(300.0, 302.0, 0.002)
+    true = np.array([300.5, 301.2])
+    coords = np.array([(x, 1) for x in range(1, 31)])
+    heights = rng.uniform(10, 100, (30, 2))
+    inten = (heights[:, None, :] * np.exp(-0.5 * ((axis[None, :, None] - true) / 0.006) ** 2)).sum(2)
+    imz, _ = write_imzml(tmp_path / "cp.imzML", coords, axis, inten.astype(np.float32),
+                         mode="continuous", spectrum_type="profile", pixel_size_um=10)
+    a = read_imzml(imz, mz_tolerance_ppm=50)
+    b = read_imzml(imz, mz_tolerance_ppm=50, chunk_spectra=4)
+    np.testing.assert_allclose(a.var["mz"].to_numpy(), true, atol=0.002)
+    np.testing.assert_allclose(a.X.toarray(), b.X.toarray(), rtol=1e-6)
+    assert np.corrcoef(a.X.toarray()[:, 0], heights[:, 0])[0, 1] > 0.999
+
+
+def test_mz_range(tmp_path):
+    imz, axis, _, _ = _processed_centroids(tmp_path)
+    a = read_imzml(imz, mz_range=(300.0, 600.0))
+    np.testing.assert_allclose(a.var["mz"].to_numpy(), axis[(axis >= 300) & (axis <= 600)],
+                               rtol=3e-6)

@@ -55,15 +55,18 @@ def _segment_sum(v: np.ndarray, rel: np.ndarray) -> np.ndarray:
     return c[rel[1:]] - c[rel[:-1]]
 
 
-def _otsu(v: np.ndarray, bins: int = 256) -> float:
+def _otsu(v: np.ndarray, bins: int = 256) -> tuple[float, float]:
+    """Otsu threshold and its effectiveness (between-class / total variance, 0–1)."""
     hist, edges = np.histogram(v, bins=bins)
     mids = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
     m0 = np.cumsum(hist * mids) / np.maximum(w0, 1)
     m1 = (np.sum(hist * mids) - np.cumsum(hist * mids)) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(mids[np.argmax(between)])
+    between = w0 * w1 * (m0 - m1) ** 2 / max(w0[-1], 1) ** 2
+    k = int(np.argmax(between))
+    total = float(np.var(v))
+    return float(mids[k]), float(between[k] / total) if total > 0 else 0.0
 
 
 def tissue_mask(adata: ad.AnnData, method: str = "otsu", exclude: np.ndarray | None = None,
@@ -90,7 +93,12 @@ def tissue_mask(adata: ad.AnnData, method: str = "otsu", exclude: np.ndarray | N
     pos = signal > 0
     if pos.sum() < 2 or np.ptp(signal[pos]) == 0:
         return pos if pos.any() else np.ones(adata.n_obs, dtype=bool)
-    mask = signal > _otsu(signal[pos])
+    # pixels without signal are background; whether they take part in the threshold (a clean
+    # tissue/empty split) or not (background with some signal) is decided by which separates
+    # better, by Otsu's effectiveness measure
+    t_pos, eta_pos = _otsu(signal[pos])
+    t_all, eta_all = _otsu(signal) if (~pos).any() else (t_pos, -1.0)
+    mask = signal > (t_all if eta_all > eta_pos else t_pos)
     mask = _clean_on_raster(mask, adata.obs[Key.obs.x].to_numpy(), adata.obs[Key.obs.y].to_numpy())
     # a raster that is all tissue (no background) gives a meaningless split; keep everything
     if mask.mean() < 0.02:
