@@ -53,7 +53,7 @@ def load_st(path: str | Path, sample: str | None = None, visium_hd_bin_um: int =
 
 def load_msi(path: str | Path, sample: str | None = None, pixel_size_um: float | None = None,
              mz_tolerance_ppm: float = 10.0, min_pixel_fraction: float = 0.01,
-             peak_snr: float = 3.0) -> ad.AnnData:
+             peak_snr: float = 6.0) -> ad.AnnData:
     """``.imzML`` (continuous or processed, centroid or profile) or ``.h5ad``."""
     p = Path(path)
     if not p.exists():
@@ -79,7 +79,7 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
         sample=sample)
     tol = float(pmsi.get("mz_tolerance_ppm", 10.0))
     msi_raw = load_msi(msi_path, sample, pixel_size_um, tol, pmsi.get("min_pixel_fraction", 0.01),
-                       float(pmsi.get("peak_snr", 3.0)))
+                       float(pmsi.get("peak_snr", 6.0)))
     msi, qc_msi = preprocess_msi(
         msi_raw, normalisation=pmsi.get("normalisation", "tic"),
         reference_mz=pmsi.get("reference_mz"), reference_ppm=max(2 * tol, 20.0),

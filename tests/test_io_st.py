@@ -57,7 +57,8 @@ def test_missing_scalefactors(tmp_path):
 def test_missing_positions(tmp_path):
     shutil.copytree(VIS, tmp_path / "o")
     (tmp_path / "o" / "spatial" / "tissue_positions_list.csv").unlink()
-    with pytest.raises(InputError, match="no spot positions"):
+    with pytest.raises(InputError, match=r"^sample 'S2', file '.*o/spatial': no spot positions: "
+                                         r"expected spatial/tissue_positions\.parquet"):
         read_spaceranger(tmp_path / "o", sample="S2")
 
 
@@ -66,13 +67,15 @@ def test_duplicate_barcodes(tmp_path):
     p = tmp_path / "o" / "spatial" / "tissue_positions_list.csv"
     lines = p.read_text().splitlines()
     p.write_text("\n".join(lines + [lines[0]]) + "\n")
-    with pytest.raises(InputError, match="duplicate barcode"):
+    with pytest.raises(InputError, match=r"^sample 'S2', file '.*tissue_positions_list\.csv': "
+                                         r"duplicate barcode '[ACGT]+-1' in spot positions$"):
         read_spaceranger(tmp_path / "o", sample="S2")
 
 
 def test_h5ad_without_spatial(tmp_path):
     ad.AnnData(np.ones((3, 2), np.float32)).write_h5ad(tmp_path / "x.h5ad")
-    with pytest.raises(InputError, match=r"x\.h5ad.*obsm\['spatial'\]"):
+    with pytest.raises(InputError, match=r"^sample 'S3', file '.*x\.h5ad': the AnnData has no "
+                                         r"obsm\['spatial'\]"):
         read_st_h5ad(tmp_path / "x.h5ad", sample="S3")
 
 

@@ -10,8 +10,10 @@ step ever holds all spectra densely. Layouts:
   within a ppm window (a second pass);
 * processed centroid: a common m/z axis is built by ppm binning of the peaks of up to
   ``axis_spectra`` evenly spaced spectra, then every spectrum is binned onto it;
-* processed profile: every spectrum is first centroided (local maxima above ``peak_snr`` × noise),
-  then treated as processed centroid data.
+* processed profile: up to ``axis_spectra`` spectra are interpolated onto one sampling and
+  averaged, peaks are picked on that mean (prominence above ``peak_snr`` × noise), and every
+  spectrum is integrated within a ppm window around each peak — the same features and values as
+  the continuous layout gives for the same spectra.
 
 Writing lives in :mod:`spatialfuse.io.imzml_writer` (re-exported here).
 """
@@ -31,7 +33,7 @@ import scipy.sparse as sp
 
 from ..constants import Key
 from ..errors import InputError
-from ..msi.peaks import assign_to_axis, centroid_profile, pick_profile_peaks, ppm_bins
+from ..msi.peaks import assign_to_axis, integrate_windows, pick_profile_peaks, ppm_bins
 from .imzml_writer import ImzMLStreamWriter, write_imzml
 
 __all__ = ["ImzMLStreamWriter", "check_imzml_pair", "read_imzml", "write_imzml"]
@@ -229,6 +231,36 @@ def _in_range(mz: np.ndarray, mz_range) -> np.ndarray:
     return (mz >= mz_range[0]) & (mz <= mz_range[1])
 
 
+def _processed_centroid_axis(s: _Spectra, pick: np.ndarray, tol_ppm: float,
+                             min_pixel_fraction: float, mz_range) -> np.ndarray:
+    """Common axis of processed centroid data: ppm bins of the peaks of the ``pick`` spectra,
+    kept when found in at least ``min_pixel_fraction`` of them."""
+    mz_s, grp = [], []
+    for i in pick.tolist():
+        _, mz, v = s.block(i, i + 1)
+        mz = mz[(v > 0) & _in_range(mz, mz_range)]
+        mz_s.append(mz)
+        grp.append(np.full(mz.size, i, dtype=np.int64))
+    pooled = np.concatenate(mz_s) if mz_s else np.zeros(0)
+    centres, n_spectra = ppm_bins(pooled, tol_ppm, np.concatenate(grp) if grp else None)
+    return centres[n_spectra >= max(1.0, min_pixel_fraction * pick.size)]
+
+
+def _processed_profile_axis(s: _Spectra, pick: np.ndarray, tol_ppm: float, snr: float,
+                            mz_range) -> np.ndarray:
+    """Common axis of processed profile data: the ``pick`` spectra interpolated onto the
+    sampling of the longest of them, averaged, and peak-picked like continuous profile data."""
+    lens = s.mz_len[pick]
+    _, grid, _ = s.block(int(pick[np.argmax(lens)]), int(pick[np.argmax(lens)]) + 1)
+    total = np.zeros(grid.size)
+    for i in pick.tolist():
+        _, mz, v = s.block(i, i + 1)
+        if mz.size:
+            total += np.interp(grid, mz, v, left=0.0, right=0.0)
+    centres, _ = pick_profile_peaks(grid, total / pick.size, tol_ppm, snr)
+    return centres[_in_range(centres, mz_range)]
+
+
 def read_imzml(
     path: str | Path,
     *,
@@ -237,7 +269,7 @@ def read_imzml(
     mz_tolerance_ppm: float = 10.0,
     min_pixel_fraction: float = 0.01,
     mz_range: tuple[float, float] | None = None,
-    peak_snr: float = 3.0,
+    peak_snr: float = 6.0,
     chunk_spectra: int = 4096,
     axis_spectra: int = 5000,
 ) -> ad.AnnData:
@@ -300,42 +332,29 @@ def read_imzml(
             b.add(a, e - a, r, c, block[r, c])
         X = b.matrix(centres.size)
     else:
-        # pass 1: a common axis from evenly spaced spectra (all of them when there are few)
         pick = np.unique(np.linspace(0, n - 1, min(n, axis_spectra)).round().astype(np.int64))
-        mz_s, grp = [], []
-        for a in range(0, pick.size, chunk_spectra):
-            for i in pick[a:a + chunk_spectra].tolist():
-                _, mz, v = s.block(i, i + 1)
-                if profile:
-                    mz, v = centroid_profile(mz, v, peak_snr)
-                mz = mz[(v > 0) & _in_range(mz, mz_range)]
-                mz_s.append(mz)
-                grp.append(np.full(mz.size, i, dtype=np.int64))
-        pooled = np.concatenate(mz_s) if mz_s else np.zeros(0)
-        centres, n_spectra = ppm_bins(pooled, mz_tolerance_ppm,
-                                      np.concatenate(grp) if grp else None)
-        del mz_s, grp, pooled
-        centres = centres[n_spectra >= max(1.0, min_pixel_fraction * pick.size)]
+        if profile:
+            centres = _processed_profile_axis(s, pick, mz_tolerance_ppm, peak_snr, mz_range)
+        else:
+            centres = _processed_centroid_axis(s, pick, mz_tolerance_ppm, min_pixel_fraction,
+                                               mz_range)
         if centres.size == 0:
             raise InputError("no m/z peak is present in enough pixels to build a common axis",
                              sample, imzml_path)
-        # pass 2: bin every spectrum onto the axis, block by block, into a sparse matrix
-        cap = int(s.mz_len.sum()) if not profile else n * min(centres.size, 64)
-        b = _CSRBuilder(n, cap)
+        # pass 2: every spectrum onto the axis, block by block, into a sparse matrix
+        b = _CSRBuilder(n, n * min(centres.size, 64) if profile else int(s.mz_len.sum()))
         for a in range(0, n, chunk_spectra):
             e = min(n, a + chunk_spectra)
             rows, mz, v = s.block(a, e)
             tic[a:e] = np.bincount(rows, weights=v, minlength=e - a)
-            if profile:
-                rr, mm, vv = [], [], []
+            if profile:  # integrate each spectrum within each peak's window
                 bounds = np.r_[0, np.cumsum(s.in_len[a:e])]
-                for k in range(e - a):
-                    cm, cv = centroid_profile(mz[bounds[k]:bounds[k + 1]],
-                                              v[bounds[k]:bounds[k + 1]], peak_snr)
-                    rr.append(np.full(cm.size, k))
-                    mm.append(cm)
-                    vv.append(cv)
-                rows, mz, v = np.concatenate(rr), np.concatenate(mm), np.concatenate(vv)
+                vals = np.stack([integrate_windows(mz[bounds[k]:bounds[k + 1]],
+                                                   v[bounds[k]:bounds[k + 1]], centres,
+                                                   mz_tolerance_ppm) for k in range(e - a)])
+                r, c = np.nonzero(vals > 0)
+                b.add(a, e - a, r, c, vals[r, c])
+                continue
             j = assign_to_axis(mz, centres, mz_tolerance_ppm)
             ok = (j >= 0) & (v > 0)
             r, c, val = _sum_duplicates(rows[ok], j[ok], v[ok], centres.size)
