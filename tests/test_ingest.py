@@ -49,3 +49,27 @@ def test_annotation_keeps_all_candidates():
 def test_shipped_table_loads():
     t = load_metabolite_table()
     assert {"name", "monoisotopic_mass", "formula"} <= set(t.columns) and len(t) > 200
+
+
+def test_ingest_real_files():
+    """The real Visium subset and the real imzML example (negative mode) through run_ingest."""
+    from conftest import DATA
+    from spatialfuse.ingest import run_ingest
+
+    params = {"st": {"min_counts": 1, "min_genes": 1, "min_spots_per_gene": 1},
+              "msi": {"adducts": ["[M-H]-", "[M+Cl]-"], "tissue_mask": "all",
+                      "normalisation": "rms", "transform": "sqrt"}}
+    out = run_ingest(DATA / "visium_human", DATA / "imzml" / "Example_Processed.imzML", params,
+                     sample="real")
+    msi, qc = out["msi"], out["qc"]
+    assert qc["msi"]["pixels"] == 9 and qc["msi"]["peaks_after"] == msi.n_vars > 300
+    assert qc["msi"]["normalisation"] == "rms" and qc["msi"]["transform"] == "sqrt"
+    np.testing.assert_allclose(msi.X.toarray() ** 2 * msi.obs["norm_factor"].to_numpy()[:, None],
+                               msi.layers["intensity"].toarray(), rtol=1e-4)
+    # every candidate within tolerance is listed, and var agrees with the long table
+    ann = out["annotations"]
+    assert (ann["error_ppm"].abs() <= 5.0).all() and set(ann["adduct"]) <= {"[M-H]-", "[M+Cl]-"}
+    counts = ann.groupby("feature").size()
+    np.testing.assert_array_equal(msi.var.loc[counts.index, "n_candidates"], counts.to_numpy())
+    assert msi.var["n_candidates"].sum() == len(ann)
+    assert qc["st"]["spots_after_qc"] == 100 and out["st"].uns["spatialfuse"]["platform"] == "visium"

@@ -51,8 +51,8 @@ def _noise(intensity: np.ndarray) -> float:
 
 def pick_profile_peaks(axis: np.ndarray, mean: np.ndarray, tol_ppm: float, snr: float = 6.0
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Peaks of a mean profile spectrum and their integration windows as index ranges [lo, hi)
-    on ``axis`` (± ``tol_ppm``, at least one sample step). A peak is a local maximum whose
+    """Peaks of a mean profile spectrum (centres refined between samples) and their integration
+    windows as index ranges [lo, hi) on ``axis`` (± ``tol_ppm``, at least one sample step). A peak is a local maximum whose
     height above the median baseline and whose prominence both exceed ``snr`` × noise (the
     scaled median absolute deviation); spectra have 10^4–10^6 samples, so a threshold of a few
     noise units would let through noise maxima by the dozen."""
@@ -62,7 +62,11 @@ def pick_profile_peaks(axis: np.ndarray, mean: np.ndarray, tol_ppm: float, snr: 
     peaks, _ = find_peaks(mean, prominence=snr * noise, height=np.median(mean) + snr * noise)
     if peaks.size == 0:
         peaks = np.array([int(np.argmax(mean))])
-    centres = axis[peaks]
+    # sub-sample centre: intensity-weighted mean m/z of the apex and its two neighbours
+    nb = np.clip(peaks[:, None] + np.array([-1, 0, 1]), 0, axis.size - 1)
+    w = np.clip(mean[nb], 0, None)
+    centres = (axis[nb] * w).sum(1) / np.maximum(w.sum(1), 1e-300)
+    centres = np.where(w.sum(1) > 0, centres, axis[peaks])
     half = np.maximum(centres * tol_ppm * 1e-6, np.median(np.diff(axis)) if axis.size > 1 else 0)
     lo = np.searchsorted(axis, centres - half, side="left")
     hi = np.searchsorted(axis, centres + half, side="right")
