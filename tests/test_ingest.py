@@ -73,3 +73,19 @@ def test_ingest_real_files():
     np.testing.assert_array_equal(msi.var.loc[counts.index, "n_candidates"], counts.to_numpy())
     assert msi.var["n_candidates"].sum() == len(ann)
     assert qc["st"]["spots_after_qc"] == 100 and out["st"].uns["spatialfuse"]["platform"] == "visium"
+
+
+def test_report_ingest_numbers(small_ingested):
+    """The report's ingest table shows the before/after numbers of qc.json."""
+    import json
+
+    from spatialfuse.report.summary import ingest_numbers
+
+    qc = json.loads(json.dumps(small_ingested["qc"], default=str))  # as read back from qc.json
+    row = ingest_numbers(["s"], {"s": qc}).iloc[0]
+    st, msi = qc["st"], qc["msi"]
+    assert row["spots: read → in tissue → kept"] == (
+        f"{st['spots_input']:,} → {st['spots_in_tissue']:,} → {st['spots_after_qc']:,}")
+    assert row["m/z peaks: read → kept"] == f"{msi['peaks_input']:,} → {msi['peaks_after']:,}"
+    assert row["matrix / rare peaks"].startswith(f"{msi['matrix_peaks']} removed")
+    assert row["normalisation"] == "tic + log1p"
