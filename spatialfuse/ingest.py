@@ -83,7 +83,8 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
     msi, qc_msi = preprocess_msi(
         msi_raw, normalisation=pmsi.get("normalisation", "tic"),
         reference_mz=pmsi.get("reference_mz"), reference_ppm=max(2 * tol, 20.0),
-        transform=pmsi.get("transform", "log1p"), tissue_mask_method=pmsi.get("tissue_mask", "otsu"),
+        transform=pmsi.get("transform", "log1p"),
+        tissue_mask_method=pmsi.get("tissue_mask", "otsu"),
         matrix_ratio=pmsi.get("matrix_ratio", 1.5),
         remove_matrix_peaks=pmsi.get("remove_matrix_peaks", True),
         min_pixel_fraction=pmsi.get("min_pixel_fraction", 0.01), sample=sample)

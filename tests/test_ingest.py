@@ -72,7 +72,8 @@ def test_ingest_real_files():
     counts = ann.groupby("feature").size()
     np.testing.assert_array_equal(msi.var.loc[counts.index, "n_candidates"], counts.to_numpy())
     assert msi.var["n_candidates"].sum() == len(ann)
-    assert qc["st"]["spots_after_qc"] == 100 and out["st"].uns["spatialfuse"]["platform"] == "visium"
+    assert qc["st"]["spots_after_qc"] == 100
+    assert out["st"].uns["spatialfuse"]["platform"] == "visium"
 
 
 def test_report_ingest_numbers(small_ingested):

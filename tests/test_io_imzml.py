@@ -77,7 +77,8 @@ def test_truncated_ibd(tmp_path):
     data = ibd.read_bytes()
     ibd.write_bytes(data[:-6])
     with pytest.raises(InputError, match=r"^sample 'S1', file '.*b\.ibd': the \.ibd file is "
-                                         r"truncated: the imzML needs \d+ bytes, the file has \d+$"):
+                                         r"truncated: the imzML needs \d+ bytes, the file has "
+                                         r"\d+$"):
         read_imzml(imz, sample="S1")
 
 
@@ -188,7 +189,8 @@ def test_continuous_profile_streamed(tmp_path):
     true = np.array([300.5, 301.2])
     coords = np.array([(x, 1) for x in range(1, 31)])
     heights = rng.uniform(10, 100, (30, 2))
-    inten = (heights[:, None, :] * np.exp(-0.5 * ((axis[None, :, None] - true) / 0.006) ** 2)).sum(2)
+    shape = np.exp(-0.5 * ((axis[:, None] - true) / 0.006) ** 2)  # (n_mz, 2)
+    inten = heights @ shape.T
     imz, _ = write_imzml(tmp_path / "cp.imzML", coords, axis, inten.astype(np.float32),
                          mode="continuous", spectrum_type="profile", pixel_size_um=10)
     a = read_imzml(imz, mz_tolerance_ppm=50)

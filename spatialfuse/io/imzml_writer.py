@@ -132,7 +132,8 @@ class ImzMLStreamWriter:
         mz_acc, mz_name = _DTYPES[self.mz_dtype]
         int_acc, int_name = _DTYPES[self.int_dtype]
         mode_acc = "IMS:1000030" if self.mode == "continuous" else "IMS:1000031"
-        spec_acc, spec_name = (("MS:1000127", "centroid spectrum") if self.spectrum_type == "centroid"
+        centroid = self.spectrum_type == "centroid"
+        spec_acc, spec_name = (("MS:1000127", "centroid spectrum") if centroid
                                else ("MS:1000128", "profile spectrum"))
         pol = ('<cvParam cvRef="MS" accession="MS:1000130" name="positive scan" value=""/>'
                if self.polarity == "positive" else
@@ -141,8 +142,10 @@ class ImzMLStreamWriter:
         if self.pixel_size_um is not None:
             ps = self.pixel_size_um
             unit = 'unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"'
-            px = (f'<cvParam cvRef="IMS" accession="IMS:1000046" name="pixel size x" value="{ps}" {unit}/>\n'
-                  f'<cvParam cvRef="IMS" accession="IMS:1000047" name="pixel size y" value="{ps}" {unit}/>\n'
+            px = (f'<cvParam cvRef="IMS" accession="IMS:1000046" name="pixel size x" '
+                  f'value="{ps}" {unit}/>\n'
+                  f'<cvParam cvRef="IMS" accession="IMS:1000047" name="pixel size y" '
+                  f'value="{ps}" {unit}/>\n'
                   f'<cvParam cvRef="IMS" accession="IMS:1000044" name="max dimension x" '
                   f'value="{max_x * ps}" {unit}/>\n'
                   f'<cvParam cvRef="IMS" accession="IMS:1000045" name="max dimension y" '

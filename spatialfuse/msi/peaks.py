@@ -52,10 +52,11 @@ def _noise(intensity: np.ndarray) -> float:
 def pick_profile_peaks(axis: np.ndarray, mean: np.ndarray, tol_ppm: float, snr: float = 6.0
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of a mean profile spectrum (centres refined between samples) and their integration
-    windows as index ranges [lo, hi) on ``axis`` (± ``tol_ppm``, at least one sample step). A peak is a local maximum whose
-    height above the median baseline and whose prominence both exceed ``snr`` × noise (the
-    scaled median absolute deviation); spectra have 10^4–10^6 samples, so a threshold of a few
-    noise units would let through noise maxima by the dozen."""
+    windows as index ranges [lo, hi) on ``axis`` (± ``tol_ppm``, at least one sample step).
+
+    A peak is a local maximum whose height above the median baseline and whose prominence both
+    exceed ``snr`` × noise (the scaled median absolute deviation); spectra have 10^4–10^6
+    samples, so a threshold of a few noise units would let through noise maxima by the dozen."""
     from scipy.signal import find_peaks
 
     noise = _noise(mean)

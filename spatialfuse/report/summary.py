@@ -104,24 +104,26 @@ def ingest_numbers(samples, ingest: dict) -> pd.DataFrame:
         q = ingest.get(s, {})
         st, msi = q.get("st", {}), q.get("msi", {})
         sm, mm = q.get("st_meta", {}), q.get("msi_meta", {})
-        bin_um = sm.get("spot_diameter_um")
+        hd = sm.get("platform") == "visium_hd"
         rows.append({
             "sample": s,
             "ST platform": f"{sm.get('platform', '?')}"
-                           + (f" ({bin_um:g} µm bins)" if sm.get("platform") == "visium_hd" else ""),
+                           + (f" ({sm.get('spot_diameter_um'):g} µm bins)" if hd else ""),
             "spots: read → in tissue → kept": f"{_n(st.get('spots_input'))} → "
                                               f"{_n(st.get('spots_in_tissue'))} → "
                                               f"{_n(st.get('spots_after_qc'))}",
             "spots removed (low counts / low genes / high mito)":
-                f"{_n(st.get('spots_removed_low_counts'))} / {_n(st.get('spots_removed_low_genes'))}"
-                f" / {_n(st.get('spots_removed_high_mt'))}",
+                " / ".join(_n(st.get(k)) for k in ("spots_removed_low_counts",
+                                                    "spots_removed_low_genes",
+                                                    "spots_removed_high_mt")),
             "genes: read → kept (HVG)": f"{_n(st.get('genes_input'))} → "
                                         f"{_n(st.get('genes_after_qc'))} "
                                         f"({_n(st.get('highly_variable_genes'))})",
             "MSI": f"{mm.get('imzml_layout', '?')} {mm.get('spectrum_type', '')}, "
                    f"{mm.get('pixel_size_um', '?')} µm",
             "pixels (on tissue)": f"{_n(msi.get('pixels'))} ({_n(msi.get('pixels_on_tissue'))})",
-            "m/z peaks: read → kept": f"{_n(msi.get('peaks_input'))} → {_n(msi.get('peaks_after'))}",
+            "m/z peaks: read → kept": f"{_n(msi.get('peaks_input'))} → "
+                                      f"{_n(msi.get('peaks_after'))}",
             "matrix / rare peaks": f"{_n(msi.get('matrix_peaks'))}"
                                    + (" removed" if msi.get("matrix_peaks_removed", True)
                                       else " flagged, kept") + f" / {_n(msi.get('rare_peaks'))}",
