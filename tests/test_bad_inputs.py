@@ -213,7 +213,7 @@ def _build(case: str, base: Path, st: Path, imzml: Path) -> tuple[str, str, str]
         msi.write_bytes(text[: len(text) // 2])
     elif case == "imzml_without_pixel_size":
         text = msi.read_text(encoding="latin-1")
-        msi.write_text(re.sub(r'<cvParam[^>]*name="pixel size [xy]"[^>]*/>\n', "", text),
+        msi.write_text(re.sub(r'<cvParam[^>]*name="pixel size \(?[xy]\)?"[^>]*/>\n', "", text),
                        encoding="latin-1")
     elif case == "spaceranger_no_scalefactors":
         (good_st / "spatial" / "scalefactors_json.json").unlink()

@@ -142,7 +142,7 @@ class ImzMLStreamWriter:
         if self.pixel_size_um is not None:
             ps = self.pixel_size_um
             unit = 'unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"'
-            px = (f'<cvParam cvRef="IMS" accession="IMS:1000046" name="pixel size x" '
+            px = (f'<cvParam cvRef="IMS" accession="IMS:1000046" name="pixel size (x)" '
                   f'value="{ps}" {unit}/>\n'
                   f'<cvParam cvRef="IMS" accession="IMS:1000047" name="pixel size y" '
                   f'value="{ps}" {unit}/>\n'
