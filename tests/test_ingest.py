@@ -90,3 +90,18 @@ def test_report_ingest_numbers(small_ingested):
     assert row["m/z peaks: read → kept"] == f"{msi['peaks_input']:,} → {msi['peaks_after']:,}"
     assert row["matrix / rare peaks"].startswith(f"{msi['matrix_peaks']} removed")
     assert row["normalisation"] == "tic + log1p"
+
+
+def test_schema_defaults_match_code():
+    """The config schema documents exactly the ingest keys run_ingest reads, with its defaults."""
+    import yaml
+
+    from conftest import REPO
+    from spatialfuse.ingest import MSI_DEFAULTS, ST_DEFAULTS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    sect = schema["properties"]["ingest"]["properties"]
+    for name, defaults in (("st", ST_DEFAULTS), ("msi", MSI_DEFAULTS)):
+        fields = sect[name]["properties"]
+        assert {k: f["default"] for k, f in fields.items()} == defaults, name
+        assert all(f.get("description") for f in fields.values()), name
