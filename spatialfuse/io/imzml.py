@@ -306,7 +306,7 @@ def read_imzml(
     profile = s.spectrum_type == "profile"
     if s.continuous:
         axis = s.first_mz().astype(np.float64)
-        chunk = max(1, min(chunk_spectra, (1 << 24) // max(axis.size, 1)))
+        chunk = max(1, min(chunk_spectra, (1 << 22) // max(axis.size, 1)))  # ~32 MB blocks
         if profile:  # pass 1: mean spectrum; pass 2: integrate each spectrum around its peaks
             total = np.zeros(axis.size)
             for a in range(0, n, chunk):
