@@ -280,7 +280,8 @@ def read_imzml(
     (the MSI's own frame); ``var['mz']`` is the feature m/z. Pixel size comes from
     ``pixel_size_um`` if given, else the imzML metadata; neither → :class:`InputError`.
     ``min_pixel_fraction``: processed data keep the axis peaks found in at least this fraction
-    of the spectra used to build the axis. ``peak_snr``: peak-picking threshold for profile
+    of the spectra used to build the axis (up to ``axis_spectra`` evenly spaced spectra holding
+    about 2×10^6 peaks in all). ``peak_snr``: peak-picking threshold for profile
     spectra (prominence over the MAD noise). ``chunk_spectra``: spectra read per block.
     """
     imzml_path = Path(path)
@@ -332,7 +333,10 @@ def read_imzml(
             b.add(a, e - a, r, c, block[r, c])
         X = b.matrix(centres.size)
     else:
-        pick = np.unique(np.linspace(0, n - 1, min(n, axis_spectra)).round().astype(np.int64))
+        # at most ``axis_spectra`` spectra, and about 2×10^6 peaks, for the axis
+        per = max(float(s.mz_len.mean()), 1.0)
+        n_pick = min(n, axis_spectra, max(200, int(2e6 / per)))
+        pick = np.unique(np.linspace(0, n - 1, n_pick).round().astype(np.int64))
         if profile:
             centres = _processed_profile_axis(s, pick, mz_tolerance_ppm, peak_snr, mz_range)
         else:
