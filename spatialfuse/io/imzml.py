@@ -282,7 +282,8 @@ def read_imzml(
     ``min_pixel_fraction``: processed data keep the axis peaks found in at least this fraction
     of the spectra used to build the axis (up to ``axis_spectra`` evenly spaced spectra holding
     about 2×10^6 peaks in all). ``peak_snr``: peak-picking threshold for profile
-    spectra (prominence over the MAD noise). ``chunk_spectra``: spectra read per block.
+    spectra (prominence over the MAD noise). ``chunk_spectra``: most spectra read per block
+    (blocks also hold at most ~10^6 values).
     """
     imzml_path = Path(path)
     ibd_path = check_imzml_pair(imzml_path, sample)
@@ -347,8 +348,9 @@ def read_imzml(
                              sample, imzml_path)
         # pass 2: every spectrum onto the axis, block by block, into a sparse matrix
         b = _CSRBuilder(n, n * min(centres.size, 64) if profile else int(s.mz_len.sum()))
-        for a in range(0, n, chunk_spectra):
-            e = min(n, a + chunk_spectra)
+        step = max(1, min(chunk_spectra, int(2**20 / per)))  # blocks of ~10^6 values
+        for a in range(0, n, step):
+            e = min(n, a + step)
             rows, mz, v = s.block(a, e)
             tic[a:e] = np.bincount(rows, weights=v, minlength=e - a)
             if profile:  # integrate each spectrum within each peak's window
