@@ -228,3 +228,20 @@ def test_benchmark_generator_reads_back(tmp_path):
     p = ImzMLParser(str(imz), parse_lib="ElementTree")
     assert a.X.nnz == sum(p.mzLengths) and 25 < a.X.nnz / 700 < 35
     p.m.close()
+
+
+def test_axis_not_bridged_by_noise():
+    """Two peaks 30 ppm apart, bridged by dense noise centroids (a single chain of neighbours
+    within 10 ppm): the axis still has both, within 2 ppm."""
+    from spatialfuse.msi.peaks import ppm_bins
+
+    rng = np.random.default_rng(6)
+    n = 400
+    true = np.array([500.0, 500.015])
+    peaks = np.concatenate([t * (1 + rng.normal(0, 2e-6, n)) for t in true])
+    noise = rng.uniform(499.99, 500.025, 300)
+    groups = np.r_[np.arange(n), np.arange(n), rng.integers(0, n, 300)]
+    centres, n_spectra = ppm_bins(np.r_[peaks, noise], 10.0, groups)
+    strong = centres[n_spectra >= 0.5 * n]
+    assert strong.size == 2
+    np.testing.assert_allclose(strong, true, rtol=2e-6)

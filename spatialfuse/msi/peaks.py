@@ -6,10 +6,29 @@ from __future__ import annotations
 import numpy as np
 
 
+def _split_wide(s: np.ndarray, tol_ppm: float) -> np.ndarray:
+    """Split points (indices into sorted ``s``) of one over-wide chain: boundaries at the
+    minima of the smoothed density of the values between its maxima (maxima at least one
+    tolerance apart)."""
+    from scipy.signal import find_peaks
+
+    u = (np.log(s) - np.log(s[0])) / (tol_ppm * 1e-6)  # position in tolerance units
+    hist = np.bincount((u * 4).astype(np.int64))  # quarter-tolerance bins
+    dens = np.convolve(hist, np.ones(5) / 5, mode="same")  # ± half a tolerance
+    peaks, _ = find_peaks(np.r_[0.0, dens, 0.0], distance=4)
+    peaks = peaks - 1
+    if peaks.size < 2:
+        return np.zeros(0, dtype=np.int64)
+    cuts = [a + int(np.argmin(dens[a:b + 1])) for a, b in zip(peaks[:-1], peaks[1:])]
+    return np.searchsorted(u * 4, np.asarray(cuts) + 0.5)
+
+
 def ppm_bins(mz: np.ndarray, tol_ppm: float, groups: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """Group m/z values whose sorted neighbours lie within ``tol_ppm`` of each other.
 
+    A chain of neighbours can bridge distinct peaks (dense noise centroids between them); a
+    chain wider than 3 × ``tol_ppm`` is therefore split at the minima of its value density.
     Returns the bin centres (mean m/z of the members, ascending) and, per bin, the number of
     distinct ``groups`` (e.g. spectra) with a member — the number of members when ``groups`` is
     None.
@@ -21,6 +40,11 @@ def ppm_bins(mz: np.ndarray, tol_ppm: float, groups: np.ndarray | None = None
     s = mz[order]
     gaps = np.diff(s) > s[:-1] * tol_ppm * 1e-6
     starts = np.r_[0, np.nonzero(gaps)[0] + 1]
+    ends = np.r_[starts[1:], s.size]
+    wide = np.nonzero((s[ends - 1] - s[starts]) > 3 * tol_ppm * 1e-6 * s[starts])[0]
+    if wide.size:
+        extra = [starts[k] + _split_wide(s[starts[k]:ends[k]], tol_ppm) for k in wide]
+        starts = np.unique(np.concatenate([starts, *extra]))
     counts = np.diff(np.r_[starts, s.size])
     centres = np.add.reduceat(s, starts) / counts
     if groups is not None:
