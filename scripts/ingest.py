@@ -17,4 +17,4 @@ out["msi"].write_h5ad(sm.output.msi, compression="gzip")
 out["annotations"].to_csv(sm.output.annotations, sep="\t", index=False)
 with open(sm.output.qc, "w") as fh:
     json.dump(out["qc"], fh, indent=2, default=str)
-ingest_qc_figure(out["st"], out["msi"], sm.output.figure, sample)
+ingest_qc_figure(out["st"], out["msi"], sm.output.figure, sample, out["qc"])

@@ -22,6 +22,7 @@ class _Obs:
     y = "y"  # MSI: 1-based imzML pixel index (row)
     tic = "tic"  # MSI: total ion current of the raw spectrum
     on_tissue = "on_tissue"  # MSI: pixel classified as tissue
+    norm_factor = "norm_factor"  # MSI: per-pixel normalisation factor (median 1; inf = no signal)
     in_tissue = "in_tissue"  # ST: Space Ranger's in_tissue flag
     array_row = "array_row"
     array_col = "array_col"
@@ -46,6 +47,7 @@ class _Var:
     annotation = "annotation"  # MSI: all candidate metabolites, ';'-separated
     n_candidates = "n_candidates"
     matrix_peak = "matrix_peak"  # MSI: off-tissue (matrix/background) peak flag
+    off_tissue_ratio = "off_tissue_ratio"  # MSI: mean off-tissue / mean on-tissue intensity
 
 
 class _Layers:

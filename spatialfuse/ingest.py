@@ -17,8 +17,10 @@ from .st import preprocess_st
 log = logging.getLogger(__name__)
 
 
-def load_st(path: str | Path, sample: str | None = None) -> ad.AnnData:
-    """Space Ranger folder (Visium or a Visium HD ``square_XXXum`` bin folder) or ``.h5ad``."""
+def load_st(path: str | Path, sample: str | None = None, visium_hd_bin_um: int = 8) -> ad.AnnData:
+    """Space Ranger folder (Visium, a Visium HD ``outs/`` with ``binned_outputs/`` — the
+    ``square_XXXum`` folder of ``visium_hd_bin_um`` is read — or one ``square_XXXum`` folder)
+    or ``.h5ad``."""
     p = Path(path)
     if not p.exists():
         raise InputError("transcriptomics input does not exist", sample, p)
@@ -29,8 +31,13 @@ def load_st(path: str | Path, sample: str | None = None) -> ad.AnnData:
             bins = sorted((p / "binned_outputs").glob("square_*um"))
             if not bins:
                 raise InputError("binned_outputs/ has no square_XXXum folder", sample, p)
-            # Visium HD: default to the 8 µm bins if present (Space Ranger's recommended size)
-            p = next((b for b in bins if b.name == "square_008um"), bins[-1])
+            want = f"square_{int(visium_hd_bin_um):03d}um"
+            chosen = [b for b in bins if b.name == want]
+            if not chosen:
+                raise InputError(f"binned_outputs/ has no {want} folder (ingest.st.visium_hd_bin_um"
+                                 f" = {visium_hd_bin_um}); found {[b.name for b in bins]}",
+                                 sample, p / "binned_outputs")
+            p = chosen[0]
             log.info("Visium HD: using %s", p.name)
         if not (p / "spatial").is_dir() and not any(p.glob("*feature_bc_matrix*")):
             raise InputError(
@@ -45,40 +52,54 @@ def load_st(path: str | Path, sample: str | None = None) -> ad.AnnData:
 
 
 def load_msi(path: str | Path, sample: str | None = None, pixel_size_um: float | None = None,
-             mz_tolerance_ppm: float = 10.0, min_pixel_fraction: float = 0.01) -> ad.AnnData:
-    """``.imzML`` (continuous or processed) or ``.h5ad``."""
+             mz_tolerance_ppm: float = 10.0, min_pixel_fraction: float = 0.01,
+             peak_snr: float = 6.0) -> ad.AnnData:
+    """``.imzML`` (continuous or processed, centroid or profile) or ``.h5ad``."""
     p = Path(path)
     if not p.exists():
         raise InputError("MSI input does not exist", sample, p)
     if p.suffix.lower() == ".imzml":
         return read_imzml(p, sample=sample, pixel_size_um=pixel_size_um,
-                          mz_tolerance_ppm=mz_tolerance_ppm, min_pixel_fraction=min_pixel_fraction)
+                          mz_tolerance_ppm=mz_tolerance_ppm, min_pixel_fraction=min_pixel_fraction,
+                          peak_snr=peak_snr)
     if p.suffix == ".h5ad":
         return read_msi_h5ad(p, sample=sample, pixel_size_um=pixel_size_um)
     raise InputError("MSI input must be an .imzML (with its .ibd) or an .h5ad file", sample, p)
 
 
+#: defaults of the ``ingest`` config section (the schema documents the same values; tested)
+ST_DEFAULTS = {"min_counts": 10, "min_genes": 5, "max_pct_mt": 50.0, "min_spots_per_gene": 3,
+               "target_sum": 10000.0, "n_top_genes": 2000, "visium_hd_bin_um": 8}
+MSI_DEFAULTS = {"normalisation": "tic", "reference_mz": None, "transform": "log1p",
+                "mz_tolerance_ppm": 10.0, "peak_snr": 6.0, "min_pixel_fraction": 0.01,
+                "tissue_mask": "otsu", "matrix_ratio": 1.5, "remove_matrix_peaks": True,
+                "annotation_table": None, "adducts": ["[M+H]+", "[M+Na]+", "[M+K]+"],
+                "annotation_ppm": 5.0}
+
+
 def run_ingest(st_path, msi_path, params: dict, *, sample: str,
                pixel_size_um: float | None = None) -> dict:
-    """Read, QC and normalise both modalities; annotate m/z. ``params`` = the ``ingest`` section."""
-    pst, pmsi = params.get("st", {}), params.get("msi", {})
-    st_raw = load_st(st_path, sample)
+    """Read, QC and normalise both modalities; annotate m/z. ``params`` = the ``ingest`` section
+    (missing keys take :data:`ST_DEFAULTS` / :data:`MSI_DEFAULTS`)."""
+    pst = {**ST_DEFAULTS, **params.get("st", {})}
+    pmsi = {**MSI_DEFAULTS, **params.get("msi", {})}
+    st_raw = load_st(st_path, sample, pst["visium_hd_bin_um"])
     st, qc_st = preprocess_st(
-        st_raw, min_counts=pst.get("min_counts", 10), min_genes=pst.get("min_genes", 5),
-        max_pct_mt=pst.get("max_pct_mt", 50.0), min_spots_per_gene=pst.get("min_spots_per_gene", 3),
-        target_sum=pst.get("target_sum", 1e4), n_top_genes=pst.get("n_top_genes", 2000),
-        sample=sample)
-    msi_raw = load_msi(msi_path, sample, pixel_size_um, pmsi.get("mz_tolerance_ppm", 10.0),
-                       pmsi.get("min_pixel_fraction", 0.01))
+        st_raw, min_counts=pst["min_counts"], min_genes=pst["min_genes"],
+        max_pct_mt=pst["max_pct_mt"], min_spots_per_gene=pst["min_spots_per_gene"],
+        target_sum=pst["target_sum"], n_top_genes=pst["n_top_genes"], sample=sample)
+    tol = float(pmsi["mz_tolerance_ppm"])
+    msi_raw = load_msi(msi_path, sample, pixel_size_um, tol, pmsi["min_pixel_fraction"],
+                       float(pmsi["peak_snr"]))
     msi, qc_msi = preprocess_msi(
-        msi_raw, normalisation=pmsi.get("normalisation", "tic"),
-        reference_mz=pmsi.get("reference_mz"), tissue_mask_method=pmsi.get("tissue_mask", "otsu"),
-        matrix_ratio=pmsi.get("matrix_ratio", 1.5),
-        remove_matrix_peaks=pmsi.get("remove_matrix_peaks", True),
-        min_pixel_fraction=pmsi.get("min_pixel_fraction", 0.01), sample=sample)
-    table = load_metabolite_table(pmsi.get("annotation_table"))
-    ann = annotate_mz(msi, table, list(pmsi.get("adducts", ["[M+H]+", "[M+Na]+", "[M+K]+"])),
-                      float(pmsi.get("annotation_ppm", 5.0)))
+        msi_raw, normalisation=pmsi["normalisation"], reference_mz=pmsi["reference_mz"],
+        reference_ppm=max(2 * tol, 20.0), transform=pmsi["transform"],
+        tissue_mask_method=pmsi["tissue_mask"], matrix_ratio=pmsi["matrix_ratio"],
+        remove_matrix_peaks=pmsi["remove_matrix_peaks"],
+        min_pixel_fraction=pmsi["min_pixel_fraction"], sample=sample)
+    del msi_raw  # the raw reading is in msi.layers['intensity'] (only the kept peaks)
+    table = load_metabolite_table(pmsi["annotation_table"])
+    ann = annotate_mz(msi, table, list(pmsi["adducts"]), float(pmsi["annotation_ppm"]))
     qc_msi["peaks_annotated"] = int((msi.var["n_candidates"] > 0).sum())
     qc_msi["peaks_ambiguous"] = int((msi.var["n_candidates"] > 1).sum())
     qc = {"sample": sample, "st": qc_st, "msi": qc_msi,

@@ -16,6 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from workflow_utils import checksums, make_workdir, smk
@@ -162,6 +163,18 @@ def _h5ad_without_coordinates(path: Path) -> None:
     ad.AnnData(np.ones((4, 3), dtype=np.float32)).write_h5ad(path)
 
 
+def _damage_intensity(imzml: Path, value: float) -> None:
+    """Overwrite one intensity of the 4th spectrum in the .ibd with ``value``."""
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    p = ImzMLParser(str(imzml), parse_lib="ElementTree")
+    off, dt = p.intensityOffsets[3], np.dtype(p.intensityPrecision)
+    p.m.close()
+    with open(imzml.with_suffix(".ibd"), "r+b") as fh:
+        fh.seek(off)
+        fh.write(np.array([value], dtype=dt).tobytes())
+
+
 def _build(case: str, base: Path, st: Path, imzml: Path) -> tuple[str, str, str]:
     """Make the damaged inputs of ``case`` under ``base``; return (st, msi, landmarks) paths."""
     base.mkdir(parents=True)
@@ -200,8 +213,22 @@ def _build(case: str, base: Path, st: Path, imzml: Path) -> tuple[str, str, str]
         msi.write_bytes(text[: len(text) // 2])
     elif case == "imzml_without_pixel_size":
         text = msi.read_text(encoding="latin-1")
-        msi.write_text(re.sub(r'<cvParam[^>]*name="pixel size [xy]"[^>]*/>\n', "", text),
+        msi.write_text(re.sub(r'<cvParam[^>]*name="pixel size \(?[xy]\)?"[^>]*/>\n', "", text),
                        encoding="latin-1")
+    elif case == "spaceranger_no_scalefactors":
+        (good_st / "spatial" / "scalefactors_json.json").unlink()
+    elif case == "spaceranger_no_positions":
+        for f in (good_st / "spatial").glob("tissue_positions*"):
+            f.unlink()
+    elif case == "spaceranger_duplicate_barcodes":
+        pos = next((good_st / "spatial").glob("tissue_positions*.csv"))
+        lines = pos.read_text().splitlines()
+        pos.write_text("\n".join(lines + [lines[-1]]) + "\n")
+    elif case in ("ibd_nan_intensities", "ibd_negative_intensities"):
+        _damage_intensity(msi, np.nan if case == "ibd_nan_intensities" else -5.0)
+    elif case == "msi_h5ad_without_coordinates":
+        msi = base / "msi.h5ad"
+        _h5ad_without_coordinates(msi)
     elif case == "no_tissue_overlap":
         lm_path = base / "landmarks.csv"
         far = 1.0e6  # the landmarks put the MSI section 1 m away from the ST section
@@ -231,6 +258,16 @@ FILE_CASES = {
     "imzml_without_pixel_size": ("ingest", ["msi/m.imzML': no pixel size: the imzML has no "
                                             "'pixel size x' and the samples sheet gives no "
                                             "msi_pixel_size_um"]),
+    "spaceranger_no_scalefactors": ("ingest", ["st': spatial/scalefactors_json.json is missing "
+                                               "from the Space Ranger folder"]),
+    "spaceranger_no_positions": ("ingest", ["st/spatial': no spot positions: expected "
+                                            "spatial/tissue_positions.parquet"]),
+    "spaceranger_duplicate_barcodes": ("ingest", ["duplicate barcode '", "' in spot positions"]),
+    "ibd_nan_intensities": ("ingest", ["msi/m.ibd': spectrum 3 (pixel x=", "has NaN or infinite "
+                                       "intensities"]),
+    "ibd_negative_intensities": ("ingest", ["msi/m.ibd': spectrum 3 (pixel x=", "has negative "
+                                            "intensities"]),
+    "msi_h5ad_without_coordinates": ("ingest", ["msi.h5ad': the AnnData has no obsm['spatial']"]),
     "no_tissue_overlap": ("align", ["no ST spot is covered by MSI pixels",
                                     "the sections do not overlap"]),
 }

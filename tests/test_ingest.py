@@ -49,3 +49,59 @@ def test_annotation_keeps_all_candidates():
 def test_shipped_table_loads():
     t = load_metabolite_table()
     assert {"name", "monoisotopic_mass", "formula"} <= set(t.columns) and len(t) > 200
+
+
+def test_ingest_real_files():
+    """The real Visium subset and the real imzML example (negative mode) through run_ingest."""
+    from conftest import DATA
+    from spatialfuse.ingest import run_ingest
+
+    params = {"st": {"min_counts": 1, "min_genes": 1, "min_spots_per_gene": 1},
+              "msi": {"adducts": ["[M-H]-", "[M+Cl]-"], "tissue_mask": "all",
+                      "normalisation": "rms", "transform": "sqrt"}}
+    out = run_ingest(DATA / "visium_human", DATA / "imzml" / "Example_Processed.imzML", params,
+                     sample="real")
+    msi, qc = out["msi"], out["qc"]
+    assert qc["msi"]["pixels"] == 9 and qc["msi"]["peaks_after"] == msi.n_vars > 300
+    assert qc["msi"]["normalisation"] == "rms" and qc["msi"]["transform"] == "sqrt"
+    np.testing.assert_allclose(msi.X.toarray() ** 2 * msi.obs["norm_factor"].to_numpy()[:, None],
+                               msi.layers["intensity"].toarray(), rtol=1e-4)
+    # every candidate within tolerance is listed, and var agrees with the long table
+    ann = out["annotations"]
+    assert (ann["error_ppm"].abs() <= 5.0).all() and set(ann["adduct"]) <= {"[M-H]-", "[M+Cl]-"}
+    counts = ann.groupby("feature").size()
+    np.testing.assert_array_equal(msi.var.loc[counts.index, "n_candidates"], counts.to_numpy())
+    assert msi.var["n_candidates"].sum() == len(ann)
+    assert qc["st"]["spots_after_qc"] == 100
+    assert out["st"].uns["spatialfuse"]["platform"] == "visium"
+
+
+def test_report_ingest_numbers(small_ingested):
+    """The report's ingest table shows the before/after numbers of qc.json."""
+    import json
+
+    from spatialfuse.report.summary import ingest_numbers
+
+    qc = json.loads(json.dumps(small_ingested["qc"], default=str))  # as read back from qc.json
+    row = ingest_numbers(["s"], {"s": qc}).iloc[0]
+    st, msi = qc["st"], qc["msi"]
+    assert row["spots: read → in tissue → kept"] == (
+        f"{st['spots_input']:,} → {st['spots_in_tissue']:,} → {st['spots_after_qc']:,}")
+    assert row["m/z peaks: read → kept"] == f"{msi['peaks_input']:,} → {msi['peaks_after']:,}"
+    assert row["matrix / rare peaks"].startswith(f"{msi['matrix_peaks']} removed")
+    assert row["normalisation"] == "tic + log1p"
+
+
+def test_schema_defaults_match_code():
+    """The config schema documents exactly the ingest keys run_ingest reads, with its defaults."""
+    import yaml
+
+    from conftest import REPO
+    from spatialfuse.ingest import MSI_DEFAULTS, ST_DEFAULTS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    sect = schema["properties"]["ingest"]["properties"]
+    for name, defaults in (("st", ST_DEFAULTS), ("msi", MSI_DEFAULTS)):
+        fields = sect[name]["properties"]
+        assert {k: f["default"] for k, f in fields.items()} == defaults, name
+        assert all(f.get("description") for f in fields.values()), name

@@ -20,7 +20,13 @@ def test_real_continuous_and_processed_agree():
     assert set(c.obs["x"]) == {1, 2, 3}
     np.testing.assert_allclose(c.obsm["spatial"].min(0), [100.0, 100.0])
     assert c.uns["spatialfuse"]["spectrum_type"] == "profile"
-    assert c.n_vars < 8399  # profile spectra are peak-picked, not one feature per sample point
+    assert p.uns["spatialfuse"]["imzml_layout"] == "processed"
+    assert 300 < c.n_vars < 8399  # profile spectra are peak-picked, not one feature per sample
+    # the two files hold the same spectra: both layouts give the same peaks and values
+    np.testing.assert_allclose(c.var["mz"].to_numpy(), p.var["mz"].to_numpy())
+    np.testing.assert_allclose(c.X.toarray(), p.X.toarray(), rtol=1e-5)
+    # peak integrals account for most of the ion current (profile baseline is near zero)
+    assert np.all(np.asarray(c.X.sum(1)).ravel() / c.obs["tic"].to_numpy() > 0.5)
 
 
 @pytest.mark.parametrize("mode", ["continuous", "processed"])
@@ -70,7 +76,9 @@ def test_truncated_ibd(tmp_path):
     imz, ibd = _pair(tmp_path, pixel_size_um=10)
     data = ibd.read_bytes()
     ibd.write_bytes(data[:-6])
-    with pytest.raises(InputError, match="truncated"):
+    with pytest.raises(InputError, match=r"^sample 'S1', file '.*b\.ibd': the \.ibd file is "
+                                         r"truncated: the imzML needs \d+ bytes, the file has "
+                                         r"\d+$"):
         read_imzml(imz, sample="S1")
 
 
@@ -79,13 +87,16 @@ def test_uuid_mismatch(tmp_path):
     data = bytearray(ibd.read_bytes())
     data[0] ^= 0xFF
     ibd.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="UUID"):
+    with pytest.raises(InputError, match=r"^sample 'S1', file '.*b\.ibd': the \.ibd UUID \(\w+\) "
+                                         r"does not match the imzML's \(\w+\)"):
         read_imzml(imz, sample="S1")
 
 
 def test_no_pixel_size(tmp_path):
     imz, _ = _pair(tmp_path)
-    with pytest.raises(InputError, match="no pixel size.*msi_pixel_size_um"):
+    with pytest.raises(InputError, match=r"^sample 'S1', file '.*b\.imzML': no pixel size: the "
+                                         r"imzML has no 'pixel size x' and the samples sheet gives "
+                                         r"no msi_pixel_size_um$"):
         read_imzml(imz, sample="S1")
     a = read_imzml(imz, sample="S1", pixel_size_um=12.5)
     np.testing.assert_allclose(a.obsm["spatial"][1], [25.0, 12.5])
@@ -98,7 +109,9 @@ def test_bad_intensities(tmp_path, bad):
     inten[1, 1] = bad
     imz, _ = write_imzml(tmp_path / "c.imzML", coords, np.array([100.0, 200.0]), inten,
                          mode="continuous", pixel_size_um=10)
-    with pytest.raises(InputError, match="(NaN|negative)"):
+    what = "NaN or infinite" if np.isnan(bad) else "negative"
+    with pytest.raises(InputError, match=rf"^sample 'S1', file '.*c\.ibd': spectrum 1 \(pixel "
+                                         rf"x=2, y=1\) has {what} intensities$"):
         read_imzml(imz, sample="S1")
 
 
@@ -107,3 +120,128 @@ def test_input_files_not_modified(tmp_path):
     before = (imz.read_bytes(), ibd.read_bytes())
     read_imzml(imz)
     assert (imz.read_bytes(), ibd.read_bytes()) == before
+
+
+def _processed_centroids(tmp_path, n=60, seed=2):
+    """Processed centroid spectra: a random subset of 40 axis peaks per pixel, 2 ppm jitter."""
+    rng = np.random.default_rng(seed)
+    axis = np.geomspace(150, 900, 40)
+    coords = np.array([(i % 10 + 1, i // 10 + 1) for i in range(n)])
+    mzs, ints = [], []
+    for _ in range(n):
+        sel = np.sort(rng.choice(40, size=rng.integers(15, 35), replace=False))
+        mzs.append(axis[sel] * (1 + rng.normal(0, 2e-6, sel.size)))
+        ints.append(rng.uniform(1, 100, sel.size).astype(np.float32))
+    imz, _ = write_imzml(tmp_path / "pc.imzML", coords, mzs, ints, mode="processed",
+                         pixel_size_um=20)
+    return imz, axis, mzs, ints
+
+
+def test_processed_streamed_in_blocks(tmp_path):
+    """Block size changes nothing; the result is sparse and holds every written peak."""
+    import scipy.sparse as sp
+
+    imz, axis, mzs, ints = _processed_centroids(tmp_path)
+    one = read_imzml(imz, chunk_spectra=4096)
+    many = read_imzml(imz, chunk_spectra=7, axis_spectra=25)
+    assert sp.issparse(one.X) and sp.issparse(many.X)
+    assert one.n_vars == many.n_vars == 40
+    np.testing.assert_allclose(one.var["mz"].to_numpy(), axis, rtol=3e-6)
+    np.testing.assert_array_equal(one.X.toarray(), many.X.toarray())
+    assert one.X.nnz == sum(len(m) for m in mzs)
+    dense = np.zeros((len(mzs), 40), np.float32)
+    for i, (m, v) in enumerate(zip(mzs, ints)):
+        dense[i, np.argmin(np.abs(m[:, None] - axis[None]), 1)] = v
+    np.testing.assert_array_equal(one.X.toarray(), dense)
+    np.testing.assert_allclose(one.obs["tic"].to_numpy(), [v.sum() for v in ints], rtol=1e-5)
+
+
+def test_processed_profile_peak_picking(tmp_path):
+    """Profile spectra on per-pixel sampling grids are centroided: the axis is the true peaks,
+    each peak's value is proportional to its height."""
+    rng = np.random.default_rng(4)
+    true = np.array([200.0, 350.0, 351.0, 600.0])
+    coords = np.array([(x, y) for y in range(1, 5) for x in range(1, 6)])
+    heights = rng.uniform(50, 500, (len(coords), true.size))
+    mzs, ints = [], []
+    for h in heights:
+        grid = np.arange(190.0, 610.0, 0.002) + rng.uniform(0, 0.002)
+        sigma = true * 1e-5  # 10 ppm (SD) wide peaks, sampled every 0.002 m/z
+        v = (h[None] * np.exp(-0.5 * ((grid[:, None] - true) / sigma) ** 2)).sum(1)
+        mzs.append(grid)
+        ints.append((v + rng.uniform(0, 0.5, grid.size)).astype(np.float32))
+    imz, _ = write_imzml(tmp_path / "pp.imzML", coords, mzs, ints, mode="processed",
+                         spectrum_type="profile", pixel_size_um=50)
+    a = read_imzml(imz, mz_tolerance_ppm=30)  # integrates ± 3 SD
+    assert a.uns["spatialfuse"]["spectrum_type"] == "profile"
+    assert a.n_vars == 4
+    np.testing.assert_allclose(a.var["mz"].to_numpy(), true, rtol=5e-6)
+    X = a.X.toarray()
+    for j in range(4):
+        assert np.corrcoef(X[:, j], heights[:, j])[0, 1] > 0.999
+
+
+def test_continuous_profile_streamed(tmp_path):
+    """Continuous profile data: peaks picked on the mean spectrum, integrated per pixel; the
+    same with tiny blocks."""
+    rng = np.random.default_rng(5)
+    axis = np.arange(300.0, 302.0, 0.002)
+    true = np.array([300.5, 301.2])
+    coords = np.array([(x, 1) for x in range(1, 31)])
+    heights = rng.uniform(10, 100, (30, 2))
+    shape = np.exp(-0.5 * ((axis[:, None] - true) / 0.006) ** 2)  # (n_mz, 2)
+    inten = heights @ shape.T
+    imz, _ = write_imzml(tmp_path / "cp.imzML", coords, axis, inten.astype(np.float32),
+                         mode="continuous", spectrum_type="profile", pixel_size_um=10)
+    a = read_imzml(imz, mz_tolerance_ppm=50)
+    b = read_imzml(imz, mz_tolerance_ppm=50, chunk_spectra=4)
+    np.testing.assert_allclose(a.var["mz"].to_numpy(), true, atol=0.002)
+    np.testing.assert_allclose(a.X.toarray(), b.X.toarray(), rtol=1e-6)
+    assert np.corrcoef(a.X.toarray()[:, 0], heights[:, 0])[0, 1] > 0.999
+
+
+def test_mz_range(tmp_path):
+    imz, axis, _, _ = _processed_centroids(tmp_path)
+    a = read_imzml(imz, mz_range=(300.0, 600.0))
+    np.testing.assert_allclose(a.var["mz"].to_numpy(), axis[(axis >= 300) & (axis <= 600)],
+                               rtol=3e-6)
+
+
+def test_benchmark_generator_reads_back(tmp_path):
+    """The ingest benchmark's generated file is what it claims: the axis is recovered and every
+    written peak is stored."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("ingest_benchmark",
+                                                  REPO / "benchmarks" / "ingest_benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    imz, ibd, axis = bench.generate(tmp_path / "g.imzML", 700, axis_peaks=200,
+                                    peaks_per_spectrum=30, block=256)
+    a = read_imzml(imz, chunk_spectra=100)
+    assert a.n_obs == 700 and a.n_vars == 200
+    np.testing.assert_allclose(a.var["mz"].to_numpy(), np.sort(axis), rtol=2e-6)
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    p = ImzMLParser(str(imz), parse_lib="ElementTree")
+    assert a.X.nnz == sum(p.mzLengths) and 25 < a.X.nnz / 700 < 35
+    p.m.close()
+
+
+def test_axis_not_bridged_by_noise():
+    """Two peaks 30 ppm apart, bridged by dense noise centroids (a single chain of neighbours
+    within 10 ppm): the axis still has both, within 2 ppm."""
+    from spatialfuse.msi.peaks import ppm_bins
+
+    rng = np.random.default_rng(6)
+    n = 400
+    true = np.array([500.0, 500.015])
+    peaks = np.concatenate([t * (1 + rng.normal(0, 2e-6, n)) for t in true])
+    noise = rng.uniform(499.99, 500.025, 300)
+    groups = np.r_[np.arange(n), np.arange(n), rng.integers(0, n, 300)]
+    centres, n_spectra = ppm_bins(np.r_[peaks, noise], 10.0, groups)
+    strong = centres[n_spectra >= 0.5 * n]
+    assert strong.size == 2
+    np.testing.assert_allclose(strong, true, rtol=2e-6)

@@ -57,7 +57,8 @@ def test_missing_scalefactors(tmp_path):
 def test_missing_positions(tmp_path):
     shutil.copytree(VIS, tmp_path / "o")
     (tmp_path / "o" / "spatial" / "tissue_positions_list.csv").unlink()
-    with pytest.raises(InputError, match="no spot positions"):
+    with pytest.raises(InputError, match=r"^sample 'S2', file '.*o/spatial': no spot positions: "
+                                         r"expected spatial/tissue_positions\.parquet"):
         read_spaceranger(tmp_path / "o", sample="S2")
 
 
@@ -66,13 +67,15 @@ def test_duplicate_barcodes(tmp_path):
     p = tmp_path / "o" / "spatial" / "tissue_positions_list.csv"
     lines = p.read_text().splitlines()
     p.write_text("\n".join(lines + [lines[0]]) + "\n")
-    with pytest.raises(InputError, match="duplicate barcode"):
+    with pytest.raises(InputError, match=r"^sample 'S2', file '.*tissue_positions_list\.csv': "
+                                         r"duplicate barcode '[ACGT]+-1' in spot positions$"):
         read_spaceranger(tmp_path / "o", sample="S2")
 
 
 def test_h5ad_without_spatial(tmp_path):
     ad.AnnData(np.ones((3, 2), np.float32)).write_h5ad(tmp_path / "x.h5ad")
-    with pytest.raises(InputError, match=r"x\.h5ad.*obsm\['spatial'\]"):
+    with pytest.raises(InputError, match=r"^sample 'S3', file '.*x\.h5ad': the AnnData has no "
+                                         r"obsm\['spatial'\]"):
         read_st_h5ad(tmp_path / "x.h5ad", sample="S3")
 
 
@@ -84,3 +87,76 @@ def test_h5ad_scanpy_pixels_converted(tmp_path):
     b = read_st_h5ad(tmp_path / "px.h5ad", sample="m")
     np.testing.assert_allclose(b.obsm["spatial"][1], [100 * 65 / 110, 0.0])  # 65 µm / 110 px
     assert "counts" in b.layers
+
+
+def _hd_outs(tmp_path, bin_sizes=(8, 16), n=12):
+    from spatialfuse.io import write_visium_hd_bins
+
+    rng = np.random.default_rng(3)
+    genes = [f"G{i}" for i in range(30)] + ["MT-CO1", "MT-ND1"]
+    for b in bin_sizes:
+        rows, cols = np.divmod(np.arange(n * n), n)
+        counts = rng.poisson(3.0, (n * n, len(genes)))
+        write_visium_hd_bins(tmp_path / "outs", counts, rows, cols, genes, bin_um=b)
+    return tmp_path / "outs"
+
+
+@pytest.mark.parametrize("bin_um", [8, 16])
+def test_visium_hd_bins(tmp_path, bin_um):
+    from spatialfuse.ingest import load_st
+
+    outs = _hd_outs(tmp_path)
+    a = load_st(outs, "hd", visium_hd_bin_um=bin_um)
+    meta = a.uns["spatialfuse"]
+    assert meta["platform"] == "visium_hd" and meta["spot_shape"] == "square"
+    assert meta["spot_diameter_um"] == bin_um  # the bin size is recorded, in µm
+    assert meta["um_per_px_source"] == "microns_per_pixel"
+    assert f"square_{bin_um:03d}um" in meta["source"]
+    # bins are bin_um apart (within the rounding of full-res pixels to integers)
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(a.obsm["spatial"]).query(a.obsm["spatial"], k=2)
+    np.testing.assert_allclose(d[:, 1], bin_um, atol=0.5)
+    r, c = a.obs["array_row"].to_numpy(), a.obs["array_col"].to_numpy()
+    np.testing.assert_allclose(a.obsm["spatial"][:, 0], (c + 0.5) * bin_um, atol=0.3)
+    np.testing.assert_allclose(a.obsm["spatial"][:, 1], (r + 0.5) * bin_um, atol=0.3)
+
+
+def test_visium_hd_missing_bin_size(tmp_path):
+    from spatialfuse.ingest import load_st
+
+    outs = _hd_outs(tmp_path, bin_sizes=(16,))
+    with pytest.raises(InputError, match=r"sample 'hd', file '.*binned_outputs': binned_outputs/ "
+                                         r"has no square_008um folder .*found \['square_016um'\]"):
+        load_st(outs, "hd", visium_hd_bin_um=8)
+
+
+def test_st_qc_filters_and_hvg():
+    from spatialfuse.st import preprocess_st
+
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(40)] + ["MT-CO1", "MT-ND1"]
+    X = rng.poisson(5.0, (60, len(genes))).astype(np.float32)
+    X[:5] = 0
+    X[:5, :2] = 1  # 5 spots: 2 counts, 2 genes -> below min_counts and min_genes
+    X[5:9, -2:] = 500  # 4 spots: mostly mitochondrial
+    X[:, 10] = 0
+    X[9, 10] = 1  # gene 10 seen in a single spot -> dropped by min_spots_per_gene
+    import scipy.sparse as sp
+
+    a = ad.AnnData(sp.csr_matrix(X), var=pd.DataFrame(index=genes))
+    a.layers["counts"] = a.X.copy()
+    a.obs["in_tissue"] = 1
+    a.obs.iloc[-3:, 0] = 0  # 3 spots outside the tissue
+    out, qc = preprocess_st(a, min_counts=10, min_genes=5, max_pct_mt=30, min_spots_per_gene=3,
+                            n_top_genes=10, sample="s")
+    assert qc["spots_input"] == 60 and qc["spots_in_tissue"] == 57
+    assert qc["spots_removed_low_counts"] == 5 and qc["spots_removed_low_genes"] == 5
+    assert qc["spots_removed_high_mt"] == 4
+    assert qc["spots_after_qc"] == out.n_obs == 57 - 9
+    assert "G10" not in out.var_names and qc["genes_after_qc"] == len(genes) - 1
+    assert out.var["highly_variable"].sum() == qc["highly_variable_genes"] == 10
+    # counts kept raw, X log-normalised to target_sum
+    np.testing.assert_allclose(np.expm1(out.X.toarray()).sum(1), 1e4, rtol=1e-3)
+    np.testing.assert_array_equal(out.layers["counts"].toarray(), X[out.obs_names.astype(int)][
+        :, [g != "G10" for g in genes]])

@@ -1,26 +1,30 @@
-"""imzML (+ .ibd) reading and writing.
+"""imzML (+ .ibd) reading, streamed: memory grows with the peaks kept, never with the raw file.
 
-Reading uses pyimzML for the XML metadata (offsets, coordinates, pixel size) and reads the binary
-``.ibd`` through a memory map, spectrum by spectrum, so memory stays proportional to the number of
-peaks kept, not to the raw file. Both layouts are supported:
+pyimzML parses the XML metadata (offsets, coordinates, pixel size), which is turned into numpy
+arrays at once; the binary ``.ibd`` is read through a memory map in blocks of spectra
+(``chunk_spectra``), each block binned and appended to a preallocated sparse (CSR) matrix, so no
+step ever holds all spectra densely. Layouts:
 
-* continuous: one m/z axis shared by all pixels (centroid: the axis is the feature list; profile:
-  peaks are picked on the mean spectrum and integrated within a ppm window);
-* processed: an m/z array per pixel, binned onto a common axis with a ppm tolerance.
+* continuous centroid: the shared m/z axis is the feature list;
+* continuous profile: peaks are picked on the mean spectrum (one streaming pass) and integrated
+  within a ppm window (a second pass);
+* processed centroid: a common m/z axis is built by ppm binning of the peaks of up to
+  ``axis_spectra`` evenly spaced spectra, then every spectrum is binned onto it;
+* processed profile: up to ``axis_spectra`` spectra are interpolated onto one sampling and
+  averaged, peaks are picked on that mean (prominence above ``peak_snr`` × noise), and every
+  spectrum is integrated within a ppm window around each peak — the same features and values as
+  the continuous layout gives for the same spectra.
 
-The writer produces spec-conformant imzML 1.1 (UUID and SHA-1 of the .ibd, pixel size in
-scanSettings) and is used by the demo simulator and by tests.
+Writing lives in :mod:`spatialfuse.io.imzml_writer` (re-exported here).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import re
-import uuid as uuidlib
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import anndata as ad
 import numpy as np
@@ -29,212 +33,13 @@ import scipy.sparse as sp
 
 from ..constants import Key
 from ..errors import InputError
+from ..msi.peaks import assign_to_axis, integrate_windows, pick_profile_peaks, ppm_bins
+from .imzml_writer import ImzMLStreamWriter, write_imzml
+
+__all__ = ["ImzMLStreamWriter", "check_imzml_pair", "read_imzml", "write_imzml"]
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {
-    np.dtype("float32"): ("MS:1000521", "32-bit float"),
-    np.dtype("float64"): ("MS:1000523", "64-bit float"),
-    np.dtype("int32"): ("MS:1000519", "32-bit integer"),
-    np.dtype("int64"): ("MS:1000522", "64-bit integer"),
-}
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
-def write_imzml(
-    path: str | Path,
-    coords: np.ndarray,
-    mzs: np.ndarray | Sequence[np.ndarray],
-    intensities: Sequence[np.ndarray] | np.ndarray,
-    *,
-    mode: str = "processed",
-    spectrum_type: str = "centroid",
-    pixel_size_um: float | None = None,
-    polarity: str = "positive",
-    mz_dtype=np.float64,
-    intensity_dtype=np.float32,
-) -> tuple[Path, Path]:
-    """Write an imzML/ibd pair.
-
-    ``coords``: (n, 2) 1-based pixel indices (x, y). ``mode='continuous'``: ``mzs`` is one array
-    shared by all spectra and ``intensities`` is (n, len(mzs)). ``mode='processed'``: ``mzs`` and
-    ``intensities`` are sequences of per-pixel arrays. Returns the two paths.
-    """
-    if mode not in ("continuous", "processed"):
-        raise ValueError("mode must be 'continuous' or 'processed'")
-    if spectrum_type not in ("centroid", "profile"):
-        raise ValueError("spectrum_type must be 'centroid' or 'profile'")
-    path = Path(path)
-    imzml_path = path.with_suffix(".imzML")
-    ibd_path = path.with_suffix(".ibd")
-    coords = np.asarray(coords, dtype=np.int64)
-    n = coords.shape[0]
-    mz_dtype, intensity_dtype = np.dtype(mz_dtype), np.dtype(intensity_dtype)
-    file_uuid = uuidlib.uuid4()
-    sha1 = hashlib.sha1()
-    records = []  # per spectrum: (mz_off, mz_len, int_off, int_len, tic, mzmin, mzmax)
-
-    def _write(fh, arr) -> int:
-        off = fh.tell()
-        b = np.ascontiguousarray(arr).tobytes()
-        fh.write(b)
-        sha1.update(b)
-        return off
-
-    with open(ibd_path, "wb") as fh:
-        fh.write(file_uuid.bytes)
-        sha1.update(file_uuid.bytes)
-        shared = None
-        if mode == "continuous":
-            axis = np.asarray(mzs, dtype=mz_dtype)
-            shared = (_write(fh, axis), axis.size, float(axis.min()), float(axis.max()))
-        for i in range(n):
-            inten = np.asarray(intensities[i], dtype=intensity_dtype)
-            if mode == "continuous":
-                mz_off, mz_len, lo, hi = shared
-            else:
-                mz = np.asarray(mzs[i], dtype=mz_dtype)
-                if mz.size != inten.size:
-                    raise ValueError(f"spectrum {i}: m/z and intensity lengths differ")
-                mz_off, mz_len = _write(fh, mz), mz.size
-                lo, hi = (float(mz.min()), float(mz.max())) if mz.size else (0.0, 0.0)
-            int_off = _write(fh, inten)
-            records.append((mz_off, mz_len, int_off, inten.size, float(inten.sum()), lo, hi))
-
-    mz_acc, mz_name = _DTYPES[mz_dtype]
-    int_acc, int_name = _DTYPES[intensity_dtype]
-    mode_acc = "IMS:1000030" if mode == "continuous" else "IMS:1000031"
-    spec_acc, spec_name = (
-        ("MS:1000127", "centroid spectrum")
-        if spectrum_type == "centroid"
-        else ("MS:1000128", "profile spectrum")
-    )
-    pol = (
-        '<cvParam cvRef="MS" accession="MS:1000130" name="positive scan" value=""/>'
-        if polarity == "positive"
-        else '<cvParam cvRef="MS" accession="MS:1000129" name="negative scan" value=""/>'
-    )
-    max_x, max_y = int(coords[:, 0].max()), int(coords[:, 1].max())
-    px = ""
-    if pixel_size_um is not None:
-        px = (
-            f'<cvParam cvRef="IMS" accession="IMS:1000046" name="pixel size x" '
-            f'value="{pixel_size_um}" unitCvRef="UO" unitAccession="UO:0000017" '
-            f'unitName="micrometer"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000047" name="pixel size y" '
-            f'value="{pixel_size_um}" unitCvRef="UO" unitAccession="UO:0000017" '
-            f'unitName="micrometer"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000044" name="max dimension x" '
-            f'value="{max_x * pixel_size_um}" unitCvRef="UO" unitAccession="UO:0000017" '
-            f'unitName="micrometer"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000045" name="max dimension y" '
-            f'value="{max_y * pixel_size_um}" unitCvRef="UO" unitAccession="UO:0000017" '
-            f'unitName="micrometer"/>\n'
-        )
-    parts = [
-        '<?xml version="1.0" encoding="ISO-8859-1"?>\n'
-        '<mzML xmlns="http://psi.hupo.org/ms/mzml" version="1.1">\n'
-        '<cvList count="3">\n'
-        '<cv id="MS" fullName="Proteomics Standards Initiative Mass Spectrometry Ontology" '
-        'version="4.1.0" URI="http://purl.obolibrary.org/obo/ms.obo"/>\n'
-        '<cv id="UO" fullName="Unit Ontology" version="2020-03-10" '
-        'URI="http://purl.obolibrary.org/obo/uo.obo"/>\n'
-        '<cv id="IMS" fullName="Imaging MS Ontology" version="1.1.0" '
-        'URI="https://raw.githubusercontent.com/imzML/imzML/master/imagingMS.obo"/>\n'
-        "</cvList>\n<fileDescription>\n<fileContent>\n"
-        '<cvParam cvRef="MS" accession="MS:1000579" name="MS1 spectrum" value=""/>\n'
-        f'<cvParam cvRef="MS" accession="{spec_acc}" name="{spec_name}" value=""/>\n'
-        f'<cvParam cvRef="IMS" accession="{mode_acc}" name="{mode}" value=""/>\n'
-        f'<cvParam cvRef="IMS" accession="IMS:1000080" name="universally unique identifier" '
-        f'value="{{{file_uuid}}}"/>\n'
-        f'<cvParam cvRef="IMS" accession="IMS:1000091" name="ibd SHA-1" '
-        f'value="{sha1.hexdigest()}"/>\n'
-        "</fileContent>\n</fileDescription>\n"
-        '<referenceableParamGroupList count="3">\n'
-        '<referenceableParamGroup id="mzArray">\n'
-        '<cvParam cvRef="MS" accession="MS:1000576" name="no compression" value=""/>\n'
-        '<cvParam cvRef="MS" accession="MS:1000514" name="m/z array" value="" '
-        'unitCvRef="MS" unitAccession="MS:1000040" unitName="m/z"/>\n'
-        f'<cvParam cvRef="MS" accession="{mz_acc}" name="{mz_name}" value=""/>\n'
-        '<cvParam cvRef="IMS" accession="IMS:1000101" name="external data" value="true"/>\n'
-        "</referenceableParamGroup>\n"
-        '<referenceableParamGroup id="intensityArray">\n'
-        '<cvParam cvRef="MS" accession="MS:1000576" name="no compression" value=""/>\n'
-        '<cvParam cvRef="MS" accession="MS:1000515" name="intensity array" value="" '
-        'unitCvRef="MS" unitAccession="MS:1000131" unitName="number of detector counts"/>\n'
-        f'<cvParam cvRef="MS" accession="{int_acc}" name="{int_name}" value=""/>\n'
-        '<cvParam cvRef="IMS" accession="IMS:1000101" name="external data" value="true"/>\n'
-        "</referenceableParamGroup>\n"
-        '<referenceableParamGroup id="spectrum">\n'
-        '<cvParam cvRef="MS" accession="MS:1000579" name="MS1 spectrum" value=""/>\n'
-        '<cvParam cvRef="MS" accession="MS:1000511" name="ms level" value="1"/>\n'
-        f'<cvParam cvRef="MS" accession="{spec_acc}" name="{spec_name}" value=""/>\n'
-        f"{pol}\n"
-        "</referenceableParamGroup>\n</referenceableParamGroupList>\n"
-        '<softwareList count="1">\n<software id="spatialfuse" version="0.1.0">\n'
-        '<cvParam cvRef="MS" accession="MS:1000799" name="custom unreleased software tool" '
-        'value="spatialfuse"/>\n</software>\n</softwareList>\n'
-        '<scanSettingsList count="1">\n<scanSettings id="scansettings1">\n'
-        '<cvParam cvRef="IMS" accession="IMS:1000401" name="top down" value=""/>\n'
-        '<cvParam cvRef="IMS" accession="IMS:1000413" name="flyback" value=""/>\n'
-        '<cvParam cvRef="IMS" accession="IMS:1000480" name="horizontal line scan" value=""/>\n'
-        '<cvParam cvRef="IMS" accession="IMS:1000491" name="linescan left right" value=""/>\n'
-        f'<cvParam cvRef="IMS" accession="IMS:1000042" name="max count of pixels x" '
-        f'value="{max_x}"/>\n'
-        f'<cvParam cvRef="IMS" accession="IMS:1000043" name="max count of pixels y" '
-        f'value="{max_y}"/>\n'
-        f"{px}"
-        "</scanSettings>\n</scanSettingsList>\n"
-        '<instrumentConfigurationList count="1">\n<instrumentConfiguration id="IC1"/>\n'
-        "</instrumentConfigurationList>\n"
-        '<dataProcessingList count="1">\n<dataProcessing id="spatialfuse_export">\n'
-        '<processingMethod order="1" softwareRef="spatialfuse">\n'
-        '<cvParam cvRef="MS" accession="MS:1000544" name="Conversion to mzML" value=""/>\n'
-        "</processingMethod>\n</dataProcessing>\n</dataProcessingList>\n"
-        '<run id="run1" defaultInstrumentConfigurationRef="IC1">\n'
-        f'<spectrumList count="{n}" defaultDataProcessingRef="spatialfuse_export">\n'
-    ]
-    for i, (mz_off, mz_len, int_off, int_len, tic, lo, hi) in enumerate(records):
-        x, y = int(coords[i, 0]), int(coords[i, 1])
-        parts.append(
-            f'<spectrum id="Scan={i + 1}" defaultArrayLength="0" index="{i}">\n'
-            '<referenceableParamGroupRef ref="spectrum"/>\n'
-            f'<cvParam cvRef="MS" accession="MS:1000285" name="total ion current" value="{tic}"/>\n'
-            '<scanList count="1">\n'
-            '<cvParam cvRef="MS" accession="MS:1000795" name="no combination" value=""/>\n'
-            '<scan instrumentConfigurationRef="IC1">\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000050" name="position x" value="{x}"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000051" name="position y" value="{y}"/>\n'
-            "</scan>\n</scanList>\n"
-            '<binaryDataArrayList count="2">\n'
-            '<binaryDataArray encodedLength="0">\n<referenceableParamGroupRef ref="mzArray"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000102" name="external offset" '
-            f'value="{mz_off}"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000103" name="external array length" '
-            f'value="{mz_len}"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000104" name="external encoded length" '
-            f'value="{mz_len * mz_dtype.itemsize}"/>\n'
-            "<binary/>\n</binaryDataArray>\n"
-            '<binaryDataArray encodedLength="0">\n'
-            '<referenceableParamGroupRef ref="intensityArray"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000102" name="external offset" '
-            f'value="{int_off}"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000103" name="external array length" '
-            f'value="{int_len}"/>\n'
-            f'<cvParam cvRef="IMS" accession="IMS:1000104" name="external encoded length" '
-            f'value="{int_len * intensity_dtype.itemsize}"/>\n'
-            "<binary/>\n</binaryDataArray>\n</binaryDataArrayList>\n</spectrum>\n"
-        )
-    parts.append("</spectrumList>\n</run>\n</mzML>\n")
-    imzml_path.write_text("".join(parts), encoding="ISO-8859-1")
-    return imzml_path, ibd_path
-
-
-# --------------------------------------------------------------------------------------------
-# reading
-# --------------------------------------------------------------------------------------------
 _UUID_RE = re.compile(r'accession="IMS:1000080"[^>]*value="\{?([0-9A-Fa-f-]{32,36})\}?"')
 
 
@@ -285,27 +90,175 @@ def check_imzml_pair(imzml_path: str | Path, sample: str | None = None) -> Path:
     return ibd_path
 
 
-def _ppm_bins(all_mz: np.ndarray, tol_ppm: float) -> np.ndarray:
-    """Group sorted m/z values whose neighbours lie within ``tol_ppm``; return bin centres."""
-    mz = np.sort(all_mz)
-    if mz.size == 0:
-        return mz, np.zeros(0, dtype=np.int64)
-    gaps = np.diff(mz) > mz[:-1] * tol_ppm * 1e-6
-    starts = np.r_[0, np.nonzero(gaps)[0] + 1]
-    sums = np.add.reduceat(mz, starts)
-    counts = np.diff(np.r_[starts, mz.size])
-    return sums / counts, counts
+class _Spectra:
+    """The spectra of one imzML/ibd pair: metadata as numpy arrays, data through a memory map."""
+
+    def __init__(self, imzml_path: Path, ibd_path: Path, sample: str | None):
+        p = _open_parser(imzml_path, ibd_path, sample)
+        self.n = len(p.coordinates)
+        if self.n == 0:
+            raise InputError("the imzML lists no spectra", sample, imzml_path)
+        self.pixel_size_um = p.imzmldict.get("pixel size x")
+        self.spectrum_type = (getattr(p, "spectrum_mode", None) or "centroid").lower()
+        self.polarity = str(getattr(p, "polarity", None) or "unknown")
+        self.coords = np.asarray(p.coordinates, dtype=np.int64)[:, :2]
+        self.mz_off = np.asarray(p.mzOffsets, dtype=np.int64)
+        self.mz_len = np.asarray(p.mzLengths, dtype=np.int64)
+        self.in_off = np.asarray(p.intensityOffsets, dtype=np.int64)
+        self.in_len = np.asarray(p.intensityLengths, dtype=np.int64)
+        self.mz_dt, self.in_dt = np.dtype(p.mzPrecision), np.dtype(p.intensityPrecision)
+        del p  # the parser's per-spectrum Python lists are the largest metadata; free them
+        if np.any(self.mz_len != self.in_len):
+            i = int(np.nonzero(self.mz_len != self.in_len)[0][0])
+            raise InputError(f"spectrum {i} has {self.mz_len[i]} m/z values but "
+                             f"{self.in_len[i]} intensities", sample, imzml_path)
+        size = ibd_path.stat().st_size
+        need = max(int((self.mz_off + self.mz_len * self.mz_dt.itemsize).max()),
+                   int((self.in_off + self.in_len * self.in_dt.itemsize).max()))
+        if need > size:
+            raise InputError(
+                f"the .ibd file is truncated: the imzML needs {need} bytes, the file has {size}",
+                sample, ibd_path)
+        self.continuous = bool(np.all(self.mz_off == self.mz_off[0])
+                               and np.all(self.mz_len == self.mz_len[0]))
+        self._fd = os.open(ibd_path, os.O_RDONLY)
+        self.sample, self.ibd_path = sample, ibd_path
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            self.close()
+
+    def _gather(self, offs, lens, dt, idx: np.ndarray) -> np.ndarray:
+        """The arrays of spectra ``idx``, concatenated. Explicit reads (not a memory map), so the
+        process holds one block of the file at a time; spectra stored next to each other (the
+        usual layout) are read with one call, others one by one."""
+        o, c = offs[idx], lens[idx] * dt.itemsize
+        if idx.size == 0:
+            return np.zeros(0, dt)
+        lo, hi = int(o.min()), int((o + c).max())
+        if hi - lo <= 4 * int(c.sum()) + 4096:
+            buf = np.frombuffer(os.pread(self._fd, hi - lo, lo), dtype=np.uint8)
+            parts = [buf[a - lo:a - lo + b] for a, b in zip(o.tolist(), c.tolist())]
+        else:
+            parts = [np.frombuffer(os.pread(self._fd, b, a), dtype=np.uint8)
+                     for a, b in zip(o.tolist(), c.tolist())]
+        return np.concatenate(parts).view(dt)
+
+    def first_mz(self) -> np.ndarray:
+        """The m/z array of the first spectrum (the shared axis of continuous data)."""
+        return self._gather(self.mz_off, self.mz_len, self.mz_dt, np.array([0]))
+
+    def block(self, start: int, stop: int, with_mz: bool = True):
+        """Spectra ``start:stop`` flattened: (local row of each value, m/z, intensity float64).
+        Checks the intensities (finite, non-negative)."""
+        idx = np.arange(start, stop)
+        lens = self.in_len[idx]
+        rows = np.repeat(np.arange(idx.size), lens)
+        v = self._gather(self.in_off, self.in_len, self.in_dt, idx).astype(np.float64)
+        bad = ~np.isfinite(v) | (v < 0)
+        if bad.any():
+            k = int(np.argmax(bad))
+            i = start + int(rows[k])
+            what = "NaN or infinite" if not np.isfinite(v[k]) else "negative"
+            raise InputError(f"spectrum {i} (pixel x={self.coords[i, 0]}, y={self.coords[i, 1]}) "
+                             f"has {what} intensities", self.sample, self.ibd_path)
+        mz = self._gather(self.mz_off, self.mz_len, self.mz_dt, idx).astype(np.float64) \
+            if with_mz else None
+        return rows, mz, v
+
+    def dense_block(self, start: int, stop: int) -> np.ndarray:
+        """Continuous data: spectra ``start:stop`` as a dense (k, n_mz) float64 block."""
+        _, _, v = self.block(start, stop, with_mz=False)
+        return v.reshape(stop - start, int(self.in_len[0]))
 
 
-def _assign(mz: np.ndarray, centres: np.ndarray, tol_ppm: float) -> np.ndarray:
-    """Index of the nearest centre within ``tol_ppm`` for each m/z, -1 if none."""
-    idx = np.searchsorted(centres, mz)
-    idx = np.clip(idx, 1, len(centres) - 1) if len(centres) > 1 else np.zeros_like(idx)
-    left = np.clip(idx - 1, 0, len(centres) - 1)
-    choose_left = np.abs(mz - centres[left]) <= np.abs(mz - centres[idx])
-    best = np.where(choose_left, left, idx)
-    ok = np.abs(mz - centres[best]) <= centres[best] * tol_ppm * 1e-6
-    return np.where(ok, best, -1)
+class _CSRBuilder:
+    """Rows appended block by block into preallocated arrays (grown by half when full)."""
+
+    def __init__(self, n_rows: int, capacity: int):
+        self.data = np.empty(max(capacity, 1), np.float32)
+        self.indices = np.empty(max(capacity, 1), np.int32)
+        self.counts = np.zeros(n_rows, np.int64)
+        self.nnz = 0
+
+    def add(self, row0: int, n_block: int, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray):
+        """Append entries of rows ``row0 + rows`` (``rows`` ascending, cols ascending within)."""
+        k = cols.size
+        if self.nnz + k > self.data.size:
+            new = max(self.nnz + k, int(self.data.size * 1.5))
+            self.data = np.resize(self.data, new)
+            self.indices = np.resize(self.indices, new)
+        self.data[self.nnz:self.nnz + k] = vals
+        self.indices[self.nnz:self.nnz + k] = cols
+        self.counts[row0:row0 + n_block] += np.bincount(rows, minlength=n_block)
+        self.nnz += k
+
+    def matrix(self, n_cols: int) -> sp.csr_matrix:
+        data, indices = self.data[:self.nnz], self.indices[:self.nnz]
+        if self.nnz < 0.9 * self.data.size:  # do not keep a mostly empty buffer alive
+            data, indices = data.copy(), indices.copy()
+        self.data = self.indices = None
+        idx_t = np.int32 if self.nnz < 2**31 else np.int64
+        indptr = np.zeros(self.counts.size + 1, idx_t)
+        np.cumsum(self.counts, out=indptr[1:])
+        return sp.csr_matrix((data, indices.astype(idx_t, copy=False), indptr),
+                             shape=(self.counts.size, n_cols))
+
+
+def _sum_duplicates(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_cols: int):
+    """Sum the values that fall on the same (row, col); returns them sorted by row, then col."""
+    key = rows.astype(np.int64) * n_cols + cols
+    if key.size > 1 and np.any(key[1:] < key[:-1]):
+        order = np.argsort(key, kind="stable")
+        key, vals = key[order], vals[order]
+    if key.size == 0:
+        return rows[:0], cols[:0], vals[:0]
+    first = np.r_[True, key[1:] != key[:-1]]
+    starts = np.nonzero(first)[0]
+    sums = np.add.reduceat(vals, starts)
+    uk = key[starts]
+    return uk // n_cols, uk % n_cols, sums
+
+
+def _in_range(mz: np.ndarray, mz_range) -> np.ndarray:
+    if mz_range is None:
+        return np.ones(mz.shape, dtype=bool)
+    return (mz >= mz_range[0]) & (mz <= mz_range[1])
+
+
+def _processed_centroid_axis(s: _Spectra, pick: np.ndarray, tol_ppm: float,
+                             min_pixel_fraction: float, mz_range) -> np.ndarray:
+    """Common axis of processed centroid data: ppm bins of the peaks of the ``pick`` spectra,
+    kept when found in at least ``min_pixel_fraction`` of them."""
+    mz_s, grp = [], []
+    for i in pick.tolist():
+        _, mz, v = s.block(i, i + 1)
+        mz = mz[(v > 0) & _in_range(mz, mz_range)]
+        mz_s.append(mz)
+        grp.append(np.full(mz.size, i, dtype=np.int64))
+    pooled = np.concatenate(mz_s) if mz_s else np.zeros(0)
+    centres, n_spectra = ppm_bins(pooled, tol_ppm, np.concatenate(grp) if grp else None)
+    return centres[n_spectra >= max(1.0, min_pixel_fraction * pick.size)]
+
+
+def _processed_profile_axis(s: _Spectra, pick: np.ndarray, tol_ppm: float, snr: float,
+                            mz_range) -> np.ndarray:
+    """Common axis of processed profile data: the ``pick`` spectra interpolated onto the
+    sampling of the longest of them, averaged, and peak-picked like continuous profile data."""
+    lens = s.mz_len[pick]
+    _, grid, _ = s.block(int(pick[np.argmax(lens)]), int(pick[np.argmax(lens)]) + 1)
+    total = np.zeros(grid.size)
+    for i in pick.tolist():
+        _, mz, v = s.block(i, i + 1)
+        if mz.size:
+            total += np.interp(grid, mz, v, left=0.0, right=0.0)
+    centres, _ = pick_profile_peaks(grid, total / pick.size, tol_ppm, snr)
+    return centres[_in_range(centres, mz_range)]
 
 
 def read_imzml(
@@ -316,173 +269,124 @@ def read_imzml(
     mz_tolerance_ppm: float = 10.0,
     min_pixel_fraction: float = 0.01,
     mz_range: tuple[float, float] | None = None,
+    peak_snr: float = 6.0,
+    chunk_spectra: int = 4096,
+    axis_spectra: int = 5000,
 ) -> ad.AnnData:
     """Read an imzML/ibd pair into an AnnData (pixels × m/z features), coordinates in µm.
 
-    ``X`` holds raw intensities (float32, CSR sparse for processed/centroid data). ``obs`` has
-    ``x``/``y`` (1-based pixel indices) and ``tic``; ``obsm['spatial']`` is (x, y) × pixel size in
-    µm (the MSI's own frame); ``var['mz']`` is the feature m/z. Pixel size comes from
+    ``X`` holds raw intensities (float32 CSR). ``obs`` has ``x``/``y`` (1-based pixel indices)
+    and ``tic`` (of the whole raw spectrum); ``obsm['spatial']`` is (x, y) × pixel size in µm
+    (the MSI's own frame); ``var['mz']`` is the feature m/z. Pixel size comes from
     ``pixel_size_um`` if given, else the imzML metadata; neither → :class:`InputError`.
+    ``min_pixel_fraction``: processed data keep the axis peaks found in at least this fraction
+    of the spectra used to build the axis (up to ``axis_spectra`` evenly spaced spectra holding
+    about 2×10^6 peaks in all). ``peak_snr``: peak-picking threshold for profile
+    spectra (prominence over the MAD noise). ``chunk_spectra``: most spectra read per block
+    (blocks also hold at most ~10^6 values).
     """
     imzml_path = Path(path)
     ibd_path = check_imzml_pair(imzml_path, sample)
-    p = _open_parser(imzml_path, ibd_path, sample)
-    n = len(p.coordinates)
-    if n == 0:
-        raise InputError("the imzML lists no spectra", sample, imzml_path)
-    meta_px = p.imzmldict.get("pixel size x")
+    s = _Spectra(imzml_path, ibd_path, sample)
+    n = s.n
     if pixel_size_um is None or (isinstance(pixel_size_um, float) and np.isnan(pixel_size_um)):
-        if meta_px is None:
+        if s.pixel_size_um is None:
             raise InputError(
                 "no pixel size: the imzML has no 'pixel size x' and the samples sheet gives no "
                 "msi_pixel_size_um", sample, imzml_path)
-        pixel_size_um = float(meta_px)
+        pixel_size_um = float(s.pixel_size_um)
     pixel_size_um = float(pixel_size_um)
     if not pixel_size_um > 0:
         raise InputError(f"pixel size must be positive, got {pixel_size_um}", sample, imzml_path)
-
-    # offsets and sizes straight from the parsed metadata; check the .ibd is long enough
-    mz_off = np.asarray(p.mzOffsets, dtype=np.int64)
-    mz_len = np.asarray(p.mzLengths, dtype=np.int64)
-    in_off = np.asarray(p.intensityOffsets, dtype=np.int64)
-    in_len = np.asarray(p.intensityLengths, dtype=np.int64)
-    mz_dt = np.dtype(p.mzPrecision)
-    in_dt = np.dtype(p.intensityPrecision)
-    size = ibd_path.stat().st_size
-    need = max(int((mz_off + mz_len * mz_dt.itemsize).max()), int((in_off + in_len * in_dt.itemsize).max()))
-    if need > size:
-        raise InputError(
-            f"the .ibd file is truncated: the imzML needs {need} bytes, the file has {size}",
-            sample, ibd_path)
-    raw = np.memmap(ibd_path, dtype=np.uint8, mode="r")
-
-    def mz_of(i):
-        return np.frombuffer(raw, dtype=mz_dt, count=int(mz_len[i]), offset=int(mz_off[i]))
-
-    def int_of(i):
-        return np.frombuffer(raw, dtype=in_dt, count=int(in_len[i]), offset=int(in_off[i]))
-
-    continuous = bool(np.all(mz_off == mz_off[0]) and np.all(mz_len == mz_len[0]))
-    spectrum_mode = (getattr(p, "spectrum_mode", None) or "centroid").lower()
-    coords = np.asarray(p.coordinates)[:, :2].astype(np.int64)
-
-    def _check(vals, i):
-        if not np.all(np.isfinite(vals)):
-            raise InputError(f"spectrum {i} (pixel x={coords[i, 0]}, y={coords[i, 1]}) has "
-                             "NaN or infinite intensities", sample, ibd_path)
-        if vals.size and vals.min() < 0:
-            raise InputError(f"spectrum {i} (pixel x={coords[i, 0]}, y={coords[i, 1]}) has "
-                             "negative intensities", sample, ibd_path)
+    coords = s.coords
+    obs_index = pd.Index([f"px_{x}_{y}" for x, y in coords.tolist()])
+    if obs_index.has_duplicates:
+        dup = obs_index[obs_index.duplicated()][0]
+        raise InputError(f"two spectra share the pixel position {dup}", sample, imzml_path)
 
     tic = np.zeros(n)
-    if continuous:
-        axis = np.asarray(mz_of(0), dtype=np.float64)
-        if spectrum_mode == "profile":
-            mean = np.zeros(axis.size)
-            for i in range(n):
-                v = int_of(i)
-                _check(v, i)
-                mean += v
-            centres, windows = _pick_profile_peaks(axis, mean / n, mz_tolerance_ppm)
-            X = np.zeros((n, centres.size), dtype=np.float32)
-            for i in range(n):
-                v = np.asarray(int_of(i), dtype=np.float64)
-                tic[i] = v.sum()
-                cs = np.r_[0.0, np.cumsum(v)]
-                X[i] = cs[windows[:, 1]] - cs[windows[:, 0]]
-            X = sp.csr_matrix(X)
+    profile = s.spectrum_type == "profile"
+    if s.continuous:
+        axis = s.first_mz().astype(np.float64)
+        chunk = max(1, min(chunk_spectra, (1 << 22) // max(axis.size, 1)))  # ~32 MB blocks
+        if profile:  # pass 1: mean spectrum; pass 2: integrate each spectrum around its peaks
+            total = np.zeros(axis.size)
+            for a in range(0, n, chunk):
+                total += s.dense_block(a, min(n, a + chunk)).sum(0)
+            centres, windows = pick_profile_peaks(axis, total / n, mz_tolerance_ppm, peak_snr)
+            keep = _in_range(centres, mz_range)
+            centres, windows = centres[keep], windows[keep]
         else:
-            centres = axis
-            blocks, chunk = [], 4096
-            for start in range(0, n, chunk):
-                block = np.zeros((min(chunk, n - start), axis.size), dtype=np.float32)
-                for k in range(block.shape[0]):
-                    v = int_of(start + k)
-                    _check(v, start + k)
-                    tic[start + k] = float(v.sum())
-                    block[k] = v
-                blocks.append(sp.csr_matrix(block))
-            X = sp.vstack(blocks, format="csr")
+            keep_cols = np.nonzero(_in_range(axis, mz_range))[0]
+            centres = axis[keep_cols]
+        b = _CSRBuilder(n, n * min(centres.size, 64))
+        for a in range(0, n, chunk):
+            e = min(n, a + chunk)
+            block = s.dense_block(a, e)
+            tic[a:e] = block.sum(1)
+            if profile:
+                cs = np.zeros((block.shape[0], axis.size + 1))
+                np.cumsum(block, axis=1, out=cs[:, 1:])
+                block = cs[:, windows[:, 1]] - cs[:, windows[:, 0]]
+            else:
+                block = block[:, keep_cols]
+            r, c = np.nonzero(block > 0)
+            b.add(a, e - a, r, c, block[r, c])
+        X = b.matrix(centres.size)
     else:
-        # pass 1: collect m/z values to define a common axis (subsample for large files)
-        step = max(1, n // 5000)
-        sample_mz = np.concatenate([np.asarray(mz_of(i), dtype=np.float64) for i in range(0, n, step)])
-        if mz_range is not None:
-            sample_mz = sample_mz[(sample_mz >= mz_range[0]) & (sample_mz <= mz_range[1])]
-        centres, counts = _ppm_bins(sample_mz, mz_tolerance_ppm)
-        n_seen = len(range(0, n, step))
-        keep = counts >= max(1, min_pixel_fraction * n_seen)
-        centres = centres[keep]
+        # at most ``axis_spectra`` spectra, and about 2×10^6 peaks, for the axis
+        per = max(float(s.mz_len.mean()), 1.0)
+        n_pick = min(n, axis_spectra, max(200, int(2e6 / per)))
+        pick = np.unique(np.linspace(0, n - 1, n_pick).round().astype(np.int64))
+        if profile:
+            centres = _processed_profile_axis(s, pick, mz_tolerance_ppm, peak_snr, mz_range)
+        else:
+            centres = _processed_centroid_axis(s, pick, mz_tolerance_ppm, min_pixel_fraction,
+                                               mz_range)
         if centres.size == 0:
             raise InputError("no m/z peak is present in enough pixels to build a common axis",
                              sample, imzml_path)
-        # pass 2: bin every spectrum onto the axis (sparse)
-        indptr = [0]
-        indices, data = [], []
-        for i in range(n):
-            mz = np.asarray(mz_of(i), dtype=np.float64)
-            v = np.asarray(int_of(i), dtype=np.float64)
-            _check(v, i)
-            tic[i] = v.sum()
-            j = _assign(mz, centres, mz_tolerance_ppm)
-            ok = j >= 0
-            if ok.any():
-                jj, vv = j[ok], v[ok]
-                uj, inv = np.unique(jj, return_inverse=True)
-                acc = np.bincount(inv, weights=vv)
-                indices.append(uj)
-                data.append(acc.astype(np.float32))
-                indptr.append(indptr[-1] + uj.size)
-            else:
-                indptr.append(indptr[-1])
-        X = sp.csr_matrix(
-            (np.concatenate(data) if data else np.zeros(0, np.float32),
-             np.concatenate(indices) if indices else np.zeros(0, np.int64), np.asarray(indptr)),
-            shape=(n, centres.size),
-        )
-    del raw
-    if mz_range is not None and continuous:
-        sel = (centres >= mz_range[0]) & (centres <= mz_range[1])
-        centres, X = centres[sel], X[:, sel]
+        # pass 2: every spectrum onto the axis, block by block, into a sparse matrix
+        b = _CSRBuilder(n, n * min(centres.size, 64) if profile else int(s.mz_len.sum()))
+        step = max(1, min(chunk_spectra, int(2**20 / per)))  # blocks of ~10^6 values
+        for a in range(0, n, step):
+            e = min(n, a + step)
+            rows, mz, v = s.block(a, e)
+            tic[a:e] = np.bincount(rows, weights=v, minlength=e - a)
+            if profile:  # integrate each spectrum within each peak's window
+                bounds = np.r_[0, np.cumsum(s.in_len[a:e])]
+                vals = np.stack([integrate_windows(mz[bounds[k]:bounds[k + 1]],
+                                                   v[bounds[k]:bounds[k + 1]], centres,
+                                                   mz_tolerance_ppm) for k in range(e - a)])
+                r, c = np.nonzero(vals > 0)
+                b.add(a, e - a, r, c, vals[r, c])
+                continue
+            j = assign_to_axis(mz, centres, mz_tolerance_ppm)
+            ok = (j >= 0) & (v > 0)
+            r, c, val = _sum_duplicates(rows[ok], j[ok], v[ok], centres.size)
+            b.add(a, e - a, r, c, val)
+        X = b.matrix(centres.size)
+    s.close()
 
-    obs = pd.DataFrame(
-        {Key.obs.x: coords[:, 0], Key.obs.y: coords[:, 1], Key.obs.tic: tic},
-        index=[f"px_{x}_{y}" for x, y in coords],
-    )
-    if obs.index.has_duplicates:
-        dup = obs.index[obs.index.duplicated()][0]
-        raise InputError(f"two spectra share the pixel position {dup}", sample, imzml_path)
+    obs = pd.DataFrame({Key.obs.x: coords[:, 0], Key.obs.y: coords[:, 1], Key.obs.tic: tic},
+                       index=obs_index)
     var = pd.DataFrame({Key.var.mz: centres}, index=[f"mz_{m:.4f}" for m in centres])
     var.index = pd.Index(_dedupe(var.index.tolist()))
-    adata = ad.AnnData(X=X.astype(np.float32), obs=obs, var=var)
+    adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.obsm[Key.obsm.spatial] = coords.astype(np.float64) * pixel_size_um
+    layout = "continuous" if s.continuous else "processed"
     adata.uns[Key.uns.spatialfuse] = {
         "modality": "msi",
         "source": str(imzml_path),
         "pixel_size_um": pixel_size_um,
-        "imzml_layout": "continuous" if continuous else "processed",
-        "spectrum_type": spectrum_mode,
+        "imzml_layout": layout,
+        "spectrum_type": s.spectrum_type,
         "mz_tolerance_ppm": float(mz_tolerance_ppm),
-        "polarity": str(getattr(p, "polarity", "unknown")),
+        "polarity": s.polarity,
     }
-    log.info("read %s: %d pixels x %d m/z features (%s, %s), pixel %.1f um", imzml_path.name,
-             n, centres.size, "continuous" if continuous else "processed", spectrum_mode, pixel_size_um)
+    log.info("read %s: %d pixels x %d m/z features (%s, %s), pixel %.1f um, %d non-zeros",
+             imzml_path.name, n, centres.size, layout, s.spectrum_type, pixel_size_um, X.nnz)
     return adata
-
-
-def _pick_profile_peaks(axis: np.ndarray, mean: np.ndarray, tol_ppm: float):
-    """Peaks of a mean profile spectrum and their integration windows (index ranges)."""
-    from scipy.signal import find_peaks
-
-    noise = np.median(np.abs(mean - np.median(mean))) * 1.4826 + 1e-12
-    peaks, _ = find_peaks(mean, prominence=3 * noise)
-    if peaks.size == 0:
-        peaks = np.array([int(np.argmax(mean))])
-    centres = axis[peaks]
-    half = np.maximum(centres * tol_ppm * 1e-6, np.median(np.diff(axis)) if axis.size > 1 else 0)
-    lo = np.searchsorted(axis, centres - half, side="left")
-    hi = np.searchsorted(axis, centres + half, side="right")
-    return centres, np.stack([lo, hi], axis=1)
 
 
 def _dedupe(names: list[str]) -> list[str]:

@@ -14,37 +14,81 @@ def _dense(X):
     return X.toarray() if sp.issparse(X) else np.asarray(X)
 
 
-def ingest_qc_figure(st, msi, path, sample: str) -> None:
-    """TIC image + tissue mask, mean spectrum with annotated peaks, ST counts and genes maps."""
+def _raster(msi, values: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Per-pixel values as an image on the imzML grid (NaN where no spectrum), and its extent
+    in µm of the MSI's own frame."""
+    x, y = msi.obs[Key.obs.x].to_numpy(int), msi.obs[Key.obs.y].to_numpy(int)
+    img = np.full((y.max() - y.min() + 1, x.max() - x.min() + 1), np.nan)
+    img[y - y.min(), x - x.min()] = values
+    px = float(msi.uns[Key.uns.spatialfuse]["pixel_size_um"])
+    return img, [(x.min() - 0.5) * px, (x.max() + 0.5) * px, (y.max() + 0.5) * px,
+                 (y.min() - 0.5) * px]
+
+
+def ingest_qc_figure(st, msi, path, sample: str, qc: dict | None = None) -> None:
+    """TIC image + tissue mask, mean spectrum with annotated peaks, ST counts and genes maps;
+    the before/after numbers of ``qc`` (ingest's qc.json) in the panel titles."""
+    qm, qs = (qc or {}).get("msi", {}), (qc or {}).get("st", {})
     fig, axes = plt.subplots(2, 2, figsize=(11, 9))
-    xy = msi.obsm[Key.obsm.spatial]
-    px = msi.uns[Key.uns.spatialfuse]["pixel_size_um"]
-    plot_values(axes[0, 0], xy, np.log10(msi.obs[Key.obs.tic].to_numpy() + 1),
-                f"{sample}: MSI total ion current (own frame)", diameter_um=px * 1.1,
-                marker="s", label="log10 TIC")
+    ax = axes[0, 0]
+    img, extent = _raster(msi, np.log10(msi.obs[Key.obs.tic].to_numpy() + 1))
+    im = ax.imshow(img, extent=extent, cmap="viridis", interpolation="nearest")
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    cb.set_label("log10 TIC", fontsize=8)
     on = msi.obs[Key.obs.on_tissue].to_numpy(bool)
-    if (~on).any():
-        axes[0, 0].tricontour(xy[:, 0], xy[:, 1], on.astype(float), levels=[0.5], colors="w",
-                              linewidths=0.8)
+    if (~on).any() and on.any():
+        mask, _ = _raster(msi, on.astype(float))
+        px = float(msi.uns[Key.uns.spatialfuse]["pixel_size_um"])
+        cx = extent[0] + px * (0.5 + np.arange(mask.shape[1]))
+        cy = extent[3] + px * (0.5 + np.arange(mask.shape[0]))  # pixel centres, rows = y
+        ax.contour(cx, cy, np.nan_to_num(mask), levels=[0.5], colors="w", linewidths=0.8)
+    title = f"{sample}: MSI total ion current (own frame)"
+    if qm:
+        title += f"\n{qm.get('pixels', msi.n_obs):,} pixels, {qm.get('pixels_on_tissue', 0):,} " \
+                 "on tissue (white outline)"
+    _frame(ax, title)
     ax = axes[0, 1]
     raw = msi.layers.get(Key.layers.intensity, msi.X)
-    mean = np.asarray(raw[on].mean(0)).ravel()
+    w = on.astype(np.float32) / max(int(on.sum()), 1)
+    mean = np.asarray(raw.T @ w).ravel()  # mean on-tissue spectrum, without copying rows
     mz = msi.var[Key.var.mz].to_numpy()
-    ax.vlines(mz, 0, mean, color="#0072B2", lw=0.8)
+    matrix = msi.var[Key.var.matrix_peak].to_numpy(bool) if Key.var.matrix_peak in msi.var \
+        else np.zeros(msi.n_vars, bool)
+    ax.vlines(mz[~matrix], 0, mean[~matrix], color="#0072B2", lw=0.8)
+    if matrix.any():
+        ax.vlines(mz[matrix], 0, mean[matrix], color="#D55E00", lw=0.8,
+                  label="flagged matrix/off-tissue peaks (kept)")
+        ax.legend(fontsize=7, loc="upper right")
     if Key.var.annotation in msi.var:
         ann = msi.var[Key.var.annotation].to_numpy()
-        top = np.argsort(-mean)[:8]
-        for i in top:
-            if ann[i]:
-                lab = ann[i].split(";")[0] + (f" (+{ann[i].count(';')})" if ";" in ann[i] else "")
-                ax.annotate(lab, (mz[i], mean[i]), fontsize=6, rotation=60, ha="left", va="bottom")
+        labelled = [i for i in np.argsort(-mean) if ann[i]][:8]
+        for i in labelled:
+            lab = ann[i].split(";")[0] + (f" (+{ann[i].count(';')})" if ";" in ann[i] else "")
+            ax.annotate(lab, (mz[i], mean[i]), fontsize=6, rotation=60, ha="left", va="bottom")
     ax.set_xlabel("m/z")
     ax.set_ylabel("mean intensity on tissue (counts)")
-    ax.set_title("mean spectrum (annotated peaks: first candidate, +n others)", fontsize=10)
+    if mean.size and mean.max() > 0:
+        ax.set_ylim(0, mean.max() * 1.5)  # room for the rotated labels
+    title = "mean on-tissue spectrum (labels: first candidate, +n others)"
+    if qm:
+        title += (f"\npeaks {qm.get('peaks_input', '?'):,} read → {qm.get('peaks_after', '?'):,} "
+                  f"kept ({qm.get('matrix_peaks', 0)} matrix, {qm.get('rare_peaks', 0)} rare); "
+                  f"{qm.get('peaks_annotated', 0)} annotated, {qm.get('peaks_ambiguous', 0)} "
+                  "with several candidates")
+    ax.set_title(title, fontsize=9)
     sxy = st.obsm[Key.obsm.spatial]
-    plot_values(axes[1, 0], sxy, np.log10(st.obs[Key.obs.total_counts].to_numpy() + 1),
-                "ST: UMI counts per spot", label="log10 counts")
-    plot_values(axes[1, 1], sxy, st.obs[Key.obs.n_genes].to_numpy(), "ST: genes per spot",
+    diam = float(st.uns.get(Key.uns.spatialfuse, {}).get("spot_diameter_um", 55.0))
+    title = "ST: UMI counts per spot"
+    if qs:
+        title += (f"\n{qs.get('spots_input', '?'):,} spots read → {qs.get('spots_in_tissue', '?'):,}"
+                  f" in tissue → {qs.get('spots_after_qc', '?'):,} kept")
+    plot_values(axes[1, 0], sxy, np.log10(st.obs[Key.obs.total_counts].to_numpy() + 1), title,
+                diameter_um=diam, label="log10 counts")
+    title = "ST: genes per spot"
+    if qs:
+        title += (f"\n{qs.get('genes_input', '?'):,} genes read → {qs.get('genes_after_qc', '?'):,}"
+                  f" kept, {qs.get('highly_variable_genes', '?'):,} highly variable")
+    plot_values(axes[1, 1], sxy, st.obs[Key.obs.n_genes].to_numpy(), title, diameter_um=diam,
                 label="genes detected")
     fig.tight_layout()
     savefig(fig, path)

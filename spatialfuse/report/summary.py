@@ -97,6 +97,43 @@ def _glance(samples, conditions, qc, interp, metrics, flags) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ingest_numbers(samples, ingest: dict) -> pd.DataFrame:
+    """Per sample: what ingest read and what its filters kept (from each ``ingest/qc.json``)."""
+    rows = []
+    for s in samples:
+        q = ingest.get(s, {})
+        st, msi = q.get("st", {}), q.get("msi", {})
+        sm, mm = q.get("st_meta", {}), q.get("msi_meta", {})
+        hd = sm.get("platform") == "visium_hd"
+        rows.append({
+            "sample": s,
+            "ST platform": f"{sm.get('platform', '?')}"
+                           + (f" ({sm.get('spot_diameter_um'):g} µm bins)" if hd else ""),
+            "spots: read → in tissue → kept": f"{_n(st.get('spots_input'))} → "
+                                              f"{_n(st.get('spots_in_tissue'))} → "
+                                              f"{_n(st.get('spots_after_qc'))}",
+            "spots removed (low counts / low genes / high mito)":
+                " / ".join(_n(st.get(k)) for k in ("spots_removed_low_counts",
+                                                    "spots_removed_low_genes",
+                                                    "spots_removed_high_mt")),
+            "genes: read → kept (HVG)": f"{_n(st.get('genes_input'))} → "
+                                        f"{_n(st.get('genes_after_qc'))} "
+                                        f"({_n(st.get('highly_variable_genes'))})",
+            "MSI": f"{mm.get('imzml_layout', '?')} {mm.get('spectrum_type', '')}, "
+                   f"{mm.get('pixel_size_um', '?')} µm",
+            "pixels (on tissue)": f"{_n(msi.get('pixels'))} ({_n(msi.get('pixels_on_tissue'))})",
+            "m/z peaks: read → kept": f"{_n(msi.get('peaks_input'))} → "
+                                      f"{_n(msi.get('peaks_after'))}",
+            "matrix / rare peaks": f"{_n(msi.get('matrix_peaks'))}"
+                                   + (" removed" if msi.get("matrix_peaks_removed", True)
+                                      else " flagged, kept") + f" / {_n(msi.get('rare_peaks'))}",
+            "peaks annotated (ambiguous)": f"{_n(msi.get('peaks_annotated'))} "
+                                           f"({_n(msi.get('peaks_ambiguous'))})",
+            "normalisation": f"{msi.get('normalisation', '?')} + {msi.get('transform', 'log1p')}",
+        })
+    return pd.DataFrame(rows)
+
+
 def _recovered(lr: dict) -> str:
     return f"{lr.get('true_positives')}/{lr.get('true_links_tested')}"
 
@@ -281,7 +318,10 @@ def build_summary(
                 parts.append(figure(aggregate[key], f"{heading}: {cap}",
                                     caption_html(captions.get(cap, "")), f"fig-{key}"))
         parts += per_section.pop(anchor, [])
-    parts.append("<h2 id='ingest'>Ingest QC</h2>" + "".join(per_section.pop("ingest", [])))
+    parts.append("<h2 id='ingest'>Ingest QC</h2><p class='muted'>What was read and what the QC "
+                 "filters kept, per sample (settings: <code>ingest</code> in the config).</p>"
+                 + table_html(ingest_numbers(samples, ingest), table_id="ingest-numbers")
+                 + "".join(per_section.pop("ingest", [])))
 
     # 4. tables
     parts.append("<h2 id='tables'>Tables</h2>")
