@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spatialfuse.align.qc import truth_error_table  # noqa: E402
 from spatialfuse.align.register import register_landmarks  # noqa: E402
-from spatialfuse.align.stage import prepare_inputs, register, run_align  # noqa: E402
+from spatialfuse.align.stage import DEFAULTS, prepare_inputs, register, run_align  # noqa: E402
 from spatialfuse.simulate import DemoParams, simulate_sample, simulated_sections  # noqa: E402
 
 GEOMETRIES = {
@@ -93,7 +93,7 @@ def run_case(c: dict) -> list[dict]:
         ("spatialfuse+landmarks", {}, lm),
     ):
         def reg():
-            inp = prepare_inputs(st, msi, 4, 0)
+            inp = prepare_inputs(st, msi, DEFAULTS["feature_components"], 0)
             return register(inp, params, landmarks=landmarks, sample=c["name"])
 
         (T, _), cpu = timed(reg)

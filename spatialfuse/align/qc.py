@@ -72,6 +72,10 @@ def tissue_dice(pts: StPoints, raster: MsiRaster, transform: Transform, capture_
     return float(2 * (st & msi).sum() / s) if s else 0.0
 
 
+#: principal components per modality that the feature-similarity QC compares
+QC_COMPONENTS = 4
+
+
 def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform) -> dict:
     """How alike the two modalities look after registration, with a calibration.
 
@@ -83,14 +87,17 @@ def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform) -
     ``feature_similarity - feature_similarity_null`` tells a real match from spatial smoothness.
     """
     fi = np.nonzero(pts.has_features)[0]
-    k_st, k_msi = pts.features.shape[1], raster.k
+    # at most the leading QC_COMPONENTS of each side, whatever the registration used: the
+    # score (and align.min_similarity) keeps one calibration, and canonical correlations of
+    # many components on a few hundred spots would mostly measure chance
+    k_st, k_msi = min(pts.features.shape[1], QC_COMPONENTS), min(raster.k, QC_COMPONENTS)
     out = {"feature_similarity": None, "feature_similarity_null": None}
     if not (k_st and k_msi and len(fi) > 3 * (k_st + k_msi)):
         return out
     scale = float(np.sqrt(abs(np.linalg.det(transform.linear))))
     lev = raster.level(pts.footprint_sigma_um / scale)
     xy = pts.xy[fi]
-    Y = pts.features[fi]
+    Y = pts.features[fi][:, :k_st]
     kk = min(k_st, k_msi)
 
     def score(points_st):
@@ -99,7 +106,7 @@ def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform) -
         ok = (valid > 0.5) & (vals[:, 0] > 0.5)
         if ok.sum() < 3 * (k_st + k_msi):
             return 0.0, float(ok.mean())
-        rho = canonical_correlations(Y[ok], vals[ok, 1:] / vals[ok, :1])
+        rho = canonical_correlations(Y[ok], vals[ok, 1:1 + k_msi] / vals[ok, :1])
         return float(rho[:kk].mean()), float(ok.mean())
 
     s, frac = score(xy)

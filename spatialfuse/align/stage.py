@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: defaults of the ``align`` config section (the schema holds the same values and their meaning)
 DEFAULTS = {
     "method": "auto", "rotation_step_deg": 4.0, "scales": [0.9, 0.95, 1.0, 1.05, 1.1],
-    "allow_reflection": True, "refine_affine": True, "feature_components": 4,
+    "allow_reflection": True, "refine_affine": True, "feature_components": 8,
     "feature_weight": 1.0, "nonrigid": True, "nonrigid_spacing_um": 400.0,
     "nonrigid_smoothness": 20.0, "landmark_model": "affine", "min_coverage": 0.5,
     "min_dice": 0.75, "min_similarity": 0.3,
@@ -76,7 +76,7 @@ def tissue_signal(msi: ad.AnnData) -> np.ndarray | None:
     return np.asarray(Xi.sum(1), dtype=float).ravel()
 
 
-def prepare_inputs(st: ad.AnnData, msi: ad.AnnData, n_comps: int = 4, seed: int = 0) -> AlignInputs:
+def prepare_inputs(st: ad.AnnData, msi: ad.AnnData, n_comps: int = DEFAULTS["feature_components"], seed: int = 0) -> AlignInputs:
     """Feature maps (leading PCs of each modality), ST observation points and the MSI raster."""
     meta_st = st.uns.get(Key.uns.spatialfuse, {})
     meta_msi = msi.uns.get(Key.uns.spatialfuse, {})
