@@ -9,11 +9,18 @@ rule interpret:
     output:
         markers="results/{sample}/interpret/markers.tsv",
         associations="results/{sample}/interpret/associations.tsv",
+        associations_domains="results/{sample}/interpret/associations_domains.tsv",
         pathways="results/{sample}/interpret/pathways.tsv",
         summary="results/{sample}/interpret/summary.json",
         figure=report(
             "results/{sample}/interpret/associations.png",
             caption="../report/associations.rst",
+            category="5. Biology",
+            subcategory="{sample}",
+        ),
+        markers_figure=report(
+            "results/{sample}/interpret/markers.png",
+            caption="../report/markers.rst",
             category="5. Biology",
             subcategory="{sample}",
         ),
