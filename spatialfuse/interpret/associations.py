@@ -6,10 +6,11 @@ Default (``method="spatial"``): for every metabolite × gene pair,
 1. both maps are centred within each spatial domain (``adjust_domains``), so the association
    is the part not explained by the domains (the within-domain, pooled association);
 2. both are smoothed over the spot's ``smooth_k`` nearest neighbours (row-standardised sparse
-   kNN graph, self included): the statistic ``r`` is the correlation of the smoothed maps,
+   kNN graph W, self included): the statistic ``r`` is the correlation of the smoothed maps,
    the correlation factor of Lee's L (Lee 2001), which is reported too (``lee_L``);
-3. ``r`` is tested with the rotation null (``n_null`` draws of the metabolite maps rotated
-   over the tissue) through its effective number of spots, and BH-FDR corrected.
+3. ``r`` is tested with the rotation null (``n_null`` draws: the unsmoothed metabolite maps
+   rotated over the tissue, then smoothed with the same W) through its effective number of
+   spots, and BH-FDR corrected.
 
 The plain Pearson test (spots as independent, raw maps) is reported alongside
 (``pearson_r``, ``pearson_pval``, ``pearson_qval``) to show how much it over-calls;
@@ -104,19 +105,17 @@ def associate(rna: ad.AnnData, msi: ad.AnnData, *, labels: np.ndarray | None = N
         xy = np.asarray(rna.obsm[Key.obsm.spatial], dtype=np.float64)[:, :2]
         lab = labels if adjust_domains else None
         Mc, Gc = centre_within(M, lab), centre_within(G, lab)
-        if smooth_k > 0:
-            W = row_normalise(knn_graph(xy, smooth_k, include_self=True))
-            Ms, Gs = W @ Mc, W @ Gc
-        else:
-            Ms, Gs = Mc, Gc
+        W = row_normalise(knn_graph(xy, smooth_k, include_self=True)) if smooth_k > 0 else None
+        Ms, Gs = (W @ Mc, W @ Gc) if W is not None else (Mc, Gc)
         r = pearson_matrix(Ms, Gs)
         # Lee's L with a row-standardised W: mean over spots of the product of the smoothed
         # standardised maps
         zM = Mc / np.where(Mc.std(0) > 0, Mc.std(0), 1.0)
         zG = Gc / np.where(Gc.std(0) > 0, Gc.std(0), 1.0)
-        lee = ((W @ zM).T @ (W @ zG) / n) if smooth_k > 0 else zM.T @ zG / n
+        lee = ((W @ zM).T @ (W @ zG) / n) if W is not None else zM.T @ zG / n
         draws = draws if draws is not None else rotation_draws(xy, n_null, seed=seed)
-        m2, _ = null_second_moment(_std(Ms), _std(Gs), draws)
+        # the null rotates the unsmoothed metabolite map, then smooths it on the fixed lattice
+        m2, _ = null_second_moment(_std(Mc), _std(Gs), draws, smoother=W)
         p, n_eff = effective_t_test(r, m2, n)
         cols = {"r": r, "lee_L": lee, "n_eff": n_eff, "pval": p}
     else:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from scipy import stats
 from scipy.spatial import cKDTree
 
@@ -108,11 +109,16 @@ def _standardise(X: np.ndarray) -> np.ndarray:
 
 
 def null_second_moment(A: np.ndarray, B: np.ndarray, draws: RotationDraws,
-                       mask: np.ndarray | None = None, chunk: int = 16) -> tuple[np.ndarray, int]:
+                       mask: np.ndarray | None = None, chunk: int = 16,
+                       smoother: sp.spmatrix | None = None) -> tuple[np.ndarray, int]:
     """Mean over draws of r², r the Pearson correlation of the rotated columns of ``A``
     (n × M) with the columns of ``B`` (n × G) on the spots valid in that draw (and in
-    ``mask``). Returns the (M × G) array and the number of draws used (draws with fewer than 4
-    spots are skipped). Draws are stacked ``chunk`` at a time into one matrix product."""
+    ``mask``). ``smoother`` (sparse n × n, e.g. the row-standardised kNN graph): applied to
+    each rotated ``A`` (spots rotated off the tissue read 0, the centred mean), so a statistic
+    on smoothed maps gets a null smoothed the same way on the fixed spot lattice (``B`` is
+    then passed already smoothed). Returns the (M × G) array and the number of draws used
+    (draws with fewer than 4 spots are skipped). Draws are stacked ``chunk`` at a time into
+    one matrix product."""
     A = np.asarray(A, dtype=np.float64)
     B = np.asarray(B, dtype=np.float64)
     n, M = A.shape
@@ -130,6 +136,10 @@ def null_second_moment(A: np.ndarray, B: np.ndarray, draws: RotationDraws,
         nb = w.sum(1)  # (c,)
         keep = nb >= 4
         Ag = A[idx]  # (c, n, M)
+        if smoother is not None:
+            Ag = Ag * draws.valid[s:s + chunk][:, :, None]
+            Ag = (smoother @ Ag.transpose(1, 0, 2).reshape(n, c * M)).reshape(n, c, M)
+            Ag = Ag.transpose(1, 0, 2)
         Aw = Ag * w[:, :, None]
         sA = Aw.sum(1)  # (c, M)
         sA2 = (Aw * Ag).sum(1)
@@ -166,11 +176,19 @@ def pearson_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def spatial_correlation_test(A: np.ndarray, B: np.ndarray, draws: RotationDraws,
-                             chunk: int = 16) -> dict[str, np.ndarray]:
+                             chunk: int = 16, smoother: sp.spmatrix | None = None
+                             ) -> dict[str, np.ndarray]:
     """Every column of ``A`` against every column of ``B`` (same spots): Pearson r, null
-    E[r²] under rotations of ``A``, effective spots and the spatial p-value (all M × G)."""
-    r = pearson_matrix(A, B)
-    m2, used = null_second_moment(_standardise(A), _standardise(B), draws, chunk=chunk)
+    E[r²] under rotations of ``A``, effective spots and the spatial p-value (all M × G).
+    With ``smoother`` W the statistic is r(W A, W B), and each null draw smooths the rotated
+    ``A`` with W."""
+    if smoother is not None:
+        r = pearson_matrix(smoother @ A, smoother @ B)
+        m2, used = null_second_moment(_standardise(A), _standardise(smoother @ B), draws,
+                                      chunk=chunk, smoother=smoother)
+    else:
+        r = pearson_matrix(A, B)
+        m2, used = null_second_moment(_standardise(A), _standardise(B), draws, chunk=chunk)
     p, n_eff = effective_t_test(r, m2, len(A))
     return {"r": r, "null_r2": m2, "n_eff": n_eff, "pval": p, "n_draws": used}
 
