@@ -249,3 +249,65 @@ def test_user_pathway_table_errors_name_the_file(tmp_path):
     assert load_pathways(good)["key"].tolist() == ["HK1"]
     shipped = load_pathways(None)
     assert {"Reactome", "WikiPathways"} <= set(shipped["source"])
+
+
+def _section(rng, sample, shift_gene=0.0, offset_sd=0.0):
+    """One small section: 3 domains of 40 spots; gene g0 is raised by ``shift_gene`` in domain
+    1; genes g1–g5 get a per-sample offset (sample-to-sample variation, no condition
+    effect)."""
+    n, G = 120, 6
+    dom = np.repeat([0, 1, 2], 40)
+    offsets = rng.normal(0, offset_sd, G)
+    offsets[0] *= 0.2  # g0: little sample-to-sample variation
+    X = rng.normal(1.0, 0.3, (n, G)) + offsets[None, :]
+    X[dom == 1, 0] += shift_gene
+    rna = ad.AnnData(X)
+    rna.var_names = [f"g{i}" for i in range(G)]
+    rna.obs_names = [f"{sample}_{i}" for i in range(n)]
+    M = rng.normal(2.0, 0.3, (n, 3))
+    msi = ad.AnnData(M)
+    msi.obs_names = rna.obs_names
+    msi.var_names = ["mz_100.0", "mz_200.0", "mz_300.0"]
+    msi.var["mz"] = [100.0, 200.0, 300.0 * (1 + 3e-6 * (sample[-1] == "2"))]
+    msi.var["annotation"] = ["Glucose [M+H]+;Fructose [M+H]+", "", ""]
+    spots = pd.DataFrame({"sample": sample, "barcode": rna.obs_names, "pca": dom})
+    return rna, msi, spots
+
+
+def test_condition_differences_use_samples_as_replicates():
+    """3 vs 3 sections: a planted shift of g0 in domain 1 is found; genes with large
+    sample-to-sample offsets but no condition effect are not (a test over spots would call
+    them); metabolites are matched by annotation or m/z; one sample per condition gives
+    effects without p-values."""
+    from spatialfuse.report.conditions import run_conditions
+
+    rng = np.random.default_rng(0)
+    paired, spots, cond = {}, [], {}
+    for i in range(6):
+        s = f"s{i}"
+        treated = i >= 3
+        rna, msi, sp_ = _section(rng, s, shift_gene=1.5 if treated else 0.0, offset_sd=0.5)
+        paired[s] = (rna, msi)
+        spots.append(sp_)
+        cond[s] = "treated" if treated else "control"
+    spots = pd.concat(spots, ignore_index=True)
+    feats, abund = run_conditions(spots, "pca", cond, paired)
+    assert set(feats["contrast"]) == {"treated vs control"}
+    assert (feats["n_a"] == 3).all() and (feats["n_b"] == 3).all()
+    hit = feats[(feats["feature"] == "g0") & (feats["domain"] == 1)].iloc[0]
+    assert hit["qval"] < 0.05 and hit["log2fc"] == pytest.approx(1.5 / np.log(2), abs=0.8)
+    others = feats[(feats["modality"] == "rna") & ~((feats["feature"] == "g0")
+                                                    & (feats["domain"] == 1))]
+    assert (others["qval"] > 0.05).all()
+    # the same data tested over spots calls sample-to-sample offsets significant
+    a = np.vstack([paired[f"s{i}"][0].X[:, 3] for i in range(3)]).ravel()
+    b = np.vstack([paired[f"s{i}"][0].X[:, 3] for i in range(3, 6)]).ravel()
+    assert stats.ttest_ind(a, b).pvalue < 1e-3
+    mets = set(feats.loc[feats["modality"] == "msi", "feature"])
+    assert mets == {"Glucose [M+H]+;Fructose [M+H]+", "m/z 200.0000", "m/z 300.0000"}
+    assert len(abund) == 3 and abund["difference"].abs().max() < 1e-12
+    # one sample per condition: effects, no test
+    two = {"s0": "control", "s3": "treated"}
+    f1, a1 = run_conditions(spots, "pca", two, {s: paired[s] for s in two})
+    assert f1["pval"].isna().all() and f1["note"].str.contains("2 samples").all()
+    assert f1["log2fc"].notna().all() and a1["pval"].isna().all()

@@ -139,7 +139,8 @@ def associate(rna: ad.AnnData, msi: ad.AnnData, *, labels: np.ndarray | None = N
     df["pearson_pval"] = p0.ravel()
     df["pearson_qval"] = bh_fdr(np.nan_to_num(p0.ravel(), nan=1.0))
     df["method"] = method
-    return df.sort_values(["pval", "metabolite_feature", "gene"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["pval", "metabolite_feature", "gene"],
+                          kind="stable").reset_index(drop=True)
 
 
 def _std(X):

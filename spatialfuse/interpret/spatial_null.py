@@ -96,8 +96,8 @@ def rotation_draws(xy: np.ndarray, n_draws: int, seed: int = 0, min_overlap: flo
         valid.append(ok)
     if len(idx) < min(20, n_draws):
         raise ValueError(
-            f"only {len(idx)} of {tried} random rotations keep ≥ {min_overlap:.0%} of the spots on "
-            "the tissue: the section is too elongated for the rotation null")
+            f"only {len(idx)} of {tried} random rotations keep ≥ {min_overlap:.0%} of the spots "
+            "on the tissue: the section is too elongated for the rotation null")
     return RotationDraws(np.array(idx), np.array(valid), tried)
 
 
@@ -159,7 +159,8 @@ def null_second_moment(A: np.ndarray, B: np.ndarray, draws: RotationDraws,
     return acc / max(used, 1), used
 
 
-def effective_t_test(r: np.ndarray, second_moment: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def effective_t_test(r: np.ndarray, second_moment: np.ndarray,
+                     n: int) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided p-value of correlations ``r`` with ``n_eff = 1 + 1/E0[r²]`` (clipped to
     [3, n]) effective spots. Returns (p, n_eff)."""
     with np.errstate(divide="ignore"):

@@ -48,6 +48,7 @@ SAMPLE_FIGURES = [
     ("registration", "align_overlay", "registration overlay"),
     ("imputation", "impute", "predicted ion images"),
     ("biology", "associations", "association heatmap"),
+    ("biology", "markers", "domain markers (dot plot)"),
     ("ingest", "ingest_qc", "ingest QC"),
 ]
 
@@ -134,8 +135,11 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
             txt += f", ARI {vals['ari']:.2f} vs truth"
         kv.append((f"domains: {m}", txt))
     if it.get("associations_tested") is not None:
+        pear = it.get("associations_significant_pearson")
         kv.append(("metabolite–gene pairs", f"{_n(it.get('associations_significant'))} significant"
-                   f" of {_n(it['associations_tested'])} tested (FDR {it.get('fdr', '?')})"))
+                   f" of {_n(it['associations_tested'])} tested (FDR {it.get('fdr', '?')}"
+                   + (f", {it['association_method']} test" if it.get("association_method") else "")
+                   + ")" + (f"; plain Pearson would call {_n(pear)}" if pear is not None else "")))
     lr = it.get("link_recovery")
     if lr:
         kv.append(("known links recovered",
