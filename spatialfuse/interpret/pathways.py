@@ -95,7 +95,8 @@ def pair_enrichment(pairs: pd.DataFrame, significant: np.ndarray, table: pd.Data
     ``significant``: boolean per row. A pair belongs to a pathway when both its gene and its
     metabolite are members. Hypergeometric test of the significant pairs among the pathway's
     tested pairs, against all tested pairs (each distinct gene–metabolite pair counted once);
-    BH FDR over every pathway with a tested pair (rows below ``min_overlap`` not listed). Columns as :func:`pathway_enrichment` with ``query = "associated pairs"`` and
+    BH FDR over every pathway with a tested pair (rows below ``min_overlap`` not listed).
+    Columns as :func:`pathway_enrichment` with ``query = "associated pairs"`` and
     ``members`` the significant ``metabolite~gene`` pairs.
     """
     cols = ["query", "pathway_id", "pathway_name", "overlap", "pathway_size", "query_size",
