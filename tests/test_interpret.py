@@ -311,3 +311,30 @@ def test_condition_differences_use_samples_as_replicates():
     f1, a1 = run_conditions(spots, "pca", two, {s: paired[s] for s in two})
     assert f1["pval"].isna().all() and f1["note"].str.contains("2 samples").all()
     assert f1["log2fc"].notna().all() and a1["pval"].isna().all()
+
+
+@pytest.mark.parametrize("a,b", [
+    ("L-Glutamic Acid", "L-glutamate(1-)"), ("Pyruvate", "Pyruvic acid"),
+    ("L-Serine", "L-serine zwitterion"), ("Succinic acid", "succinate(2-)"),
+    ("Acetylcholine chloride", "Acetylcholine"), ("D-Proline", "L-Proline"),
+    ("Cytidine 5′-triphosphate (disodium salt)", "Cytidine 5'-triphosphate"),
+])
+def test_metabolite_names_meet_pathway_compounds(a, b):
+    from spatialfuse.interpret.pathways import metabolite_key
+
+    assert metabolite_key(a) == metabolite_key(b)
+    assert metabolite_key(metabolite_key(a)) == metabolite_key(a)
+
+
+def test_shipped_table_names_most_demo_metabolites():
+    """The annotation table's names reach the shipped pathway table's compounds."""
+    from importlib import resources
+
+    from spatialfuse.interpret import load_pathways
+    from spatialfuse.interpret.pathways import metabolite_key
+
+    t = load_pathways(None)
+    keys = set(t.loc[t["analyte_type"] == "compound", "key"])
+    names = pd.read_csv(resources.files("spatialfuse.resources") / "metabolites.tsv",
+                        sep="\t")["name"]
+    assert names.map(metabolite_key).isin(keys).mean() > 0.4

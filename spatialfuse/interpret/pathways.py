@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -14,6 +15,30 @@ from ..metrics import bh_fdr
 
 
 REQUIRED_COLUMNS = ("pathway_id", "pathway_name", "analyte_type", "name")
+
+_SALT = re.compile(r"[\s,]*\(?\b(MONO|DI|TRI|TETRA)?(SODIUM|POTASSIUM|CALCIUM|LITHIUM|AMMONIUM)\b.*$"
+                   r"|[\s,]*\(?\b(HYDROCHLORIDE|DIHYDROCHLORIDE|HCL|CHLORIDE|BROMIDE|ANHYDROUS|"
+                   r"MONOHYDRATE|HYDRATE|TETRAHYDRATE|SALT)\b.*$")
+_STEREO = re.compile(r"^(DL|D|L|\(\+\)|\(-\)|\(\+/-\)|[DL]\([+-]\))-")
+
+
+def metabolite_key(name: str) -> str:
+    """A name key under which a metabolite of the annotation table and a compound of the
+    pathway table meet: upper case; salt, hydrate and counter-ion suffixes, charge states
+    ("(2-)"), "zwitterion" and a leading stereo descriptor (L-, D-, DL-, (+)-; MSI cannot
+    tell enantiomers apart) dropped; "-ic acid" read as "-ate" (acid and conjugate base are
+    one m/z feature); spaces removed. 'L-Glutamic acid' and 'L-glutamate(1-)' both give
+    'GLUTAMATE'."""
+    s = str(name).upper().strip()
+    for a, b in (("′", "'"), ("−", "-"), ("–", "-"), ("Α", "ALPHA"), ("Β", "BETA"),
+                 ("Γ", "GAMMA")):
+        s = s.replace(a, b)
+    s = re.sub(r"\s+ZWITTERION$", "", s)
+    s = re.sub(r"\s*\(\d*[+-]\)$", "", s)
+    s = _SALT.sub("", s).strip()
+    s = _STEREO.sub("", s)
+    s = re.sub(r"IC ACID$", "ATE", s)
+    return s.replace(" ", "")
 
 
 def load_pathways(path: str | Path | None = None) -> pd.DataFrame:
@@ -43,6 +68,8 @@ def load_pathways(path: str | Path | None = None) -> pd.DataFrame:
     if bad:
         raise InputError(f"analyte_type must be 'gene' or 'compound', found {bad[:5]}", path=path)
     t["key"] = t["name"].str.strip().str.upper()
+    comp = t["analyte_type"] == "compound"
+    t.loc[comp, "key"] = t.loc[comp, "name"].map(metabolite_key)
     return t
 
 
@@ -103,7 +130,7 @@ def pair_enrichment(pairs: pd.DataFrame, significant: np.ndarray, table: pd.Data
             "pval", "members", "qval"]
     if not len(pairs):
         return pd.DataFrame(columns=cols)
-    p = pd.DataFrame({"m": pairs["metabolite"].astype(str).str.upper().to_numpy(),
+    p = pd.DataFrame({"m": pairs["metabolite"].map(metabolite_key).to_numpy(),
                       "g": pairs["gene"].astype(str).str.upper().to_numpy(),
                       "sig": np.asarray(significant, bool),
                       "label": pairs["metabolite"].astype(str) + "~" + pairs["gene"].astype(str)})

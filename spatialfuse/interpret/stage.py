@@ -12,7 +12,7 @@ import pandas as pd
 from ..constants import Key
 from .associations import associate, candidate_names, within_domain_associations
 from .markers import domain_markers, top_markers
-from .pathways import load_pathways, pair_enrichment, pathway_enrichment
+from .pathways import load_pathways, metabolite_key, pair_enrichment, pathway_enrichment
 from .spatial_null import rotation_draws
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,9 @@ def run_interpret(rna: ad.AnnData, msi: ad.AnnData, labels: np.ndarray, params: 
     # pathways: per domain (top up-regulated genes + metabolite candidates), over the
     # significant associations (their genes and metabolites pooled), and pair-level
     table = load_pathways(params.get("pathway_table"))
-    met_names = {f: candidate_names(a) for f, a in ann.items()}
+    # metabolites meet the pathway table's compounds under a normalised name key
+    met_names = {f: list(dict.fromkeys(metabolite_key(c) for c in candidate_names(a)))
+                 for f, a in ann.items()}
     universe = set(rna.var_names) | {n for v in met_names.values() for n in v}
     query = {}
     tm = top_markers(markers, int(params.get("n_markers", 25)), fdr)
