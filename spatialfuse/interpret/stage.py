@@ -109,7 +109,7 @@ def run_interpret(rna: ad.AnnData, msi: ad.AnnData, labels: np.ndarray, params: 
     long = assoc[["metabolite_feature", "gene", "qval"]].assign(
         metabolite=assoc["metabolite_feature"].map(met_names))
     long = long.explode("metabolite").dropna(subset=["metabolite"])
-    pw.append(pair_enrichment(long, long["qval"].to_numpy() <= fdr, table))
+    pw.append(pair_enrichment(long, long["qval"].to_numpy() <= fdr, table, min_overlap=1))
     pathways = pd.concat([p for p in pw if len(p)], ignore_index=True) if any(len(p) for p in pw) \
         else pw[0]
     if len(pathways):
