@@ -132,6 +132,9 @@ def run_interpret(rna: ad.AnnData, msi: ad.AnnData, labels: np.ndarray, params: 
         "median_n_eff": float(np.median(assoc["n_eff"])) if "n_eff" in assoc else float(len(xy)),
         "top_associations": assoc.head(10)[["metabolite_feature", "annotation", "gene", "r",
                                             "qval"]].to_dict(orient="records"),
+        "top_markers": top_markers(markers, 3, fdr)[
+            ["domain", "modality", "feature", "annotation", "log2fc", "auroc", "qval"]]
+        .to_dict(orient="records"),
     }
     if warnings:
         summary["warnings"] = warnings

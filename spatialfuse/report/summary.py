@@ -301,6 +301,11 @@ def build_summary(
         if len(top):
             parts.append(f"<details><summary>{html.escape(s)}: top associations</summary>"
                          f"{table_html(top)}</details>")
+        mk = pd.DataFrame(interp[s].get("top_markers") or [])
+        if len(mk):
+            parts.append(f"<details><summary>{html.escape(s)}: domain markers (best 3 per "
+                         f"domain and modality; all in interpret/markers.tsv)</summary>"
+                         f"{table_html(mk, table_id=f'markers-{s}')}</details>")
     if "pathways" in aggregate and Path(aggregate["pathways"]).exists():
         pw = pd.read_csv(aggregate["pathways"], sep="\t")
         if len(pw):

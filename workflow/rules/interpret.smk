@@ -6,6 +6,7 @@ rule interpret:
         paired="results/{sample}/align/paired.h5mu",
         domains=domain_model_tsv,
         truth=truth_input,
+        pathway_table=pathway_table_input,
     output:
         markers="results/{sample}/interpret/markers.tsv",
         associations="results/{sample}/interpret/associations.tsv",
