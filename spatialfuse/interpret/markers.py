@@ -66,6 +66,7 @@ def domain_markers(a: ad.AnnData, labels: np.ndarray, modality: str,
     if not ok.any() or not len(cols):
         return pd.DataFrame(columns=COLUMNS)
     ind = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(len(doms), n))
+    chunk = int(max(8, min(chunk, 20_000_000 // max(n, 1))))  # ~160 MB per n × chunk array
     parts: dict[str, list[np.ndarray]] = {k: [] for k in
                                           ("mean_in", "mean_out", "pct_in", "pct_out", "lin_in",
                                            "lin_out", "U", "p")}
