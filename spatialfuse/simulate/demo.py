@@ -139,27 +139,27 @@ def _pick_metabolites(rng: np.random.Generator, n: int, min_sep_ppm: float = 60.
 def _gene_symbols(rng: np.random.Generator, genes: list[str], link_genes: np.ndarray,
                   link_metabolites: list[str]) -> list[str]:
     """Human gene symbols of the shipped pathway table for the simulated genes (the
-    mitochondrial ones keep their names): link gene k gets a gene that shares a pathway with
-    link metabolite k where the table has one, every other gene a random symbol."""
+    mitochondrial ones keep their names). Gene i gets the same symbol in every sample (a fixed
+    draw), so cohort tables line up; then link gene k is renamed, with ``rng``, to a gene that
+    shares a pathway with link metabolite k, where the table has one."""
     from ..interpret.pathways import load_pathways, metabolite_key
 
     table = load_pathways(None)
     gene_rows = table[table["analyte_type"] == "gene"]
     pool = sorted(set(gene_rows["name"]) - set(MT_GENES))
+    idx = [i for i, name in enumerate(genes) if name not in MT_GENES]
+    out = list(genes)
+    for i, sym in zip(idx, np.random.default_rng(9).choice(pool, size=len(idx), replace=False)):
+        out[i] = str(sym)
     by_pathway = gene_rows.groupby("pathway_id")["name"].apply(sorted)
     comp = table[table["analyte_type"] == "compound"]
-    out = list(genes)
-    used = set(MT_GENES)
+    used = set(out)
     for g, met in zip(link_genes, link_metabolites):
         pids = sorted(set(comp.loc[comp["key"] == metabolite_key(met), "pathway_id"]))
         cands = sorted({x for pid in pids for x in by_pathway.get(pid, [])} - used)
         if cands:
             out[int(g)] = str(rng.choice(cands))
             used.add(out[int(g)])
-    rest = [i for i, name in enumerate(genes) if name not in MT_GENES and out[i] == name]
-    free = [x for x in pool if x not in used]
-    for i, sym in zip(rest, rng.choice(free, size=len(rest), replace=False)):
-        out[i] = str(sym)
     return out
 
 
