@@ -34,7 +34,8 @@ def test_demo_end_to_end_outputs(demo_run):
         for f in ("ingest/st.h5ad", "ingest/msi.h5ad", "ingest/qc.json", "align/transform.json",
                   "align/msi_aligned.h5ad", "align/paired.h5mu", "align/qc.json",
                   "impute/metrics.json", "interpret/markers.tsv", "interpret/associations.tsv",
-                  "interpret/pathways.tsv",
+                  "interpret/associations_domains.tsv", "interpret/pathways.tsv",
+                  "interpret/markers.png",
                   *(f"model/{mo}/{f}" for mo in DEMO_MODELS for f in (
                       "embedding.h5ad", "checkpoint.pt", "train_log.tsv", "metrics.json")),
                   *(f"domains/{mo}.tsv" for mo in DEMO_MODELS)):
@@ -44,8 +45,15 @@ def test_demo_end_to_end_outputs(demo_run):
     assert len(ari) == 2 * len(DEMO_MODELS) and (ari["value"] > 0.4).all()
     err = m.query("stage == 'align' and metric == 'truth_error_um_median'")["value"]
     assert len(err) == 2 and (err < 80).all()
+    for f in ("conditions.tsv", "condition_domains.tsv", "figures/conditions.png"):
+        assert (d / "results" / "aggregate" / f).exists(), f
+    for s in ("demo1", "demo2"):  # spatial null: far fewer calls than plain Pearson
+        it = json.loads((d / "results" / s / "interpret" / "summary.json").read_text())
+        assert it["association_method"] == "spatial" and it["null_draws"] == 200
+        assert it["associations_significant"] < it["associations_significant_pearson"] / 10
     html = (d / "results" / "report.html").read_text()
     assert "registration error" in html and "ARI pca" in html and "Provenance" in html
+    assert "Cohort comparison" in html and "plain Pearson would call" in html
     assert "data:image/png;base64" in html and "<script src=" not in html  # self-contained
 
 
@@ -80,7 +88,8 @@ DOWNSTREAM = {
     "model": ["domains", "aggregate"],
     "domains": ["interpret", "aggregate"],
     "interpret": ["aggregate"],
-    "aggregate": ["report"],
+    "aggregate": ["report", "cohort"],  # cohort: the demo sheet names two conditions
+    "cohort": ["report"],
     "report": ["all"],
 }
 

@@ -156,10 +156,24 @@ def domains_figure(xy: np.ndarray, labels: dict[str, np.ndarray], path, sample: 
     savefig(fig, path)
 
 
+def _met_label(annotation, mz, feature) -> str:
+    """'Glucose (+2) (m/z 181.0707)': first candidate, how many more, and the m/z."""
+    cands = [c.rsplit(" [", 1)[0] for c in str(annotation or "").split(";") if c.strip()]
+    cands = [c for c in dict.fromkeys(cands) if c.lower() != "nan"]
+    mz_txt = f"m/z {float(mz):.4f}" if pd.notna(mz) else str(feature)
+    if not cands:
+        return mz_txt
+    more = f" (+{len(cands) - 1})" if len(cands) > 1 else ""
+    return f"{cands[0][:28]}{more} ({mz_txt})"
+
+
 def association_heatmap(assoc: pd.DataFrame, path, top: int = 25, value: str = "r",
                         fdr: float = 0.05) -> None:
-    """Heatmap of the strongest metabolite–gene associations: rows metabolites (first
-    annotation candidate and m/z), columns genes, colour ``value``; a dot marks q ≤ ``fdr``."""
+    """Left: heatmap of the strongest metabolite–gene associations (rows metabolites: first
+    annotation candidate, how many more, m/z; columns genes; colour ``value``; a dot marks
+    q ≤ ``fdr``). Right: the p-value distribution of every tested pair under the spatial null
+    and under plain Pearson (independent maps give a flat histogram; a spike at 0 made of
+    smooth, unrelated maps is what plain Pearson over-calls)."""
     if assoc.empty:
         placeholder(path, "No metabolite–gene association was tested.")
         return
@@ -169,14 +183,12 @@ def association_heatmap(assoc: pd.DataFrame, path, top: int = 25, value: str = "
     sub = assoc[assoc["metabolite_feature"].isin(mets) & assoc["gene"].isin(genes)]
     M = sub.pivot_table(index="metabolite_feature", columns="gene", values=value).reindex(
         index=mets, columns=genes)
-    labels = []
-    for f in mets:
-        row = sub[sub["metabolite_feature"] == f].iloc[0]
-        name = str(row.get("annotation") or "").split(";")[0].rsplit(" [", 1)[0]
-        mz = row.get("mz")
-        mz_txt = f"m/z {float(mz):.4f}" if pd.notna(mz) else str(f)
-        labels.append(f"{name[:32]} ({mz_txt})" if name else mz_txt)
-    fig, ax = plt.subplots(figsize=(0.32 * len(genes) + 4.2, 0.28 * len(mets) + 2))
+    first = sub.drop_duplicates("metabolite_feature").set_index("metabolite_feature")
+    labels = [_met_label(first.loc[f].get("annotation"), first.loc[f].get("mz"), f) for f in mets]
+    spatial = str(assoc["method"].iloc[0]) == "spatial" if "method" in assoc else False
+    fig, (ax, axp) = plt.subplots(
+        1, 2, figsize=(0.32 * len(genes) + 8.0, 0.28 * len(mets) + 2.2),
+        gridspec_kw={"width_ratios": [max(len(genes), 4) * 0.32 + 3, 3.2]})
     lim = np.nanmax(np.abs(M.to_numpy())) if M.size else 1
     im = ax.imshow(M.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     if "qval" in sub:
@@ -187,10 +199,88 @@ def association_heatmap(assoc: pd.DataFrame, path, top: int = 25, value: str = "
     ax.set_xticks(range(len(genes)), genes, rotation=90, fontsize=7)
     ax.set_yticks(range(len(mets)), labels, fontsize=7)
     ax.set_xlabel("gene")
-    ax.set_ylabel("metabolite (first annotation candidate)")
+    ax.set_ylabel("metabolite (first candidate, +more, m/z)")
     ax.spines[:].set_visible(False)
     ax.set_title(f"strongest associations (dot: q ≤ {fdr:g})", fontsize=9)
-    fig.colorbar(im, ax=ax, label="Pearson r across spots" if value == "r" else value,
-                 fraction=0.04, pad=0.02)
+    lab = ("within-domain, kNN-smoothed r" if spatial else "Pearson r across spots") \
+        if value == "r" else value
+    fig.colorbar(im, ax=ax, label=lab, fraction=0.04, pad=0.02)
+    bins = np.linspace(0, 1, 21)
+    if spatial and "pearson_pval" in assoc:
+        axp.hist(assoc["pearson_pval"].dropna(), bins=bins, color="#BBBBBB",
+                 label=f"plain Pearson ({(assoc['pearson_qval'] <= fdr).sum()} at q ≤ {fdr:g})")
+    axp.hist(assoc["pval"].dropna(), bins=bins, histtype="step", lw=1.8, color="#4477AA",
+             label=f"{'spatial null' if spatial else 'Pearson'} "
+                   f"({(assoc['qval'] <= fdr).sum()} at q ≤ {fdr:g})")
+    axp.axhline(len(assoc) / 20, color="k", lw=0.8, ls=":")
+    axp.set_xlabel("p-value of every tested pair")
+    axp.set_ylabel("pairs")
+    axp.set_title("p-values (dotted: no association anywhere)", fontsize=9)
+    axp.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    savefig(fig, path)
+
+
+def marker_dotplot(markers: pd.DataFrame, path, n_per_domain: int = 3, fdr: float = 0.05) -> None:
+    """Dot plot of domain markers, one panel per modality: the ``n_per_domain`` best
+    up-regulated markers of every domain (columns) against every domain (rows); dot size = share
+    of the domain's spots where the feature is detected, colour = the domain's mean, scaled 0–1
+    per feature; a black edge marks the domain the feature marks (q ≤ ``fdr``)."""
+    from ..interpret.markers import top_markers
+
+    mods = [m for m in ("rna", "msi") if m in set(markers.get("modality", []))]
+    if markers.empty or not mods:
+        placeholder(path, "No domain markers were tested.")
+        return
+    panels = []
+    for mod in mods:
+        mk = markers[markers["modality"] == mod]
+        top = top_markers(mk, n_per_domain, fdr)
+        if top.empty:
+            top = top_markers(mk, n_per_domain)
+        feats = list(dict.fromkeys(top.sort_values(["domain", "qval"], kind="stable")["feature"]))
+        panels.append((mod, mk, top, feats))
+    doms = sorted(markers["domain"].unique())
+    width = sum(max(len(f), 1) for *_, f in panels) * 0.3 + 3.5 * len(panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(width, 40), 0.38 * len(doms) + 2.8),
+                             squeeze=False, gridspec_kw={"width_ratios": [max(len(f), 1) + 3
+                                                                          for *_, f in panels]})
+    for ax, (mod, mk, top, feats) in zip(axes[0], panels):
+        if not feats:
+            ax.set_axis_off()
+            ax.set_title(f"{mod}: no up-regulated markers")
+            continue
+        sub = mk[mk["feature"].isin(feats)]
+        mean = sub.pivot_table(index="domain", columns="feature", values="mean_in").reindex(
+            index=doms, columns=feats)
+        pct = sub.pivot_table(index="domain", columns="feature", values="pct_in").reindex(
+            index=doms, columns=feats)
+        lo, hi = mean.min(0), mean.max(0)
+        scaled = (mean - lo) / (hi - lo).replace(0, 1)
+        yy, xx = np.meshgrid(np.arange(len(doms)), np.arange(len(feats)), indexing="ij")
+        sc = ax.scatter(xx.ravel(), yy.ravel(), s=12 + 180 * pct.to_numpy().ravel(),
+                        c=scaled.to_numpy().ravel(), cmap="viridis", vmin=0, vmax=1)
+        own = {(d, f) for d, f in zip(top["domain"], top["feature"])}
+        ex = [(j, i) for i, d in enumerate(doms) for j, f in enumerate(feats) if (d, f) in own]
+        if ex:
+            ax.scatter(*zip(*ex), s=12 + 180 * np.array([pct.iloc[i, j] for j, i in ex]),
+                       facecolors="none", edgecolors="k", linewidths=1.0)
+        if mod == "msi":
+            ann = mk.drop_duplicates("feature").set_index("feature")
+            labels = [_met_label(ann.loc[f].get("annotation"), np.nan, f) if
+                      str(ann.loc[f].get("annotation") or "") not in ("", "nan") else str(f)
+                      for f in feats]
+        else:
+            labels = feats
+        ax.set_xticks(range(len(feats)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(doms)), [f"domain {d}" for d in doms])
+        ax.set_xlim(-0.7, len(feats) - 0.3)
+        ax.set_ylim(len(doms) - 0.5, -0.5)
+        ax.set_title({"rna": "genes", "msi": "metabolites (m/z features)"}[mod])
+        fig.colorbar(sc, ax=ax, label="mean in domain (scaled per feature)", fraction=0.04,
+                     pad=0.02)
+    for frac in (0.25, 0.5, 1.0):
+        axes[0][-1].scatter([], [], s=12 + 180 * frac, c="#999999", label=f"{frac:.0%} detected")
+    axes[0][-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=7)
     fig.tight_layout()
     savefig(fig, path)

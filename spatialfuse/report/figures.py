@@ -442,3 +442,60 @@ def metrics_figure(metrics: pd.DataFrame, path) -> None:
     axes[2].set_title("imputation / prediction")
     fig.tight_layout()
     savefig(fig, path)
+
+
+def conditions_figure(feats: pd.DataFrame, abund: pd.DataFrame, path, fdr: float = 0.05,
+                      top: int = 20) -> None:
+    """Per-domain differences between conditions (samples as replicates): one heat map per
+    modality of the log2 fold change (rows: domains, columns: the ``top`` features by q, or by
+    |log2 fold change| where no test was possible), a dot where q ≤ ``fdr``; a last panel with
+    the change in each domain's share of spots."""
+    if feats.empty and abund.empty:
+        placeholder(path, "No condition contrast: the samples sheet needs two conditions.")
+        return
+    contrast = str((feats if len(feats) else abund)["contrast"].iloc[0])
+    f = feats[feats["contrast"] == contrast]
+    mods = [m for m in ("rna", "msi") if m in set(f["modality"])]
+    fig, axes = plt.subplots(1, len(mods) + 1, figsize=(6.5 * len(mods) + 3.6, 4.2),
+                             squeeze=False, gridspec_kw={"width_ratios": [5] * len(mods) + [2]})
+    for ax, mod in zip(axes[0], mods):
+        sub = f[f["modality"] == mod].copy()
+        sub["abs"] = sub["log2fc"].abs()
+        tested = sub["pval"].notna().any()
+        order = sub.sort_values(["qval", "abs"] if tested else ["abs"],
+                                ascending=[True, False] if tested else [False], kind="stable")
+        feats_top = list(dict.fromkeys(order["feature"]))[:top]
+        M = sub.pivot_table(index="domain", columns="feature", values="log2fc").reindex(
+            columns=feats_top)
+        lim = float(np.nanmax(np.abs(M.to_numpy()))) if M.size else 1.0
+        im = ax.imshow(M.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        if tested:
+            Q = sub.pivot_table(index="domain", columns="feature", values="qval").reindex(
+                index=M.index, columns=feats_top).to_numpy()
+            yy, xx = np.nonzero(Q <= fdr)
+            ax.scatter(xx, yy, s=8, c="k")
+        labels = [str(x).split(";")[0].rsplit(" [", 1)[0][:28] for x in feats_top]
+        ax.set_xticks(range(len(feats_top)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(M.index)), [f"domain {d}" for d in M.index])
+        ax.spines[:].set_visible(False)
+        what = {"rna": "genes", "msi": "metabolites"}[mod]
+        ax.set_title(f"{what}: {contrast}" + (f" (dot: q ≤ {fdr:g})" if tested else
+                                              " (effect only: < 2 samples per condition)"),
+                     fontsize=9)
+        fig.colorbar(im, ax=ax, label="log2 fold change (domain pseudo-bulk)", fraction=0.04,
+                     pad=0.02)
+    ax = axes[0][-1]
+    a = abund[abund["contrast"] == contrast]
+    if len(a):
+        colours = domain_colours(a["domain"].astype(int))
+        ax.barh(range(len(a)), a["difference"], color=[colours[int(d)] for d in a["domain"]])
+        ax.set_yticks(range(len(a)), [f"domain {d}" for d in a["domain"]])
+        ax.invert_yaxis()
+        ax.axvline(0, color="k", lw=0.8)
+        for i, q in enumerate(a["qval"]):
+            if pd.notna(q) and q <= fdr:
+                ax.text(a["difference"].iloc[i], i, " *", va="center")
+    ax.set_xlabel("change in share of spots")
+    ax.set_title("domain abundance", fontsize=9)
+    fig.tight_layout()
+    savefig(fig, path)

@@ -48,6 +48,7 @@ SAMPLE_FIGURES = [
     ("registration", "align_overlay", "registration overlay"),
     ("imputation", "impute", "predicted ion images"),
     ("biology", "associations", "association heatmap"),
+    ("biology", "markers", "domain markers (dot plot)"),
     ("ingest", "ingest_qc", "ingest QC"),
 ]
 
@@ -171,8 +172,11 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
             txt += f", ARI {vals['ari']:.2f} vs truth"
         kv.append((f"domains: {m}", txt))
     if it.get("associations_tested") is not None:
+        pear = it.get("associations_significant_pearson")
         kv.append(("metabolite–gene pairs", f"{_n(it.get('associations_significant'))} significant"
-                   f" of {_n(it['associations_tested'])} tested (FDR {it.get('fdr', '?')})"))
+                   f" of {_n(it['associations_tested'])} tested (FDR {it.get('fdr', '?')}"
+                   + (f", {it['association_method']} test" if it.get("association_method") else "")
+                   + ")" + (f"; plain Pearson would call {_n(pear)}" if pear is not None else "")))
     lr = it.get("link_recovery")
     if lr:
         kv.append(("known links recovered",
@@ -337,6 +341,11 @@ def build_summary(
         if len(top):
             parts.append(f"<details><summary>{html.escape(s)}: top associations</summary>"
                          f"{table_html(top)}</details>")
+        mk = pd.DataFrame(interp[s].get("top_markers") or [])
+        if len(mk):
+            parts.append(f"<details><summary>{html.escape(s)}: domain markers (best 3 per "
+                         f"domain and modality; all in interpret/markers.tsv)</summary>"
+                         f"{table_html(mk, table_id=f'markers-{s}')}</details>")
     if "pathways" in aggregate and Path(aggregate["pathways"]).exists():
         pw = pd.read_csv(aggregate["pathways"], sep="\t")
         if len(pw):

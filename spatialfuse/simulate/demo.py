@@ -136,6 +136,33 @@ def _pick_metabolites(rng: np.random.Generator, n: int, min_sep_ppm: float = 60.
     return table.iloc[chosen].reset_index(drop=True)
 
 
+def _gene_symbols(rng: np.random.Generator, genes: list[str], link_genes: np.ndarray,
+                  link_metabolites: list[str]) -> list[str]:
+    """Human gene symbols of the shipped pathway table for the simulated genes (the
+    mitochondrial ones keep their names). Gene i gets the same symbol in every sample (a fixed
+    draw), so cohort tables line up; then link gene k is renamed, with ``rng``, to a gene that
+    shares a pathway with link metabolite k, where the table has one."""
+    from ..interpret.pathways import load_pathways, metabolite_key
+
+    table = load_pathways(None)
+    gene_rows = table[table["analyte_type"] == "gene"]
+    pool = sorted(set(gene_rows["name"]) - set(MT_GENES))
+    idx = [i for i, name in enumerate(genes) if name not in MT_GENES]
+    out = list(genes)
+    for i, sym in zip(idx, np.random.default_rng(9).choice(pool, size=len(idx), replace=False)):
+        out[i] = str(sym)
+    by_pathway = gene_rows.groupby("pathway_id")["name"].apply(sorted)
+    comp = table[table["analyte_type"] == "compound"]
+    used = set(out)
+    for g, met in zip(link_genes, link_metabolites):
+        pids = sorted(set(comp.loc[comp["key"] == metabolite_key(met), "pathway_id"]))
+        cands = sorted({x for pid in pids for x in by_pathway.get(pid, [])} - used)
+        if cands:
+            out[int(g)] = str(rng.choice(cands))
+            used.add(out[int(g)])
+    return out
+
+
 def _rotation(theta_deg: float, reflect: bool, scale: float) -> np.ndarray:
     t = np.deg2rad(theta_deg)
     R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
@@ -306,6 +333,10 @@ def simulate_sample(p: DemoParams) -> dict:
     mz_true = np.r_[mets["mz"].to_numpy(), np.array(MATRIX_MZ)]
     intens = np.c_[I, matrix].astype(np.float32)
 
+    # real gene symbols (own generator: the simulated numbers do not change): each link gene is
+    # an enzyme gene of a pathway holding its metabolite, so pathway enrichment has a truth
+    genes = _gene_symbols(np.random.default_rng([p.seed, 9]), genes, link_genes,
+                          mets["name"].iloc[link_mets].tolist())
     truth_links = pd.DataFrame({
         "gene": [genes[g] for g in link_genes],
         "metabolite": mets["name"].iloc[link_mets].to_numpy(),

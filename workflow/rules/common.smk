@@ -59,6 +59,14 @@ def domain_model_tsv(wildcards):
     )
 
 
+def pathway_table_input(wildcards):
+    """A user's pathway table (interpret.pathway_table), so that a missing file stops the run
+    before any job starts and an edited table reruns interpret; none for the shipped one.
+    """
+    t = config["interpret"].get("pathway_table")
+    return [t] if t else []
+
+
 def provenance_inputs(wildcards):
     """Every input file of a sample, by role, for the report's SHA-256 table."""
     return {

@@ -6,14 +6,22 @@ rule interpret:
         paired="results/{sample}/align/paired.h5mu",
         domains=domain_model_tsv,
         truth=truth_input,
+        pathway_table=pathway_table_input,
     output:
         markers="results/{sample}/interpret/markers.tsv",
         associations="results/{sample}/interpret/associations.tsv",
+        associations_domains="results/{sample}/interpret/associations_domains.tsv",
         pathways="results/{sample}/interpret/pathways.tsv",
         summary="results/{sample}/interpret/summary.json",
         figure=report(
             "results/{sample}/interpret/associations.png",
             caption="../report/associations.rst",
+            category="5. Biology",
+            subcategory="{sample}",
+        ),
+        markers_figure=report(
+            "results/{sample}/interpret/markers.png",
+            caption="../report/markers.rst",
             category="5. Biology",
             subcategory="{sample}",
         ),

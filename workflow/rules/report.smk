@@ -173,6 +173,48 @@ rule aggregate:
         "../../scripts/aggregate.py"
 
 
+rule cohort:
+    input:
+        spots=AGGREGATE["spots"],
+        paired=per_sample("results/{sample}/align/paired.h5mu"),
+    output:
+        table=report(
+            "results/aggregate/conditions.tsv",
+            caption="../report/conditions_table.rst",
+            category="5. Biology",
+            subcategory="All samples",
+        ),
+        abundance=report(
+            "results/aggregate/condition_domains.tsv",
+            caption="../report/condition_domains.rst",
+            category="5. Biology",
+            subcategory="All samples",
+        ),
+        figure=report(
+            "results/aggregate/figures/conditions.png",
+            caption="../report/conditions.rst",
+            category="5. Biology",
+            subcategory="All samples",
+        ),
+    log:
+        "results/logs/cohort/cohort.log",
+    benchmark:
+        "results/benchmarks/cohort/cohort.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled(2000, per_input_mb=2),
+        runtime=scaled(10),
+    params:
+        samples=list(samples.index),
+        conditions=samples["condition"].to_dict() if "condition" in samples else {},
+        reference_model=config["interpret"]["domain_model"],
+        fdr=config["interpret"]["fdr"],
+    script:
+        "../../scripts/cohort.py"
+
+
 rule report:
     input:
         **AGGREGATE,
@@ -180,6 +222,7 @@ rule report:
         align_fig=per_sample("results/{sample}/align/overlay.png"),
         impute_fig=per_sample("results/{sample}/impute/prediction.png"),
         interpret_fig=per_sample("results/{sample}/interpret/associations.png"),
+        markers_fig=per_sample("results/{sample}/interpret/markers.png"),
         ingest_qc=per_sample("results/{sample}/ingest/qc.json"),
         align_qc=per_sample("results/{sample}/align/qc.json"),
         interpret=per_sample("results/{sample}/interpret/summary.json"),

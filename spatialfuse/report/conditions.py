@@ -1,0 +1,214 @@
+"""Cohort level: per-domain differences between conditions, with samples as the replicates.
+
+Spots of one section are not independent replicates of a condition: a test over spots would
+call every difference between two sections significant. Here each sample contributes one
+number per (domain, feature) — the mean over its spots in that domain (a pseudo-bulk profile
+on the log scale of X) — and one number per domain — the share of its spots in the domain —
+and conditions are compared over samples (Student's t on those per-sample values, BH FDR per
+contrast and modality). With fewer than two samples in a condition the effect is still
+reported, the test is not (p = NaN, ``note`` says why).
+
+Domains are the cohort-matched labels of the aggregate stage (``results/aggregate/
+domains.tsv``), so "domain 2" is the same tissue region in every sample. Metabolites are
+matched across samples by their annotation (every candidate, as written by ingest) or, when
+unannotated, by m/z within ``mz_tol_ppm``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import stats
+
+from ..constants import Key
+from ..metrics import bh_fdr
+
+log = logging.getLogger(__name__)
+
+FEATURE_COLUMNS = ["contrast", "domain", "modality", "feature", "annotation", "n_a", "n_b",
+                   "mean_a", "mean_b", "log2fc", "t", "pval", "qval", "note"]
+ABUNDANCE_COLUMNS = ["contrast", "domain", "n_a", "n_b", "fraction_a", "fraction_b",
+                     "difference", "t", "pval", "qval", "note"]
+
+
+def _metabolite_keys(msi: ad.AnnData, reference_mz: np.ndarray, mz_tol_ppm: float) -> np.ndarray:
+    """Cohort key of each m/z feature: its annotation if any, else the reference m/z within
+    tolerance (or its own m/z, rounded, when it matches none)."""
+    mz = msi.var[Key.var.mz].to_numpy(float) if Key.var.mz in msi.var else \
+        np.full(msi.n_vars, np.nan)
+    ann = msi.var[Key.var.annotation].fillna("").astype(str).to_numpy() \
+        if Key.var.annotation in msi.var else np.array([""] * msi.n_vars)
+    keys = []
+    ref = np.sort(reference_mz[np.isfinite(reference_mz)])
+    for a, m in zip(ann, mz):
+        if a and a != "nan":
+            keys.append(a)
+        elif np.isfinite(m) and len(ref):
+            j = np.clip(np.searchsorted(ref, m), 1, len(ref) - 1)
+            near = ref[j - 1:j + 1][np.argmin(np.abs(ref[j - 1:j + 1] - m))]
+            keys.append(f"m/z {near:.4f}" if abs(near - m) / m * 1e6 <= mz_tol_ppm
+                        else f"m/z {m:.4f}")
+        else:
+            keys.append(str(m))
+    return np.array(keys, dtype=object)
+
+
+def _mz_clusters(mz: np.ndarray, tol_ppm: float) -> np.ndarray:
+    """One representative (the lowest) m/z per run of m/z values closer than ``tol_ppm``
+    to their neighbour, so slightly shifted bins of different samples share one key."""
+    mz = np.sort(mz[np.isfinite(mz)])
+    if not len(mz):
+        return mz
+    new = np.r_[True, np.diff(mz) / mz[1:] * 1e6 > tol_ppm]
+    return mz[new]
+
+
+def pseudobulk(a: ad.AnnData, labels: pd.Series, keys: np.ndarray,
+               min_spots: int = 10) -> pd.DataFrame:
+    """Mean of X over each domain's spots (domains with ≥ ``min_spots`` spots): a
+    domains × features frame with feature columns named by ``keys`` (duplicated keys are
+    averaged)."""
+    lab = labels.reindex(a.obs_names)
+    ok = lab.notna().to_numpy()
+    codes, doms = pd.factorize(lab[ok].astype(int), sort=True)
+    X = a.X[ok]
+    ind = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))),
+                        shape=(len(doms), len(codes)))
+    size = np.asarray(ind.sum(1)).ravel()
+    sums = ind @ X
+    means = (sums.toarray() if sp.issparse(sums) else np.asarray(sums)) / size[:, None]
+    df = pd.DataFrame(means, index=pd.Index(doms, name="domain"), columns=keys)
+    df = df.T.groupby(level=0, sort=False).mean().T
+    return df[size >= min_spots]
+
+
+def _t_test(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Student's t (pooled variance) of the columns of a (n_a × F) vs b (n_b × F)."""
+    na, nb = len(a), len(b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sp2 = ((na - 1) * a.var(0, ddof=1) + (nb - 1) * b.var(0, ddof=1)) / (na + nb - 2)
+        t = (a.mean(0) - b.mean(0)) / np.sqrt(sp2 * (1 / na + 1 / nb))
+    p = 2 * stats.t.sf(np.abs(t), na + nb - 2)
+    return t, np.where(np.isfinite(t), p, np.nan)
+
+
+def _contrasts(conditions: dict[str, str]) -> list[tuple[str, str]]:
+    """Every condition against the first one of the samples sheet (the reference)."""
+    levels = list(dict.fromkeys(c for c in conditions.values() if c))
+    return [(lev, levels[0]) for lev in levels[1:]]
+
+
+def condition_differences(profiles: dict[str, dict[str, pd.DataFrame]],
+                          conditions: dict[str, str],
+                          annotations: dict[str, str] | None = None) -> pd.DataFrame:
+    """Per contrast (each condition vs the reference), domain and feature: the mean of the
+    per-sample domain profiles in each condition, their difference as log2 fold change (X is
+    log1p: the difference of means divided by ln 2), Student's t over samples, p and BH q (per
+    contrast and modality). ``profiles``: sample → modality → domains × features frame (from
+    :func:`pseudobulk`); features present in every sample of the contrast are compared."""
+    annotations = annotations or {}
+    rows = []
+    for cond_a, cond_b in _contrasts(conditions):
+        sa = [s for s, c in conditions.items() if c == cond_a and s in profiles]
+        sb = [s for s, c in conditions.items() if c == cond_b and s in profiles]
+        if not sa or not sb:
+            continue
+        contrast = f"{cond_a} vs {cond_b}"
+        mods = sorted({m for s in sa + sb for m in profiles[s]})
+        for mod in mods:
+            frames = {s: profiles[s][mod] for s in sa + sb if mod in profiles[s]}
+            feats = sorted(set.intersection(*(set(f.columns) for f in frames.values())))
+            doms = sorted(set.union(*(set(f.index) for f in frames.values())))
+            part = []
+            for d in doms:
+                A = np.array([frames[s].loc[d, feats].to_numpy(float) for s in sa
+                              if s in frames and d in frames[s].index])
+                B = np.array([frames[s].loc[d, feats].to_numpy(float) for s in sb
+                              if s in frames and d in frames[s].index])
+                if not len(A) or not len(B):
+                    continue
+                tested = len(A) >= 2 and len(B) >= 2
+                t, p = _t_test(A, B) if tested else (np.full(len(feats), np.nan),) * 2
+                diff = A.mean(0) - B.mean(0)
+                part.append(pd.DataFrame({
+                    "contrast": contrast, "domain": d, "modality": mod, "feature": feats,
+                    "annotation": [annotations.get(f, "") if mod == Key.mod.msi else ""
+                                   for f in feats],
+                    "n_a": len(A), "n_b": len(B), "mean_a": A.mean(0), "mean_b": B.mean(0),
+                    "log2fc": diff / np.log(2), "t": t, "pval": p,
+                    "note": "" if tested else "needs ≥ 2 samples per condition: effect only"}))
+            if part:
+                df = pd.concat(part, ignore_index=True)
+                ok = df["pval"].notna().to_numpy()
+                q = np.full(len(df), np.nan)
+                q[ok] = bh_fdr(df.loc[ok, "pval"].to_numpy())
+                df["qval"] = q
+                rows.append(df)
+    if not rows:
+        return pd.DataFrame(columns=FEATURE_COLUMNS)
+    out = pd.concat(rows, ignore_index=True)[FEATURE_COLUMNS]
+    return out.sort_values(["qval", "pval", "contrast", "domain"], kind="stable",
+                           na_position="last").reset_index(drop=True)
+
+
+def abundance_differences(spots: pd.DataFrame, model: str,
+                          conditions: dict[str, str]) -> pd.DataFrame:
+    """Per contrast and domain: each condition's mean share of spots in the domain (over its
+    samples), the difference, Student's t over samples, p and BH q (per contrast)."""
+    sub = spots.dropna(subset=[model])
+    frac = pd.crosstab(sub["sample"], sub[model].astype(int), normalize="index")
+    rows = []
+    for cond_a, cond_b in _contrasts(conditions):
+        sa = [s for s in frac.index if conditions.get(s) == cond_a]
+        sb = [s for s in frac.index if conditions.get(s) == cond_b]
+        if not sa or not sb:
+            continue
+        A, B = frac.loc[sa].to_numpy(), frac.loc[sb].to_numpy()
+        tested = len(sa) >= 2 and len(sb) >= 2
+        t, p = _t_test(A, B) if tested else (np.full(frac.shape[1], np.nan),) * 2
+        df = pd.DataFrame({
+            "contrast": f"{cond_a} vs {cond_b}", "domain": frac.columns, "n_a": len(sa),
+            "n_b": len(sb), "fraction_a": A.mean(0), "fraction_b": B.mean(0),
+            "difference": A.mean(0) - B.mean(0), "t": t, "pval": p,
+            "note": "" if tested else "needs ≥ 2 samples per condition: effect only"})
+        ok = df["pval"].notna().to_numpy()
+        q = np.full(len(df), np.nan)
+        q[ok] = bh_fdr(df.loc[ok, "pval"].to_numpy())
+        df["qval"] = q
+        rows.append(df)
+    if not rows:
+        return pd.DataFrame(columns=ABUNDANCE_COLUMNS)
+    return pd.concat(rows, ignore_index=True)[ABUNDANCE_COLUMNS]
+
+
+def run_conditions(spots: pd.DataFrame, model: str, conditions: dict[str, str],
+                   paired: dict[str, tuple[ad.AnnData, ad.AnnData]], *,
+                   min_spots: int = 10, mz_tol_ppm: float = 10.0
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables for the cohort: feature differences (genes and metabolites) per domain and
+    domain-abundance differences. ``paired``: sample → (rna, msi) on the same spots."""
+    conditions = {s: c for s, c in conditions.items() if c and s in paired}
+    lab = spots.set_index(["sample", "barcode"])[model]
+    ref_mz = np.concatenate([m.var[Key.var.mz].to_numpy(float) for _, m in paired.values()
+                             if Key.var.mz in m.var] or [np.array([])])
+    ref_mz = _mz_clusters(ref_mz, mz_tol_ppm)
+    profiles, annotations = {}, {}
+    for s, (rna, msi) in paired.items():
+        if s not in conditions:
+            continue
+        labels = lab.loc[s] if s in lab.index.get_level_values(0) else pd.Series(dtype=float)
+        keys = _metabolite_keys(msi, ref_mz, mz_tol_ppm)
+        annotations.update({k: k for k in keys if not k.startswith("m/z ")})
+        profiles[s] = {Key.mod.rna: pseudobulk(rna, labels, np.asarray(rna.var_names), min_spots),
+                       Key.mod.msi: pseudobulk(msi, labels, keys, min_spots)}
+    feats = condition_differences(profiles, conditions, annotations)
+    abund = abundance_differences(spots[spots["sample"].isin(list(conditions))], model,
+                                  conditions)
+    log.info("conditions: %d contrasts, %d feature rows (%d with q ≤ 0.05), %d abundance rows",
+             feats["contrast"].nunique(), len(feats), int((feats["qval"] <= 0.05).sum()),
+             len(abund))
+    return feats, abund
