@@ -46,6 +46,7 @@ class _Var:
     annotation = "annotation"  # MSI: all candidate metabolites, ';'-separated
     n_candidates = "n_candidates"
     matrix_peak = "matrix_peak"  # MSI: off-tissue (matrix/background) peak flag
+    smooth_strength = "graph_smooth_strength"  # impute: lambda of graph smoothing, per feature
 
 
 class _Layers:
