@@ -76,7 +76,7 @@ DOWNSTREAM = {
     "checksums": ["report"],
     "ingest": ["align"],
     "align": ["impute", "model", "interpret", "aggregate"],
-    "impute": ["aggregate"],
+    "impute": ["aggregate"],  # impute trains its own per-fold models: no edge from model
     "model": ["domains", "aggregate"],
     "domains": ["interpret", "aggregate"],
     "interpret": ["aggregate"],
@@ -101,11 +101,13 @@ def _with_downstream(*rules: str) -> set[str]:
     ("align", {"align__min_coverage": 0.6}, ["align"]),
     ("impute", {"impute__alpha": 0.3}, ["impute"]),
     ("model", {"model__pca__n_comps": 12}, ["model"]),
+    # impute refits the joint models of impute.models in its blocked CV: their settings feed it
+    ("model_vae", {"model__vae__lr": 0.003}, ["model", "impute"]),
     ("domains", {"domains__refine": True}, ["domains"]),
     ("interpret", {"interpret__fdr": 0.1}, ["interpret"]),
     ("report", {"report__title": "Another title"}, ["report"]),
     ("seed", {"seed": 1}, ["simulate_demo", "impute", "model", "domains", "interpret"]),
-    ("device", {"device": "cpu"}, ["model"]),
+    ("device", {"device": "cpu"}, ["model", "impute"]),
 ])
 def test_selective_rerun(demo_run, section, edit, first_rules):
     """Editing one config section reruns exactly the rules that use it and what depends on them."""
