@@ -86,6 +86,10 @@ def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params:
     return out, inputs.rna_features, time.perf_counter() - t0
 
 
+def _empty(Xr: np.ndarray, Xm: np.ndarray) -> dict[str, np.ndarray]:
+    return {"msi": np.full(Xm.shape, np.nan), "rna": np.full(Xr.shape, np.nan)}
+
+
 def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray,
                   folds: np.ndarray, train_masks: dict[int, np.ndarray], *,
                   baselines=BASELINES, models=(), model_params: dict | None = None,
@@ -106,7 +110,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     secs: dict[str, float] = {}
     for method in baselines:
         t0 = time.perf_counter()
-        P = {"msi": np.full_like(Xm, np.nan, dtype=float), "rna": np.full_like(Xr, np.nan, dtype=float)}
+        P = _empty(Xr, Xm)
         for f, train in train_masks.items():
             test = folds == f
             for src, tgt in DIRECTIONS:
@@ -115,7 +119,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                                              ridge_alpha=ridge_alpha, knn_k=knn_k, seed=seed)
         preds[method], secs[method] = P, time.perf_counter() - t0
     for name in models:
-        P = {"msi": np.full_like(Xm, np.nan, dtype=float), "rna": np.full_like(Xr, np.nan, dtype=float)}
+        P = _empty(Xr, Xm)
         total = 0.0
         for f, train in train_masks.items():
             test = folds == f

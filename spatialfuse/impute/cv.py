@@ -26,7 +26,8 @@ def auto_buffer_um(xy: np.ndarray, hops: int = 2, k: int = 6) -> float:
     return float(hops * np.median(d[:, kk]))
 
 
-def training_masks(xy: np.ndarray, folds: np.ndarray, buffer_um: float = 0.0) -> dict[int, np.ndarray]:
+def training_masks(xy: np.ndarray, folds: np.ndarray,
+                   buffer_um: float = 0.0) -> dict[int, np.ndarray]:
     """Per fold: the spots a model may train on when that fold is held out — every other fold,
     minus the spots closer than ``buffer_um`` to a held-out spot (so that spatial context,
     smoothing or graph neighbours cannot carry held-out values into training or the target

@@ -33,7 +33,8 @@ def spot_pitch_um(xy: np.ndarray) -> float:
     return pitch if pitch > 0 else 1.0
 
 
-def raster_index(xy: np.ndarray, pitch_um: float | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def raster_index(xy: np.ndarray,
+                 pitch_um: float | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Flat grid-cell index of every spot and the grid shape (rows, cols), cell = pitch."""
     xy = np.asarray(xy, float)
     pitch = pitch_um or spot_pitch_um(xy)

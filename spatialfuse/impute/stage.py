@@ -168,7 +168,7 @@ def run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int = 0,
                      "models": models, "model_max_steps": p["model_max_steps"]}
     metrics["seconds"] = round(time.perf_counter() - t_start, 3)
     table = pd.concat(parts, ignore_index=True)
-    for task in cross:
-        log.info("impute %s: %s", task, ", ".join(
-            f"{m} r={v['median_pearson']:.3f}" for m, v in cross[task].items() if isinstance(v, dict)))
+    for task, res in cross.items():
+        log.info("impute %s, median held-out r: %s", task, ", ".join(
+            f"{m} {v['median_pearson']:.3f}" for m, v in res.items() if isinstance(v, dict)))
     return rna, msi, metrics, table

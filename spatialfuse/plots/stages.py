@@ -73,11 +73,13 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
     savefig(fig, path)
 
 
-def impute_figure(msi, table: pd.DataFrame, path, sample: str, method: str = "ridge_from_rna") -> None:
+def impute_figure(msi, table: pd.DataFrame, path, sample: str,
+                  method: str = "ridge_from_rna") -> None:
     """Measured vs cross-modally predicted (held-out) ion images for the best, median and worst
     metabolites of ``method``, a measured-vs-predicted scatter per metabolite, and the held-out
     Pearson r of every method in both directions."""
-    sub = table[(table["modality"] == "msi") & (table["method"] == method)].dropna(subset=["pearson_r"])
+    sub = table[(table["modality"] == "msi") & (table["method"] == method)]
+    sub = sub.dropna(subset=["pearson_r"])
     sub = sub.sort_values("pearson_r", ascending=False)
     if sub.empty or Key.layers.imputed(method) not in msi.layers:
         placeholder(path, f"{sample}: no held-out scores for {method}")
@@ -95,8 +97,9 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str, method: str = "ri
         name = f"{row['feature']}" + (f"\n{ann.split(';')[0]}" if ann else "")
         plot_values(axes[0, j], xy, meas, f"{tag}: {name}\nmeasured", label="log intensity")
         ssim = f", SSIM {row['ssim']:.2f}" if "ssim" in row and pd.notna(row["ssim"]) else ""
-        plot_values(axes[1, j], xy, pred, f"{label} from genes, held out\nr = {row['pearson_r']:.2f}"
-                    f"{ssim}", label="predicted")
+        plot_values(axes[1, j], xy, pred,
+                    f"{label} from genes, held out\nr = {row['pearson_r']:.2f}{ssim}",
+                    label="predicted")
         ok = np.isfinite(pred)
         axes[2, j].scatter(meas[ok], pred[ok], s=5, alpha=0.5, color="#0072B2", linewidths=0)
         axes[2, j].set_xlabel("measured (log intensity)")
@@ -104,7 +107,8 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str, method: str = "ri
         axes[2, j].set_title(f"{tag}: spots of every held-out block", fontsize=9)
     ax = axes[0, 3]
     cross = table[table["method"].str.contains("_from_")]
-    groups = [(m, g["pearson_r"].dropna().to_numpy()) for m, g in cross.groupby("method", sort=True)]
+    groups = [(m, g["pearson_r"].dropna().to_numpy())
+              for m, g in cross.groupby("method", sort=True)]
     groups = [(m, v) for m, v in groups if len(v)]
     if groups:
         ax.boxplot([v for _, v in groups], vert=False, showfliers=False)
