@@ -147,15 +147,19 @@ def test_run_impute_layers_scores_and_no_overwrite():
 
     rna, msi = _paired_synthetic()
     X0r, X0m = rna.X.copy(), msi.X.copy()
-    params = {"n_blocks": 3, "models": ["vae"], "model_max_steps": 30, "denoise_folds": 3}
+    params = {"n_blocks": 3, "models": ["vae"], "model_max_steps": 30, "denoise_folds": 3,
+              "denoise_models": ["vae"]}
     mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
     r2, m2, metrics, table = run_impute(rna, msi, params, seed=0, model_params=mp, device="cpu")
     np.testing.assert_array_equal(rna.X, X0r)  # inputs untouched
     np.testing.assert_array_equal(m2.X, X0m) and np.testing.assert_array_equal(r2.X, X0r)
     for meth in ("knn_smooth", "graph_smooth", "ridge_from_rna", "knn_from_rna", "vae_from_rna"):
         assert Key.layers.imputed(meth) in m2.layers
-    for meth in ("ridge_from_msi", "knn_from_msi", "vae_from_msi", "graph_smooth"):
+    for meth in ("ridge_from_msi", "knn_from_msi", "vae_from_msi", "graph_smooth",
+                 "vae_reconstruction"):
         assert Key.layers.imputed(meth) in r2.layers
+    assert Key.layers.imputed("vae_reconstruction") in m2.layers
+    assert {"knn_smooth", "graph_smooth", "vae_reconstruction"} <= set(metrics["denoise"]["msi"])
     assert set(table.columns) >= {"modality", "task", "method", "feature", "pearson_r",
                                   "spearman_r", "ssim"}
     cm = metrics["crossmodal"]
@@ -178,7 +182,7 @@ def test_too_wide_buffer_is_a_clear_error():
 
     rna, msi = _paired_synthetic(n_side=8)
     with pytest.raises(ValueError, match="buffer"):
-        run_impute(rna, msi, {"buffer_um": 1e5, "models": []}, seed=0)
+        run_impute(rna, msi, {"buffer_um": 1e5, "models": [], "denoise_models": []}, seed=0)
 
 
 def test_schema_defaults_match_code():

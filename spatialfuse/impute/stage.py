@@ -3,9 +3,12 @@
 Two tasks, each scored only on data the method did not see:
 
 * **denoising within each modality** — ``knn_smooth`` (one neighbour-averaging step of fixed
-  strength ``alpha``; scored by predicting every spot from its neighbours only) and
+  strength ``alpha``; scored by predicting every spot from its neighbours only),
   ``graph_smooth`` (graph-Laplacian smoothing, strength chosen per feature on hidden random
-  spots; scored on hidden spots with the strength chosen on the other folds);
+  spots; scored on hidden spots with the strength chosen on the other folds) and
+  ``{model}_reconstruction`` for the joint models of ``denoise_models`` (each hidden spot's
+  modality predicted, by a model fitted without that spot, from its other modality and its
+  neighbours);
 * **cross-modal prediction** genes → metabolites and metabolites → genes — baselines ``ridge``
   and ``knn`` on spatially smoothed source features, and the joint models of ``models``
   (``vae``, ``gnn``, ``transformer``, fitted per fold through :func:`spatialfuse.models.api.fit`),
@@ -13,7 +16,8 @@ Two tasks, each scored only on data the method did not see:
   block left out of training).
 
 Per feature: Pearson r, Spearman r and map SSIM (:mod:`.scores`). Layers (never ``X``):
-``imputed_knn_smooth``, ``imputed_graph_smooth`` on both modalities; ``imputed_{method}_from_rna``
+``imputed_knn_smooth``, ``imputed_graph_smooth``, ``imputed_{model}_reconstruction`` on both
+modalities; ``imputed_{method}_from_rna``
 on MSI and ``imputed_{method}_from_msi`` on RNA (out-of-fold predictions; genes outside the
 scored set are NaN).
 """
@@ -29,7 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
-from .crossmodal import BASELINES, DIRECTIONS, crossmodal_cv
+from .crossmodal import BASELINES, DIRECTIONS, crossmodal_cv, model_fold
 from .cv import auto_buffer_um, spatial_blocks, training_masks
 from .scores import feature_scores, summarise
 from .smooth import (
@@ -46,7 +50,8 @@ log = logging.getLogger(__name__)
 #: Defaults of the impute config section (the schema carries the same values).
 DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_alpha=None,
                 knn_k=10, models=["vae", "gnn", "transformer"], model_max_steps=200,
-                n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5)
+                n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
+                denoise_models=["gnn"])
 MODEL_NAMES = ("vae", "gnn", "transformer")
 
 
@@ -121,8 +126,30 @@ def run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int = 0,
         parts.append(_rows(sc, name, "denoise", "graph_smooth", feats))
         denoise[name]["graph_smooth"] = {**summarise(sc),
                                          "median_strength": float(np.median(ch["strength"]))}
+    # model-based reconstruction: each hidden spot's modality predicted by a joint model that
+    # never saw the spot, from the spot's other modality and its neighbours (J-invariant)
+    den_models = [m for m in p["denoise_models"] if m in MODEL_NAMES]
+    dparams = _model_params(den_models, model_params or {}, p["model_max_steps"])
+    for name in den_models:
+        t0 = time.perf_counter()
+        P = {"rna": np.full(Xr.shape, np.nan), "msi": np.full(Xm.shape, np.nan)}
+        for f in np.unique(dfolds):
+            test = dfolds == f
+            out, _, _ = model_fold(name, rna, msi, ~test, test, dparams[name],
+                                   n_top_genes=p["n_top_genes"], seed=seed, device=device)
+            P["rna"][test], P["msi"][test] = out["rna"], out["msi"]
+        method = f"{name}_reconstruction"
+        for mod, a, Y, feats in (("rna", rna, Xr, gene_names), ("msi", msi, Xm, msi.var_names)):
+            sc = feature_scores(P[mod], Y, xy)
+            parts.append(_rows(sc, mod, "denoise", method, feats))
+            denoise[mod][method] = {**summarise(sc),
+                                    "seconds": round(time.perf_counter() - t0, 3)}
+            layer = np.full(a.shape, np.nan, np.float32)
+            layer[:, genes if mod == "rna" else slice(None)] = P[mod]
+            a.layers[Key.layers.imputed(method)] = layer
     metrics["denoise"] = denoise
-    metrics["denoise_cv"] = {"scheme": "random_spots", "n_folds": int(len(np.unique(dfolds)))}
+    metrics["denoise_cv"] = {"scheme": "random_spots", "n_folds": int(len(np.unique(dfolds))),
+                             "models": den_models}
 
     # ---- cross-modal prediction, spatially blocked CV
     folds = spatial_blocks(xy, int(p["n_blocks"]), seed)

@@ -119,7 +119,7 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
         ax.axvline(0, color="#BBBBBB", lw=0.8)
         ax.set_xlabel("held-out Pearson r per feature")
         ax.set_title("all methods, blocked CV", fontsize=9)
-    den = table[table["method"].isin(["knn_smooth", "graph_smooth"])]
+    den = table[table["task"] == "denoise"] if "task" in table else table.iloc[:0]
     ax = axes[1, 3]
     groups = [(f"{mo}: {m}", g["pearson_r"].dropna().to_numpy())
               for (mo, m), g in den.groupby(["modality", "method"], sort=True)]

@@ -54,9 +54,11 @@ def model_params(wildcards):
 
 
 def impute_model_params(wildcards):
-    """The model config sections of the joint models that impute cross-validates (only those:
+    """The model config sections of the joint models that impute refits (only those:
     editing another model's settings does not rerun impute)."""
-    return {m: config["model"].get(m, {}) for m in config["impute"].get("models", [])}
+    imp = config["impute"]
+    used = dict.fromkeys([*imp.get("models", []), *imp.get("denoise_models", [])])
+    return {m: config["model"].get(m, {}) for m in used}
 
 
 def domain_model_tsv(wildcards):
@@ -101,7 +103,11 @@ def gpu_request(wildcards):
 
 def impute_gpu_request(wildcards):
     """GPUs for the impute job: 1 when config asks for CUDA and impute trains joint models."""
-    return int(config["device"] == "cuda" and bool(config["impute"].get("models")))
+    imp = config["impute"]
+    return int(
+        config["device"] == "cuda"
+        and bool(imp.get("models") or imp.get("denoise_models"))
+    )
 
 
 def scaled(base, per_input_mb=0):
