@@ -101,8 +101,6 @@ def _with_downstream(*rules: str) -> set[str]:
     ("align", {"align__min_coverage": 0.6}, ["align"]),
     ("impute", {"impute__alpha": 0.3}, ["impute"]),
     ("model", {"model__pca__n_comps": 12}, ["model"]),
-    # impute refits the joint models of impute.models in its blocked CV: their settings feed it
-    ("model_vae", {"model__vae__lr": 0.003}, ["model", "impute"]),
     ("domains", {"domains__refine": True}, ["domains"]),
     ("interpret", {"interpret__fdr": 0.1}, ["interpret"]),
     ("report", {"report__title": "Another title"}, ["report"]),
@@ -119,6 +117,23 @@ def test_selective_rerun(demo_run, section, edit, first_rules):
             set_dotted(cfg, dotted, value)
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         assert planned_jobs(demo_run) == _with_downstream(*first_rules)
+    finally:
+        cfg_path.write_text(original)
+    assert planned_jobs(demo_run) == set()
+
+
+def test_model_edit_reruns_impute(demo_run):
+    """impute refits the joint models of impute.models in its blocked CV, so their settings
+    feed it; interpret reads the domains of interpret.domain_model (pca) only, so a VAE edit
+    leaves it alone."""
+    cfg_path = demo_run / "config" / "config.yaml"
+    original = cfg_path.read_text()
+    try:
+        cfg = yaml.safe_load(original)
+        assert cfg["interpret"]["domain_model"] == "pca"
+        set_dotted(cfg, "model__vae__lr", 0.003)
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert planned_jobs(demo_run) == _with_downstream("model", "impute") - {"interpret"}
     finally:
         cfg_path.write_text(original)
     assert planned_jobs(demo_run) == set()
