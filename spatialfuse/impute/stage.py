@@ -94,8 +94,17 @@ def run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int = 0,
 
     ``params``: the impute config section (missing keys take :data:`DEFAULTS`);
     ``model_params``: the model config sections of the joint models in ``params["models"]``.
-    Returns (rna, msi, metrics, per-feature table); the inputs are not modified.
+    Returns (rna, msi, metrics, per-feature table); the inputs are not modified. Runs on one
+    CPU thread (BLAS included), so the numbers do not depend on the cores a job gets.
     """
+    from ..models.api import fixed_threads
+
+    with fixed_threads():
+        return _run_impute(rna, msi, params, seed, model_params, device)
+
+
+def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
+                model_params: dict | None, device: str):
     p = {**DEFAULTS, **(params or {})}
     t_start = time.perf_counter()
     rna, msi = rna.copy(), msi.copy()
