@@ -81,6 +81,11 @@ def test_graph_smoothing_strength_follows_the_noise():
     # held-out predictions track the truth of spots they never saw
     assert (columnwise_corr(ch["heldout"], truth) > 0.7).all()
     np.testing.assert_array_equal(graph_smooth(X, xy, 0.0), X)
+    # on the same hidden spots, the chosen strength beats a plain neighbour mean where noise is high
+    from spatialfuse.impute.smooth import heldout_neighbour_prediction
+
+    nb = heldout_neighbour_prediction(X, xy, heldout_spot_folds(len(xy), 5, seed=0))
+    assert ((ch["heldout"] - truth) ** 2).mean(0)[1] < ((nb - truth) ** 2).mean(0)[1]
 
 
 def _paired_synthetic(seed: int = 0, n_side: int = 14):

@@ -3,7 +3,13 @@
 from .crossmodal import baseline_fold, crossmodal_cv, model_fold
 from .cv import auto_buffer_um, spatial_blocks, training_masks
 from .scores import feature_scores, masked_ssim
-from .smooth import choose_strength, graph_smooth, knn_smooth, loo_neighbour_prediction
+from .smooth import (
+    choose_strength,
+    graph_smooth,
+    heldout_neighbour_prediction,
+    knn_smooth,
+    loo_neighbour_prediction,
+)
 from .stage import run_impute
 
 __all__ = [
@@ -13,6 +19,7 @@ __all__ = [
     "crossmodal_cv",
     "feature_scores",
     "graph_smooth",
+    "heldout_neighbour_prediction",
     "knn_smooth",
     "loo_neighbour_prediction",
     "masked_ssim",

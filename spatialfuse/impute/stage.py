@@ -2,8 +2,9 @@
 
 Two tasks, each scored only on data the method did not see:
 
-* **denoising within each modality** — ``knn_smooth`` (one neighbour-averaging step of fixed
-  strength ``alpha``; scored by predicting every spot from its neighbours only),
+* **denoising within each modality**, every method scored on the same hidden random spots —
+  ``knn_smooth`` (one neighbour-averaging step of fixed strength ``alpha``; scored by
+  predicting each hidden spot from its visible neighbours),
   ``graph_smooth`` (graph-Laplacian smoothing, strength chosen per feature on hidden random
   spots; scored on hidden spots with the strength chosen on the other folds) and
   ``{model}_reconstruction`` for the joint models of ``denoise_models`` (each hidden spot's
@@ -41,8 +42,8 @@ from .smooth import (
     choose_strength,
     graph_smooth,
     heldout_spot_folds,
+    heldout_neighbour_prediction,
     knn_smooth,
-    loo_neighbour_prediction,
 )
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                                     ("msi", msi, Xm, slice(None), msi.var_names)):
         a.layers[Key.layers.imputed("knn_smooth")] = knn_smooth(X, xy, k, alpha).astype(np.float32)
         Xs = X[:, cols]
-        sc = feature_scores(loo_neighbour_prediction(Xs, xy, k), Xs, xy)
+        sc = feature_scores(heldout_neighbour_prediction(Xs, xy, dfolds, k), Xs, xy)
         parts.append(_rows(sc, name, "denoise", "knn_smooth", feats))
         denoise[name] = {"knn_smooth": summarise(sc)}
         ch = choose_strength(Xs, xy, dfolds, p["strengths"], k)
