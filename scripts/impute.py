@@ -10,9 +10,12 @@ from spatialfuse.plots.stages import impute_figure
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0])
 rna, msi, uns = read_paired(sm.input.paired)
-rna, msi, metrics, table = run_impute(rna, msi, sm.params.impute, seed=sm.params.seed)
+rna, msi, metrics, table = run_impute(rna, msi, sm.params.impute, seed=sm.params.seed,
+                                      model_params=dict(sm.params.models),
+                                      device=sm.params.device)
 write_paired(sm.output.imputed, rna, msi, uns=uns)
 table.to_csv(sm.output.scores, sep="\t", index=False)
 with open(sm.output.metrics, "w") as fh:
     json.dump(metrics, fh, indent=2)
-impute_figure(msi, table, sm.output.figure, sm.wildcards.sample)
+impute_figure(msi, table, sm.output.figure, sm.wildcards.sample,
+              method=f"{metrics['crossmodal']['rna_to_msi']['best_method']}_from_rna")

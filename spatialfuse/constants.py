@@ -48,6 +48,7 @@ class _Var:
     n_candidates = "n_candidates"
     matrix_peak = "matrix_peak"  # MSI: off-tissue (matrix/background) peak flag
     off_tissue_ratio = "off_tissue_ratio"  # MSI: mean off-tissue / mean on-tissue intensity
+    smooth_strength = "graph_smooth_strength"  # impute: lambda of graph smoothing, per feature
 
 
 class _Layers:

@@ -64,7 +64,8 @@ def _job_resources(dry_run_stdout: str) -> list[tuple[str, str, dict]]:
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
 def test_every_rule_declares_resources_and_gpu_only_for_cuda_training(tmp_path, device):
     """threads/mem_mb/runtime on every rule (what sbatch receives); a GPU only for the
-    neural models and only with ``device: cuda``, so CPU-only clusters never wait for one."""
+    neural models (training, and their cross-validation in impute) and only with
+    ``device: cuda``, so CPU-only clusters never wait for one."""
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     models = schema["properties"]["model"]["properties"]["models"]["items"]["enum"]
     d = make_workdir(tmp_path, device=device, model__models=models)
@@ -80,6 +81,8 @@ def test_every_rule_declares_resources_and_gpu_only_for_cuda_training(tmp_path, 
             model = re.search(r"model=(\w+)", wc).group(1)
             expected = int(device == "cuda" and model != "pca")
             assert int(res["gpu"]) == expected, (model, device, res)
+        elif rule == "impute":  # refits the joint models in its cross-validation
+            assert int(res["gpu"]) == int(device == "cuda"), (device, res)
         else:
             assert int(res.get("gpu", 0)) == 0
     smk_files = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))

@@ -19,12 +19,14 @@ def test_impute_never_overwrites_and_scores_heldout(paired):
 
     rna, msi = paired
     X0 = msi.X.copy()
-    rna2, msi2, metrics, table = run_impute(rna, msi, {"n_blocks": 4}, seed=0)
+    rna2, msi2, metrics, table = run_impute(rna, msi, {"n_blocks": 4, "models": [], "denoise_models": []},
+                                            seed=0)
     assert (msi2.X != X0).nnz == 0
     assert Key.layers.imputed("ridge_from_rna") in msi2.layers
     assert metrics["cv"]["scheme"] == "spatial_blocks" and metrics["cv"]["n_blocks"] == 4
     # smoothing an MSI image predicts held-out spots better than chance
-    assert metrics["msi_knn_smooth"]["median_pearson"] > 0.3
+    assert metrics["denoise"]["msi"]["knn_smooth"]["median_pearson"] > 0.3
+    assert metrics["denoise"]["msi"]["graph_smooth"]["median_pearson"] > 0.3
 
 
 def test_blocks_are_contiguous():

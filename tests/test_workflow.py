@@ -84,7 +84,7 @@ DOWNSTREAM = {
     "checksums": ["report"],
     "ingest": ["align"],
     "align": ["impute", "model", "interpret", "aggregate"],
-    "impute": ["aggregate"],
+    "impute": ["aggregate"],  # impute trains its own per-fold models: no edge from model
     "model": ["domains", "aggregate"],
     "domains": ["interpret", "aggregate"],
     "interpret": ["aggregate"],
@@ -114,7 +114,7 @@ def _with_downstream(*rules: str) -> set[str]:
     ("interpret", {"interpret__fdr": 0.1}, ["interpret"]),
     ("report", {"report__title": "Another title"}, ["report"]),
     ("seed", {"seed": 1}, ["simulate_demo", "impute", "model", "domains", "interpret"]),
-    ("device", {"device": "cpu"}, ["model"]),
+    ("device", {"device": "cpu"}, ["model", "impute"]),
 ])
 def test_selective_rerun(demo_run, section, edit, first_rules):
     """Editing one config section reruns exactly the rules that use it and what depends on them."""
@@ -126,6 +126,23 @@ def test_selective_rerun(demo_run, section, edit, first_rules):
             set_dotted(cfg, dotted, value)
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         assert planned_jobs(demo_run) == _with_downstream(*first_rules)
+    finally:
+        cfg_path.write_text(original)
+    assert planned_jobs(demo_run) == set()
+
+
+def test_model_edit_reruns_impute(demo_run):
+    """impute refits the joint models of impute.models in its blocked CV, so their settings
+    feed it; interpret reads the domains of interpret.domain_model (pca) only, so a VAE edit
+    leaves it alone."""
+    cfg_path = demo_run / "config" / "config.yaml"
+    original = cfg_path.read_text()
+    try:
+        cfg = yaml.safe_load(original)
+        assert cfg["interpret"]["domain_model"] == "pca"
+        set_dotted(cfg, "model__vae__lr", 0.003)
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert planned_jobs(demo_run) == _with_downstream("model", "impute") - {"interpret"}
     finally:
         cfg_path.write_text(original)
     assert planned_jobs(demo_run) == set()

@@ -1,8 +1,32 @@
-"""The impute stage: denoised layers, cross-modal predictions and held-out scores."""
+"""The impute stage: denoised layers, cross-modal predictions and held-out scores.
+
+Two tasks, each scored only on data the method did not see:
+
+* **denoising within each modality**, every method scored on the same hidden random spots —
+  ``knn_smooth`` (one neighbour-averaging step of fixed strength ``alpha``; scored by
+  predicting each hidden spot from its visible neighbours),
+  ``graph_smooth`` (graph-Laplacian smoothing, strength chosen per feature on hidden random
+  spots; scored on hidden spots with the strength chosen on the other folds) and
+  ``{model}_reconstruction`` for the joint models of ``denoise_models`` (each hidden spot's
+  modality predicted, by a model fitted without that spot, from its other modality and its
+  neighbours);
+* **cross-modal prediction** genes → metabolites and metabolites → genes — baselines ``ridge``
+  and ``knn`` on spatially smoothed source features, and the joint models of ``models``
+  (``vae``, ``gnn``, ``transformer``, fitted per fold through :func:`spatialfuse.models.api.fit`),
+  all in spatially blocked cross-validation (contiguous blocks, a buffer ring around the held-out
+  block left out of training).
+
+Per feature: Pearson r, Spearman r and map SSIM (:mod:`.scores`). Layers (never ``X``):
+``imputed_knn_smooth``, ``imputed_graph_smooth``, ``imputed_{model}_reconstruction`` on both
+modalities; ``imputed_{method}_from_rna``
+on MSI and ``imputed_{method}_from_msi`` on RNA (out-of-fold predictions; genes outside the
+scored set are NaN).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import anndata as ad
 import numpy as np
@@ -10,67 +34,183 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
-from ..metrics import columnwise_corr
-from .crossmodal import predict_crossmodal_cv
-from .cv import spatial_blocks
-from .smooth import knn_smooth, loo_neighbour_prediction
+from .crossmodal import BASELINES, DIRECTIONS, crossmodal_cv, model_fold
+from .cv import auto_buffer_um, spatial_blocks, training_masks
+from .scores import feature_scores, summarise
+from .smooth import (
+    DEFAULT_STRENGTHS,
+    choose_strength,
+    graph_smooth,
+    heldout_spot_folds,
+    heldout_neighbour_prediction,
+    knn_smooth,
+)
 
 log = logging.getLogger(__name__)
+
+#: Defaults of the impute config section (the schema carries the same values).
+DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_alpha=None,
+                knn_k=10, models=["vae", "gnn", "transformer"], model_max_steps=200,
+                n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
+                denoise_models=["gnn"], kl_weight=0.1)
+MODEL_NAMES = ("vae", "gnn", "transformer")
 
 
 def _dense(X):
     return X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
 
 
-def _summary(r: np.ndarray) -> dict:
-    r = r[np.isfinite(r)]
-    return {"median_pearson": float(np.median(r)) if r.size else float("nan"),
-            "mean_pearson": float(np.mean(r)) if r.size else float("nan"), "n_features": int(r.size)}
+def scored_genes(rna: ad.AnnData, n_top_genes: int | None = None) -> np.ndarray:
+    """Column indices of the genes that are predicted and scored: the highly variable genes
+    (at most ``n_top_genes``), selected exactly as the joint models select them."""
+    from ..models import prepare_inputs
+
+    probe = ad.AnnData(np.zeros((rna.n_obs, 1), np.float32), obs=pd.DataFrame(index=rna.obs_names))
+    inputs = prepare_inputs(rna, probe, n_top_genes)
+    return rna.var_names.get_indexer(inputs.rna_features)
 
 
-def run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int = 0):
-    """Denoise both modalities and predict each from the other.
+def _model_params(names, model_params: dict, max_steps, kl_weight) -> dict:
+    """Each model's config section, with impute's caps/overrides for its per-fold fits."""
+    out = {}
+    for n in names:
+        p = dict(model_params.get(n, {}))
+        p.pop("n_top_genes", None)  # one gene set for every method: impute.n_top_genes
+        if max_steps is not None:
+            p["max_steps"] = int(min(int(p.get("max_steps") or max_steps), int(max_steps)))
+        if kl_weight is not None:
+            p["kl_weight"] = float(kl_weight)
+        out[n] = p
+    return out
 
-    Writes layers (never ``X``): ``imputed_knn_smooth`` on both modalities,
-    ``imputed_ridge_from_rna`` on MSI and ``imputed_ridge_from_msi`` on RNA (out-of-fold
-    predictions of spatially blocked CV). Returns (rna, msi, metrics, per-feature table).
+
+def _rows(scores: pd.DataFrame, modality: str, task: str, method: str, features) -> pd.DataFrame:
+    return scores.assign(modality=modality, task=task, method=method, feature=list(features))[
+        ["modality", "task", "method", "feature", "pearson_r", "spearman_r", "ssim"]]
+
+
+def run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int = 0,
+               model_params: dict | None = None, device: str = "cpu"):
+    """Denoise both modalities and predict each from the other, scored on held-out data.
+
+    ``params``: the impute config section (missing keys take :data:`DEFAULTS`);
+    ``model_params``: the model config sections of the joint models in ``params["models"]``.
+    Returns (rna, msi, metrics, per-feature table); the inputs are not modified. Runs on one
+    CPU thread (BLAS included), so the numbers do not depend on the cores a job gets.
     """
+    from ..models.api import fixed_threads
+
+    with fixed_threads():
+        return _run_impute(rna, msi, params, seed, model_params, device)
+
+
+def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
+                model_params: dict | None, device: str):
+    p = {**DEFAULTS, **(params or {})}
+    t_start = time.perf_counter()
     rna, msi = rna.copy(), msi.copy()
     xy = np.asarray(rna.obsm[Key.obsm.spatial], float)
-    k, alpha = int(params.get("k", 6)), float(params.get("alpha", 0.5))
-    hv = rna.var[Key.var.highly_variable].to_numpy() if Key.var.highly_variable in rna.var else \
-        np.ones(rna.n_vars, bool)
-    Xr, Xm = _dense(rna.X), _dense(msi.X)
-    metrics: dict = {"n_spots": int(rna.n_obs), "k": k, "alpha": alpha}
-    rows = []
+    k, alpha = int(p["k"]), float(p["alpha"])
+    genes = scored_genes(rna, p["n_top_genes"])
+    gene_names = rna.var_names[genes]
+    Xr_all, Xm = _dense(rna.X), _dense(msi.X)
+    Xr = Xr_all[:, genes]
+    metrics: dict = {"n_spots": int(rna.n_obs), "n_genes_scored": int(len(genes)),
+                     "n_mz": int(msi.n_vars), "k": k, "alpha": alpha}
+    parts = []
 
-    # within-modality denoising, scored by predicting each spot from its neighbours only
-    for name, a, X in (("rna", rna, Xr), ("msi", msi, Xm)):
+    # ---- denoising within each modality, scored on spots the smoother did not see
+    dfolds = heldout_spot_folds(rna.n_obs, int(p["denoise_folds"]), seed)
+    denoise: dict = {}
+    for name, a, X, cols, feats in (("rna", rna, Xr_all, genes, gene_names),
+                                    ("msi", msi, Xm, slice(None), msi.var_names)):
         a.layers[Key.layers.imputed("knn_smooth")] = knn_smooth(X, xy, k, alpha).astype(np.float32)
-        loo = loo_neighbour_prediction(X, xy, k)
-        r = columnwise_corr(loo, X)
-        metrics[f"{name}_knn_smooth"] = _summary(r[hv] if name == "rna" else r)
-        rows += [(name, "knn_smooth", f, v) for f, v in zip(a.var_names, r)]
+        Xs = X[:, cols]
+        sc = feature_scores(heldout_neighbour_prediction(Xs, xy, dfolds, k), Xs, xy)
+        parts.append(_rows(sc, name, "denoise", "knn_smooth", feats))
+        denoise[name] = {"knn_smooth": summarise(sc)}
+        ch = choose_strength(Xs, xy, dfolds, p["strengths"], k)
+        layer = np.full(X.shape, np.nan, np.float32)
+        layer[:, cols] = graph_smooth(Xs, xy, ch["strength"], k)
+        a.layers[Key.layers.imputed("graph_smooth")] = layer
+        a.var[Key.var.smooth_strength] = np.nan
+        a.var.loc[feats, Key.var.smooth_strength] = ch["strength"]
+        sc = feature_scores(ch["heldout"], Xs, xy)
+        parts.append(_rows(sc, name, "denoise", "graph_smooth", feats))
+        denoise[name]["graph_smooth"] = {**summarise(sc),
+                                         "median_strength": float(np.median(ch["strength"]))}
+    # model-based reconstruction: each hidden spot's modality predicted by a joint model that
+    # never saw the spot, from the spot's other modality and its neighbours (J-invariant)
+    den_models = [m for m in p["denoise_models"] if m in MODEL_NAMES]
+    dparams = _model_params(den_models, model_params or {}, p["model_max_steps"],
+                            p["kl_weight"])
+    for name in den_models:
+        t0 = time.perf_counter()
+        P = {"rna": np.full(Xr.shape, np.nan), "msi": np.full(Xm.shape, np.nan)}
+        for f in np.unique(dfolds):
+            test = dfolds == f
+            out, _, _ = model_fold(name, rna, msi, ~test, test, dparams[name],
+                                   n_top_genes=p["n_top_genes"], seed=seed, device=device)
+            P["rna"][test], P["msi"][test] = out["rna"], out["msi"]
+        method = f"{name}_reconstruction"
+        for mod, a, Y, feats in (("rna", rna, Xr, gene_names), ("msi", msi, Xm, msi.var_names)):
+            sc = feature_scores(P[mod], Y, xy)
+            parts.append(_rows(sc, mod, "denoise", method, feats))
+            denoise[mod][method] = {**summarise(sc),
+                                    "seconds": round(time.perf_counter() - t0, 3)}
+            layer = np.full(a.shape, np.nan, np.float32)
+            layer[:, genes if mod == "rna" else slice(None)] = P[mod]
+            a.layers[Key.layers.imputed(method)] = layer
+    metrics["denoise"] = denoise
+    metrics["denoise_cv"] = {"scheme": "random_spots", "n_folds": int(len(np.unique(dfolds))),
+                             "models": den_models}
 
-    # cross-modal prediction with spatially blocked CV
-    folds = spatial_blocks(xy, int(params.get("n_blocks", 5)), seed)
-    src_r = knn_smooth(Xr[:, hv], xy, k, alpha)
-    src_m = knn_smooth(Xm, xy, k, alpha)
-    pred_m, sc_m = predict_crossmodal_cv(src_r, Xm, folds, n_comps=int(params.get("n_comps", 30)),
-                                         ridge_alpha=float(params.get("ridge_alpha", 1.0)))
-    msi.layers[Key.layers.imputed("ridge_from_rna")] = pred_m.astype(np.float32)
-    metrics["rna_to_msi_ridge"] = _summary(sc_m["pearson"])
-    metrics["rna_to_msi_ridge"]["median_spearman"] = float(np.nanmedian(sc_m["spearman"]))
-    rows += [("msi", "ridge_from_rna", f, v) for f, v in zip(msi.var_names, sc_m["pearson"])]
-    pred_r, sc_r = predict_crossmodal_cv(src_m, Xr, folds, n_comps=int(params.get("n_comps", 30)),
-                                         ridge_alpha=float(params.get("ridge_alpha", 1.0)))
-    rna.layers[Key.layers.imputed("ridge_from_msi")] = pred_r.astype(np.float32)
-    metrics["msi_to_rna_ridge"] = _summary(sc_r["pearson"][hv])
-    metrics["msi_to_rna_ridge"]["median_spearman"] = float(np.nanmedian(sc_r["spearman"][hv]))
-    rows += [("rna", "ridge_from_msi", f, v) for f, v in zip(rna.var_names[hv], sc_r["pearson"][hv])]
-    metrics["cv"] = {"scheme": "spatial_blocks", "n_blocks": int(len(np.unique(folds)))}
-    table = pd.DataFrame(rows, columns=["modality", "method", "feature", "pearson_r"])
-    log.info("impute: rna->msi median r %.3f, msi->rna median r %.3f (blocked CV, %d blocks)",
-             metrics["rna_to_msi_ridge"]["median_pearson"],
-             metrics["msi_to_rna_ridge"]["median_pearson"], metrics["cv"]["n_blocks"])
+    # ---- cross-modal prediction, spatially blocked CV
+    folds = spatial_blocks(xy, int(p["n_blocks"]), seed)
+    buffer = auto_buffer_um(xy) if p["buffer_um"] is None else float(p["buffer_um"])
+    masks = training_masks(xy, folds, buffer)
+    too_small = [f for f, m in masks.items() if m.sum() < 10]
+    if too_small:
+        raise ValueError(f"impute: blocks {too_small} leave fewer than 10 training spots with a "
+                         f"{buffer:.0f} um buffer; lower impute.buffer_um or impute.n_blocks")
+    models = [m for m in p["models"] if m in MODEL_NAMES]
+    mparams = _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"])
+    Sr, Sm = knn_smooth(Xr, xy, k, alpha), knn_smooth(Xm, xy, k, alpha)
+    preds, secs = crossmodal_cv(
+        Xr, Xm, Sr, Sm, folds, masks, baselines=BASELINES, models=models, model_params=mparams,
+        rna_ad=rna, msi_ad=msi, gene_index=genes, n_comps=int(p["n_comps"]),
+        ridge_alpha=p["ridge_alpha"], knn_k=int(p["knn_k"]), n_top_genes=p["n_top_genes"],
+        seed=seed, device=device)
+    cross: dict = {}
+    for src, tgt in DIRECTIONS:
+        task = f"{src}_to_{tgt}"
+        cross[task] = {}
+        Y, feats = (Xm, msi.var_names) if tgt == "msi" else (Xr, gene_names)
+        for method, P in preds.items():
+            sc = feature_scores(P[tgt], Y, xy)
+            parts.append(_rows(sc, tgt, task, f"{method}_from_{src}", feats))
+            cross[task][method] = {**summarise(sc), "seconds": round(secs[method], 3)}
+            tgt_ad = msi if tgt == "msi" else rna
+            layer = np.full(tgt_ad.shape, np.nan, np.float32)
+            layer[:, slice(None) if tgt == "msi" else genes] = P[tgt]
+            tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = layer
+        best_base = max(cross[task][b]["median_pearson"] for b in BASELINES)
+        ranked = sorted(cross[task], key=lambda m: -np.nan_to_num(cross[task][m]["median_pearson"],
+                                                                  nan=-np.inf))
+        cross[task]["best_method"] = ranked[0]
+        if models:
+            best_model = max(cross[task][m]["median_pearson"] for m in models)
+            cross[task]["model_minus_baseline_median_pearson"] = float(best_model - best_base)
+            cross[task]["model_beats_baselines"] = bool(best_model > best_base)
+    metrics["crossmodal"] = cross
+    n_train = [int(m.sum()) for m in masks.values()]
+    metrics["cv"] = {"scheme": "spatial_blocks", "n_blocks": int(len(masks)),
+                     "buffer_um": float(buffer), "min_training_spots": int(min(n_train)),
+                     "models": models, "model_max_steps": p["model_max_steps"],
+                     "kl_weight": p["kl_weight"]}
+    metrics["seconds"] = round(time.perf_counter() - t_start, 3)
+    table = pd.concat(parts, ignore_index=True)
+    for task, res in cross.items():
+        log.info("impute %s, median held-out r: %s", task, ", ".join(
+            f"{m} {v['median_pearson']:.3f}" for m, v in res.items() if isinstance(v, dict)))
     return rna, msi, metrics, table

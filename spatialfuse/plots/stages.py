@@ -117,19 +117,22 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
     savefig(fig, path)
 
 
-def impute_figure(msi, table: pd.DataFrame, path, sample: str, method: str = "ridge_from_rna") -> None:
-    """Measured vs cross-modally predicted ion images for the best and worst metabolites."""
-    sub = table[(table["modality"] == "msi") & (table["method"] == method)].dropna()
+def impute_figure(msi, table: pd.DataFrame, path, sample: str,
+                  method: str = "ridge_from_rna") -> None:
+    """Measured vs cross-modally predicted (held-out) ion images for the best, median and worst
+    metabolites of ``method``, a measured-vs-predicted scatter per metabolite, and the held-out
+    Pearson r of every method in both directions."""
+    sub = table[(table["modality"] == "msi") & (table["method"] == method)]
+    sub = sub.dropna(subset=["pearson_r"])
     sub = sub.sort_values("pearson_r", ascending=False)
-    if sub.empty:
-        fig, ax = plt.subplots(figsize=(4, 2))
-        ax.text(0.5, 0.5, "no held-out scores", ha="center")
-        savefig(fig, path)
+    if sub.empty or Key.layers.imputed(method) not in msi.layers:
+        placeholder(path, f"{sample}: no held-out scores for {method}")
         return
     picks = [sub.iloc[0], sub.iloc[len(sub) // 2], sub.iloc[-1]]
     xy = msi.obsm[Key.obsm.spatial]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8))
+    fig, axes = plt.subplots(3, 4, figsize=(17, 12), gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
     layer = msi.layers[Key.layers.imputed(method)]
+    label = method.replace("_from_rna", "")
     for j, (row, tag) in enumerate(zip(picks, ("best", "median", "worst"))):
         f = list(msi.var_names).index(row["feature"])
         meas = _dense(msi.X[:, f]).ravel()
@@ -137,8 +140,41 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str, method: str = "ri
         ann = msi.var[Key.var.annotation].iloc[f] if Key.var.annotation in msi.var else ""
         name = f"{row['feature']}" + (f"\n{ann.split(';')[0]}" if ann else "")
         plot_values(axes[0, j], xy, meas, f"{tag}: {name}\nmeasured", label="log intensity")
-        plot_values(axes[1, j], xy, pred, f"predicted from genes (held-out r = {row['pearson_r']:.2f})",
+        ssim = f", SSIM {row['ssim']:.2f}" if "ssim" in row and pd.notna(row["ssim"]) else ""
+        plot_values(axes[1, j], xy, pred,
+                    f"{label} from genes, held out\nr = {row['pearson_r']:.2f}{ssim}",
                     label="predicted")
+        ok = np.isfinite(pred)
+        axes[2, j].scatter(meas[ok], pred[ok], s=5, alpha=0.5, color="#0072B2", linewidths=0)
+        axes[2, j].set_xlabel("measured (log intensity)")
+        axes[2, j].set_ylabel("predicted, held out")
+        axes[2, j].set_title(f"{tag}: spots of every held-out block", fontsize=9)
+    ax = axes[0, 3]
+    cross = table[table["method"].str.contains("_from_")]
+    groups = [(m, g["pearson_r"].dropna().to_numpy())
+              for m, g in cross.groupby("method", sort=True)]
+    groups = [(m, v) for m, v in groups if len(v)]
+    if groups:
+        ax.boxplot([v for _, v in groups], vert=False, showfliers=False)
+        ax.set_yticks(np.arange(1, len(groups) + 1),
+                      [m.replace("_from_rna", ": genes → metabolites")
+                       .replace("_from_msi", ": metabolites → genes") for m, _ in groups],
+                      fontsize=8)
+        ax.axvline(0, color="#BBBBBB", lw=0.8)
+        ax.set_xlabel("held-out Pearson r per feature")
+        ax.set_title("all methods, blocked CV", fontsize=9)
+    den = table[table["task"] == "denoise"] if "task" in table else table.iloc[:0]
+    ax = axes[1, 3]
+    groups = [(f"{mo}: {m}", g["pearson_r"].dropna().to_numpy())
+              for (mo, m), g in den.groupby(["modality", "method"], sort=True)]
+    groups = [(m, v) for m, v in groups if len(v)]
+    if groups:
+        ax.boxplot([v for _, v in groups], vert=False, showfliers=False)
+        ax.set_yticks(np.arange(1, len(groups) + 1), [m for m, _ in groups], fontsize=8)
+        ax.set_xlabel("held-out-spot Pearson r per feature")
+        ax.set_title("denoising (hidden spots)", fontsize=9)
+    axes[2, 3].axis("off")
+    fig.suptitle(f"{sample}: cross-modal prediction and denoising, scored on held-out data")
     fig.tight_layout()
     savefig(fig, path)
 

@@ -222,7 +222,10 @@ def imputation_pairs(tree: ResultsTree, s: str, max_points: int = 200_000, seed:
     cross = [m for m in msi_methods if "smooth" not in m] or msi_methods
     if not cross:
         return None, scores
-    method = cross[0]
+    # the cross-modal method with the best median held-out r (ties: the first listed)
+    on_msi = scores[scores["modality"] == Key.mod.msi]
+    med = {m: on_msi.loc[on_msi["method"] == m, "pearson_r"].median() for m in cross}
+    method = max(cross, key=lambda m: np.nan_to_num(med[m], nan=-np.inf))
     X = msi.X.toarray() if sp.issparse(msi.X) else np.asarray(msi.X, float)
     P = msi.layers[Key.layers.imputed(method)]
     P = P.toarray() if sp.issparse(P) else np.asarray(P, float)

@@ -53,6 +53,14 @@ def model_params(wildcards):
     return config["model"].get(wildcards.model, {})
 
 
+def impute_model_params(wildcards):
+    """The model config sections of the joint models that impute refits (only those:
+    editing another model's settings does not rerun impute)."""
+    imp = config["impute"]
+    used = dict.fromkeys([*imp.get("models", []), *imp.get("denoise_models", [])])
+    return {m: config["model"].get(m, {}) for m in used}
+
+
 def domain_model_tsv(wildcards):
     return (
         f"results/{wildcards.sample}/domains/{config['interpret']['domain_model']}.tsv"
@@ -99,6 +107,15 @@ def gpu_request(wildcards):
     GPU; ``auto`` only uses one that happens to be visible), 0 for the CPU-only PCA baseline.
     """
     return int(config["device"] == "cuda" and wildcards.model not in CPU_ONLY_MODELS)
+
+
+def impute_gpu_request(wildcards):
+    """GPUs for the impute job: 1 when config asks for CUDA and impute trains joint models."""
+    imp = config["impute"]
+    return int(
+        config["device"] == "cuda"
+        and bool(imp.get("models") or imp.get("denoise_models"))
+    )
 
 
 def scaled(base, per_input_mb=0):

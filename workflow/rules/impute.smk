@@ -1,4 +1,6 @@
 # Stage 3: denoise each modality and predict one from the other, scored on held-out blocks.
+# The joint models are cross-validated here (refitted per held-out block with the model
+# config of impute.models), independently of the model rule, which fits on all spots.
 
 
 rule impute:
@@ -23,9 +25,12 @@ rule impute:
     threads: 1
     resources:
         mem_mb=scaled(4000, per_input_mb=6),
-        runtime=scaled(30),
+        runtime=scaled(60),
+        gpu=impute_gpu_request,
     params:
         impute=config["impute"],
+        models=impute_model_params,
         seed=config["seed"],
+        device=config["device"],
     script:
         "../../scripts/impute.py"

@@ -1,0 +1,200 @@
+"""Impute stage: blocked CV without leakage, map scores, data-driven smoothing, layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from spatialfuse.constants import Key
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _hex_grid(n_side: int = 20, pitch: float = 100.0) -> np.ndarray:
+    pts = [((c + 0.5 * (r % 2)) * pitch, r * pitch * np.sqrt(3) / 2)
+           for r in range(n_side) for c in range(n_side)]
+    return np.asarray(pts)
+
+
+def _field(xy: np.ndarray, wavelength: float, phase: float) -> np.ndarray:
+    return np.sin(xy[:, 0] / wavelength + phase) + np.cos(xy[:, 1] / wavelength - phase)
+
+
+def test_training_masks_hold_out_blocks_with_a_buffer():
+    from spatialfuse.impute import auto_buffer_um, spatial_blocks, training_masks
+
+    xy = _hex_grid()
+    folds = spatial_blocks(xy, 4, seed=0)
+    buf = auto_buffer_um(xy)
+    assert 150 < buf < 250  # two hops of the 6-NN graph on a 100 um lattice
+    masks = training_masks(xy, folds, buf)
+    assert sorted(masks) == [0, 1, 2, 3]
+    from scipy.spatial import cKDTree
+
+    for f, train in masks.items():
+        test = folds == f
+        assert not (train & test).any()
+        d, _ = cKDTree(xy[test]).query(xy[train])
+        assert d.min() >= buf  # no training spot inside the buffer
+        assert train.sum() > 0.4 * len(xy)
+    no_buf = training_masks(xy, folds, 0.0)
+    assert all((no_buf[f] == (folds != f)).all() for f in no_buf)
+
+
+def test_ssim_scores_structure():
+    from spatialfuse.impute import feature_scores, masked_ssim
+
+    xy = _hex_grid()
+    smooth = _field(xy, 300.0, 0.3)
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(smooth)
+    M = np.c_[smooth, smooth, smooth]
+    P = np.c_[3 * smooth + 2, shuffled, smooth + rng.normal(0, 0.5, len(xy))]
+    sc = feature_scores(P, M, xy)
+    # an affine copy is the same image; a shuffled map is not; noise lowers SSIM
+    assert sc["ssim"][0] == pytest.approx(1.0, abs=1e-6)
+    assert sc["pearson_r"][0] == pytest.approx(1.0)
+    assert sc["ssim"][1] < 0.2 and sc["ssim"][2] < sc["ssim"][0]
+    assert sc["ssim"][2] > sc["ssim"][1]
+    img = np.ones((5, 5))
+    assert np.isnan(masked_ssim(img, img, img > 0))  # a constant map has no structure
+
+
+def test_graph_smoothing_strength_follows_the_noise():
+    from spatialfuse.impute import choose_strength, graph_smooth
+    from spatialfuse.impute.smooth import heldout_spot_folds
+    from spatialfuse.metrics import columnwise_corr
+
+    xy = _hex_grid()
+    rng = np.random.default_rng(1)
+    truth = np.c_[_field(xy, 400.0, 0.0), _field(xy, 400.0, 1.0)]
+    X = truth + np.c_[rng.normal(0, 0.1, len(xy)), rng.normal(0, 1.5, len(xy))]
+    ch = choose_strength(X, xy, heldout_spot_folds(len(xy), 5, seed=0))
+    assert ch["strength"][1] > ch["strength"][0]  # the noisy feature is smoothed harder
+    Y = graph_smooth(X, xy, ch["strength"])
+    err_raw = ((X - truth) ** 2).mean(0)
+    err_smooth = ((Y - truth) ** 2).mean(0)
+    assert err_smooth[1] < 0.5 * err_raw[1]
+    # held-out predictions track the truth of spots they never saw
+    assert (columnwise_corr(ch["heldout"], truth) > 0.7).all()
+    np.testing.assert_array_equal(graph_smooth(X, xy, 0.0), X)
+    # on the same hidden spots, the chosen strength beats a plain neighbour mean where noise is high
+    from spatialfuse.impute.smooth import heldout_neighbour_prediction
+
+    nb = heldout_neighbour_prediction(X, xy, heldout_spot_folds(len(xy), 5, seed=0))
+    assert ((ch["heldout"] - truth) ** 2).mean(0)[1] < ((nb - truth) ** 2).mean(0)[1]
+
+
+def _paired_synthetic(seed: int = 0, n_side: int = 14):
+    import anndata as ad
+    import pandas as pd
+
+    xy = _hex_grid(n_side)
+    rng = np.random.default_rng(seed)
+    fields = np.c_[[_field(xy, w, ph) for w, ph in ((250, 0.0), (400, 1.0), (600, 2.0))]].T
+    G = rng.normal(0, 1, (3, 40))
+    Mw = rng.normal(0, 1, (3, 12))
+    mu = np.exp(1.0 + 0.5 * fields @ G / 3)
+    counts = rng.poisson(mu).astype(np.float32)
+    lib = counts.sum(1, keepdims=True)
+    bc = [f"s{i}" for i in range(len(xy))]
+    obs = pd.DataFrame(index=bc)
+    rna = ad.AnnData(np.log1p(counts / lib * lib.mean()).astype(np.float32), obs=obs,
+                     var=pd.DataFrame(index=[f"g{i}" for i in range(40)]))
+    rna.layers[Key.layers.counts] = counts
+    rna.var[Key.var.highly_variable] = True
+    rna.obsm[Key.obsm.spatial] = xy
+    M = fields @ Mw / 3 + rng.normal(0, 0.3, (len(xy), 12)) + 3
+    msi = ad.AnnData(M.astype(np.float32), obs=obs,
+                     var=pd.DataFrame(index=[f"mz{i}" for i in range(12)]))
+    msi.obsm[Key.obsm.spatial] = xy
+    return rna, msi
+
+
+@pytest.mark.parametrize("method", ["ridge", "knn"])
+def test_baselines_never_read_heldout_targets(method):
+    from spatialfuse.impute import baseline_fold
+
+    rng = np.random.default_rng(0)
+    S, Y = rng.normal(size=(120, 8)), rng.normal(size=(120, 5))
+    test = np.zeros(120, bool)
+    test[:30] = True
+    a = baseline_fold(method, S, Y, ~test, test, n_comps=4)
+    Y2 = Y.copy()
+    Y2[test] = 1e3  # any values at held-out spots
+    np.testing.assert_array_equal(a, baseline_fold(method, S, Y2, ~test, test, n_comps=4))
+
+
+def test_model_fold_never_reads_heldout_targets():
+    from spatialfuse.impute import model_fold
+
+    rna, msi = _paired_synthetic()
+    test = np.zeros(rna.n_obs, bool)
+    test[:40] = True
+    params = {"max_steps": 20, "hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}
+    a, genes, _ = model_fold("gnn", rna, msi, ~test, test, params, seed=0, device="cpu")
+    msi2, rna2 = msi.copy(), rna.copy()
+    msi2.X[test] = 50.0
+    b, _, _ = model_fold("gnn", rna, msi2, ~test, test, params, seed=0, device="cpu")
+    np.testing.assert_allclose(a["msi"], b["msi"], rtol=1e-5, atol=1e-5)
+    rna2.X[test] = 0.0
+    rna2.layers[Key.layers.counts][test] = 0.0
+    c, _, _ = model_fold("gnn", rna2, msi, ~test, test, params, seed=0, device="cpu")
+    np.testing.assert_allclose(a["rna"], c["rna"], rtol=1e-5, atol=1e-5)
+    assert a["msi"].shape == (40, 12) and len(genes) == 40
+
+
+def test_run_impute_layers_scores_and_no_overwrite():
+    from spatialfuse.impute import run_impute
+
+    rna, msi = _paired_synthetic()
+    X0r, X0m = rna.X.copy(), msi.X.copy()
+    params = {"n_blocks": 3, "models": ["vae"], "model_max_steps": 30, "denoise_folds": 3,
+              "denoise_models": ["vae"]}
+    mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
+    r2, m2, metrics, table = run_impute(rna, msi, params, seed=0, model_params=mp, device="cpu")
+    np.testing.assert_array_equal(rna.X, X0r)  # inputs untouched
+    np.testing.assert_array_equal(m2.X, X0m) and np.testing.assert_array_equal(r2.X, X0r)
+    for meth in ("knn_smooth", "graph_smooth", "ridge_from_rna", "knn_from_rna", "vae_from_rna"):
+        assert Key.layers.imputed(meth) in m2.layers
+    for meth in ("ridge_from_msi", "knn_from_msi", "vae_from_msi", "graph_smooth",
+                 "vae_reconstruction"):
+        assert Key.layers.imputed(meth) in r2.layers
+    assert Key.layers.imputed("vae_reconstruction") in m2.layers
+    assert {"knn_smooth", "graph_smooth", "vae_reconstruction"} <= set(metrics["denoise"]["msi"])
+    assert set(table.columns) >= {"modality", "task", "method", "feature", "pearson_r",
+                                  "spearman_r", "ssim"}
+    cm = metrics["crossmodal"]
+    assert set(cm) == {"rna_to_msi", "msi_to_rna"}
+    for task in cm:
+        assert {"ridge", "knn", "vae", "best_method", "model_beats_baselines"} <= set(cm[task])
+    # the metabolites are a linear function of smooth fields that the genes also carry:
+    # held-out prediction from genes must work, and smoothing must help on hidden spots
+    assert cm["rna_to_msi"]["ridge"]["median_pearson"] > 0.3
+    assert metrics["denoise"]["msi"]["graph_smooth"]["median_pearson"] > 0.5
+    assert metrics["cv"]["n_blocks"] == 3 and metrics["cv"]["buffer_um"] > 0
+    # deterministic
+    _, m3, _, _ = run_impute(rna, msi, params, seed=0, model_params=mp, device="cpu")
+    key = Key.layers.imputed("vae_from_rna")
+    np.testing.assert_array_equal(m2.layers[key], m3.layers[key])
+
+
+def test_too_wide_buffer_is_a_clear_error():
+    from spatialfuse.impute import run_impute
+
+    rna, msi = _paired_synthetic(n_side=8)
+    with pytest.raises(ValueError, match="buffer"):
+        run_impute(rna, msi, {"buffer_um": 1e5, "models": [], "denoise_models": []}, seed=0)
+
+
+def test_schema_defaults_match_code():
+    from spatialfuse.impute.stage import DEFAULTS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["impute"]["properties"]
+    assert set(props) == set(DEFAULTS)
+    for k, v in DEFAULTS.items():
+        assert props[k]["default"] == v, k
