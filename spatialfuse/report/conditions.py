@@ -142,17 +142,21 @@ def condition_differences(profiles: dict[str, dict[str, pd.DataFrame]],
                     "log2fc": diff / np.log(2), "t": t, "pval": p,
                     "note": "" if tested else "needs ≥ 2 samples per condition: effect only"}))
             if part:
-                df = pd.concat(part, ignore_index=True)
-                ok = df["pval"].notna().to_numpy()
-                q = np.full(len(df), np.nan)
-                q[ok] = bh_fdr(df.loc[ok, "pval"].to_numpy())
-                df["qval"] = q
-                rows.append(df)
+                rows.append(_with_qval(pd.concat(part, ignore_index=True)))
     if not rows:
         return pd.DataFrame(columns=FEATURE_COLUMNS)
     out = pd.concat(rows, ignore_index=True)[FEATURE_COLUMNS]
     return out.sort_values(["qval", "pval", "contrast", "domain"], kind="stable",
                            na_position="last").reset_index(drop=True)
+
+
+def _with_qval(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``qval`` column: BH over the rows that have a p-value (NaN elsewhere)."""
+    ok = df["pval"].notna().to_numpy()
+    q = np.full(len(df), np.nan)
+    q[ok] = bh_fdr(df.loc[ok, "pval"].to_numpy())
+    df["qval"] = q
+    return df
 
 
 def abundance_differences(spots: pd.DataFrame, model: str,
@@ -175,11 +179,7 @@ def abundance_differences(spots: pd.DataFrame, model: str,
             "n_b": len(sb), "fraction_a": A.mean(0), "fraction_b": B.mean(0),
             "difference": A.mean(0) - B.mean(0), "t": t, "pval": p,
             "note": "" if tested else "needs ≥ 2 samples per condition: effect only"})
-        ok = df["pval"].notna().to_numpy()
-        q = np.full(len(df), np.nan)
-        q[ok] = bh_fdr(df.loc[ok, "pval"].to_numpy())
-        df["qval"] = q
-        rows.append(df)
+        rows.append(_with_qval(df))
     if not rows:
         return pd.DataFrame(columns=ABUNDANCE_COLUMNS)
     return pd.concat(rows, ignore_index=True)[ABUNDANCE_COLUMNS]
