@@ -108,6 +108,22 @@ def _standardise(X: np.ndarray) -> np.ndarray:
     return X / np.where(sd > 0, sd, 1.0)
 
 
+def _draw_chunks(draws: RotationDraws, mask: np.ndarray | None, n: int, width: int,
+                 chunk: int):
+    """The rotation draws ``chunk`` at a time (fewer when ``3·n·width`` float64 values per draw
+    would pass the memory budget). Yields the spot index per draw (c, n), the valid spots
+    (c, n, bool), the weights (c, n) = valid × ``mask``, the spots per draw (c,) and which
+    draws have at least 4 spots (c,)."""
+    chunk = int(max(1, min(chunk, MEMORY_BUDGET_BYTES // max(1, 3 * n * width * 8))))
+    for s in range(0, draws.n_draws, chunk):
+        valid = draws.valid[s:s + chunk]
+        w = valid.astype(np.float64)
+        if mask is not None:
+            w = w * mask[None, :]
+        nb = w.sum(1)
+        yield draws.idx[s:s + chunk], valid, w, nb, nb >= 4
+
+
 def null_second_moment(A: np.ndarray, B: np.ndarray, draws: RotationDraws,
                        mask: np.ndarray | None = None, chunk: int = 16,
                        smoother: sp.spmatrix | None = None) -> tuple[np.ndarray, int]:
@@ -125,19 +141,12 @@ def null_second_moment(A: np.ndarray, B: np.ndarray, draws: RotationDraws,
     G = B.shape[1]
     B2 = B * B
     acc = np.zeros((M, G))
-    chunk = int(max(1, min(chunk, MEMORY_BUDGET_BYTES // max(1, 3 * n * M * 8))))
     used = 0
-    for s in range(0, draws.n_draws, chunk):
-        idx = draws.idx[s:s + chunk]
-        w = draws.valid[s:s + chunk].astype(np.float64)
-        if mask is not None:
-            w = w * mask[None, :]
+    for idx, valid, w, nb, keep in _draw_chunks(draws, mask, n, M, chunk):
         c = len(idx)
-        nb = w.sum(1)  # (c,)
-        keep = nb >= 4
         Ag = A[idx]  # (c, n, M)
         if smoother is not None:
-            Ag = Ag * draws.valid[s:s + chunk][:, :, None]
+            Ag = Ag * valid[:, :, None]
             Ag = (smoother @ Ag.transpose(1, 0, 2).reshape(n, c * M)).reshape(n, c, M)
             Ag = Ag.transpose(1, 0, 2)
         Aw = Ag * w[:, :, None]
@@ -203,16 +212,9 @@ def null_second_moment_pairs(A: np.ndarray, B: np.ndarray, draws: RotationDraws,
     A = np.asarray(A, dtype=np.float64)
     B = np.asarray(B, dtype=np.float64)
     n, P = A.shape
-    chunk = int(max(1, min(chunk, MEMORY_BUDGET_BYTES // max(1, 3 * n * P * 8))))
     acc = np.zeros(P)
     used = 0
-    for s in range(0, draws.n_draws, chunk):
-        idx = draws.idx[s:s + chunk]
-        w = draws.valid[s:s + chunk].astype(np.float64)
-        if mask is not None:
-            w = w * mask[None, :]
-        nb = w.sum(1)
-        keep = nb >= 4
+    for idx, _, w, nb, keep in _draw_chunks(draws, mask, n, P, chunk):
         nbs = np.where(keep, nb, 1.0)[:, None]
         Ag = A[idx]  # (c, n, P)
         Aw = Ag * w[:, :, None]
