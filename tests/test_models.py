@@ -34,12 +34,12 @@ def inputs(paired):
 
 @pytest.mark.parametrize("name", NEURAL)
 def test_same_seed_same_embedding(inputs, name):
-    from spatialfuse.models.api import fit
+    from spatialfuse.models.api import DEFAULTS, fit
 
     a = fit(name, inputs, FAST, seed=3, device="cpu").embed()
     b = fit(name, inputs, FAST, seed=3, device="cpu").embed()
     c = fit(name, inputs, FAST, seed=4, device="cpu").embed()
-    assert a.shape == (inputs.n_spots, 16) and np.isfinite(a).all()
+    assert a.shape == (inputs.n_spots, DEFAULTS[name]["latent_dim"]) and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
