@@ -61,12 +61,8 @@ _COMMON = dict(latent_dim=16, hidden_dim=64, input_pcs=32, n_top_genes=None, rna
 #: domains. ``max_steps`` caps optimiser steps, so large sections train for fewer epochs.
 DEFAULTS: dict[str, dict] = {
     "vae": {**_COMMON, "n_layers": 2, "spatial_k": 6},
-    # the attention models: a 32-d latent keeps small domains apart (4 simulator seeds × 2
-    # demo sections × 2 training seeds: mean ARI 0.968 → 0.976 (GNN), 0.960 → 0.969
-    # (Transformer), NMI up too; Visium-size set unchanged at ARI 1.0). Not the VAE: its ARI
-    # rose (0.957 → 0.968) but its NMI fell (0.956 → 0.950), so it keeps 16 (README)
-    "gnn": {**_COMMON, "latent_dim": 32, "n_layers": 2, "n_heads": 4, "k": 6},
-    "transformer": {**_COMMON, "latent_dim": 32, "n_layers": 2, "n_heads": 4, "k": 7},
+    "gnn": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 6},
+    "transformer": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 7},
 }
 MODULES = {"vae": JointVAE, "gnn": SpatialGNN, "transformer": NeighbourhoodTransformer}
 #: Mini-batches per epoch at least (a smaller batch size on small sections).
