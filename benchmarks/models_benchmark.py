@@ -15,7 +15,12 @@ Each fit runs in its own process; ``data_rss_mb`` is its memory once the data ar
 ``model_peak_mb`` their difference, the model's own footprint.
 Real data: ``--data-dir`` (default ``REPO/../shared/data/real``) holds no *paired* MSI + ST
 section with domain annotations yet (see its README), so nothing real is scored; the script
-says so. Peers (SpatialGlue, SpatialMETA) are not run here (see the README section).
+says so. Published peers run when their environment's Python is given (``--peer-python`` for
+SpatialGlue, ``--spatialmeta-python`` for SpatialMETA; see ``peer_*.py`` for how each installs).
+Several finished runs (``--results`` with more than one folder, e.g. the demo simulated with other
+``seed:`` values) give per-run rows plus each method's mean ARI and NMI over all demo sections.
+Every row also goes to a TSV (``--out``, default ``RESULTS/benchmarks/models_benchmark.tsv`` of
+the first run), which the summary report shows when it is rebuilt.
 
     python benchmarks/models_benchmark.py --parts demo visium scale
 """
@@ -168,7 +173,7 @@ def run_peer(peer_python: str, paired: str, truth_dir: str, seed: int = 0,
         msi.write_h5ad(f"{tmp}/msi.h5ad")
         t0 = time.perf_counter()
         p = subprocess.run([peer_python, str(REPO / "benchmarks" / PEERS[peer]),
-                            f"{tmp}/rna.h5ad", f"{tmp}/msi.h5ad", f"{tmp}/emb.npy"],
+                            f"{tmp}/rna.h5ad", f"{tmp}/msi.h5ad", f"{tmp}/emb.npy", str(seed)],
                            capture_output=True, text=True,
                            env={**os.environ, "SPATIALMETA_NO_TORCHVISION": "1"})
         if p.returncode != 0:
@@ -192,7 +197,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", nargs="+", default=["demo", "visium", "scale"],
                     choices=["demo", "visium", "scale"])
-    ap.add_argument("--results", default=str(REPO / "results"), help="a finished demo run")
+    ap.add_argument("--results", nargs="+", default=[str(REPO / "results")],
+                    help="finished demo run(s): their results folders")
     ap.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data" / "real"))
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--scale-sizes", nargs="+", type=int, default=[10_000, 30_000, 100_000])
@@ -203,25 +209,38 @@ def main(argv=None) -> None:
     ap.add_argument("--spatialmeta-python", default=None,
                     help="python of a virtualenv with SpatialMETA (see peer_spatialmeta.py for "
                          "how it installs): also run it on the demo")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0],
+                    help="training seeds: on the demo, every method (peers too) is fitted once "
+                         "per seed (our models' results vary with it as much as they differ)")
+    ap.add_argument("--out", default=None,
+                    help="TSV of every row printed (default: RESULTS/benchmarks/"
+                         "models_benchmark.tsv, which the report shows when it is rebuilt)")
     a = ap.parse_args(argv)
     print(f"# models benchmark, {time.strftime('%Y-%m-%d %H:%M')}, machine may be shared")
-    if "demo" in a.parts:
-        res = Path(a.results)
+    rows: list[dict] = []
+
+    def emit(part: str, sample: str, method: str, res: dict) -> None:
+        print(f"{part} {sample} {method}: " + fmt(res), flush=True)
+        rows.append({"part": part, "sample": sample, "method": method, **res})
+    for res in map(Path, a.results if "demo" in a.parts else []):
         samples = sorted(p.parent.parent.name for p in res.glob("*/align/paired.h5mu"))
         if not samples:
             print(f"demo: no {res}/*/align/paired.h5mu; run the demo first (snakemake --cores 2)")
-        for s in samples:
-            spec = {"paired": str(res / s / "align" / "paired.h5mu"),
-                    "truth": str(res / "demo" / s / "truth")}
-            for m in a.models:
-                print(f"demo {s} {m}: " + fmt(run("file", spec, m, {})), flush=True)
-            if a.peer_python:
-                print(f"demo {s} SpatialGlue: "
-                      + fmt(run_peer(a.peer_python, spec["paired"], spec["truth"])), flush=True)
-            if a.spatialmeta_python:
-                print(f"demo {s} SpatialMETA: "
-                      + fmt(run_peer(a.spatialmeta_python, spec["paired"], spec["truth"],
-                                     peer="SpatialMETA")), flush=True)
+        for s0 in samples:
+            s = s0 if len(a.results) == 1 else f"{res.resolve().parent.name}/{s0}"
+            spec = {"paired": str(res / s0 / "align" / "paired.h5mu"),
+                    "truth": str(res / "demo" / s0 / "truth")}
+            for seed in a.seeds:
+                tag = s if len(a.seeds) == 1 else f"{s} seed={seed}"
+                for m in a.models:
+                    emit("demo", tag, m, run("file", spec, m, {}, seed=seed))
+                if a.peer_python:
+                    emit("demo", tag, "SpatialGlue",
+                         run_peer(a.peer_python, spec["paired"], spec["truth"], seed=seed))
+                if a.spatialmeta_python:
+                    emit("demo", tag, "SpatialMETA",
+                         run_peer(a.spatialmeta_python, spec["paired"], spec["truth"],
+                                  seed=seed, peer="SpatialMETA"))
     real = Path(a.data_dir)
     print(f"real: {real}: no paired MSI + ST section with domain annotations (see its README); "
           "nothing real scored")
@@ -229,16 +248,36 @@ def main(argv=None) -> None:
     if "visium" in a.parts:
         spec = synthetic_files(tmp, 4000, 2000, 500)
         for m in a.models:
-            print(f"visium 4000x2000x500 {m}: " + fmt(run("synthetic", spec, m, {})), flush=True)
+            emit("visium", "4000x2000x500", m, run("synthetic", spec, m, {}))
     if "scale" in a.parts:
         for n in a.scale_sizes:
             spec = synthetic_files(tmp, n, 500, 100, score=False)
             for m in a.models:
                 p = {} if m == "pca" else {"max_epochs": a.scale_epochs, "max_steps": None,
                                            "val_fraction": 0.05}
-                print(f"scale n={n} {m} ({a.scale_epochs} epochs): "
-                      + fmt(run("synthetic", spec, m, p)), flush=True)
+                emit(f"scale ({a.scale_epochs} epochs)", f"n={n}", m,
+                     run("synthetic", spec, m, p))
     shutil.rmtree(tmp, ignore_errors=True)
+    if rows:
+        import pandas as pd
+
+        demo = pd.DataFrame([r for r in rows if r["part"] == "demo" and "ari" in r])
+        if len(demo):
+            mean = demo.groupby("method", sort=False)[["ari", "nmi"]].mean()
+            for m, r in mean.iterrows():
+                emit("demo mean", f"{demo['sample'].nunique()} fits", m,
+                     {"ari": float(r["ari"]), "nmi": float(r["nmi"])})
+            wide = demo.pivot_table(index="sample", columns="method", values="ari")
+            peers = [p for p in PEERS if p in wide]
+            if peers:  # fits where one of ours scores above every peer (ties count as not)
+                best_peer = wide[peers].max(1)
+                for m in [m for m in a.models if m in wide]:
+                    above = int((wide[m] > best_peer).sum())
+                    print(f"demo: {m} above every peer in {above} of {len(wide)} fits")
+        out = Path(a.out) if a.out else Path(a.results[0]) / "benchmarks" / "models_benchmark.tsv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).round(4).to_csv(out, sep="\t", index=False)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ tutorial for spot data (RNA: normalise, log1p, scale, PCA; second modality: scal
 the same number of components), then ``Train_SpatialGlue(datatype="SPOTS")`` (its defaults:
 600 full-batch epochs). Writes the embedding (``.npy``); prints wall time and peak memory.
 ``models_benchmark.py --peer-python`` calls this and clusters the embedding like ours.
+
+Installing: SpatialGlue 1.1.5 imports only packages this project pins already (torch, scanpy,
+anndata, scikit-learn, scipy, matplotlib, seaborn, tqdm), so a separate virtualenv is not needed:
+``pip install --no-deps --target /tmp/sgpkg SpatialGlue`` and a two-line wrapper as the peer's
+Python (``PYTHONPATH=/tmp/sgpkg exec .venv/bin/python "$@"``) keep it out of this project's
+environment.
 """
 
 import resource
@@ -47,4 +53,4 @@ def main(rna_path: str, msi_path: str, out_path: str, seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:4], *(int(a) for a in sys.argv[4:5]))

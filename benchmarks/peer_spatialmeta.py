@@ -83,4 +83,4 @@ def main(rna_path: str, msi_path: str, out_path: str, seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:4], *(int(a) for a in sys.argv[4:5]))

@@ -34,12 +34,12 @@ def inputs(paired):
 
 @pytest.mark.parametrize("name", NEURAL)
 def test_same_seed_same_embedding(inputs, name):
-    from spatialfuse.models.api import fit
+    from spatialfuse.models.api import DEFAULTS, fit
 
     a = fit(name, inputs, FAST, seed=3, device="cpu").embed()
     b = fit(name, inputs, FAST, seed=3, device="cpu").embed()
     c = fit(name, inputs, FAST, seed=4, device="cpu").embed()
-    assert a.shape == (inputs.n_spots, 16) and np.isfinite(a).all()
+    assert a.shape == (inputs.n_spots, DEFAULTS[name]["latent_dim"]) and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -142,14 +142,14 @@ def test_likelihood_options_fit(inputs, lik):
 
 
 def test_batch_covariate_two_samples(inputs):
-    from spatialfuse.models.api import fit
+    from spatialfuse.models.api import DEFAULTS, fit
     from spatialfuse.models.data import concat_inputs
 
     both = concat_inputs([inputs, inputs], ["a", "b"])
     assert both.n_batches == 2 and both.n_spots == 2 * inputs.n_spots
     for name in NEURAL:
         fm = fit(name, both, {"max_epochs": 2}, seed=0, device="cpu")
-        assert fm.embed().shape == (both.n_spots, 16)
+        assert fm.embed().shape == (both.n_spots, DEFAULTS[name]["latent_dim"])
     assert fm.module.decoders.n_batches == 2
 
 

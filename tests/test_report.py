@@ -119,6 +119,9 @@ def test_summary_opens_with_flags_and_is_self_contained(cohort):
                    "Input checksums", "Run time per rule", "&quot;model.vae.seed&quot;: 3",
                    "Every installed Python package", "Strongest metabolite"):
         assert needle in html, needle
+    # the models benchmark, run on these results, is shown as a table with its rows
+    bench = html.split("Joint models against published peers")[1].split("</table>")[0]
+    assert "SpatialMETA" in bench and "0.9871" in bench
 
 
 def test_report_without_truth_conditions_pathways_or_training(tmp_path):

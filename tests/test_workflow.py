@@ -109,7 +109,9 @@ def _with_downstream(*rules: str) -> set[str]:
     ("ingest", {"ingest__msi__mz_tolerance_ppm": 12.0}, ["ingest"]),
     ("align", {"align__min_coverage": 0.6}, ["align"]),
     ("impute", {"impute__alpha": 0.3}, ["impute"]),
-    ("model", {"model__pca__n_comps": 12}, ["model"]),
+    # the GNN: its domains feed interpret (interpret.domain_model), its settings impute's
+    # denoising (impute.denoise_models)
+    ("model", {"model__gnn__lr": 0.003}, ["model", "impute"]),
     ("domains", {"domains__refine": True}, ["domains"]),
     ("interpret", {"interpret__fdr": 0.1}, ["interpret"]),
     ("report", {"report__title": "Another title"}, ["report"]),
@@ -133,13 +135,13 @@ def test_selective_rerun(demo_run, section, edit, first_rules):
 
 def test_model_edit_reruns_impute(demo_run):
     """impute refits the joint models of impute.models in its blocked CV, so their settings
-    feed it; interpret reads the domains of interpret.domain_model (pca) only, so a VAE edit
+    feed it; interpret reads the domains of interpret.domain_model (gnn) only, so a VAE edit
     leaves it alone."""
     cfg_path = demo_run / "config" / "config.yaml"
     original = cfg_path.read_text()
     try:
         cfg = yaml.safe_load(original)
-        assert cfg["interpret"]["domain_model"] == "pca"
+        assert cfg["interpret"]["domain_model"] == "gnn"
         set_dotted(cfg, "model__vae__lr", 0.003)
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         assert planned_jobs(demo_run) == _with_downstream("model", "impute") - {"interpret"}

@@ -352,6 +352,7 @@ def build_summary(
             parts.append("<h3>Pathway enrichment</h3>"
                          f"<p class='muted'>{caption_html(captions.get('pathways_table', ''))}</p>"
                          + filter_box("pathways") + table_html(pw, table_id="pathways"))
+    parts.append(_models_benchmark(bench_dir))
     wide = metrics.pivot_table(index=["stage", "model", "metric"], columns="sample",
                                values="value", aggfunc="first", sort=False).reset_index()
     wide = wide[["stage", "model", "metric"] + [s for s in samples if s in wide.columns]]
@@ -366,6 +367,29 @@ def build_summary(
     parts.append(f"</main><script>{JS}</script></body></html>")
     Path(out_path).write_text("\n".join(parts), encoding="utf-8")
     log.info("report: %d samples, %d flags -> %s", len(samples), len(flags), out_path)
+
+
+#: Written by ``benchmarks/models_benchmark.py`` (its ``--out``) into the run's benchmark folder
+MODELS_BENCHMARK = "models_benchmark.tsv"
+
+
+def _models_benchmark(bench_dir) -> str:
+    """The joint-model benchmark table (ours vs published peers), when one was run on these
+    results; empty otherwise."""
+    f = Path(bench_dir) / MODELS_BENCHMARK
+    if not f.exists():
+        return ""
+    try:
+        t = pd.read_csv(f, sep="\t")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return ""
+    return ("<h3>Joint models against published peers (benchmark)</h3><p class='muted'>"
+            "From <code>benchmarks/models_benchmark.py</code> (" + html.escape(f.name)
+            + "): every method's embedding clustered the same way (k-means, no refinement) and "
+            "scored against the known domains; ARI and NMI (1 = perfect), spatial continuity "
+            "(neighbour agreement), wall time and peak memory of the fit.</p>"
+            + filter_box("models-benchmark")
+            + table_html(t, table_id="models-benchmark"))
 
 
 def _provenance(config, samples_info, version, checksums, bench_dir) -> str:
