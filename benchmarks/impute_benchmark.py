@@ -6,8 +6,15 @@ sections with known truth), then prints, per sample, the median held-out Pearson
 and map SSIM of every method in both directions (spatially blocked CV), the denoising scores
 (hidden spots) and the impute job's wall time.
 
+``--semireal``: instead of the demo, the REAL legacy-ST human breast-cancer sections (Ståhl et
+al. 2016, via PASTE; ``--sections``) each paired with a SIMULATED MSI raster driven by their real
+expression (:mod:`spatialfuse.simulate.semireal`; the seed drives the MSI simulation), read from
+``--real-data`` (default: ``../shared/data/real`` beside the checkout).
+
     flock /tmp/spatialfuse_heavy.lock .venv/bin/python benchmarks/impute_benchmark.py \
         --seeds 0 1 [--cores 2] [--set impute.model_max_steps=300] [--keep DIR]
+    flock /tmp/spatialfuse_heavy.lock .venv/bin/python benchmarks/impute_benchmark.py \
+        --semireal --seeds 0 [--sections 1 2 3 4]
 """
 
 from __future__ import annotations
@@ -34,7 +41,31 @@ def _set(cfg: dict, dotted: str, value: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
-def run_seed(wd: Path, seed: int, cores: str, edits: list[str]) -> list[dict]:
+def real_data_dir(arg: str | None) -> Path:
+    """The shared real-data folder; exits with a clear message when it is missing."""
+    from spatialfuse.simulate.semireal import PASTE_FOLDER
+
+    cands = [Path(arg)] if arg else [REPO.parent / "shared" / "data" / "real",
+                                     REPO.parents[1] / "shared" / "data" / "real"]
+    for c in cands:
+        if (c / PASTE_FOLDER).is_dir():
+            return c
+    sys.exit(f"--semireal: no {PASTE_FOLDER}/ under {', '.join(map(str, cands))}; pass "
+             "--real-data FOLDER (the shared/data/real folder holding the real ST sections)")
+
+
+def semireal_sheet(wd: Path, seed: int, data: Path, sections: list[int]) -> Path:
+    """Write the semi-real samples (real ST + SIMULATED MSI) and their samples sheet."""
+    from spatialfuse.simulate.semireal import (
+        METACHAT_FILE, PASTE_FOLDER, SemiRealParams, write_semireal_samples)
+
+    mc = data / METACHAT_FILE
+    return write_semireal_samples(data / PASTE_FOLDER, wd / "semireal", sections,
+                                  SemiRealParams(seed=seed), mc if mc.is_file() else None)
+
+
+def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
+             semireal: tuple[Path, list[int]] | None = None) -> list[dict]:
     (wd / "config").mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["seed"] = seed
@@ -42,7 +73,10 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str]) -> list[dict]:
         k, v = e.split("=", 1)
         _set(cfg, k, v)
     (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    shutil.copy(REPO / "config" / "samples.tsv", wd / "config" / "samples.tsv")
+    if semireal:
+        shutil.copy(semireal_sheet(wd, seed, *semireal), wd / "config" / "samples.tsv")
+    else:
+        shutil.copy(REPO / "config" / "samples.tsv", wd / "config" / "samples.tsv")
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
                     str(wd), "--cores", cores, "--quiet", "--until", "impute"], check=True)
     rows = []
@@ -74,11 +108,16 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config edit, dotted key (e.g. impute.n_blocks=4); repeatable")
     ap.add_argument("--keep", help="folder for the working directories (default: temporary)")
+    ap.add_argument("--semireal", action="store_true",
+                    help="real ST sections + SIMULATED MSI instead of the demo")
+    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4])
+    ap.add_argument("--real-data", help="shared/data/real folder (default: beside the checkout)")
     args = ap.parse_args()
+    semireal = (real_data_dir(args.real_data), args.sections) if args.semireal else None
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sf_impute_"))
     rows = []
     for seed in args.seeds:
-        rows += run_seed(root / f"seed{seed}", seed, args.cores, args.set)
+        rows += run_seed(root / f"seed{seed}", seed, args.cores, args.set, semireal)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
