@@ -219,7 +219,8 @@ def test_run_impute_layers_scores_and_no_overwrite():
     assert set(cm) == {"rna_to_msi", "msi_to_rna"}
     for task in cm:
         assert {"ridge", "knn", "vae", "vae_ridge", "best_method", "model_beats_baselines",
-                "best_model_method"} <= set(cm[task])
+                "best_model_method", "model_beats_baselines_spatial"} <= set(cm[task])
+        assert cm[task]["ridge"]["n_features_spatial"] > 0
     # the metabolites are a linear function of smooth fields that the genes also carry:
     # held-out prediction from genes must work, and smoothing must help on hidden spots
     assert cm["rna_to_msi"]["ridge"]["median_pearson"] > 0.3
@@ -247,3 +248,13 @@ def test_schema_defaults_match_code():
     assert set(props) == set(DEFAULTS)
     for k, v in DEFAULTS.items():
         assert props[k]["default"] == v, k
+
+
+def test_morans_i_separates_smooth_maps_from_noise():
+    from spatialfuse.impute.scores import SPATIAL_MORAN_MIN, morans_i
+
+    xy = _hex_grid()
+    rng = np.random.default_rng(3)
+    smooth = _field(xy, 400.0, 0.0)
+    I = morans_i(np.c_[smooth, rng.permutation(smooth), rng.normal(size=len(xy))], xy)
+    assert I[0] > 0.5 and abs(I[1]) < SPATIAL_MORAN_MIN and abs(I[2]) < SPATIAL_MORAN_MIN

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from ..constants import Key
 from .crossmodal import BASELINES, DIRECTIONS, crossmodal_cv, model_fold
 from .cv import auto_buffer_um, spatial_blocks, training_masks
-from .scores import feature_scores, summarise
+from .scores import SPATIAL_MORAN_MIN, feature_scores, morans_i, summarise
 from .smooth import (
     DEFAULT_STRENGTHS,
     choose_strength,
@@ -217,10 +217,11 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         task = f"{src}_to_{tgt}"
         cross[task] = {}
         Y, feats = (Xm, msi.var_names) if tgt == "msi" else (Xr, gene_names)
+        spatial = morans_i(Y, xy, k) >= SPATIAL_MORAN_MIN
         for method, P in preds.items():
             sc = feature_scores(P[tgt], Y, xy)
             parts.append(_rows(sc, tgt, task, f"{method}_from_{src}", feats))
-            cross[task][method] = {**summarise(sc), "seconds": round(secs[method], 3)}
+            cross[task][method] = {**summarise(sc, spatial), "seconds": round(secs[method], 3)}
             tgt_ad = msi if tgt == "msi" else rna
             layer = np.full(tgt_ad.shape, np.nan, np.float32)
             layer[:, slice(None) if tgt == "msi" else genes] = P[tgt]
@@ -234,6 +235,9 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             best_model = max(cross[task][m]["median_pearson"] for m in model_methods)
             cross[task]["model_minus_baseline_median_pearson"] = float(best_model - best_base)
             cross[task]["model_beats_baselines"] = bool(best_model > best_base)
+            best_sp = max(cross[task][m]["median_pearson_spatial"] for m in model_methods)
+            base_sp = max(cross[task][b]["median_pearson_spatial"] for b in BASELINES)
+            cross[task]["model_beats_baselines_spatial"] = bool(best_sp > base_sp)
             cross[task]["best_model_method"] = max(
                 model_methods, key=lambda m: np.nan_to_num(cross[task][m]["median_pearson"],
                                                            nan=-np.inf))
