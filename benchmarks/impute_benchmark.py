@@ -181,7 +181,8 @@ def main() -> None:
             "median_r_linked"].max()
         wins = (lm > lb).groupby(level="task").agg(["sum", "count"])
         print("model wins on linked features per task:", wins.to_dict("index"))
-    print(f"\nimpute job wall time: median {df.groupby(['seed', 'sample'])['job_s'].first().median():.1f} s")
+    job = df.groupby(["seed", "sample"])["job_s"].first()
+    print(f"\nimpute job wall time: median {job.median():.1f} s")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 

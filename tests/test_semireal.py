@@ -87,7 +87,8 @@ def test_written_files_are_read_by_ingest_and_labelled(section, tmp_path):
     a = read_st_h5ad(st, sample="t")
     assert a.shape == counts.shape
     np.testing.assert_array_equal(a.layers[Key.layers.counts].toarray(), counts.to_numpy())
-    d = np.sort(np.linalg.norm(a.obsm[Key.obsm.spatial][:, None] - a.obsm[Key.obsm.spatial][None], axis=2), 1)[:, 1]
+    xy = a.obsm[Key.obsm.spatial]
+    d = np.sort(np.linalg.norm(xy[:, None] - xy[None], axis=2), 1)[:, 1]
     assert 150 < np.median(d) < 250  # 1 ST array unit = 200 um
     m = read_imzml(imz, sample="t")
     assert m.n_obs == len(sim["msi_pixels"])

@@ -268,7 +268,8 @@ def simulate_semireal(counts: pd.DataFrame, array_xy: np.ndarray, p: SemiRealPar
     p_drop = np.clip(p.dropout * np.exp(-(logI - base[None, :])), 0, 0.95)
     I[rng.random(I.shape) < p_drop] = 0.0
     trace = (~on)[:, None] & (rng.random(I.shape) < 0.03)
-    I[trace] = np.exp(base - 3)[None, :].repeat(len(u), 0)[trace] * rng.lognormal(0, 0.5, trace.sum())
+    I[trace] = (np.exp(base - 3)[None, :].repeat(len(u), 0)[trace]
+                * rng.lognormal(0, 0.5, trace.sum()))
     matrix = (np.exp(rng.normal(8.0, 0.2, (len(u), len(MATRIX_MZ)))) * (1 - 0.7 * frac)[:, None]
               * ion[:, None])
     true_spots = logmean(xy, drive)
@@ -368,7 +369,8 @@ def write_semireal_samples(data_dir: str | Path, out_dir: str | Path, sections=(
         name = f"breast{s}_semireal"
         counts, axy = read_paste_section(data_dir, int(s))
         sim = simulate_semireal(counts, axy, p, metachat=metachat, section=name)
-        st, imz, tr = out / name / "st.h5ad", out / name / f"{name}_SIMULATED_msi.imzML", out / name / "truth"
+        d = out / name
+        st, imz, tr = d / "st.h5ad", d / f"{name}_SIMULATED_msi.imzML", d / "truth"
         write_semireal_sample(sim, st, imz, tr, source=f"{PASTE_FOLDER}/slice{s} (real ST)")
         rows.append({"sample": name, "st": str(st), "msi": str(imz),
                      "msi_pixel_size_um": p.msi_pixel_size_um, "landmarks": "",
@@ -381,8 +383,9 @@ def write_semireal_samples(data_dir: str | Path, out_dir: str | Path, sections=(
 def main(argv=None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Write semi-real samples: REAL ST breast-cancer "
-                                 "sections paired with SIMULATED MSI rasters, plus a samples sheet.")
+    ap = argparse.ArgumentParser(
+        description="Write semi-real samples: REAL ST breast-cancer sections paired with "
+        "SIMULATED MSI rasters, plus a samples sheet.")
     ap.add_argument("--data", default="../shared/data/real",
                     help="folder holding st_breast_cancer_4_serial_sections_paste/ (and "
                     "metabolite_sensor_metachatdb/, used when present)")
@@ -393,7 +396,8 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data = Path(a.data)
     mc = data / METACHAT_FILE
-    sheet = write_semireal_samples(data / PASTE_FOLDER, a.out, a.sections, SemiRealParams(seed=a.seed),
+    sheet = write_semireal_samples(data / PASTE_FOLDER, a.out, a.sections,
+                                   SemiRealParams(seed=a.seed),
                                    metachat=mc if mc.is_file() else None)
     print(f"wrote {sheet} ({LABEL})")
 
