@@ -145,6 +145,49 @@ def test_model_fold_never_reads_heldout_targets():
     c, _, _ = model_fold("gnn", rna2, msi, ~test, test, params, seed=0, device="cpu")
     np.testing.assert_allclose(a["rna"], c["rna"], rtol=1e-5, atol=1e-5)
     assert a["msi"].shape == (40, 12) and len(genes) == 40
+    # the source-only latents of the ridge-on-embedding hybrids: no held-out target enters
+    np.testing.assert_allclose(a["z_from_rna"], b["z_from_rna"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a["z_from_msi"], c["z_from_msi"], rtol=1e-5, atol=1e-5)
+    assert a["z_from_rna"].shape == (rna.n_obs, 4)
+
+
+def test_ridge_on_embedding_never_reads_heldout_targets():
+    from spatialfuse.impute.crossmodal import ridge_on_embedding
+    from spatialfuse.metrics import columnwise_corr
+
+    rng = np.random.default_rng(1)
+    Z, Y, pcs = rng.normal(size=(100, 4)), rng.normal(size=(100, 3)), rng.normal(size=(100, 5))
+    test = np.zeros(100, bool)
+    test[60:] = True
+    a = ridge_on_embedding(Z, Y, ~test, test, pcs)
+    Y2 = Y.copy()
+    Y2[test] = -1e3
+    np.testing.assert_array_equal(a, ridge_on_embedding(Z, Y2, ~test, test, pcs))
+    # a target that is a linear function of the latent is predicted at held-out spots
+    Y3 = Z @ rng.normal(size=(4, 3))
+    assert np.min(columnwise_corr(ridge_on_embedding(Z, Y3, ~test, test), Y3[test])) > 0.95
+
+
+def test_heldout_entries_hide_each_entry_once_and_recover_smooth_maps():
+    from spatialfuse.impute.smooth import heldout_entry_folds, heldout_entry_predictions
+    from spatialfuse.metrics import columnwise_corr
+
+    xy = _hex_grid()
+    rng = np.random.default_rng(2)
+    truth = np.c_[_field(xy, 400.0, 0.0), _field(xy, 400.0, 1.0), _field(xy, 500.0, 2.0)]
+    X = truth + rng.normal(0, 0.3, truth.shape)
+    groups, folds = heldout_entry_folds(len(xy), X.shape[1], n_folds=4, n_groups=2, seed=0)
+    assert set(groups) == {0, 1} and folds.shape == (2, len(xy))
+    assert not np.array_equal(folds[0], folds[1])  # groups hide different spots
+    P = heldout_entry_predictions(X, xy, groups, folds)
+    # knn: an entry's prediction never reads the entry itself
+    X2 = X.copy()
+    i, j = 7, 1
+    X2[i, j] = 1e3
+    P2 = heldout_entry_predictions(X2, xy, groups, folds)
+    assert P2["knn_smooth"][i, j] == P["knn_smooth"][i, j]
+    for m in ("knn_smooth", "graph_smooth"):
+        assert (columnwise_corr(P[m], truth) > 0.6).all(), m
 
 
 def test_run_impute_layers_scores_and_no_overwrite():
@@ -165,12 +208,19 @@ def test_run_impute_layers_scores_and_no_overwrite():
         assert Key.layers.imputed(meth) in r2.layers
     assert Key.layers.imputed("vae_reconstruction") in m2.layers
     assert {"knn_smooth", "graph_smooth", "vae_reconstruction"} <= set(metrics["denoise"]["msi"])
+    for mod in ("rna", "msi"):
+        ent = metrics["heldout_entries"][mod]
+        assert {"knn_smooth", "graph_smooth", "vae_reconstruction"} <= set(ent)
+    assert set(table["task"]) >= {"denoise", "heldout_entries", "rna_to_msi", "msi_to_rna"}
+    assert metrics["heldout_entries"]["msi"]["graph_smooth"]["median_pearson"] > 0.5
     assert set(table.columns) >= {"modality", "task", "method", "feature", "pearson_r",
                                   "spearman_r", "ssim"}
     cm = metrics["crossmodal"]
     assert set(cm) == {"rna_to_msi", "msi_to_rna"}
     for task in cm:
-        assert {"ridge", "knn", "vae", "best_method", "model_beats_baselines"} <= set(cm[task])
+        assert {"ridge", "knn", "vae", "vae_ridge", "best_method", "model_beats_baselines",
+                "best_model_method", "model_beats_baselines_spatial"} <= set(cm[task])
+        assert cm[task]["ridge"]["n_features_spatial"] > 0
     # the metabolites are a linear function of smooth fields that the genes also carry:
     # held-out prediction from genes must work, and smoothing must help on hidden spots
     assert cm["rna_to_msi"]["ridge"]["median_pearson"] > 0.3
@@ -198,3 +248,13 @@ def test_schema_defaults_match_code():
     assert set(props) == set(DEFAULTS)
     for k, v in DEFAULTS.items():
         assert props[k]["default"] == v, k
+
+
+def test_morans_i_separates_smooth_maps_from_noise():
+    from spatialfuse.impute.scores import SPATIAL_MORAN_MIN, morans_i
+
+    xy = _hex_grid()
+    rng = np.random.default_rng(3)
+    smooth = _field(xy, 400.0, 0.0)
+    I = morans_i(np.c_[smooth, rng.permutation(smooth), rng.normal(size=len(xy))], xy)
+    assert I[0] > 0.5 and abs(I[1]) < SPATIAL_MORAN_MIN and abs(I[2]) < SPATIAL_MORAN_MIN

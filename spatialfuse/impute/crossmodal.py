@@ -82,8 +82,38 @@ def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params:
         inputs = prepare_inputs(rna, msi, n_top_genes, stats_mask=train)
     fm = fit(name, inputs, params, seed=seed, device=device, train_mask=train)
     out = {"msi": inputs.to_lognormal("msi", fm.predict_msi_from_rna(spots=test)),
-           "rna": inputs.to_lognormal("rna", fm.predict_rna_from_msi(spots=test))}
+           "rna": inputs.to_lognormal("rna", fm.predict_rna_from_msi(spots=test)),
+           "z_from_rna": source_embedding(fm, "rna"), "z_from_msi": source_embedding(fm, "msi")}
     return out, inputs.rna_features, time.perf_counter() - t0
+
+
+def source_embedding(fm, source: str) -> np.ndarray:
+    """Latent of every spot inferred from modality ``source`` alone (the other modality hidden
+    at every spot, training spots included), so training and held-out spots get the latent
+    the same way and no target value enters it."""
+    import torch
+
+    from ..models.data import MODALITIES
+
+    n = fm.inputs.n_spots
+    vis = torch.ones((n, len(MODALITIES)), dtype=torch.bool)
+    vis[:, 1 - MODALITIES.index(source)] = False
+    return fm._run(np.arange(n), vis, "embed")[0].astype(np.float64)
+
+
+def ridge_on_embedding(Z: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                       pcs: np.ndarray | None = None) -> np.ndarray:
+    """Ridge from a model's source-only latent ``Z`` (standardised on the ``train`` rows),
+    next to the baseline's source components ``pcs`` when given, to the targets, fitted on
+    ``train`` rows (penalty by leave-one-out on them)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    F = StandardScaler().fit(Z[train]).transform(Z)
+    if pcs is not None:
+        F = np.c_[pcs, F]
+    m = RidgeCV(alphas=RIDGE_ALPHAS).fit(F[train], Y[train])
+    return m.predict(F[test])
 
 
 def _empty(Xr: np.ndarray, Xm: np.ndarray) -> dict[str, np.ndarray]:
@@ -95,7 +125,8 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   baselines=BASELINES, models=(), model_params: dict | None = None,
                   rna_ad=None, msi_ad=None, gene_index: np.ndarray | None = None,
                   n_comps: int = 30, ridge_alpha: float | None = None, knn_k: int = 10,
-                  n_top_genes: int | None = None, seed: int = 0, device: str = "cpu"):
+                  n_top_genes: int | None = None, seed: int = 0, device: str = "cpu",
+                  hybrid: str | None = "stack"):
     """Out-of-fold predictions of every method in both directions.
 
     ``Xr`` (spots × scored genes) and ``Xm`` (spots × m/z): measured log-normalised targets;
@@ -119,7 +150,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                                              ridge_alpha=ridge_alpha, knn_k=knn_k, seed=seed)
         preds[method], secs[method] = P, time.perf_counter() - t0
     for name in models:
-        P = _empty(Xr, Xm)
+        P, H = _empty(Xr, Xm), _empty(Xr, Xm)
         total = 0.0
         for f, train in train_masks.items():
             test = folds == f
@@ -129,7 +160,17 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
             if gene_index is not None and len(genes) != len(gene_index):
                 raise ValueError(f"{name}: the model's genes differ from the scored genes")
             P["msi"][test], P["rna"][test] = out["msi"], out["rna"]
+            if hybrid:
+                stack = hybrid == "stack"
+                H["msi"][test] = ridge_on_embedding(
+                    out["z_from_rna"], Xm, train, test,
+                    _pcs(Sr, train, n_comps, seed) if stack else None)
+                H["rna"][test] = ridge_on_embedding(
+                    out["z_from_msi"], Xr, train, test,
+                    _pcs(Sm, train, n_comps, seed) if stack else None)
             total += s
         preds[name], secs[name] = P, total
+        if hybrid:
+            preds[f"{name}_ridge"], secs[f"{name}_ridge"] = H, total
         log.info("impute: %s cross-modal CV in %.1fs (%d folds)", name, total, len(train_masks))
     return preds, secs

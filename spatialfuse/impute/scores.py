@@ -103,8 +103,28 @@ def feature_scores(pred: np.ndarray, measured: np.ndarray, xy: np.ndarray,
                          "ssim": ssim})
 
 
-def summarise(scores: pd.DataFrame) -> dict:
-    """Median and mean of each score column (NaN-free), and the number of features scored."""
+#: Moran's I above which a measured feature counts as spatially structured.
+SPATIAL_MORAN_MIN = 0.2
+
+
+def morans_i(X: np.ndarray, xy: np.ndarray, k: int = 6) -> np.ndarray:
+    """Moran's I of every column on the row-normalised k-NN graph of the spots (0: no spatial
+    structure; 1: a smooth map)."""
+    from ..graph import knn_graph, row_normalise
+
+    X = np.asarray(X, float)
+    Z = X - X.mean(0)
+    sd = np.sqrt((Z**2).mean(0))
+    Z = Z / np.where(sd > 0, sd, 1.0)
+    W = row_normalise(knn_graph(xy, k=k))
+    return (Z * (W @ Z)).mean(0)
+
+
+def summarise(scores: pd.DataFrame, spatial: np.ndarray | None = None) -> dict:
+    """Median and mean of each score column (NaN-free), and the number of features scored;
+    with ``spatial`` (a boolean mask of the features whose measured map is spatially
+    structured, :func:`morans_i` ≥ :data:`SPATIAL_MORAN_MIN`), also the median Pearson r over
+    those features only (``median_pearson_spatial``; the same features for every method)."""
     out: dict = {}
     for c in ("pearson_r", "spearman_r", "ssim"):
         if c in scores:
@@ -114,4 +134,9 @@ def summarise(scores: pd.DataFrame) -> dict:
             out[f"median_{name}"] = float(np.median(v)) if v.size else float("nan")
             out[f"mean_{name}"] = float(np.mean(v)) if v.size else float("nan")
     out["n_features"] = int(len(scores))
+    if spatial is not None:
+        v = scores["pearson_r"].to_numpy(float)[np.asarray(spatial, bool)]
+        v = v[np.isfinite(v)]
+        out["median_pearson_spatial"] = float(np.median(v)) if v.size else float("nan")
+        out["n_features_spatial"] = int(np.asarray(spatial, bool).sum())
     return out

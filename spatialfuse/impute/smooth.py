@@ -134,3 +134,33 @@ def choose_strength(X, xy: np.ndarray, folds: np.ndarray, strengths=DEFAULT_STRE
             heldout[np.ix_(hide, cols)] = _solve(L, w, float(strengths[j]),
                                                  Xd[:, cols] * w[:, None])[hide]
     return {"strength": strengths[best], "heldout": heldout}
+
+
+def heldout_entry_folds(n_spots: int, n_features: int, n_folds: int = 5, n_groups: int = 10,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out *entries* rather than whole spots: features fall into ``n_groups`` random
+    groups and each group hides its own random balanced spot folds, so a hidden entry's spot
+    keeps the other groups' features. Returns the feature's group (``n_features``) and the
+    spot folds of every group (``n_groups × n_spots``)."""
+    rng = np.random.default_rng([seed, 17])
+    g = max(1, min(int(n_groups), n_features))
+    groups = rng.permutation(np.arange(n_features) % g)
+    folds = np.stack([rng.permutation(np.arange(n_spots) % max(2, int(n_folds)))
+                      for _ in range(g)])
+    return groups, folds
+
+
+def heldout_entry_predictions(X, xy: np.ndarray, groups: np.ndarray, folds: np.ndarray,
+                              strengths=DEFAULT_STRENGTHS, k: int = 6) -> dict[str, np.ndarray]:
+    """Every entry predicted once, by smoothers that did not see it (see
+    :func:`heldout_entry_folds`): ``knn_smooth`` (mean of the visible neighbours) and
+    ``graph_smooth`` (strength chosen per feature on the group's other folds)."""
+    Xd = _dense(X)
+    out = {"knn_smooth": np.empty_like(Xd), "graph_smooth": np.empty_like(Xd)}
+    for gi, f in enumerate(folds):
+        cols = groups == gi
+        if not cols.any():
+            continue
+        out["knn_smooth"][:, cols] = heldout_neighbour_prediction(Xd[:, cols], xy, f, k)
+        out["graph_smooth"][:, cols] = choose_strength(Xd[:, cols], xy, f, strengths, k)["heldout"]
+    return out
