@@ -295,16 +295,19 @@ def test_wrong_registration_is_flagged(small_ingested, caplog):
 
 
 def test_flag_is_a_margin_over_wrong_placements():
-    """A correct registration is not flagged for a modest similarity as long as it clearly beats
-    the deliberately wrong placements; one that does not beat them is."""
+    """A correct registration is not flagged for a modest similarity as long as it beats the
+    deliberately wrong placements; one that does not beat them is, and so is a similarity under
+    the absolute floor."""
     from spatialfuse.align.stage import registration_warnings
 
     p = dict(DEFAULTS)
-    ok = {"tissue_dice": 0.9, "feature_similarity": 0.22, "feature_similarity_null": 0.05}
+    ok = {"tissue_dice": 0.99, "feature_similarity": 0.21, "feature_similarity_null": 0.17,
+          "placement_score": 1.20, "best_wrong_placement": "shift +y", "best_wrong_placement_score": 1.15,
+          "placement_margin": 0.05}
     assert registration_warnings(ok, p, 0.9) == []
-    tie = dict(ok, feature_similarity_null=0.20)
-    assert any("deliberately wrong" in w for w in registration_warnings(tie, p, 0.9))
-    low = dict(ok, feature_similarity=p["min_similarity"] / 2, feature_similarity_null=0.0)
+    tie = dict(ok, best_wrong_placement_score=1.21, placement_margin=-0.01)
+    assert any("deliberately wrong placement (shift +y)" in w for w in registration_warnings(tie, p, 0.9))
+    low = dict(ok, feature_similarity=p["min_similarity"] / 2)
     assert any("agree poorly" in w for w in registration_warnings(low, p, 0.9))
 
 
@@ -314,13 +317,15 @@ def test_deliberately_wrong_placements_are_flagged(small_ingested):
     from spatialfuse.align.stage import assess_registration, prepare_inputs, register
 
     inp = prepare_inputs(small_ingested["st"], small_ingested["msi"], DEFAULTS["feature_components"], 0)
+    from spatialfuse.align.qc import wrong_placements
+
     T, _ = register(inp, {"nonrigid": False}, sample="s")
-    assert not assess_registration(inp, T, {})["flagged"]
-    c = T(inp.raster.tissue_xy).mean(0)
-    for rot, refl in ((180, False), (0, True)):
-        R = similarity_matrix(rot, 1.0, refl, np.zeros(2))
-        R[:2, 2] = c - R[:2, :2] @ c
-        assert assess_registration(inp, Transform(R @ T.affine), {})["flagged"]
+    found = assess_registration(inp, T, {})
+    assert not found["flagged"] and found["placement_margin"] > 0
+    wrong = wrong_placements(T, T(inp.raster.tissue_xy).mean(0), 300.0)
+    for name in ("rotate 180", "mirror", "shift +x", "shift -y"):
+        q = assess_registration(inp, wrong[name], {})
+        assert q["flagged"] and q["placement_margin"] < 0, name
 
 
 def test_no_overlap_is_a_clear_error(small_ingested):

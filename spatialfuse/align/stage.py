@@ -15,7 +15,7 @@ from ..constants import Key
 from ..errors import AlignmentError, InputError
 from .aggregate import aggregate, overlap_weights
 from .features import MsiRaster, StPoints, leading_components, msi_tissue_fraction, st_points
-from .qc import feature_similarity, tissue_dice, truth_error
+from .qc import feature_similarity, placement_check, tissue_dice, truth_error
 from .register import register_auto, register_landmarks
 from .transform import Transform
 
@@ -27,7 +27,7 @@ DEFAULTS = {
     "allow_reflection": True, "refine_affine": True, "feature_components": 8,
     "feature_weight": 1.0, "nonrigid": True, "nonrigid_spacing_um": 400.0,
     "nonrigid_smoothness": 20.0, "nonrigid_validate": True, "landmark_model": "affine", "min_coverage": 0.5,
-    "min_dice": 0.75, "min_similarity": 0.1, "min_similarity_margin": 0.05,
+    "min_dice": 0.75, "min_similarity": 0.1, "min_placement_margin": 0.0,
 }
 
 
@@ -245,6 +245,7 @@ def assess_registration(inp: AlignInputs, T: Transform, params: dict,
         coverage = np.clip(np.asarray(W.sum(1)).ravel() / area, 0, None)
     out = {"tissue_dice": tissue_dice(inp.pts, inp.raster, T, inp.capture_box, max(inp.pixel_um, 20.0))}
     out.update(feature_similarity(inp.pts, inp.raster, T))
+    out.update(placement_check(inp.pts, inp.raster, T, inp.capture_box, max(inp.pixel_um, 20.0)))
     out["covered_fraction"] = float((coverage >= float(p["min_coverage"])).mean())
     out["warnings"] = registration_warnings(out, p, out["covered_fraction"])
     out["flagged"] = bool(out["warnings"])
@@ -260,14 +261,14 @@ def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[st
                    "the registration may be wrong")
     if covered_fraction < 0.5:
         out.append(f"only {covered_fraction:.0%} of ST spots have MSI coverage >= {min_cov}")
-    sim, null = qc.get("feature_similarity"), qc.get("feature_similarity_null")
-    margin = float(p["min_similarity_margin"])
-    if sim is not None:
-        if sim < min_sim:
-            out.append(f"the two modalities' feature maps agree poorly after registration "
-                       f"(similarity {sim:.2f} < align.min_similarity={min_sim})")
-        elif null is not None and sim < null + margin:
-            out.append(f"the feature maps agree no better after registration (similarity "
-                       f"{sim:.2f}) than after a deliberately wrong rotation/mirror ({null:.2f}; "
-                       f"align.min_similarity_margin={margin})")
+    sim = qc.get("feature_similarity")
+    margin = float(p["min_placement_margin"])
+    if sim is not None and sim < min_sim:
+        out.append(f"the two modalities' feature maps agree poorly after registration "
+                   f"(similarity {sim:.2f} < align.min_similarity={min_sim})")
+    pm = qc.get("placement_margin")
+    if pm is not None and pm < margin:
+        out.append(f"a deliberately wrong placement ({qc['best_wrong_placement']}) matches about as well "
+                   f"as the registration (tissue Dice + feature similarity {qc['best_wrong_placement_score']:.2f}"
+                   f" vs {qc['placement_score']:.2f}; align.min_placement_margin={margin})")
     return out
