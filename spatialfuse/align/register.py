@@ -153,6 +153,13 @@ def register_auto(
     return T, diag
 
 
+#: relative decrease of the held-out objective (each fold) the B-spline must bring to be kept:
+#: gains below ~1 % are within the noise of the spot-level feature maps (benchmark: a warp-free
+#: case passed with 0.4 % / 0.2 % and was made worse, a 37 µm warp gained 1.8 % / 1.6 % and the
+#: error fell from 29 to 23 µm)
+NONRIGID_MIN_GAIN = 0.01
+
+
 def checkerboard_folds(xy: np.ndarray, block_um: float) -> np.ndarray:
     """Fold (0/1) of each point: a checkerboard of ``block_um`` squares."""
     b = np.floor(np.asarray(xy, float) / block_um).astype(np.int64)
@@ -171,8 +178,8 @@ def validate_nonrigid(pts: StPoints, raster: MsiRaster, A: np.ndarray, levels_um
     For each fold, affine and affine + B-spline are both refitted on the other fold's points
     (starting from ``A``) and scored on this fold's points at full resolution (mask residual
     plus feature residuals, weighted as in the fit). The deformation is accepted only when it
-    predicts both held-out folds better than the affine: a warp that follows noise, or a bias
-    of the data term, fails there.
+    predicts both held-out folds better than the affine by more than ``NONRIGID_MIN_GAIN``
+    (relative): a warp that follows noise, or a bias of the data term, fails there.
     """
     block = 2.0 * float(nr_kw["spacing_um"])
     fold = checkerboard_folds(pts.xy, block)
@@ -193,7 +200,7 @@ def validate_nonrigid(pts: StPoints, raster: MsiRaster, A: np.ndarray, levels_um
         out["heldout_nonrigid"].append(mn + wf * k * fnr)
     gain = [a - n for a, n in zip(out["heldout_affine"], out["heldout_nonrigid"])]
     out["relative_gain"] = [float(g / max(a, 1e-12)) for g, a in zip(gain, out["heldout_affine"])]
-    out["accepted"] = bool(all(g > 0 for g in gain))
+    out["accepted"] = bool(all(r > NONRIGID_MIN_GAIN for r in out["relative_gain"]))
     log.info("non-rigid step %s on held-out halves (objective change %s)",
              "accepted" if out["accepted"] else "rejected",
              ", ".join(f"{-g:+.1%}" for g in out["relative_gain"]))
