@@ -124,15 +124,18 @@ def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform,
     return out
 
 
-def wrong_placements(transform: Transform, centre_st: np.ndarray, shift_um: float) -> dict[str, Transform]:
+def wrong_placements(transform: Transform, centre_st: np.ndarray,
+                     shift_um: float) -> dict[str, Transform]:
     """Deliberately wrong placements of the MSI section: the fitted affine composed with a rotation
     by 90/180/270° or a mirror about ``centre_st`` (ST frame), or a shift by ``shift_um`` along
     ±x / ±y."""
     c = np.asarray(centre_st, float)
     out = {}
-    moves = [(f"rotate {r}", r, False, (0.0, 0.0)) for r in (90, 180, 270)] + [("mirror", 0, True, (0.0, 0.0))]
-    moves += [(f"shift {n}", 0, False, d) for n, d in (("+x", (shift_um, 0.0)), ("-x", (-shift_um, 0.0)),
-                                                       ("+y", (0.0, shift_um)), ("-y", (0.0, -shift_um)))]
+    s = float(shift_um)
+    moves = [(f"rotate {r}", r, False, (0.0, 0.0)) for r in (90, 180, 270)]
+    moves += [("mirror", 0, True, (0.0, 0.0))]
+    moves += [(f"shift {n}", 0, False, d)
+              for n, d in (("+x", (s, 0.0)), ("-x", (-s, 0.0)), ("+y", (0.0, s)), ("-y", (0.0, -s)))]
     for name, rot, refl, d in moves:
         R = similarity_matrix(rot, 1.0, refl, np.zeros(2))
         R[:2, 2] = c - R[:2, :2] @ c + np.asarray(d)
@@ -156,4 +159,5 @@ def placement_check(pts: StPoints, raster: MsiRaster, transform: Transform, capt
     alt = {k: score(T) for k, T in wrong_placements(transform, c, 2.0 * pts.pitch_um).items()}
     worst = max(alt, key=alt.get)
     return {"placement_score": float(s0), "best_wrong_placement": worst,
-            "best_wrong_placement_score": float(alt[worst]), "placement_margin": float(s0 - alt[worst])}
+            "best_wrong_placement_score": float(alt[worst]),
+            "placement_margin": float(s0 - alt[worst])}

@@ -3,9 +3,12 @@
 Automatic (:func:`register_auto`, no landmarks, no image): a coarse search over reflection ×
 rotation (full 360°) × scale with FFT translation (:mod:`.coarse`), scored on tissue masks and
 on the principal-component feature maps of both modalities; the best few candidates are
-refined briefly and the best refined one is taken through the full coarse-to-fine affine and
-B-spline refinement (:mod:`.refine`). When landmarks are given they replace the coarse search as
-the starting point.
+refined briefly and the best refined one is taken through the full coarse-to-fine affine
+refinement (:mod:`.refine`), refitted at full resolution with mask and feature terms weighted by
+their residual variances (kept within half a spot pitch of the first fit), then given a B-spline
+deformation that is kept only when it passes a two-fold checkerboard cross-validation
+(:func:`validate_nonrigid`). When landmarks are given they replace the coarse search as the
+starting point.
 
 Landmarks (:func:`register_landmarks`): least-squares affine or thin-plate spline from matched
 points, with leave-one-out error in µm.
@@ -125,7 +128,8 @@ def register_auto(
         Ab, _, bdiag = refine(pts, raster, A, levels_um=levels_rest[-1:], feature_weight=fw_final,
                               nonrigid=False, balance=True)
         tis = raster.tissue_xy
-        moved = float(np.sqrt(np.mean(np.sum((tis @ (Ab - A)[:2, :2].T + (Ab - A)[:2, 2]) ** 2, 1))))
+        D = Ab - A
+        moved = float(np.sqrt(np.mean(np.sum((tis @ D[:2, :2].T + D[:2, 2]) ** 2, 1))))
         trust = 0.5 * pts.pitch_um
         diag["balanced_fit"] = {"moved_um": moved, "trust_um": trust, "accepted": moved <= trust}
         if moved <= trust:
@@ -139,9 +143,11 @@ def register_auto(
         check = validate_nonrigid(pts, raster, A, levels_rest, rkw, nr_kw)
         diag["nonrigid_check"] = check
         if check["accepted"]:
-            A, field, rdiag = refine(pts, raster, A, levels_um=levels_rest, nonrigid=True, **rkw, **nr_kw)
+            A, field, rdiag = refine(pts, raster, A, levels_um=levels_rest, nonrigid=True,
+                                     **rkw, **nr_kw)
     elif nonrigid:
-        A, field, rdiag = refine(pts, raster, A, levels_um=levels_rest, nonrigid=True, **rkw, **nr_kw)
+        A, field, rdiag = refine(pts, raster, A, levels_um=levels_rest, nonrigid=True,
+                                 **rkw, **nr_kw)
     diag["refine"] = rdiag
     diag["feature_r2"] = rdiag["final_feature_r2"]
     T = transform_from_fit(A, field, {"method": "auto_nonrigid" if field is not None else "auto_affine"})
@@ -191,7 +197,8 @@ def validate_nonrigid(pts: StPoints, raster: MsiRaster, A: np.ndarray, levels_um
             out.update(accepted=False, reason="too few tissue points in a fold")
             return out
         Aa, _, _ = refine(train, raster, A, levels_um=levels_um[-1:], nonrigid=False, **refine_kw)
-        An, fn, _ = refine(train, raster, Aa, levels_um=levels_um, nonrigid=True, **refine_kw, **nr_kw)
+        An, fn, _ = refine(train, raster, Aa, levels_um=levels_um, nonrigid=True,
+                           **refine_kw, **nr_kw)
         ma, fa = heldout_residuals(test, raster, Aa, None, 0.0)
         mn, fnr = heldout_residuals(test, raster, An, fn, 0.0)
         k = max(pts.features.shape[1], 1)

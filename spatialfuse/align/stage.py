@@ -26,7 +26,8 @@ DEFAULTS = {
     "method": "auto", "rotation_step_deg": 4.0, "scales": [0.9, 0.95, 1.0, 1.05, 1.1],
     "allow_reflection": True, "refine_affine": True, "feature_components": 8,
     "feature_weight": 1.0, "nonrigid": True, "nonrigid_spacing_um": 400.0,
-    "nonrigid_smoothness": 20.0, "nonrigid_validate": True, "landmark_model": "affine", "min_coverage": 0.5,
+    "nonrigid_smoothness": 20.0, "nonrigid_validate": True, "landmark_model": "affine",
+    "min_coverage": 0.5,
     "min_dice": 0.75, "min_similarity": 0.1, "min_placement_margin": 0.0,
 }
 
@@ -243,9 +244,10 @@ def assess_registration(inp: AlignInputs, T: Transform, params: dict,
                             spot_shape=inp.spot_shape)
         area = np.pi * (inp.spot_um / 2) ** 2 if inp.spot_shape == "disk" else inp.spot_um**2
         coverage = np.clip(np.asarray(W.sum(1)).ravel() / area, 0, None)
-    out = {"tissue_dice": tissue_dice(inp.pts, inp.raster, T, inp.capture_box, max(inp.pixel_um, 20.0))}
+    res = max(inp.pixel_um, 20.0)
+    out = {"tissue_dice": tissue_dice(inp.pts, inp.raster, T, inp.capture_box, res)}
     out.update(feature_similarity(inp.pts, inp.raster, T))
-    out.update(placement_check(inp.pts, inp.raster, T, inp.capture_box, max(inp.pixel_um, 20.0)))
+    out.update(placement_check(inp.pts, inp.raster, T, inp.capture_box, res))
     out["covered_fraction"] = float((coverage >= float(p["min_coverage"])).mean())
     out["warnings"] = registration_warnings(out, p, out["covered_fraction"])
     out["flagged"] = bool(out["warnings"])
@@ -268,7 +270,8 @@ def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[st
                    f"(similarity {sim:.2f} < align.min_similarity={min_sim})")
     pm = qc.get("placement_margin")
     if pm is not None and pm < margin:
-        out.append(f"a deliberately wrong placement ({qc['best_wrong_placement']}) matches about as well "
-                   f"as the registration (tissue Dice + feature similarity {qc['best_wrong_placement_score']:.2f}"
-                   f" vs {qc['placement_score']:.2f}; align.min_placement_margin={margin})")
+        out.append(f"a deliberately wrong placement ({qc['best_wrong_placement']}) matches about "
+                   f"as well as the registration (tissue Dice + feature similarity "
+                   f"{qc['best_wrong_placement_score']:.2f} vs {qc['placement_score']:.2f}; "
+                   f"align.min_placement_margin={margin})")
     return out
