@@ -29,6 +29,7 @@ DEFAULTS = {
     "nonrigid_smoothness": 20.0, "nonrigid_validate": True, "landmark_model": "affine",
     "min_coverage": 0.5,
     "min_dice": 0.75, "min_similarity": 0.1, "min_placement_margin": 0.0,
+    "min_similarity_margin": 0.0,
 }
 
 
@@ -249,6 +250,7 @@ def assess_registration(inp: AlignInputs, T: Transform, params: dict,
     out.update(feature_similarity(inp.pts, inp.raster, T))
     out.update(placement_check(inp.pts, inp.raster, T, inp.capture_box, res))
     out["covered_fraction"] = float((coverage >= float(p["min_coverage"])).mean())
+    out["transform"] = T.decompose()
     out["warnings"] = registration_warnings(out, p, out["covered_fraction"])
     out["flagged"] = bool(out["warnings"])
     return out
@@ -268,6 +270,20 @@ def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[st
     if sim is not None and sim < min_sim:
         out.append(f"the two modalities' feature maps agree poorly after registration "
                    f"(similarity {sim:.2f} < align.min_similarity={min_sim})")
+    null = qc.get("feature_similarity_null")
+    sim_margin = float(p["min_similarity_margin"])
+    if sim is not None and null is not None and sim < null + sim_margin:
+        out.append(f"the feature maps agree no better after registration (similarity {sim:.2f}) "
+                   f"than after a deliberately wrong rotation/mirror ({null:.2f}; "
+                   f"align.min_similarity_margin={sim_margin})")
+    tf = qc.get("transform")
+    if tf and p.get("scales"):
+        lo, hi = min(p["scales"]) / 1.1, max(p["scales"]) * 1.1
+        sx, sy = float(tf["scale_x"]), float(tf["scale_y"])
+        if not (lo <= sx <= hi and lo <= sy <= hi):
+            out.append(f"the fitted scales ({sx:.2f} along x, {sy:.2f} along y) leave the searched "
+                       f"range align.scales widened by 10 % ({lo:.2f}-{hi:.2f}): the registration "
+                       "has probably stretched the section onto the wrong place")
     pm = qc.get("placement_margin")
     if pm is not None and pm < margin:
         out.append(f"a deliberately wrong placement ({qc['best_wrong_placement']}) matches about "
