@@ -312,6 +312,11 @@ def test_flag_is_a_margin_over_wrong_placements():
     assert any("deliberately wrong placement (shift +y)" in w for w in registration_warnings(tie, p, 0.9))
     low = dict(ok, feature_similarity=p["min_similarity"] / 2)
     assert any("agree poorly" in w for w in registration_warnings(low, p, 0.9))
+    null = dict(ok, feature_similarity_null=0.22)  # no better than a rotated/mirrored copy
+    assert any("deliberately wrong rotation/mirror" in w for w in registration_warnings(null, p, 0.9))
+    stretched = dict(ok, transform={"scale_x": 1.28, "scale_y": 0.97})
+    assert any("fitted scales" in w for w in registration_warnings(stretched, p, 0.9))
+    assert registration_warnings(dict(ok, transform={"scale_x": 1.08, "scale_y": 0.93}), p, 0.9) == []
 
 
 def test_deliberately_wrong_placements_are_flagged(small_ingested):
