@@ -12,7 +12,13 @@ Methods, on the same cases:
 * ``spatialfuse-affine`` — the same without the non-rigid step;
 * ``landmark-affine`` — MAGPIE's approach: a least-squares affine through 8 landmarks placed by a
   simulated annotator with 10 µm (SD) placement error in each section;
-* ``spatialfuse+landmarks`` — the automatic refinement started from those landmarks.
+* ``spatialfuse+landmarks`` — the automatic refinement started from those landmarks;
+* ``best-affine (truth fit)`` — the least-squares affine through the simulator's per-pixel truth:
+  the lowest error any affine registration can reach (the rest is the non-rigid warp).
+
+QC flag: each case's automatic registration is counted as flagged or not against "wrong"
+(median TRE > 100 µm), and three deliberately wrong placements of each found transform (rotated
+180°, mirrored, shifted 300 µm) must all be flagged.
 
 Reported per case group and method: median and 90th-percentile target registration error (TRE,
 µm, over MSI pixels that are mostly tissue, against the simulator's per-pixel truth), the median
@@ -41,7 +47,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spatialfuse.align.qc import truth_error_table  # noqa: E402
 from spatialfuse.align.register import register_landmarks  # noqa: E402
-from spatialfuse.align.stage import DEFAULTS, prepare_inputs, register, run_align  # noqa: E402
+from spatialfuse.align.stage import (  # noqa: E402
+    DEFAULTS,
+    assess_registration,
+    prepare_inputs,
+    register,
+    run_align,
+)
+from spatialfuse.align.qc import wrong_placements  # noqa: E402
+from spatialfuse.align.transform import Transform, fit_affine  # noqa: E402
 from spatialfuse.simulate import DemoParams, simulate_sample, simulated_sections  # noqa: E402
 
 GEOMETRIES = {
@@ -68,6 +82,17 @@ def cases(quick: bool, seed: int) -> list[dict]:
     return out
 
 
+#: a registration whose median error exceeds this is "wrong" (spots paired with the wrong pixels)
+WRONG_UM = 100.0
+
+
+def deliberately_wrong(T: Transform, tissue_xy: np.ndarray) -> dict[str, Transform]:
+    """The found transform rotated by 180°, mirrored (about the tissue centre) and shifted by
+    300 µm: registrations the QC flag must catch."""
+    w = wrong_placements(T, T(tissue_xy).mean(0), 300.0)
+    return {k: w[k] for k in ("rotate 180", "mirror", "shift +x")}
+
+
 def tre(T, sim, msi) -> dict:
     return truth_error_table(T, sim["msi_pixels"], msi.obs, sim["params"].msi_pixel_size_um)
 
@@ -87,6 +112,7 @@ def run_case(c: dict) -> list[dict]:
         out = fn()
         return out, time.process_time() - t0
 
+    inps = {}
     for method, params, landmarks in (
         ("spatialfuse", {}, None),
         ("spatialfuse-affine", {"nonrigid": False}, None),
@@ -94,18 +120,32 @@ def run_case(c: dict) -> list[dict]:
     ):
         def reg():
             inp = prepare_inputs(st, msi, DEFAULTS["feature_components"], 0)
+            inps[method] = inp
             return register(inp, params, landmarks=landmarks, sample=c["name"])
 
         (T, _), cpu = timed(reg)
+        if method == "spatialfuse":
+            T_auto = T
         rows.append(dict(base, method=method, cpu_s=cpu, **tre(T, sim, msi)))
     (T, d), cpu = timed(lambda: register_landmarks(lm[["st_x_um", "st_y_um"]].to_numpy(),
                                                     lm[["msi_x_um", "msi_y_um"]].to_numpy()))
     rows.append(dict(base, method="landmark-affine", cpu_s=cpu, **tre(T, sim, msi),
                      landmark_loo_um=d["landmark_loo_error_um_median"]))
+    # the ceiling of any affine: least squares on the per-pixel truth (tissue pixels)
+    t = sim["msi_pixels"][sim["msi_pixels"]["tissue_fraction"] >= 0.5]
+    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
+    rows.append(dict(base, method="best-affine (truth fit)", cpu_s=0.0,
+                     **tre(Transform(A, meta={"method": "truth_affine"}), sim, msi)))
     out, cpu = timed(lambda: run_align(st, msi, {}, sample=c["name"]))
     rows[0]["align_cpu_s"] = cpu
     rows[0]["flagged"] = out["qc"]["flagged"]
     rows[0]["similarity"] = out["qc"].get("feature_similarity")
+    rows[0]["placement_margin"] = out["qc"].get("placement_margin")
+    rows[0]["dice"] = out["qc"].get("tissue_dice")
+    inp = inps["spatialfuse"]
+    wrong = deliberately_wrong(T_auto, inp.raster.tissue_xy)
+    rows[0]["wrong_flagged"] = sum(assess_registration(inp, W, {})["flagged"] for W in wrong.values())
+    rows[0]["wrong_tried"] = len(wrong)
     return rows
 
 
@@ -148,6 +188,17 @@ def main(argv=None) -> pd.DataFrame:
     print(f"\nspatialfuse: median TRE <= 1/2 pixel in {(sf['tre_px'] <= 0.5).sum()}/{len(sf)} cases; "
           f"full align stage CPU median {sf['align_cpu_s'].median():.1f}s, max {sf['align_cpu_s'].max():.1f}s "
           f"(registration max {sf['cpu_s'].max():.1f}s); flagged {int(sf['flagged'].sum())}/{len(sf)}")
+    bad = sf["truth_error_um_median"] > WRONG_UM
+    fl = sf["flagged"].astype(bool)
+    print(f"flag vs truth (wrong = median TRE > {WRONG_UM:.0f} um): {int((fl & bad).sum())}/{int(bad.sum())} "
+          f"wrong registrations flagged (misses {int((~fl & bad).sum())}), false alarms "
+          f"{int((fl & ~bad).sum())}/{int((~bad).sum())} correct ones; deliberately wrong placements "
+          f"(rot 180, mirror, 300 um shift of each found transform) flagged "
+          f"{int(sf['wrong_flagged'].sum())}/{int(sf['wrong_tried'].sum())}")
+    if fl.any():
+        print("flagged cases:", ", ".join(f"{r.case} ({r.truth_error_um_median:.0f} um, similarity "
+                                          f"{r.similarity:.2f}, placement margin {r.placement_margin:+.2f}, Dice {r.dice:.2f})"
+                                          for r in sf[fl].itertuples()))
     big = sf[sf["pixel_um"] == 10.0]
     if len(big):
         print(f"10 um pixels ({int(big['msi_pixels'].median())} pixels): align CPU "

@@ -173,7 +173,11 @@ def test_automatic_registration_on_demo(small_ingested, small_demo_files):
     assert qc["truth_error_um_median"] < 0.75 * px  # a wrong rotation gives 100s of µm
     assert qc["tissue_dice"] > 0.85 and not qc["flagged"] and qc["warnings"] == []
     assert qc["feature_similarity"] > qc["feature_similarity_null"]
-    assert qc["inverse_consistency_um"] < 1.0
+    # the B-spline is kept only when it passes its cross-validation; when kept, its fitted
+    # inverse must agree with the forward map
+    assert "nonrigid_check" in qc
+    assert ("inverse_consistency_um" in qc) == out["transform"].is_nonrigid
+    assert qc.get("inverse_consistency_um", 0.0) < 1.0
     rna, msi = out["rna"], out["msi_spots"]
     assert list(rna.obs_names) == list(msi.obs_names)
     assert (msi.obs["msi_coverage"] >= 0.5).all()
@@ -207,11 +211,70 @@ def test_partial_overlap_tissue_cut_and_cropped_raster():
 
 def test_nonrigid_strength_is_configurable(small_ingested):
     st, msi = small_ingested["st"], small_ingested["msi"]
-    soft = run_align(st, msi, {"nonrigid_smoothness": 0.1}, sample="s")["transform"]
-    stiff = run_align(st, msi, {"nonrigid_smoothness": 100.0}, sample="s")["transform"]
+    free = {"nonrigid_validate": False}  # keep the field whatever the cross-validation says
+    soft = run_align(st, msi, {"nonrigid_smoothness": 0.1, **free}, sample="s")["transform"]
+    stiff = run_align(st, msi, {"nonrigid_smoothness": 100.0, **free}, sample="s")["transform"]
     rigid = run_align(st, msi, {"nonrigid": False}, sample="s")["transform"]
     assert rigid.displacement is None
     assert stiff.displacement.max_abs_um() < soft.displacement.max_abs_um()
+
+
+def test_nonrigid_step_is_cross_validated(small_ingested):
+    """By default the B-spline is fitted on one half of a checkerboard and judged on the other
+    (both ways); it is kept only when it predicts both held-out halves better than the affine
+    (by more than NONRIGID_MIN_GAIN), and the check is reported."""
+    from spatialfuse.align.register import NONRIGID_MIN_GAIN
+
+    st, msi = small_ingested["st"], small_ingested["msi"]
+    out = run_align(st, msi, {"nonrigid_smoothness": 0.01}, sample="s")
+    chk = out["qc"]["nonrigid_check"]
+    assert len(chk["heldout_affine"]) == len(chk["heldout_nonrigid"]) == 2
+    better = all((a - n) / a > NONRIGID_MIN_GAIN
+                 for a, n in zip(chk["heldout_affine"], chk["heldout_nonrigid"]))
+    assert chk["accepted"] == better
+    assert (out["transform"].displacement is not None) == chk["accepted"]
+    assert out["qc"]["method"] == ("auto_nonrigid" if better else "auto_affine")
+
+
+def test_checkerboard_folds_split_the_area_evenly():
+    from spatialfuse.align.register import checkerboard_folds
+
+    g = np.stack(np.meshgrid(np.arange(0, 4000, 50.0), np.arange(0, 4000, 50.0)), -1).reshape(-1, 2)
+    f = checkerboard_folds(g, 800.0)
+    assert set(np.unique(f)) == {0, 1} and abs(f.mean() - 0.5) < 0.05
+    # neighbours across a block edge fall in different folds, within a block in the same one
+    assert checkerboard_folds(np.array([[790.0, 10.0], [810.0, 10.0]]), 800.0).tolist() == [0, 1]
+    assert checkerboard_folds(np.array([[10.0, 10.0], [790.0, 790.0]]), 800.0).tolist() == [0, 0]
+
+
+def test_final_fit_balances_mask_and_features_by_their_residuals():
+    """The final fit weights each feature channel by the tissue mask's residual variance over
+    its own (a likelihood's weighting): the noisy spot-level feature maps no longer outweigh the
+    tissue outline, which the unbalanced objective let them do by ~100x."""
+    from spatialfuse.align.refine import _affine_to_theta, _Objective
+    from spatialfuse.align.stage import prepare_inputs
+    from spatialfuse.align.transform import fit_affine
+
+    sim, st, msi = _sim_sections(seed=3, warp_um=0.0)
+    inp = prepare_inputs(st, msi, 4, 0)
+    t = sim["msi_pixels"]
+    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
+    lev = inp.raster.level(inp.pts.footprint_sigma_um)
+    th = _affine_to_theta(A)
+    plain = _Objective(inp.pts, lev, 0.0, 1.0, None)
+    plain.calibrate(th)
+    bal = _Objective(inp.pts, lev, 0.0, 1.0, None, balance=True)
+    bal.calibrate(th)
+    assert bal.wf == pytest.approx(plain.pen_mask / plain.pen_feat)
+    ev = bal.evaluate(th)
+    mask_part = float((ev["v"] * ev["r0"] ** 2).sum())
+    feat_part = ev["E"] - mask_part - float(((1 - ev["v"]) * bal.pen_mask).sum())
+    # balanced: the feature channels together weigh about k x the mask (same per-channel
+    # scale), not orders of magnitude more
+    assert feat_part < 3 * bal.k * mask_part * len(bal.fi) / bal.n + 1e-9
+    ev0 = plain.evaluate(th)
+    feat0 = ev0["E"] - float((ev0["v"] * ev0["r0"] ** 2).sum()) - float(((1 - ev0["v"]) * plain.pen_mask).sum())
+    assert feat0 > 10 * mask_part
 
 
 def test_landmarks_reported_with_leave_one_out(small_ingested, small_demo_files):
@@ -232,6 +295,45 @@ def test_wrong_registration_is_flagged(small_ingested, caplog):
                         sample="wrong")
     assert out["qc"]["flagged"] and out["qc"]["warnings"]
     assert "REGISTRATION FLAGGED (wrong)" in caplog.text
+
+
+def test_flag_is_a_margin_over_wrong_placements():
+    """A correct registration is not flagged for a modest similarity as long as it beats the
+    deliberately wrong placements; one that does not beat them is, and so is a similarity under
+    the absolute floor."""
+    from spatialfuse.align.stage import registration_warnings
+
+    p = dict(DEFAULTS)
+    ok = {"tissue_dice": 0.99, "feature_similarity": 0.21, "feature_similarity_null": 0.17,
+          "placement_score": 1.20, "best_wrong_placement": "shift +y", "best_wrong_placement_score": 1.15,
+          "placement_margin": 0.05}
+    assert registration_warnings(ok, p, 0.9) == []
+    tie = dict(ok, best_wrong_placement_score=1.21, placement_margin=-0.01)
+    assert any("deliberately wrong placement (shift +y)" in w for w in registration_warnings(tie, p, 0.9))
+    low = dict(ok, feature_similarity=p["min_similarity"] / 2)
+    assert any("agree poorly" in w for w in registration_warnings(low, p, 0.9))
+    null = dict(ok, feature_similarity_null=0.22)  # no better than a rotated/mirrored copy
+    assert any("deliberately wrong rotation/mirror" in w for w in registration_warnings(null, p, 0.9))
+    stretched = dict(ok, transform={"scale_x": 1.28, "scale_y": 0.97})
+    assert any("fitted scales" in w for w in registration_warnings(stretched, p, 0.9))
+    assert registration_warnings(dict(ok, transform={"scale_x": 1.08, "scale_y": 0.93}), p, 0.9) == []
+
+
+def test_deliberately_wrong_placements_are_flagged(small_ingested):
+    """The found transform rotated by 180 degrees or mirrored about the tissue centre must be
+    flagged by the same QC that passes the found one."""
+    from spatialfuse.align.stage import assess_registration, prepare_inputs, register
+
+    inp = prepare_inputs(small_ingested["st"], small_ingested["msi"], DEFAULTS["feature_components"], 0)
+    from spatialfuse.align.qc import wrong_placements
+
+    T, _ = register(inp, {"nonrigid": False}, sample="s")
+    found = assess_registration(inp, T, {})
+    assert not found["flagged"] and found["placement_margin"] > 0
+    wrong = wrong_placements(T, T(inp.raster.tissue_xy).mean(0), 300.0)
+    for name in ("rotate 180", "mirror", "shift +x", "shift -y"):
+        q = assess_registration(inp, wrong[name], {})
+        assert q["flagged"] and q["placement_margin"] < 0, name
 
 
 def test_no_overlap_is_a_clear_error(small_ingested):

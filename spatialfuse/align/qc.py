@@ -76,7 +76,8 @@ def tissue_dice(pts: StPoints, raster: MsiRaster, transform: Transform, capture_
 QC_COMPONENTS = 4
 
 
-def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform) -> dict:
+def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform,
+                       with_null: bool = True) -> dict:
     """How alike the two modalities look after registration, with a calibration.
 
     The canonical correlations between the ST principal components at the tissue spots and the
@@ -110,6 +111,9 @@ def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform) -
         return float(rho[:kk].mean()), float(ok.mean())
 
     s, frac = score(xy)
+    if not with_null:
+        out.update(feature_similarity=s, spots_with_msi_tissue=frac)
+        return out
     c = xy.mean(0)
     nulls = []
     for rot, refl in ((90, False), (180, False), (270, False), (0, True)):
@@ -118,3 +122,42 @@ def feature_similarity(pts: StPoints, raster: MsiRaster, transform: Transform) -
     out.update(feature_similarity=s, feature_similarity_null=float(max(nulls)),
                spots_with_msi_tissue=frac)
     return out
+
+
+def wrong_placements(transform: Transform, centre_st: np.ndarray,
+                     shift_um: float) -> dict[str, Transform]:
+    """Deliberately wrong placements of the MSI section: the fitted affine composed with a rotation
+    by 90/180/270° or a mirror about ``centre_st`` (ST frame), or a shift by ``shift_um`` along
+    ±x / ±y."""
+    c = np.asarray(centre_st, float)
+    out = {}
+    s = float(shift_um)
+    moves = [(f"rotate {r}", r, False, (0.0, 0.0)) for r in (90, 180, 270)]
+    moves += [("mirror", 0, True, (0.0, 0.0))]
+    moves += [(f"shift {n}", 0, False, d)
+              for n, d in (("+x", (s, 0.0)), ("-x", (-s, 0.0)), ("+y", (0.0, s)), ("-y", (0.0, -s)))]
+    for name, rot, refl, d in moves:
+        R = similarity_matrix(rot, 1.0, refl, np.zeros(2))
+        R[:2, 2] = c - R[:2, :2] @ c + np.asarray(d)
+        out[name] = Transform(R @ transform.affine, meta={"method": name})
+    return out
+
+
+def placement_check(pts: StPoints, raster: MsiRaster, transform: Transform, capture_box: np.ndarray,
+                    res_um: float) -> dict:
+    """Does the found placement beat deliberately wrong ones (:func:`wrong_placements`, shifts of
+    two spot pitches)? Score of a placement: tissue Dice + feature similarity. Returns the found
+    score, the best wrong one (its name and score) and ``placement_margin`` (found − best wrong):
+    a correct registration wins by the overlap lost in a 200 µm shift or a rotation, a gross
+    failure (a wrong rotation/mirror, a slide along a cut edge) does not."""
+    def score(T):
+        fs = feature_similarity(pts, raster, T, with_null=False)["feature_similarity"]
+        return tissue_dice(pts, raster, T, capture_box, res_um) + (fs or 0.0)
+
+    c = transform(raster.tissue_xy).mean(0)
+    s0 = score(transform)
+    alt = {k: score(T) for k, T in wrong_placements(transform, c, 2.0 * pts.pitch_um).items()}
+    worst = max(alt, key=alt.get)
+    return {"placement_score": float(s0), "best_wrong_placement": worst,
+            "best_wrong_placement_score": float(alt[worst]),
+            "placement_margin": float(s0 - alt[worst])}

@@ -120,7 +120,7 @@ class _Objective:
     """Data term of one pyramid level, for parameters θ = [P (4), q (2), cₓ (n), c_y (n)]."""
 
     def __init__(self, pts: StPoints, level: MsiLevel, sigma_um: float, feature_weight: float,
-                 field: BSplineField | None):
+                 field: BSplineField | None, balance: bool = False):
         self.x = pts.xy
         self.n = len(self.x)
         self.level = level
@@ -137,6 +137,7 @@ class _Objective:
         self.field = field
         self.Phi = field.basis(self.x) if field is not None else None
         self.pen_mask, self.pen_feat = _INVALID_MASK, _INVALID_FEAT
+        self.balance, self.feature_weight = balance, feature_weight
 
     def calibrate(self, theta: np.ndarray) -> None:
         """Set the penalty of a point outside the MSI raster to the mean residual of the points
@@ -152,6 +153,11 @@ class _Objective:
             vf = v[self.fi]
             if vf.sum() > 10:
                 self.pen_feat = float((vf[:, None] * ev["rf"] ** 2).sum() / vf.sum() / self.k)
+            if self.balance:
+                # each channel weighted by the inverse of its residual variance (as a likelihood
+                # would): the feature maps are mostly noise at the spot scale, the tissue mask
+                # is not, so the mask carries the fine fit and the features break its symmetries
+                self.wf = self.feature_weight * self.pen_mask / max(self.pen_feat, 1e-12)
 
     def u(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         P, q = theta[:4].reshape(2, 2), theta[4:6]
@@ -307,6 +313,7 @@ def refine(
     smoothness: float = 1.0,
     max_iter: int = 30,
     box: np.ndarray | None = None,
+    balance: bool = False,
 ) -> tuple[np.ndarray, BSplineField | None, dict]:
     """Refine an MSI → ST affine ``A0`` coarse to fine; optionally add a B-spline deformation.
 
@@ -325,7 +332,7 @@ def refine(
         msi_sigma = np.sqrt(sigma**2 + pts.footprint_sigma_um**2) / scale
         level = raster.level(msi_sigma)
         use_nr = nonrigid and sigma <= nonrigid_from_um
-        obj = _Objective(pts, level, sigma, feature_weight, field if use_nr else None)
+        obj = _Objective(pts, level, sigma, feature_weight, field if use_nr else None, balance)
         obj.calibrate(theta if use_nr and theta.size > 6 else theta[:6])
         reg = None
         if use_nr:
@@ -370,3 +377,24 @@ def objective_at(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um: floa
     obj.calibrate(_affine_to_theta(A))
     ev = obj.evaluate(_affine_to_theta(A))
     return {"E_per_point": ev["E"] / obj.n, "r2": ev.get("r2")}
+
+
+def heldout_residuals(pts: StPoints, raster: MsiRaster, A: np.ndarray, field: BSplineField | None,
+                      sigma_um: float) -> tuple[float, float]:
+    """Mean squared residual per imaged point of the tissue mask and of a feature channel
+    (points outside the MSI raster left out) of ``A`` (+ the inverse ``field``) on ``pts``: the
+    criterion on which a deformation fitted to other points is judged."""
+    scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+    level = raster.level(np.sqrt(sigma_um**2 + pts.footprint_sigma_um**2) / scale)
+    obj = _Objective(pts, level, sigma_um, 1.0, field)
+    theta = _affine_to_theta(A)
+    if field is not None:
+        theta = np.r_[theta, field.coef.T.ravel()]
+    ev = obj.evaluate(theta)
+    v = ev["v"]
+    mask = float((v * ev["r0"] ** 2).sum() / max(v.sum(), 1e-9))
+    feat = 0.0
+    if obj.k:
+        vf = v[obj.fi]
+        feat = float((vf[:, None] * ev["rf"] ** 2).sum() / max(vf.sum(), 1e-9) / obj.k)
+    return mask, feat

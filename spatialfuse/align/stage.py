@@ -15,7 +15,7 @@ from ..constants import Key
 from ..errors import AlignmentError, InputError
 from .aggregate import aggregate, overlap_weights
 from .features import MsiRaster, StPoints, leading_components, msi_tissue_fraction, st_points
-from .qc import feature_similarity, tissue_dice, truth_error
+from .qc import feature_similarity, placement_check, tissue_dice, truth_error
 from .register import register_auto, register_landmarks
 from .transform import Transform
 
@@ -26,8 +26,10 @@ DEFAULTS = {
     "method": "auto", "rotation_step_deg": 4.0, "scales": [0.9, 0.95, 1.0, 1.05, 1.1],
     "allow_reflection": True, "refine_affine": True, "feature_components": 8,
     "feature_weight": 1.0, "nonrigid": True, "nonrigid_spacing_um": 400.0,
-    "nonrigid_smoothness": 20.0, "landmark_model": "affine", "min_coverage": 0.5,
-    "min_dice": 0.75, "min_similarity": 0.3,
+    "nonrigid_smoothness": 20.0, "nonrigid_validate": True, "landmark_model": "affine",
+    "min_coverage": 0.5,
+    "min_dice": 0.75, "min_similarity": 0.1, "min_placement_margin": 0.0,
+    "min_similarity_margin": 0.0,
 }
 
 
@@ -133,6 +135,7 @@ def register(inp: AlignInputs, params: dict, *, landmarks: pd.DataFrame | None =
             refine_affine=bool(p["refine_affine"]), nonrigid=bool(p["nonrigid"]),
             nonrigid_spacing_um=float(p["nonrigid_spacing_um"]),
             nonrigid_smoothness=float(p["nonrigid_smoothness"]),
+            nonrigid_validate=bool(p["nonrigid_validate"]),
             initial=None if lm_T is None else lm_T.affine)
     except AlignmentError as exc:
         raise AlignmentError(f"sample '{sample}': {exc}") from None
@@ -179,16 +182,14 @@ def run_align(
         sample_px = native[on][:: max(1, int(on.sum()) // 2000)]
         qc["inverse_consistency_um"] = T.inverse_consistency_um(sample_px)
 
-    # overlap and feature-similarity QC
-    qc["tissue_dice"] = tissue_dice(inp.pts, inp.raster, T, inp.capture_box, max(px, 20.0))
-    qc.update(feature_similarity(inp.pts, inp.raster, T))
-
     # resolution matching: exact area weights
     W = overlap_weights(st_xy, spot_um, native, px, T, spot_shape=spot_shape)
     spot_area = np.pi * (spot_um / 2) ** 2 if spot_shape == "disk" else spot_um**2
     lin = msi.X.copy()
     lin = lin.expm1() if sp.issparse(lin) else np.expm1(lin)
     V, coverage, n_pix = aggregate(W, lin, spot_area)
+    # overlap and feature-similarity QC
+    qc.update(assess_registration(inp, T, p, coverage=coverage))
     R, _, _ = aggregate(W, msi.layers[Key.layers.intensity], spot_area)
     min_cov = float(p["min_coverage"])
     covered = coverage >= min_cov
@@ -225,12 +226,34 @@ def run_align(
         qc["landmark_error_um_mean"] = float(d.mean())
         qc["landmark_error_um_median"] = float(np.median(d))
 
-    qc["warnings"] = registration_warnings(qc, p, covered.mean())
-    qc["flagged"] = bool(qc["warnings"])
     for w in qc["warnings"]:
         log.warning("REGISTRATION FLAGGED (%s): %s", sample, w)
     return {"transform": T, "msi_aligned": aligned, "rna": rna, "msi_spots": msi_spots,
             "coverage": st_obs_cov, "qc": qc}
+
+
+def assess_registration(inp: AlignInputs, T: Transform, params: dict,
+                        coverage: np.ndarray | None = None) -> dict:
+    """Tissue Dice, feature similarity with its null, covered fraction of the spots, and the
+    plain-language warnings (``warnings``, ``flagged``) for the transform ``T``.
+
+    ``coverage``: per-spot covered fraction when already computed (else from the exact
+    overlap weights)."""
+    p = {**DEFAULTS, **(params or {})}
+    if coverage is None:
+        W = overlap_weights(inp.st_xy, inp.spot_um, inp.native, inp.pixel_um, T,
+                            spot_shape=inp.spot_shape)
+        area = np.pi * (inp.spot_um / 2) ** 2 if inp.spot_shape == "disk" else inp.spot_um**2
+        coverage = np.clip(np.asarray(W.sum(1)).ravel() / area, 0, None)
+    res = max(inp.pixel_um, 20.0)
+    out = {"tissue_dice": tissue_dice(inp.pts, inp.raster, T, inp.capture_box, res)}
+    out.update(feature_similarity(inp.pts, inp.raster, T))
+    out.update(placement_check(inp.pts, inp.raster, T, inp.capture_box, res))
+    out["covered_fraction"] = float((coverage >= float(p["min_coverage"])).mean())
+    out["transform"] = T.decompose()
+    out["warnings"] = registration_warnings(out, p, out["covered_fraction"])
+    out["flagged"] = bool(out["warnings"])
+    return out
 
 
 def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[str]:
@@ -242,12 +265,29 @@ def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[st
                    "the registration may be wrong")
     if covered_fraction < 0.5:
         out.append(f"only {covered_fraction:.0%} of ST spots have MSI coverage >= {min_cov}")
-    sim, null = qc.get("feature_similarity"), qc.get("feature_similarity_null")
-    if sim is not None:
-        if sim < min_sim:
-            out.append(f"the two modalities' feature maps agree poorly after registration "
-                       f"(similarity {sim:.2f} < align.min_similarity={min_sim})")
-        elif null is not None and sim < null + 0.05:
-            out.append(f"the feature maps agree no better after registration (similarity "
-                       f"{sim:.2f}) than after a deliberately wrong rotation/mirror ({null:.2f})")
+    sim = qc.get("feature_similarity")
+    margin = float(p["min_placement_margin"])
+    if sim is not None and sim < min_sim:
+        out.append(f"the two modalities' feature maps agree poorly after registration "
+                   f"(similarity {sim:.2f} < align.min_similarity={min_sim})")
+    null = qc.get("feature_similarity_null")
+    sim_margin = float(p["min_similarity_margin"])
+    if sim is not None and null is not None and sim < null + sim_margin:
+        out.append(f"the feature maps agree no better after registration (similarity {sim:.2f}) "
+                   f"than after a deliberately wrong rotation/mirror ({null:.2f}; "
+                   f"align.min_similarity_margin={sim_margin})")
+    tf = qc.get("transform")
+    if tf and p.get("scales"):
+        lo, hi = min(p["scales"]) / 1.1, max(p["scales"]) * 1.1
+        sx, sy = float(tf["scale_x"]), float(tf["scale_y"])
+        if not (lo <= sx <= hi and lo <= sy <= hi):
+            out.append(f"the fitted scales ({sx:.2f} along x, {sy:.2f} along y) leave the searched "
+                       f"range align.scales widened by 10 % ({lo:.2f}-{hi:.2f}): the registration "
+                       "has probably stretched the section onto the wrong place")
+    pm = qc.get("placement_margin")
+    if pm is not None and pm < margin:
+        out.append(f"a deliberately wrong placement ({qc['best_wrong_placement']}) matches about "
+                   f"as well as the registration (tissue Dice + feature similarity "
+                   f"{qc['best_wrong_placement_score']:.2f} vs {qc['placement_score']:.2f}; "
+                   f"align.min_placement_margin={margin})")
     return out
