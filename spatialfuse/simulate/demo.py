@@ -404,10 +404,36 @@ def _he_image(sim: dict, capture_um: float, size_px: int = 600) -> tuple[np.ndar
     return img.reshape(size_px, size_px, 3), s
 
 
+def write_simulated_imzml(path: str | Path, coords: np.ndarray, mz_true: np.ndarray,
+                          inten: np.ndarray, p, rng: np.random.Generator) -> None:
+    """Write simulated spectra (pixels × ions) as imzML: continuous on the true axis, or processed
+    with per-peak ppm error and uniform noise peaks (``p``: ``imzml_mode``, ``mz_error_ppm``,
+    ``noise_peaks_per_pixel``, ``msi_pixel_size_um``)."""
+    from ..io.imzml import write_imzml
+
+    if p.imzml_mode == "continuous":
+        order = np.argsort(mz_true)
+        write_imzml(path, coords, mz_true[order], inten[:, order], mode="continuous",
+                    pixel_size_um=p.msi_pixel_size_um)
+        return
+    mzs, ints = [], []
+    for i in range(len(coords)):
+        keep = inten[i] > 0
+        mz = mz_true[keep] * (1 + rng.normal(0, p.mz_error_ppm * 1e-6, keep.sum()))
+        v = inten[i, keep]
+        k = rng.poisson(p.noise_peaks_per_pixel)
+        if k:
+            mz = np.r_[mz, rng.uniform(100, 900, k)]
+            v = np.r_[v, rng.lognormal(3.0, 0.5, k).astype(np.float32)]
+        o = np.argsort(mz)
+        mzs.append(mz[o])
+        ints.append(v[o])
+    write_imzml(path, coords, mzs, ints, mode="processed", pixel_size_um=p.msi_pixel_size_um)
+
+
 def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
                       truth_dir: str | Path, um_per_px: float = 0.65) -> None:
     """Write a simulated sample as a Space Ranger folder, an imzML/ibd pair and a truth folder."""
-    from ..io.imzml import write_imzml
     from ..io.spaceranger import write_spaceranger
 
     p: DemoParams = sim["params"]
@@ -423,25 +449,7 @@ def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
     mz_true = sim["mz_true"]
     imzml_path = Path(imzml_path)
     imzml_path.parent.mkdir(parents=True, exist_ok=True)
-    if p.imzml_mode == "continuous":
-        order = np.argsort(mz_true)
-        write_imzml(imzml_path, coords, mz_true[order], inten[:, order], mode="continuous",
-                    pixel_size_um=p.msi_pixel_size_um)
-    else:
-        mzs, ints = [], []
-        for i in range(len(coords)):
-            keep = inten[i] > 0
-            mz = mz_true[keep] * (1 + rng.normal(0, p.mz_error_ppm * 1e-6, keep.sum()))
-            v = inten[i, keep]
-            k = rng.poisson(p.noise_peaks_per_pixel)
-            if k:
-                mz = np.r_[mz, rng.uniform(100, 900, k)]
-                v = np.r_[v, rng.lognormal(3.0, 0.5, k).astype(np.float32)]
-            o = np.argsort(mz)
-            mzs.append(mz[o])
-            ints.append(v[o])
-        write_imzml(imzml_path, coords, mzs, ints, mode="processed",
-                    pixel_size_um=p.msi_pixel_size_um)
+    write_simulated_imzml(imzml_path, coords, mz_true, inten, p, rng)
     truth = Path(truth_dir)
     truth.mkdir(parents=True, exist_ok=True)
     sim["spots"].to_csv(truth / "spots.tsv", sep="\t")

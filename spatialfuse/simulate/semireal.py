@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .demo import MATRIX_MZ, PROTON
+from .demo import MATRIX_MZ, PROTON, write_simulated_imzml
 from .fields import SmoothField
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,6 @@ def write_semireal_sample(sim: dict, st_path: str | Path, imzml_path: str | Path
     import scipy.sparse as sp
 
     from ..constants import Key
-    from ..io.imzml import write_imzml
 
     p: SemiRealParams = sim["params"]
     rng = np.random.default_rng([p.seed, zlib.crc32(sim["section"].encode()), 1])
@@ -321,25 +320,7 @@ def write_semireal_sample(sim: dict, st_path: str | Path, imzml_path: str | Path
     st.write_h5ad(st_path)
     coords = sim["msi_pixels"][["x", "y"]].to_numpy()
     inten, mz_true = sim["intensities"], sim["mz_true"]
-    if p.imzml_mode == "continuous":
-        o = np.argsort(mz_true)
-        write_imzml(imzml_path, coords, mz_true[o], inten[:, o], mode="continuous",
-                    pixel_size_um=p.msi_pixel_size_um)
-    else:
-        mzs, ints = [], []
-        for i in range(len(coords)):
-            keep = inten[i] > 0
-            mz = mz_true[keep] * (1 + rng.normal(0, p.mz_error_ppm * 1e-6, keep.sum()))
-            v = inten[i, keep]
-            k = rng.poisson(p.noise_peaks_per_pixel)
-            if k:
-                mz = np.r_[mz, rng.uniform(100, 900, k)]
-                v = np.r_[v, rng.lognormal(3.0, 0.5, k).astype(np.float32)]
-            o = np.argsort(mz)
-            mzs.append(mz[o])
-            ints.append(v[o])
-        write_imzml(imzml_path, coords, mzs, ints, mode="processed",
-                    pixel_size_um=p.msi_pixel_size_um)
+    write_simulated_imzml(imzml_path, coords, mz_true, inten, p, rng)
     (imzml_path.parent / "SIMULATED_MSI.txt").write_text(
         f"{imzml_path.name}: {LABEL}.\nThe MSI raster is simulated from the real expression "
         f"of the paired ST section ({source or 'PASTE sample data, Stahl et al. 2016'}); it is "
