@@ -1,6 +1,7 @@
 """Registration and resolution matching: known transforms recovered, exact weights, QC."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -378,3 +379,22 @@ def test_msi_tissue_fraction_is_the_partial_volume_along_the_edge():
     # mask (pixel 15 in) puts it 4 µm off
     assert abs(frac.reshape(30, 30)[0].sum() * px - px / 2 - edge_x) < 1e-6
     assert abs(on.reshape(30, 30)[0].sum() * px - px / 2 - edge_x) > 3.9
+
+
+def test_refinement_that_contradicts_the_landmarks_falls_back_to_them():
+    from spatialfuse.align.stage import _keep_landmark_agreement
+
+    rng = np.random.default_rng(0)
+    msi = rng.uniform(0, 3000, (8, 2))
+    lm = pd.DataFrame({"msi_x_um": msi[:, 0], "msi_y_um": msi[:, 1],
+                       "st_x_um": msi[:, 0] + 3.0, "st_y_um": msi[:, 1]})
+    lm_T = Transform(np.eye(3), meta={"method": "landmarks_affine"})
+    near = Transform(np.array([[1.0, 0, 3.0], [0, 1.0, 0], [0, 0, 1]]), meta={"method": "auto"})
+    far = Transform(np.array([[-1.0, 0, 3000.0], [0, 1.0, 0], [0, 0, 1]]), meta={"method": "auto"})
+    diag = {"landmark_loo_error_um_median": 12.0}
+    assert _keep_landmark_agreement(near, lm_T, lm, diag, 100.0, "s") is near
+    assert diag["landmark_refinement"]["accepted"] and diag["landmark_refinement"]["tolerance_um"] == 100
+    out = _keep_landmark_agreement(far, lm_T, lm, diag, 100.0, "s")
+    assert out is lm_T and out.meta["refinement_rejected"]
+    assert not diag["landmark_refinement"]["accepted"]
+    assert diag["landmark_refinement"]["median_landmark_error_um"] > 100

@@ -139,10 +139,34 @@ def register(inp: AlignInputs, params: dict, *, landmarks: pd.DataFrame | None =
             initial=None if lm_T is None else lm_T.affine)
     except AlignmentError as exc:
         raise AlignmentError(f"sample '{sample}': {exc}") from None
+    diag.update(adiag)
     if lm_T is not None:
         T.meta["initialised_from"] = "landmarks_affine"
-    diag.update(adiag)
+        T = _keep_landmark_agreement(T, lm_T, landmarks, diag, inp.pts.pitch_um, sample)
     return T, diag
+
+
+def _keep_landmark_agreement(T: Transform, lm_T: Transform, landmarks: pd.DataFrame, diag: dict,
+                             pitch_um: float, sample: str) -> Transform:
+    """The landmark fit instead of its image-based refinement when the refinement moved the
+    landmarks further from their ST positions than the landmarks' own leave-one-out error
+    allows (3 × its median, at least one spot pitch): the landmarks are the user's evidence, and
+    a refinement that contradicts them slid into another minimum (seen on partial overlap)."""
+    src = landmarks[["msi_x_um", "msi_y_um"]].to_numpy(float)
+    dst = landmarks[["st_x_um", "st_y_um"]].to_numpy(float)
+    err = float(np.median(np.linalg.norm(T(src) - dst, axis=1)))
+    loo = diag.get("landmark_loo_error_um_median")
+    tol = max(3.0 * float(loo), pitch_um) if loo is not None else pitch_um
+    ok = err <= tol
+    diag["landmark_refinement"] = {"median_landmark_error_um": err, "tolerance_um": tol,
+                                   "accepted": ok}
+    if ok:
+        return T
+    log.warning("sample '%s': the image-based refinement moved the landmarks %.0f um from their "
+                "ST positions (tolerance %.0f um): kept the fit through the landmarks (%s)",
+                sample, err, tol, lm_T.meta.get("method", "landmark"))
+    lm_T.meta["refinement_rejected"] = True
+    return lm_T
 
 
 def run_align(
