@@ -163,28 +163,22 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
         ax.axvline(0, color="#BBBBBB", lw=0.8)
         ax.set_xlabel("held-out Pearson r per feature")
         ax.set_title("all methods, blocked CV", fontsize=9)
-    den = table[table["task"] == "denoise"] if "task" in table else table.iloc[:0]
-    ax = axes[1, 3]
-    groups = [(f"{mo}: {m}", g["pearson_r"].dropna().to_numpy())
-              for (mo, m), g in den.groupby(["modality", "method"], sort=True)]
-    groups = [(m, v) for m, v in groups if len(v)]
-    if groups:
+    for ax, task, xlabel, title in (
+            (axes[1, 3], "denoise", "held-out-spot Pearson r per feature",
+             "denoising (hidden spots)"),
+            (axes[2, 3], "heldout_entries", "held-out-entry Pearson r per feature",
+             "imputation of hidden entries (random spot × feature)")):
+        sub = table[table["task"] == task] if "task" in table else table.iloc[:0]
+        groups = [(f"{mo}: {m}", g["pearson_r"].dropna().to_numpy())
+                  for (mo, m), g in sub.groupby(["modality", "method"], sort=True)]
+        groups = [(m, v) for m, v in groups if len(v)]
+        if not groups:
+            ax.axis("off")
+            continue
         ax.boxplot([v for _, v in groups], vert=False, showfliers=False)
         ax.set_yticks(np.arange(1, len(groups) + 1), [m for m, _ in groups], fontsize=8)
-        ax.set_xlabel("held-out-spot Pearson r per feature")
-        ax.set_title("denoising (hidden spots)", fontsize=9)
-    ent = table[table["task"] == "heldout_entries"] if "task" in table else table.iloc[:0]
-    ax = axes[2, 3]
-    groups = [(f"{mo}: {m}", g["pearson_r"].dropna().to_numpy())
-              for (mo, m), g in ent.groupby(["modality", "method"], sort=True)]
-    groups = [(m, v) for m, v in groups if len(v)]
-    if groups:
-        ax.boxplot([v for _, v in groups], vert=False, showfliers=False)
-        ax.set_yticks(np.arange(1, len(groups) + 1), [m for m, _ in groups], fontsize=8)
-        ax.set_xlabel("held-out-entry Pearson r per feature")
-        ax.set_title("imputation of hidden entries (random spot × feature)", fontsize=9)
-    else:
-        ax.axis("off")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=9)
     fig.suptitle(f"{sample}: cross-modal prediction and denoising, scored on held-out data")
     fig.tight_layout()
     savefig(fig, path)
