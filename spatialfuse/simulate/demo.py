@@ -192,6 +192,25 @@ def _landmarks(rng: np.random.Generator, p: DemoParams, u: np.ndarray, frac: np.
     })
 
 
+def observe_msi(rng: np.random.Generator, eta: np.ndarray, frac: np.ndarray, base: np.ndarray,
+                dropout: float, ionisation_sd: float, noise_sd: float) -> np.ndarray:
+    """MSI observation model: true log-abundance ``eta`` (pixels × ions) → float32 intensities
+    with the matrix ions appended: per-pixel ionisation, log-normal noise, partial volume
+    ``frac``, intensity-dependent dropout, rare off-tissue traces and matrix peaks (strongest
+    off tissue). ``base``: each ion's baseline log-abundance."""
+    n = len(frac)
+    ion = rng.lognormal(0, ionisation_sd, n)
+    logI = eta + rng.normal(0, noise_sd, eta.shape)
+    I = np.exp(logI) * (frac * ion)[:, None]
+    p_drop = np.clip(dropout * np.exp(-(logI - base[None, :])), 0, 0.95)
+    I[rng.random(I.shape) < p_drop] = 0.0
+    trace = (frac <= 0)[:, None] & (rng.random(I.shape) < 0.03)  # off tissue: delocalised traces
+    I[trace] = np.exp(base - 3)[None, :].repeat(n, 0)[trace] * rng.lognormal(0, 0.5, trace.sum())
+    matrix = (np.exp(rng.normal(8.0, 0.2, (n, len(MATRIX_MZ)))) * (1 - 0.7 * frac)[:, None]
+              * ion[:, None])
+    return np.c_[I, matrix].astype(np.float32)
+
+
 def simulate_sample(p: DemoParams) -> dict:
     """Simulate one paired sample; returns arrays and tables (see :func:`write_demo_sample`)."""
     rng = np.random.default_rng(p.seed)
@@ -321,17 +340,9 @@ def simulate_sample(p: DemoParams) -> dict:
     frac /= 16.0
     pix_dom = domain_of(pix_geo)
     on = frac > 0
-    ion = rng.lognormal(0, 0.25, len(u))
-    logI = met_logmean(pix_geo, pix_dom) + rng.normal(0, 0.3, (len(u), M))
-    I = np.exp(logI) * (frac * ion)[:, None]
-    p_drop = np.clip(p.dropout * np.exp(-(logI - base_m[None, :])), 0, 0.95)
-    I[rng.random(I.shape) < p_drop] = 0.0
-    # off-tissue: rare delocalised traces
-    trace = (~on)[:, None] & (rng.random(I.shape) < 0.03)
-    I[trace] = np.exp(base_m - 3)[None, :].repeat(len(u), 0)[trace] * rng.lognormal(0, 0.5, trace.sum())
-    matrix = np.exp(rng.normal(8.0, 0.2, (len(u), len(MATRIX_MZ)))) * (1 - 0.7 * frac)[:, None] * ion[:, None]
+    intens = observe_msi(rng, met_logmean(pix_geo, pix_dom), frac, base_m, p.dropout,
+                         ionisation_sd=0.25, noise_sd=0.3)
     mz_true = np.r_[mets["mz"].to_numpy(), np.array(MATRIX_MZ)]
-    intens = np.c_[I, matrix].astype(np.float32)
 
     # real gene symbols (own generator: the simulated numbers do not change): each link gene is
     # an enzyme gene of a pathway holding its metabolite, so pathway enrichment has a truth

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .demo import MATRIX_MZ, PROTON, write_simulated_imzml
+from .demo import MATRIX_MZ, PROTON, observe_msi, write_simulated_imzml
 from .fields import SmoothField
 
 log = logging.getLogger(__name__)
@@ -262,16 +262,8 @@ def simulate_semireal(counts: pd.DataFrame, array_xy: np.ndarray, p: SemiRealPar
     drive_px = np.zeros((len(u), M))
     drive_px[on] = _gauss_smooth(drive, xy, pix_st[on], p.interpolation_um)
     eta = logmean(pix_st, drive_px)
-    ion = rng.lognormal(0, p.ionisation_sd, len(u))
-    logI = eta + rng.normal(0, p.pixel_noise_sd, eta.shape)
-    I = np.exp(logI) * (frac * ion)[:, None]
-    p_drop = np.clip(p.dropout * np.exp(-(logI - base[None, :])), 0, 0.95)
-    I[rng.random(I.shape) < p_drop] = 0.0
-    trace = (~on)[:, None] & (rng.random(I.shape) < 0.03)
-    I[trace] = (np.exp(base - 3)[None, :].repeat(len(u), 0)[trace]
-                * rng.lognormal(0, 0.5, trace.sum()))
-    matrix = (np.exp(rng.normal(8.0, 0.2, (len(u), len(MATRIX_MZ)))) * (1 - 0.7 * frac)[:, None]
-              * ion[:, None])
+    intens = observe_msi(rng, eta, frac, base, p.dropout, ionisation_sd=p.ionisation_sd,
+                         noise_sd=p.pixel_noise_sd)
     true_spots = logmean(xy, drive)
     log.info("semi-real %s: %d real spots x %d genes; SIMULATED MSI %d pixels (%d on tissue), "
              "%d linked + %d background ions, rotation %.1f deg", section, len(xy), len(genes),
@@ -285,7 +277,7 @@ def simulate_semireal(counts: pd.DataFrame, array_xy: np.ndarray, p: SemiRealPar
             "x": pix[:, 0], "y": pix[:, 1], "msi_x_um": u[:, 0], "msi_y_um": u[:, 1],
             "st_x_um": pix_st[:, 0], "st_y_um": pix_st[:, 1], "tissue_fraction": frac}),
         "mz_true": np.r_[ions["mz"].to_numpy(), np.array(MATRIX_MZ)],
-        "intensities": np.c_[I, matrix].astype(np.float32),
+        "intensities": intens,
         "transform": {"rotation_deg": rot, "reflect": False, "scale": 1.0,
                       "affine": np.r_[np.c_[R, b], [[0, 0, 1]]].tolist(), "warp_um": 0.0,
                       "msi_pixel_size_um": px, "label": LABEL,
