@@ -55,7 +55,7 @@ class ImzMLStreamWriter:
     def __init__(self, path: str | Path, *, mode: str = "processed",
                  spectrum_type: str = "centroid", pixel_size_um: float | None = None,
                  polarity: str = "positive", mz_dtype=np.float64, intensity_dtype=np.float32,
-                 shared_mz: np.ndarray | None = None):
+                 shared_mz: np.ndarray | None = None, uuid: uuidlib.UUID | None = None):
         if mode not in ("continuous", "processed"):
             raise ValueError("mode must be 'continuous' or 'processed'")
         if spectrum_type not in ("centroid", "profile"):
@@ -67,7 +67,9 @@ class ImzMLStreamWriter:
         self.mode, self.spectrum_type, self.polarity = mode, spectrum_type, polarity
         self.pixel_size_um = pixel_size_um
         self.mz_dtype, self.int_dtype = np.dtype(mz_dtype), np.dtype(intensity_dtype)
-        self.uuid = uuidlib.uuid4()
+        # a fresh random UUID unless the caller fixes one (simulated data: derived from content,
+        # so the same seed writes byte-identical files)
+        self.uuid = uuid if uuid is not None else uuidlib.uuid4()
         self._sha1 = hashlib.sha1()
         self._fh = open(self.ibd_path, "wb")
         self._write_bytes(self.uuid.bytes)
@@ -227,16 +229,19 @@ def write_imzml(
     polarity: str = "positive",
     mz_dtype=np.float64,
     intensity_dtype=np.float32,
+    uuid: uuidlib.UUID | None = None,
 ) -> tuple[Path, Path]:
     """Write an imzML/ibd pair.
 
     ``coords``: (n, 2) 1-based pixel indices (x, y). ``mode='continuous'``: ``mzs`` is one array
     shared by all spectra and ``intensities`` is (n, len(mzs)). ``mode='processed'``: ``mzs`` and
-    ``intensities`` are sequences of per-pixel arrays. Returns the two paths.
+    ``intensities`` are sequences of per-pixel arrays. ``uuid``: the file pair's UUID (default:
+    a fresh random one). Returns the two paths.
     """
     w = ImzMLStreamWriter(path, mode=mode, spectrum_type=spectrum_type,
                           pixel_size_um=pixel_size_um, polarity=polarity, mz_dtype=mz_dtype,
                           intensity_dtype=intensity_dtype,
-                          shared_mz=np.asarray(mzs) if mode == "continuous" else None)
+                          shared_mz=np.asarray(mzs) if mode == "continuous" else None,
+                          uuid=uuid)
     w.add(coords, intensities, None if mode == "continuous" else mzs)
     return w.close()

@@ -420,12 +420,21 @@ def write_simulated_imzml(path: str | Path, coords: np.ndarray, mz_true: np.ndar
     """Write simulated spectra (pixels × ions) as imzML: continuous on the true axis, or processed
     with per-peak ppm error and uniform noise peaks (``p``: ``imzml_mode``, ``mz_error_ppm``,
     ``noise_peaks_per_pixel``, ``msi_pixel_size_um``)."""
+    import hashlib
+    import uuid
+
     from ..io.imzml import write_imzml
 
+    # the UUID is derived from the simulated content (not random), so one seed gives
+    # byte-identical files
+    h = hashlib.sha1()
+    for a in (coords, mz_true, inten):
+        h.update(np.ascontiguousarray(a).tobytes())
+    uid = uuid.UUID(bytes=h.digest()[:16], version=4)
     if p.imzml_mode == "continuous":
         order = np.argsort(mz_true)
         write_imzml(path, coords, mz_true[order], inten[:, order], mode="continuous",
-                    pixel_size_um=p.msi_pixel_size_um)
+                    pixel_size_um=p.msi_pixel_size_um, uuid=uid)
         return
     mzs, ints = [], []
     for i in range(len(coords)):
@@ -439,7 +448,8 @@ def write_simulated_imzml(path: str | Path, coords: np.ndarray, mz_true: np.ndar
         o = np.argsort(mz)
         mzs.append(mz[o])
         ints.append(v[o])
-    write_imzml(path, coords, mzs, ints, mode="processed", pixel_size_um=p.msi_pixel_size_um)
+    write_imzml(path, coords, mzs, ints, mode="processed", pixel_size_um=p.msi_pixel_size_um,
+                uuid=uid)
 
 
 def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
@@ -464,7 +474,8 @@ def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
     truth = Path(truth_dir)
     truth.mkdir(parents=True, exist_ok=True)
     sim["spots"].to_csv(truth / "spots.tsv", sep="\t")
-    pixels.to_csv(truth / "msi_pixels.tsv.gz", sep="\t", index=False)
+    pixels.to_csv(truth / "msi_pixels.tsv.gz", sep="\t", index=False,
+                  compression={"method": "gzip", "mtime": 0})  # no timestamp: byte-identical
     sim["links"].to_csv(truth / "links.tsv", sep="\t", index=False)
     sim["metabolites"].to_csv(truth / "metabolites.tsv", sep="\t", index=False)
     (truth / "transform.json").write_text(json.dumps(sim["transform"], indent=2))
