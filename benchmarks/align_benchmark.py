@@ -14,7 +14,13 @@ Methods, on the same cases:
   simulated annotator with 10 µm (SD) placement error in each section;
 * ``spatialfuse+landmarks`` — the automatic refinement started from those landmarks;
 * ``best-affine (truth fit)`` — the least-squares affine through the simulator's per-pixel truth:
-  the lowest error any affine registration can reach (the rest is the non-rigid warp).
+  the lowest error any affine registration can reach (the rest is the non-rigid warp);
+* optional (``--peers``): SpatialMETA 0.0.3's alignment module run as its tutorial runs it, in its
+  own venv (``peer_spatialmeta_align.py``). It needs a histology image of the ST section (an
+  H&E-like image is rendered from the simulated section) and a manual rotation/flip before it
+  starts: it is handed the TRUE rotation and mirror (``spatialmeta``), and in a second variant
+  also the TRUE scale and a centroid-to-centroid translation (``spatialmeta-init``). Its CPU time
+  is the fit's (VAE + alignment; one torch thread).
 
 QC flag: each case's automatic registration is counted as flagged or not against "wrong"
 (median TRE > 100 µm), and three deliberately wrong placements of each found transform (rotated
@@ -30,13 +36,17 @@ pixels.
     python benchmarks/align_benchmark.py            # full (~15–25 min on 2 cores; run it under
                                                     # flock /tmp/spatialfuse_heavy.lock)
     python benchmarks/align_benchmark.py --quick    # a 3 mm capture area, fewer cases (~3 min)
+    python benchmarks/align_benchmark.py --quick --peers spatialmeta spatialmeta-init
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +92,101 @@ def cases(quick: bool, seed: int) -> list[dict]:
     return out
 
 
+#: SpatialMETA's own environment (see benchmarks/peer_spatialmeta_align.py)
+SPATIALMETA_PYTHON = os.environ.get("SPATIALMETA_PYTHON", "/tmp/smv/bin/python")
+#: µm per pixel of the histology image handed to SpatialMETA (Visium "hires" images are ~3.5–4.5)
+SPATIALMETA_IMAGE_UM_PER_PX = 5.0
+
+
+def he_image(sim: dict, extent_um: float, um_per_px: float) -> np.ndarray:
+    """An H&E-like image of the ST section (pixel (row r, column c) centred at (c, r) ×
+    ``um_per_px`` µm): tissue pink, shade by domain, background near white."""
+    n = int(np.ceil(extent_um / um_per_px))
+    g = np.arange(n) * um_per_px
+    xx, yy = np.meshgrid(g, g, indexing="xy")
+    xy = np.stack([xx.ravel(), yy.ravel()], 1)
+    tis = sim["inside"](xy)
+    dom = sim["domain_of"](xy[tis])
+    img = np.full((len(xy), 3), 0.96)
+    img[tis] = np.array([0.80, 0.50, 0.72]) - 0.04 * (dom[:, None] % 4)
+    return img.reshape(n, n, 3)
+
+
+def point_error(pred_st_um: np.ndarray, xy_index: np.ndarray, truth: pd.DataFrame,
+                pixel_um: float, min_tissue_fraction: float = 0.5) -> dict:
+    """TRE of predicted ST positions of MSI pixels (given by their raster index) against the
+    simulator's per-pixel truth, over pixels that are mostly tissue."""
+    t = truth.set_index(["x", "y"])
+    key = pd.MultiIndex.from_arrays([xy_index[:, 0], xy_index[:, 1]])
+    t = t.reindex(key)
+    ok = (t["tissue_fraction"] >= min_tissue_fraction).to_numpy()
+    err = np.linalg.norm(pred_st_um[ok] - t.loc[ok, ["st_x_um", "st_y_um"]].to_numpy(), axis=1)
+    return {"truth_error_um_median": float(np.median(err)),
+            "truth_error_um_p90": float(np.percentile(err, 90)),
+            "truth_error_um_mean": float(err.mean()),
+            "truth_error_pixels_median": float(np.median(err) / pixel_um),
+            "truth_n_pixels": int(ok.sum())}
+
+
+def run_spatialmeta(sim: dict, st, msi, seed: int, initial_guess: bool = False,
+                    diffeo: bool = False) -> tuple[dict, float]:
+    """SpatialMETA's alignment (its own venv, via ``peer_spatialmeta_align.py``) on one case.
+
+    It is given what its tutorial gives it: the ST section's histology image, the on-tissue MSI
+    pixels (our ingest's tissue mask) and the manual pre-rotation/flip — here the simulator's
+    TRUE rotation and mirror — so it has to find scale, translation and a small rotation.
+    ``initial_guess``: also the TRUE scale (as ``fit_alignment(initial_scale=...)``) and the MSI
+    tissue centroid placed on the ST spots' centroid (its translation starts at the MSI
+    coordinates' own centroid). ``diffeo``: its diffeomorphic refinement switched on.
+    Returns the TRE table and the peer's CPU seconds (fit only)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from spatialfuse.constants import Key
+
+    tr = sim["transform"]
+    t = np.deg2rad(tr["rotation_deg"])
+    RF = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ (
+        np.diag([-1.0, 1.0]) if tr["reflect"] else np.eye(2))
+    on = msi.obs[Key.obs.on_tissue].to_numpy(bool)
+    idx = msi.obs.loc[on, ["x", "y"]].to_numpy(float)
+    X = msi.layers["intensity"][on]
+    sm = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=pd.DataFrame(index=msi.obs_names[on]),
+                    var=pd.DataFrame(index=msi.var_names))
+    q = idx @ RF.T
+    box = st.uns[Key.uns.spatialfuse]["capture_box_um"]
+    s = 1.0 / SPATIALMETA_IMAGE_UM_PER_PX
+    init = "auto"
+    if initial_guess:
+        q = q - q.mean(0) + np.asarray(st.obsm[Key.obsm.spatial], float).mean(0) * s
+        init = repr(tr["scale"] * sim["params"].msi_pixel_size_um * s)
+    sm.obsm["spatial"] = q
+    img = he_image(sim, max(box[2], box[3]) + 100.0, SPATIALMETA_IMAGE_UM_PER_PX)
+    counts = st.layers[Key.layers.counts]
+    stx = ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32), obs=pd.DataFrame(index=st.obs_names),
+                     var=pd.DataFrame(index=st.var_names))
+    stx.obsm["spatial"] = np.asarray(st.obsm[Key.obsm.spatial], float)  # full-res px = µm
+    stx.uns["spatial"] = {"sim": {"images": {"hires": img.astype(np.float32)},
+                                  "scalefactors": {"tissue_hires_scalef": s,
+                                                   "spot_diameter_fullres": 55.0}}}
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SPATIALMETA_TMP")) as d:
+        stx.write_h5ad(f"{d}/st.h5ad")
+        sm.write_h5ad(f"{d}/sm.h5ad")
+        env = dict(os.environ, SPATIALMETA_NO_TORCHVISION="1", OMP_NUM_THREADS="1",
+                   MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
+        r = subprocess.run([SPATIALMETA_PYTHON, str(here / "peer_spatialmeta_align.py"),
+                            f"{d}/st.h5ad", f"{d}/sm.h5ad", f"{d}/out.npy", str(seed), init,
+                            str(int(diffeo))],
+                           capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"SpatialMETA failed: {r.stderr[-2000:]}")
+        pts = np.load(f"{d}/out.npy")
+    stats = dict(kv.split("=") for kv in r.stdout.strip().splitlines()[-1].split())
+    err = point_error(pts, idx.astype(int), sim["msi_pixels"], sim["params"].msi_pixel_size_um)
+    return err, float(stats["cpu_s"])
+
+
 #: a registration whose median error exceeds this is "wrong" (spots paired with the wrong pixels)
 WRONG_UM = 100.0
 
@@ -97,7 +202,15 @@ def tre(T, sim, msi) -> dict:
     return truth_error_table(T, sim["msi_pixels"], msi.obs, sim["params"].msi_pixel_size_um)
 
 
-def run_case(c: dict) -> list[dict]:
+#: optional peers (``--peers``): label and run_spatialmeta keyword arguments
+PEERS = {
+    "spatialmeta": ("SpatialMETA 0.0.3 (given true rot/flip)", {}),
+    "spatialmeta-init": ("SpatialMETA 0.0.3 (given true rot/flip/scale + centroid)",
+                         {"initial_guess": True}),
+}
+
+
+def run_case(c: dict, peers: tuple[str, ...] = ()) -> list[dict]:
     kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed")}
     p = DemoParams(seed=c["seed"], n_genes=300, n_metabolites=60, n_links=12, **kw)
     sim = simulate_sample(p)
@@ -136,6 +249,10 @@ def run_case(c: dict) -> list[dict]:
     A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
     rows.append(dict(base, method="best-affine (truth fit)", cpu_s=0.0,
                      **tre(Transform(A, meta={"method": "truth_affine"}), sim, msi)))
+    for peer in peers:
+        label, kw = PEERS[peer]
+        err, cpu = run_spatialmeta(sim, st, msi, c["seed"] % 1000, **kw)
+        rows.append(dict(base, method=label, cpu_s=cpu, **err))
     out, cpu = timed(lambda: run_align(st, msi, {}, sample=c["name"]))
     rows[0]["align_cpu_s"] = cpu
     rows[0]["flagged"] = out["qc"]["flagged"]
@@ -155,6 +272,9 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the per-case table (TSV) here")
     ap.add_argument("--only", default=None, help="run only cases whose name starts with this")
+    ap.add_argument("--peers", nargs="*", default=[], choices=sorted(PEERS),
+                    help="also run these peers (SpatialMETA needs its own venv: SPATIALMETA_PYTHON, "
+                         "default /tmp/smv/bin/python; see benchmarks/peer_spatialmeta_align.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows = []
@@ -162,7 +282,7 @@ def main(argv=None) -> pd.DataFrame:
         if args.only and not c["name"].startswith(args.only):
             continue
         t0 = time.perf_counter()
-        r = run_case(c)
+        r = run_case(c, tuple(args.peers))
         rows += r
         print(f"{c['name']:>11}  px {c['msi_pixel_size_um']:>4.0f} um  warp {c['warp_um']:4.1f} um  "
               + "  ".join(f"{x['method']}: {x['truth_error_um_median']:6.1f} um" for x in r)
