@@ -227,7 +227,7 @@ PEERS = {
 }
 
 
-def run_case(c: dict, peers: tuple[str, ...] = ()) -> list[dict]:
+def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False) -> list[dict]:
     kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed")}
     p = DemoParams(seed=c["seed"], n_genes=300, n_metabolites=60, n_links=12, **kw)
     sim = simulate_sample(p)
@@ -243,7 +243,7 @@ def run_case(c: dict, peers: tuple[str, ...] = ()) -> list[dict]:
         return out, time.process_time() - t0
 
     inps = {}
-    for method, params, landmarks in (
+    for method, params, landmarks in () if peers_only else (
         ("spatialfuse", {}, None),
         ("spatialfuse-affine", {"nonrigid": False}, None),
         ("spatialfuse+landmarks", {}, lm),
@@ -273,6 +273,8 @@ def run_case(c: dict, peers: tuple[str, ...] = ()) -> list[dict]:
         if kw.get("initial_guess"):
             rows.append(dict(base, method="  its start: true rot/flip/scale + centroid (no fit)",
                              cpu_s=0.0, **spatialmeta_start(sim, st, msi)))
+    if peers_only:
+        return rows
     out, cpu = timed(lambda: run_align(st, msi, {}, sample=c["name"]))
     rows[0]["align_cpu_s"] = cpu
     rows[0]["flagged"] = out["qc"]["flagged"]
@@ -287,6 +289,7 @@ def run_case(c: dict, peers: tuple[str, ...] = ()) -> list[dict]:
 
 
 def main(argv=None) -> pd.DataFrame:
+    global SPATIALMETA_IMAGE_UM_PER_PX
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 mm capture area, 8 cases")
     ap.add_argument("--seed", type=int, default=0)
@@ -295,14 +298,20 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--peers", nargs="*", default=[], choices=sorted(PEERS),
                     help="also run these peers (SpatialMETA needs its own venv: SPATIALMETA_PYTHON, "
                          "default /tmp/smv/bin/python; see benchmarks/peer_spatialmeta_align.py)")
+    ap.add_argument("--spatialmeta-um-per-px", type=float, default=SPATIALMETA_IMAGE_UM_PER_PX,
+                    help="µm per pixel of the histology image given to SpatialMETA (its cost grows "
+                         "with the image's pixel count; Visium hires ≈ 4, lowres ≈ 11)")
+    ap.add_argument("--peers-only", action="store_true",
+                    help="run only the peers (and the landmark/best-affine references), not ours")
     args = ap.parse_args(argv)
+    SPATIALMETA_IMAGE_UM_PER_PX = args.spatialmeta_um_per_px
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows = []
     for c in cases(args.quick, args.seed):
         if args.only and not c["name"].startswith(args.only):
             continue
         t0 = time.perf_counter()
-        r = run_case(c, tuple(args.peers))
+        r = run_case(c, tuple(args.peers), args.peers_only)
         rows += r
         print(f"{c['name']:>11}  px {c['msi_pixel_size_um']:>4.0f} um  warp {c['warp_um']:4.1f} um  "
               + "  ".join(f"{x['method']}: {x['truth_error_um_median']:6.1f} um" for x in r)
@@ -325,6 +334,8 @@ def main(argv=None) -> pd.DataFrame:
     print("\nAll cases:")
     print(overall.round(2).to_string())
     sf = df[df["method"] == "spatialfuse"]
+    if sf.empty:
+        return df
     print(f"\nspatialfuse: median TRE <= 1/2 pixel in {(sf['tre_px'] <= 0.5).sum()}/{len(sf)} cases; "
           f"full align stage CPU median {sf['align_cpu_s'].median():.1f}s, max {sf['align_cpu_s'].max():.1f}s "
           f"(registration max {sf['cpu_s'].max():.1f}s); flagged {int(sf['flagged'].sum())}/{len(sf)}")
