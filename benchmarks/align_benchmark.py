@@ -227,7 +227,56 @@ PEERS = {
 }
 
 
-def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False) -> list[dict]:
+def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["nonrigid_smoothness"],
+                spacing_um: float = DEFAULTS["nonrigid_spacing_um"]) -> dict:
+    """Why the B-spline does not recover the warp: the registration's own B-spline fitted to the
+    TRUE inverse map (from the simulator's per-pixel truth) on top of the found affine ``A``;
+    its TRE, the data objective (full resolution, balanced weights, as in the fit) at ``A``
+    and at the truth, and the bending + ridge penalty the fit would pay for the true field at
+    ``smoothness``. A warp is recoverable only where the data gain exceeds that penalty."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import cKDTree
+
+    from spatialfuse.align.refine import _RIDGE, BSplineField, _affine_to_theta, _Objective
+    from spatialfuse.align.register import transform_from_fit
+
+    pts, truth = inp.pts, sim["msi_pixels"]
+    u = LinearNDInterpolator(truth[["st_x_um", "st_y_um"]].to_numpy(),
+                             truth[["msi_x_um", "msi_y_um"]].to_numpy())(pts.xy)
+    ok = np.isfinite(u).all(1)
+    Ainv = np.linalg.inv(A)
+    e_ok = (u[ok] - Ainv[:2, 2]) @ np.linalg.inv(Ainv[:2, :2]).T - pts.xy[ok]
+    e = e_ok[cKDTree(pts.xy[ok]).query(pts.xy)[1]]  # beyond the raster: nearest known value
+    field = BSplineField.covering(inp.capture_box[:2], inp.capture_box[2:], spacing_um)
+    Phi = field.basis(pts.xy)
+    PtP = (Phi.T @ Phi).tocsc()
+    M = PtP + 1e-3 * PtP.diagonal().mean() * (field.bending() + sp.identity(field.n))
+    field.coef = np.stack([spla.spsolve(M.tocsc(), Phi.T @ e[:, k]) for k in range(2)], 1)
+    T = transform_from_fit(A, field, {"method": "truth_bspline"})
+    scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+    obj = _Objective(pts, inp.raster.level(pts.footprint_sigma_um / scale), 0.0, 1.0, field, True)
+    th0 = np.r_[_affine_to_theta(A), np.zeros(2 * field.n)]
+    th1 = np.r_[_affine_to_theta(A), field.coef.T.ravel()]
+    obj.calibrate(th0)
+    ev = obj.evaluate(th0, jac=True)
+    dn = obj.normal_equations(th0, ev, True)[0].diagonal()[6:]
+    h = float(dn[dn > 0].mean())
+    Rc = smoothness * h * field.bending() + _RIDGE * h * sp.identity(field.n)
+    c = field.coef
+    penalty = float(sum(c[:, k] @ (Rc @ c[:, k]) for k in range(2)))
+    return {"oracle_tre_um": tre_table_median(T, sim, inp), "oracle_E_affine": ev["E"],
+            "oracle_E_truth": obj.evaluate(th1)["E"], "oracle_penalty": penalty}
+
+
+def tre_table_median(T, sim, inp) -> float:
+    obs = pd.DataFrame(np.round(inp.native / inp.pixel_um).astype(int), columns=["x", "y"])
+    return truth_error_table(T, sim["msi_pixels"], obs, inp.pixel_um)["truth_error_um_median"]
+
+
+def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
+             oracle: bool = False) -> list[dict]:
     kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed")}
     p = DemoParams(seed=c["seed"], n_genes=300, n_metabolites=60, n_links=12, **kw)
     sim = simulate_sample(p)
@@ -285,6 +334,8 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False) -> 
     wrong = deliberately_wrong(T_auto, inp.raster.tissue_xy)
     rows[0]["wrong_flagged"] = sum(assess_registration(inp, W, {})["flagged"] for W in wrong.values())
     rows[0]["wrong_tried"] = len(wrong)
+    if oracle:
+        rows[0].update(warp_oracle(inp, sim, T_auto.affine))
     return rows
 
 
@@ -301,6 +352,9 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--spatialmeta-um-per-px", type=float, default=SPATIALMETA_IMAGE_UM_PER_PX,
                     help="µm per pixel of the histology image given to SpatialMETA (its cost grows "
                          "with the image's pixel count; Visium hires ≈ 4, lowres ≈ 11)")
+    ap.add_argument("--warp-oracle", action="store_true",
+                    help="also fit the B-spline to the TRUE warp: its TRE, the data objective at the "
+                         "affine vs at the truth, and the penalty the fit would pay for it")
     ap.add_argument("--peers-only", action="store_true",
                     help="run only the peers (and the landmark/best-affine references), not ours")
     args = ap.parse_args(argv)
@@ -311,7 +365,7 @@ def main(argv=None) -> pd.DataFrame:
         if args.only and not c["name"].startswith(args.only):
             continue
         t0 = time.perf_counter()
-        r = run_case(c, tuple(args.peers), args.peers_only)
+        r = run_case(c, tuple(args.peers), args.peers_only, args.warp_oracle)
         rows += r
         print(f"{c['name']:>11}  px {c['msi_pixel_size_um']:>4.0f} um  warp {c['warp_um']:4.1f} um  "
               + "  ".join(f"{x['method']}: {x['truth_error_um_median']:6.1f} um" for x in r)
@@ -350,6 +404,13 @@ def main(argv=None) -> pd.DataFrame:
         print("flagged cases:", ", ".join(f"{r.case} ({r.truth_error_um_median:.0f} um, similarity "
                                           f"{r.similarity:.2f}, placement margin {r.placement_margin:+.2f}, Dice {r.dice:.2f})"
                                           for r in sf[fl].itertuples()))
+    if "oracle_penalty" in sf:
+        gain = sf["oracle_E_affine"] - sf["oracle_E_truth"]
+        print(f"warp oracle (B-spline fitted to the true warp on the found affine): TRE median "
+              f"{sf['oracle_tre_um'].median():.1f} um; data objective lower at the truth in "
+              f"{int((gain > 0).sum())}/{len(sf)} cases; where it is, the penalty for the true "
+              f"field is {np.median((sf['oracle_penalty'] / gain)[gain > 0]):.1f}x that gain (median)"
+              if (gain > 0).any() else "")
     big = sf[sf["pixel_um"] == 10.0]
     if len(big):
         print(f"10 um pixels ({int(big['msi_pixels'].median())} pixels): align CPU "
