@@ -14,7 +14,14 @@ Methods, on the same cases:
   simulated annotator with 10 µm (SD) placement error in each section;
 * ``spatialfuse+landmarks`` — the automatic refinement started from those landmarks;
 * ``best-affine (truth fit)`` — the least-squares affine through the simulator's per-pixel truth:
-  the lowest error any affine registration can reach (the rest is the non-rigid warp).
+  the lowest error any affine registration can reach (the rest is the non-rigid warp);
+* optional (``--peers``): SpatialMETA 0.0.3's alignment module run as its tutorial runs it, in its
+  own venv (``peer_spatialmeta_align.py``). It needs a histology image of the ST section (an
+  H&E-like image is rendered from the simulated section) and a manual rotation/flip before it
+  starts: it is handed the TRUE rotation and mirror (``spatialmeta``), and in a second variant
+  also the TRUE scale and a centroid-to-centroid translation (``spatialmeta-init``; the error of
+  that start itself, before SpatialMETA fits anything, is reported on its own row). Its CPU
+  time is the fit's (VAE + alignment; one torch thread).
 
 QC flag: each case's automatic registration is counted as flagged or not against "wrong"
 (median TRE > 100 µm), and three deliberately wrong placements of each found transform (rotated
@@ -30,13 +37,17 @@ pixels.
     python benchmarks/align_benchmark.py            # full (~15–25 min on 2 cores; run it under
                                                     # flock /tmp/spatialfuse_heavy.lock)
     python benchmarks/align_benchmark.py --quick    # a 3 mm capture area, fewer cases (~3 min)
+    python benchmarks/align_benchmark.py --quick --peers spatialmeta spatialmeta-init
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +93,117 @@ def cases(quick: bool, seed: int) -> list[dict]:
     return out
 
 
+#: SpatialMETA's own environment (see benchmarks/peer_spatialmeta_align.py)
+SPATIALMETA_PYTHON = os.environ.get("SPATIALMETA_PYTHON", "/tmp/smv/bin/python")
+#: µm per pixel of the histology image handed to SpatialMETA (Visium "hires" images are ~3.5–4.5)
+SPATIALMETA_IMAGE_UM_PER_PX = 5.0
+
+
+def he_image(sim: dict, extent_um: float, um_per_px: float) -> np.ndarray:
+    """An H&E-like image of the ST section (pixel (row r, column c) centred at (c, r) ×
+    ``um_per_px`` µm): tissue pink, shade by domain, background near white."""
+    n = int(np.ceil(extent_um / um_per_px))
+    g = np.arange(n) * um_per_px
+    xx, yy = np.meshgrid(g, g, indexing="xy")
+    xy = np.stack([xx.ravel(), yy.ravel()], 1)
+    tis = sim["inside"](xy)
+    dom = sim["domain_of"](xy[tis])
+    img = np.full((len(xy), 3), 0.96)
+    img[tis] = np.array([0.80, 0.50, 0.72]) - 0.04 * (dom[:, None] % 4)
+    return img.reshape(n, n, 3)
+
+
+def point_error(pred_st_um: np.ndarray, xy_index: np.ndarray, truth: pd.DataFrame,
+                pixel_um: float, min_tissue_fraction: float = 0.5) -> dict:
+    """TRE of predicted ST positions of MSI pixels (given by their raster index) against the
+    simulator's per-pixel truth, over pixels that are mostly tissue."""
+    t = truth.set_index(["x", "y"])
+    key = pd.MultiIndex.from_arrays([xy_index[:, 0], xy_index[:, 1]])
+    t = t.reindex(key)
+    ok = (t["tissue_fraction"] >= min_tissue_fraction).to_numpy()
+    err = np.linalg.norm(pred_st_um[ok] - t.loc[ok, ["st_x_um", "st_y_um"]].to_numpy(), axis=1)
+    return {"truth_error_um_median": float(np.median(err)),
+            "truth_error_um_p90": float(np.percentile(err, 90)),
+            "truth_error_um_mean": float(err.mean()),
+            "truth_error_pixels_median": float(np.median(err) / pixel_um),
+            "truth_n_pixels": int(ok.sum())}
+
+
+def spatialmeta_start(sim: dict, st, msi) -> dict:
+    """TRE of the start handed to ``spatialmeta-init`` before it fits anything: the true
+    rotation/mirror/scale and the MSI tissue centroid on the ST spots' centroid."""
+    from spatialfuse.constants import Key
+
+    tr, px = sim["transform"], sim["params"].msi_pixel_size_um
+    t = np.deg2rad(tr["rotation_deg"])
+    M = tr["scale"] * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ (
+        np.diag([-1.0, 1.0]) if tr["reflect"] else np.eye(2))
+    on = msi.obs[Key.obs.on_tissue].to_numpy(bool)
+    idx = msi.obs.loc[on, ["x", "y"]].to_numpy(float)
+    q = idx * px @ M.T
+    pred = q - q.mean(0) + np.asarray(st.obsm[Key.obsm.spatial], float).mean(0)
+    return point_error(pred, idx.astype(int), sim["msi_pixels"], px)
+
+
+def run_spatialmeta(sim: dict, st, msi, seed: int, initial_guess: bool = False,
+                    diffeo: bool = False) -> tuple[dict, float]:
+    """SpatialMETA's alignment (its own venv, via ``peer_spatialmeta_align.py``) on one case.
+
+    It is given what its tutorial gives it: the ST section's histology image, the on-tissue MSI
+    pixels (our ingest's tissue mask) and the manual pre-rotation/flip — here the simulator's
+    TRUE rotation and mirror — so it has to find scale, translation and a small rotation.
+    ``initial_guess``: also the TRUE scale (as ``fit_alignment(initial_scale=...)``) and the MSI
+    tissue centroid placed on the ST spots' centroid (its translation starts at the MSI
+    coordinates' own centroid). ``diffeo``: its diffeomorphic refinement switched on.
+    Returns the TRE table and the peer's CPU seconds (fit only)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from spatialfuse.constants import Key
+
+    tr = sim["transform"]
+    t = np.deg2rad(tr["rotation_deg"])
+    RF = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ (
+        np.diag([-1.0, 1.0]) if tr["reflect"] else np.eye(2))
+    on = msi.obs[Key.obs.on_tissue].to_numpy(bool)
+    idx = msi.obs.loc[on, ["x", "y"]].to_numpy(float)
+    X = msi.layers["intensity"][on]
+    sm = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=pd.DataFrame(index=msi.obs_names[on]),
+                    var=pd.DataFrame(index=msi.var_names))
+    q = idx @ RF.T
+    box = st.uns[Key.uns.spatialfuse]["capture_box_um"]
+    s = 1.0 / SPATIALMETA_IMAGE_UM_PER_PX
+    init = "auto"
+    if initial_guess:
+        q = q - q.mean(0) + np.asarray(st.obsm[Key.obsm.spatial], float).mean(0) * s
+        init = repr(tr["scale"] * sim["params"].msi_pixel_size_um * s)
+    sm.obsm["spatial"] = q
+    img = he_image(sim, max(box[2], box[3]) + 100.0, SPATIALMETA_IMAGE_UM_PER_PX)
+    counts = st.layers[Key.layers.counts]
+    stx = ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32), obs=pd.DataFrame(index=st.obs_names),
+                     var=pd.DataFrame(index=st.var_names))
+    stx.obsm["spatial"] = np.asarray(st.obsm[Key.obsm.spatial], float)  # full-res px = µm
+    stx.uns["spatial"] = {"sim": {"images": {"hires": img.astype(np.float32)},
+                                  "scalefactors": {"tissue_hires_scalef": s,
+                                                   "spot_diameter_fullres": 55.0}}}
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SPATIALMETA_TMP")) as d:
+        stx.write_h5ad(f"{d}/st.h5ad")
+        sm.write_h5ad(f"{d}/sm.h5ad")
+        env = dict(os.environ, SPATIALMETA_NO_TORCHVISION="1", OMP_NUM_THREADS="1",
+                   MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
+        r = subprocess.run([SPATIALMETA_PYTHON, str(here / "peer_spatialmeta_align.py"),
+                            f"{d}/st.h5ad", f"{d}/sm.h5ad", f"{d}/out.npy", str(seed), init,
+                            str(int(diffeo))],
+                           capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"SpatialMETA failed: {r.stderr[-2000:]}")
+        pts = np.load(f"{d}/out.npy")
+    stats = dict(kv.split("=") for kv in r.stdout.strip().splitlines()[-1].split())
+    err = point_error(pts, idx.astype(int), sim["msi_pixels"], sim["params"].msi_pixel_size_um)
+    return err, float(stats["cpu_s"])
+
+
 #: a registration whose median error exceeds this is "wrong" (spots paired with the wrong pixels)
 WRONG_UM = 100.0
 
@@ -97,7 +219,64 @@ def tre(T, sim, msi) -> dict:
     return truth_error_table(T, sim["msi_pixels"], msi.obs, sim["params"].msi_pixel_size_um)
 
 
-def run_case(c: dict) -> list[dict]:
+#: optional peers (``--peers``): label and run_spatialmeta keyword arguments
+PEERS = {
+    "spatialmeta": ("SpatialMETA 0.0.3 (given true rot/flip)", {}),
+    "spatialmeta-init": ("SpatialMETA 0.0.3 (given true rot/flip/scale + centroid)",
+                         {"initial_guess": True}),
+}
+
+
+def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["nonrigid_smoothness"],
+                spacing_um: float = DEFAULTS["nonrigid_spacing_um"]) -> dict:
+    """Why the B-spline does not recover the warp: the registration's own B-spline fitted to the
+    TRUE inverse map (from the simulator's per-pixel truth) on top of the found affine ``A``;
+    its TRE, the data objective (full resolution, balanced weights, as in the fit) at ``A``
+    and at the truth, and the bending + ridge penalty the fit would pay for the true field at
+    ``smoothness``. A warp is recoverable only where the data gain exceeds that penalty."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import cKDTree
+
+    from spatialfuse.align.refine import _RIDGE, BSplineField, _affine_to_theta, _Objective
+    from spatialfuse.align.register import transform_from_fit
+
+    pts, truth = inp.pts, sim["msi_pixels"]
+    u = LinearNDInterpolator(truth[["st_x_um", "st_y_um"]].to_numpy(),
+                             truth[["msi_x_um", "msi_y_um"]].to_numpy())(pts.xy)
+    ok = np.isfinite(u).all(1)
+    Ainv = np.linalg.inv(A)
+    e_ok = (u[ok] - Ainv[:2, 2]) @ np.linalg.inv(Ainv[:2, :2]).T - pts.xy[ok]
+    e = e_ok[cKDTree(pts.xy[ok]).query(pts.xy)[1]]  # beyond the raster: nearest known value
+    field = BSplineField.covering(inp.capture_box[:2], inp.capture_box[2:], spacing_um)
+    Phi = field.basis(pts.xy)
+    PtP = (Phi.T @ Phi).tocsc()
+    M = PtP + 1e-3 * PtP.diagonal().mean() * (field.bending() + sp.identity(field.n))
+    field.coef = np.stack([spla.spsolve(M.tocsc(), Phi.T @ e[:, k]) for k in range(2)], 1)
+    T = transform_from_fit(A, field, {"method": "truth_bspline"})
+    scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+    obj = _Objective(pts, inp.raster.level(pts.footprint_sigma_um / scale), 0.0, 1.0, field, True)
+    th0 = np.r_[_affine_to_theta(A), np.zeros(2 * field.n)]
+    th1 = np.r_[_affine_to_theta(A), field.coef.T.ravel()]
+    obj.calibrate(th0)
+    ev = obj.evaluate(th0, jac=True)
+    dn = obj.normal_equations(th0, ev, True)[0].diagonal()[6:]
+    h = float(dn[dn > 0].mean())
+    Rc = smoothness * h * field.bending() + _RIDGE * h * sp.identity(field.n)
+    c = field.coef
+    penalty = float(sum(c[:, k] @ (Rc @ c[:, k]) for k in range(2)))
+    return {"oracle_tre_um": tre_table_median(T, sim, inp), "oracle_E_affine": ev["E"],
+            "oracle_E_truth": obj.evaluate(th1)["E"], "oracle_penalty": penalty}
+
+
+def tre_table_median(T, sim, inp) -> float:
+    obs = pd.DataFrame(np.round(inp.native / inp.pixel_um).astype(int), columns=["x", "y"])
+    return truth_error_table(T, sim["msi_pixels"], obs, inp.pixel_um)["truth_error_um_median"]
+
+
+def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
+             oracle: bool = False) -> list[dict]:
     kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed")}
     p = DemoParams(seed=c["seed"], n_genes=300, n_metabolites=60, n_links=12, **kw)
     sim = simulate_sample(p)
@@ -113,7 +292,7 @@ def run_case(c: dict) -> list[dict]:
         return out, time.process_time() - t0
 
     inps = {}
-    for method, params, landmarks in (
+    for method, params, landmarks in () if peers_only else (
         ("spatialfuse", {}, None),
         ("spatialfuse-affine", {"nonrigid": False}, None),
         ("spatialfuse+landmarks", {}, lm),
@@ -136,6 +315,15 @@ def run_case(c: dict) -> list[dict]:
     A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
     rows.append(dict(base, method="best-affine (truth fit)", cpu_s=0.0,
                      **tre(Transform(A, meta={"method": "truth_affine"}), sim, msi)))
+    for peer in peers:
+        label, kw = PEERS[peer]
+        err, cpu = run_spatialmeta(sim, st, msi, c["seed"] % 1000, **kw)
+        rows.append(dict(base, method=label, cpu_s=cpu, **err))
+        if kw.get("initial_guess"):
+            rows.append(dict(base, method="  its start: true rot/flip/scale + centroid (no fit)",
+                             cpu_s=0.0, **spatialmeta_start(sim, st, msi)))
+    if peers_only:
+        return rows
     out, cpu = timed(lambda: run_align(st, msi, {}, sample=c["name"]))
     rows[0]["align_cpu_s"] = cpu
     rows[0]["flagged"] = out["qc"]["flagged"]
@@ -146,23 +334,38 @@ def run_case(c: dict) -> list[dict]:
     wrong = deliberately_wrong(T_auto, inp.raster.tissue_xy)
     rows[0]["wrong_flagged"] = sum(assess_registration(inp, W, {})["flagged"] for W in wrong.values())
     rows[0]["wrong_tried"] = len(wrong)
+    if oracle:
+        rows[0].update(warp_oracle(inp, sim, T_auto.affine))
     return rows
 
 
 def main(argv=None) -> pd.DataFrame:
+    global SPATIALMETA_IMAGE_UM_PER_PX
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 mm capture area, 8 cases")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the per-case table (TSV) here")
     ap.add_argument("--only", default=None, help="run only cases whose name starts with this")
+    ap.add_argument("--peers", nargs="*", default=[], choices=sorted(PEERS),
+                    help="also run these peers (SpatialMETA needs its own venv: SPATIALMETA_PYTHON, "
+                         "default /tmp/smv/bin/python; see benchmarks/peer_spatialmeta_align.py)")
+    ap.add_argument("--spatialmeta-um-per-px", type=float, default=SPATIALMETA_IMAGE_UM_PER_PX,
+                    help="µm per pixel of the histology image given to SpatialMETA (its cost grows "
+                         "with the image's pixel count; Visium hires ≈ 4, lowres ≈ 11)")
+    ap.add_argument("--warp-oracle", action="store_true",
+                    help="also fit the B-spline to the TRUE warp: its TRE, the data objective at the "
+                         "affine vs at the truth, and the penalty the fit would pay for it")
+    ap.add_argument("--peers-only", action="store_true",
+                    help="run only the peers (and the landmark/best-affine references), not ours")
     args = ap.parse_args(argv)
+    SPATIALMETA_IMAGE_UM_PER_PX = args.spatialmeta_um_per_px
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows = []
     for c in cases(args.quick, args.seed):
         if args.only and not c["name"].startswith(args.only):
             continue
         t0 = time.perf_counter()
-        r = run_case(c)
+        r = run_case(c, tuple(args.peers), args.peers_only, args.warp_oracle)
         rows += r
         print(f"{c['name']:>11}  px {c['msi_pixel_size_um']:>4.0f} um  warp {c['warp_um']:4.1f} um  "
               + "  ".join(f"{x['method']}: {x['truth_error_um_median']:6.1f} um" for x in r)
@@ -185,6 +388,8 @@ def main(argv=None) -> pd.DataFrame:
     print("\nAll cases:")
     print(overall.round(2).to_string())
     sf = df[df["method"] == "spatialfuse"]
+    if sf.empty:
+        return df
     print(f"\nspatialfuse: median TRE <= 1/2 pixel in {(sf['tre_px'] <= 0.5).sum()}/{len(sf)} cases; "
           f"full align stage CPU median {sf['align_cpu_s'].median():.1f}s, max {sf['align_cpu_s'].max():.1f}s "
           f"(registration max {sf['cpu_s'].max():.1f}s); flagged {int(sf['flagged'].sum())}/{len(sf)}")
@@ -199,6 +404,13 @@ def main(argv=None) -> pd.DataFrame:
         print("flagged cases:", ", ".join(f"{r.case} ({r.truth_error_um_median:.0f} um, similarity "
                                           f"{r.similarity:.2f}, placement margin {r.placement_margin:+.2f}, Dice {r.dice:.2f})"
                                           for r in sf[fl].itertuples()))
+    if "oracle_penalty" in sf:
+        gain = sf["oracle_E_affine"] - sf["oracle_E_truth"]
+        print(f"warp oracle (B-spline fitted to the true warp on the found affine): TRE median "
+              f"{sf['oracle_tre_um'].median():.1f} um; data objective lower at the truth in "
+              f"{int((gain > 0).sum())}/{len(sf)} cases; where it is, the penalty for the true "
+              f"field is {np.median((sf['oracle_penalty'] / gain)[gain > 0]):.1f}x that gain (median)"
+              if (gain > 0).any() else "")
     big = sf[sf["pixel_um"] == 10.0]
     if len(big):
         print(f"10 um pixels ({int(big['msi_pixels'].median())} pixels): align CPU "
