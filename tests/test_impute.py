@@ -223,6 +223,7 @@ def test_run_impute_layers_scores_and_no_overwrite():
         assert cm[task]["ridge"]["n_features_spatial"] > 0
         assert np.isfinite(cm[task]["ridge"]["median_pearson_block"])
         assert "model_beats_baselines_block" in cm[task]
+        assert {"decoder_beats_baselines", "decoder_beats_baselines_block"} <= set(cm[task])
     cross_rows = table[table["task"].isin(["rna_to_msi", "msi_to_rna"])]
     assert cross_rows["pearson_r_block"].notna().any()
     assert table.loc[table["task"] == "denoise", "pearson_r_block"].isna().all()
@@ -290,3 +291,42 @@ def test_blockwise_pearson_ignores_level_shifts_between_blocks():
     assert np.isnan(blockwise_pearson(np.ones((10, 1)), np.ones((10, 1)), np.zeros(10)))[0]
     s = summarise(pooled, np.array([True, False]))
     assert s["median_pearson_block_spatial"] == pytest.approx(rb[0])
+
+
+@pytest.mark.parametrize("name", ["gnn", "transformer"])
+def test_block_masking_hides_one_modality_at_every_node_of_a_batch(name):
+    import torch
+
+    from spatialfuse.models import prepare_inputs
+    from spatialfuse.models.batching import FitData, SpotBatcher, TileBatcher
+
+    rna, msi = _paired_synthetic()
+    inputs = prepare_inputs(rna, msi)
+    data = FitData(inputs, np.ones(rna.n_obs, bool), n_pcs=4, k=6, rna_nb=True, seed=0,
+                   device="cpu")
+    idx = np.arange(rna.n_obs)
+
+    def make(p):
+        if name == "gnn":
+            return TileBatcher(data, 32, 0.5, n_layers=2, k=6, block_mask_prob=p)
+        return SpotBatcher(data, 32, 0.5, n_tokens=7, block_mask_prob=p)
+
+    def seen(b):  # what the targets' own encoders see, and the context nodes
+        own = b.extra["centre_visible"] if name == "transformer" else b.visible[b.pos]
+        return own, b.visible
+
+    hidden = []
+    for b in make(1.0).batches(idx, np.random.default_rng(0), data.base_visible, train=True):
+        own, nodes = seen(b)
+        j = [m for m in range(2) if not nodes[:, m].any()]
+        assert len(j) == 1 and not own[:, j[0]].any() and own[:, 1 - j[0]].all()
+        hidden.append(j[0])
+    assert set(hidden) == {0, 1}  # both directions are trained
+    # probability 0: the per-spot masks, drawn exactly as without the option
+    a = [seen(b)[0] for b in make(0.0).batches(idx, np.random.default_rng(0), data.base_visible,
+                                                True)]
+    ref = TileBatcher(data, 32, 0.5, n_layers=2, k=6) if name == "gnn" else \
+        SpotBatcher(data, 32, 0.5, n_tokens=7)
+    r = [seen(b)[0] for b in ref.batches(idx, np.random.default_rng(0), data.base_visible, True)]
+    assert all(torch.equal(x, y) for x, y in zip(a, r)) and len(a) == len(r)
+    assert any(not x.all() for x in a)  # per-spot masking still hides some spots
