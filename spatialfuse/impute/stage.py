@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_alpha=None,
                 knn_k=10, models=["vae", "gnn", "transformer"], model_max_steps=400,
                 n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
-                denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.3)
+                denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0)
 MODEL_NAMES = ("vae", "gnn", "transformer")
 #: Feature groups of the held-out-entries score (each hides its own random spot folds).
 ENTRY_GROUPS = 10
