@@ -330,3 +330,14 @@ def test_block_masking_hides_one_modality_at_every_node_of_a_batch(name):
     r = [seen(b)[0] for b in ref.batches(idx, np.random.default_rng(0), data.base_visible, True)]
     assert all(torch.equal(x, y) for x, y in zip(a, r)) and len(a) == len(r)
     assert any(not x.all() for x in a)  # per-spot masking still hides some spots
+
+
+def test_fold_fit_params_cap_steps_and_pass_block_masking_to_attention_models_only():
+    from spatialfuse.impute.stage import DEFAULTS, _model_params
+
+    p = _model_params(["vae", "gnn", "transformer"], {"gnn": {"max_steps": 100}}, 400, 0.1, 0.3)
+    assert p["vae"]["max_steps"] == 400 and p["gnn"]["max_steps"] == 100  # a cap, not a floor
+    assert "block_mask_prob" not in p["vae"]  # the VAE has no neighbour tokens to hide
+    assert p["gnn"]["block_mask_prob"] == p["transformer"]["block_mask_prob"] == 0.3
+    off = _model_params(["gnn"], {}, 400, 0.1, DEFAULTS["block_mask_prob"])
+    assert "block_mask_prob" not in off["gnn"]
