@@ -221,6 +221,12 @@ def test_run_impute_layers_scores_and_no_overwrite():
         assert {"ridge", "knn", "vae", "vae_ridge", "best_method", "model_beats_baselines",
                 "best_model_method", "model_beats_baselines_spatial"} <= set(cm[task])
         assert cm[task]["ridge"]["n_features_spatial"] > 0
+        assert np.isfinite(cm[task]["ridge"]["median_pearson_block"])
+        assert "model_beats_baselines_block" in cm[task]
+        assert {"decoder_beats_baselines", "decoder_beats_baselines_block"} <= set(cm[task])
+    cross_rows = table[table["task"].isin(["rna_to_msi", "msi_to_rna"])]
+    assert cross_rows["pearson_r_block"].notna().any()
+    assert table.loc[table["task"] == "denoise", "pearson_r_block"].isna().all()
     # the metabolites are a linear function of smooth fields that the genes also carry:
     # held-out prediction from genes must work, and smoothing must help on hidden spots
     assert cm["rna_to_msi"]["ridge"]["median_pearson"] > 0.3
@@ -258,3 +264,80 @@ def test_morans_i_separates_smooth_maps_from_noise():
     smooth = _field(xy, 400.0, 0.0)
     I = morans_i(np.c_[smooth, rng.permutation(smooth), rng.normal(size=len(xy))], xy)
     assert I[0] > 0.5 and abs(I[1]) < SPATIAL_MORAN_MIN and abs(I[2]) < SPATIAL_MORAN_MIN
+
+
+def test_blockwise_pearson_ignores_level_shifts_between_blocks():
+    from spatialfuse.impute.scores import blockwise_pearson, feature_scores, summarise
+
+    xy = _hex_grid()
+    rng = np.random.default_rng(4)
+    blocks = (xy[:, 0] > np.median(xy[:, 0])).astype(int)
+    truth = _field(xy, 300.0, 0.5) + 3.0 * blocks  # block 1 sits higher
+    # right map inside each block, wrong level: each block predicted from the other's mean
+    pred = _field(xy, 300.0, 0.5) + rng.normal(0, 0.2, len(xy)) - 3.0 * blocks
+    shuffled = np.empty_like(pred)
+    for b in (0, 1):
+        shuffled[blocks == b] = rng.permutation(pred[blocks == b])
+    P, M = np.c_[pred, shuffled], np.c_[truth, truth]
+    rb = blockwise_pearson(P, M, blocks)
+    pooled = feature_scores(P, M, xy, blocks=blocks)
+    assert pooled["pearson_r"][0] < 0 < 0.9 < rb[0]  # pooled r blames the level shift
+    assert abs(rb[1]) < 0.2  # a map shuffled within blocks scores ~0 either way
+    np.testing.assert_allclose(pooled["pearson_r_block"], rb)
+    # weighted by spot count; tiny blocks skipped; constant maps give NaN
+    one = np.r_[np.zeros(len(xy) - 3, int), np.ones(3, int)]
+    assert blockwise_pearson(P[:, :1], M[:, :1], one)[0] == pytest.approx(
+        np.corrcoef(P[one == 0, 0], M[one == 0, 0])[0, 1])
+    assert np.isnan(blockwise_pearson(np.ones((10, 1)), np.ones((10, 1)), np.zeros(10)))[0]
+    s = summarise(pooled, np.array([True, False]))
+    assert s["median_pearson_block_spatial"] == pytest.approx(rb[0])
+
+
+@pytest.mark.parametrize("name", ["gnn", "transformer"])
+def test_block_masking_hides_one_modality_at_every_node_of_a_batch(name):
+    import torch
+
+    from spatialfuse.models import prepare_inputs
+    from spatialfuse.models.batching import FitData, SpotBatcher, TileBatcher
+
+    rna, msi = _paired_synthetic()
+    inputs = prepare_inputs(rna, msi)
+    data = FitData(inputs, np.ones(rna.n_obs, bool), n_pcs=4, k=6, rna_nb=True, seed=0,
+                   device="cpu")
+    idx = np.arange(rna.n_obs)
+
+    def make(p):
+        if name == "gnn":
+            return TileBatcher(data, 32, 0.5, n_layers=2, k=6, block_mask_prob=p)
+        return SpotBatcher(data, 32, 0.5, n_tokens=7, block_mask_prob=p)
+
+    def seen(b):  # what the targets' own encoders see, and the context nodes
+        own = b.extra["centre_visible"] if name == "transformer" else b.visible[b.pos]
+        return own, b.visible
+
+    hidden = []
+    for b in make(1.0).batches(idx, np.random.default_rng(0), data.base_visible, train=True):
+        own, nodes = seen(b)
+        j = [m for m in range(2) if not nodes[:, m].any()]
+        assert len(j) == 1 and not own[:, j[0]].any() and own[:, 1 - j[0]].all()
+        hidden.append(j[0])
+    assert set(hidden) == {0, 1}  # both directions are trained
+    # probability 0: the per-spot masks, drawn exactly as without the option
+    a = [seen(b)[0] for b in make(0.0).batches(idx, np.random.default_rng(0), data.base_visible,
+                                                True)]
+    ref = TileBatcher(data, 32, 0.5, n_layers=2, k=6) if name == "gnn" else \
+        SpotBatcher(data, 32, 0.5, n_tokens=7)
+    r = [seen(b)[0] for b in ref.batches(idx, np.random.default_rng(0), data.base_visible, True)]
+    assert all(torch.equal(x, y) for x, y in zip(a, r)) and len(a) == len(r)
+    assert any(not x.all() for x in a)  # per-spot masking still hides some spots
+
+
+def test_fold_fit_params_cap_steps_and_pass_block_masking_to_attention_models_only():
+    from spatialfuse.impute.stage import DEFAULTS, _model_params
+
+    p = _model_params(["vae", "gnn", "transformer"], {"gnn": {"max_steps": 100}}, 400, 0.1, 0.3)
+    assert p["vae"]["max_steps"] == 400 and p["gnn"]["max_steps"] == 100  # a cap, not a floor
+    assert "block_mask_prob" not in p["vae"]  # the VAE has no neighbour tokens to hide
+    assert p["gnn"]["block_mask_prob"] == p["transformer"]["block_mask_prob"] == 0.3
+    off = _model_params(["gnn"], {}, 400, 0.1, DEFAULTS["block_mask_prob"])
+    assert "block_mask_prob" not in off["gnn"]

@@ -87,10 +87,12 @@ def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 
 def feature_scores(pred: np.ndarray, measured: np.ndarray, xy: np.ndarray,
-                   rows: np.ndarray | None = None) -> pd.DataFrame:
+                   rows: np.ndarray | None = None,
+                   blocks: np.ndarray | None = None) -> pd.DataFrame:
     """Per feature (column): Pearson r, Spearman r and map SSIM of ``pred`` against
     ``measured`` over the spots ``rows`` (bool mask; default all). SSIM uses the map of those
-    spots only (other cells masked)."""
+    spots only (other cells masked). With ``blocks`` (held-out block per spot), also
+    ``pearson_r_block`` (:func:`blockwise_pearson`)."""
     pred, measured = np.asarray(pred, float), np.asarray(measured, float)
     rows = np.ones(len(pred), bool) if rows is None else np.asarray(rows, bool)
     P, M = pred[rows], measured[rows]
@@ -98,9 +100,44 @@ def feature_scores(pred: np.ndarray, measured: np.ndarray, xy: np.ndarray,
     img_p, mask = rasterise(P, cells[rows], shape)
     img_m, _ = rasterise(M, cells[rows], shape)
     ssim = np.array([masked_ssim(img_p[j], img_m[j], mask) for j in range(P.shape[1])])
-    return pd.DataFrame({"pearson_r": columnwise_corr(P, M),
-                         "spearman_r": columnwise_corr(P, M, method="spearman"),
-                         "ssim": ssim})
+    out = pd.DataFrame({"pearson_r": columnwise_corr(P, M),
+                        "spearman_r": columnwise_corr(P, M, method="spearman"),
+                        "ssim": ssim})
+    if blocks is not None:
+        out["pearson_r_block"] = blockwise_pearson(P, M, np.asarray(blocks)[rows])
+    return out
+
+
+#: Fewest spots a held-out block needs to get a within-block correlation.
+BLOCK_MIN_SPOTS = 5
+
+
+def blockwise_pearson(pred: np.ndarray, measured: np.ndarray, blocks: np.ndarray,
+                      min_spots: int = BLOCK_MIN_SPOTS) -> np.ndarray:
+    """Per feature: Pearson r computed *within* each held-out block, averaged over the blocks
+    (weighted by their spot count; blocks with fewer than ``min_spots`` spots or a constant map
+    skipped; NaN when no block is left).
+
+    Pooled out-of-fold r mixes predictions of different fold models: a level shift between
+    blocks (each fold model is fitted on the other blocks, so a block whose mean is high is
+    predicted from training spots whose mean is low) pulls the pooled r down, even to negative
+    values, although the map inside every block is right. The within-block r scores only the
+    pattern inside each block and is blind to that shift (and to true differences between the
+    blocks), so the two are reported side by side."""
+    pred, measured = np.asarray(pred, float), np.asarray(measured, float)
+    blocks = np.asarray(blocks)
+    num = np.zeros(pred.shape[1])
+    den = np.zeros(pred.shape[1])
+    for b in np.unique(blocks):
+        rows = blocks == b
+        if rows.sum() < min_spots:
+            continue
+        r = columnwise_corr(pred[rows], measured[rows])
+        ok = np.isfinite(r)
+        num[ok] += rows.sum() * r[ok]
+        den[ok] += rows.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
 
 
 #: Moran's I above which a measured feature counts as spatially structured.
@@ -124,9 +161,11 @@ def summarise(scores: pd.DataFrame, spatial: np.ndarray | None = None) -> dict:
     """Median and mean of each score column (NaN-free), and the number of features scored;
     with ``spatial`` (a boolean mask of the features whose measured map is spatially
     structured, :func:`morans_i` ≥ :data:`SPATIAL_MORAN_MIN`), also the median Pearson r over
-    those features only (``median_pearson_spatial``; the same features for every method)."""
+    those features only (``median_pearson_spatial``; the same features for every method).
+    A ``pearson_r_block`` column (within-block r) gives ``median_pearson_block`` (and, with
+    ``spatial``, ``median_pearson_block_spatial``)."""
     out: dict = {}
-    for c in ("pearson_r", "spearman_r", "ssim"):
+    for c in ("pearson_r", "spearman_r", "ssim", "pearson_r_block"):
         if c in scores:
             v = scores[c].to_numpy(float)
             v = v[np.isfinite(v)]
@@ -139,4 +178,8 @@ def summarise(scores: pd.DataFrame, spatial: np.ndarray | None = None) -> dict:
         v = v[np.isfinite(v)]
         out["median_pearson_spatial"] = float(np.median(v)) if v.size else float("nan")
         out["n_features_spatial"] = int(np.asarray(spatial, bool).sum())
+        if "pearson_r_block" in scores:
+            v = scores["pearson_r_block"].to_numpy(float)[np.asarray(spatial, bool)]
+            v = v[np.isfinite(v)]
+            out["median_pearson_block_spatial"] = float(np.median(v)) if v.size else float("nan")
     return out

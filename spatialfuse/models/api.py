@@ -224,10 +224,12 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
         n_tr = int(fit_mask.sum() * (1 - float(p["val_fraction"])))
         bs = int(min(int(p["batch_size"]), max(16, -(-n_tr // MIN_STEPS))))
         mp = float(p["mask_prob"])
+        bmp = float(p.get("block_mask_prob") or 0.0)  # set by impute's per-fold fits
         if name == "gnn":
-            batcher = TileBatcher(data, bs, mp, n_layers=int(p["n_layers"]), k=int(p["k"]))
+            batcher = TileBatcher(data, bs, mp, n_layers=int(p["n_layers"]), k=int(p["k"]),
+                                  block_mask_prob=bmp)
         elif name == "transformer":
-            batcher = SpotBatcher(data, bs, mp, n_tokens=int(p["k"]))
+            batcher = SpotBatcher(data, bs, mp, n_tokens=int(p["k"]), block_mask_prob=bmp)
         else:
             batcher = SpotBatcher(data, bs, mp, context=k > 0)
         tr, va = split_validation(np.nonzero(fit_mask)[0], float(p["val_fraction"]), seed)

@@ -15,7 +15,11 @@ batch size (never on the number of spots):
 
 During training, each target hides one of its modalities with probability ``mask_prob`` (half
 RNA, half MSI) and the loss still reconstructs both: this masked cross-modal objective is what
-lets every model predict one modality from the other.
+lets every model predict one modality from the other. With ``block_mask_prob`` > 0 (GNN and
+Transformer), a whole mini-batch (a tile with its halo, or the spots with their tokens) instead
+hides one modality at every node with that probability: at prediction time a held-out block has
+its target modality missing at the spot *and at all its neighbours*, which per-spot masking
+never shows the model (it learns to copy the neighbours' target values instead).
 """
 
 from __future__ import annotations
@@ -152,13 +156,24 @@ def training_mask(rng: np.random.Generator, n: int, mask_prob: float) -> np.ndar
     return hide
 
 
+def _block_hide(rng: np.random.Generator, prob: float) -> int | None:
+    """With probability ``prob``, the modality (0 RNA, 1 MSI, equally likely) that a whole
+    mini-batch hides; else None. Draws nothing from ``rng`` when ``prob`` is 0, so runs without
+    block masking are unchanged."""
+    if prob <= 0:
+        return None
+    u = rng.random()
+    return int(u < prob / 2) ^ 1 if u < prob else None
+
+
 class SpotBatcher:
     """Random batches of spots. With ``n_tokens`` > 0, each target also brings its nearest
     spots as context (the Transformer's tokens); otherwise only the targets themselves."""
 
     def __init__(self, data: FitData, batch_size: int, mask_prob: float, n_tokens: int = 0,
-                 context: bool = False):
+                 context: bool = False, block_mask_prob: float = 0.0):
         self.data, self.batch_size, self.mask_prob = data, int(batch_size), float(mask_prob)
+        self.block_mask_prob = float(block_mask_prob)
         self.n_tokens = int(min(n_tokens, data.neighbours.shape[1] + 1)) if n_tokens else 0
         self.context = context  # add each spot's neighbour means (the VAE's spatial context)
 
@@ -184,6 +199,13 @@ class SpotBatcher:
             b = d.make_batch(tg, nodes, pos, visible, extra)
             hide = training_mask(rng, len(tg), self.mask_prob) if (train and rng is not None) \
                 else np.zeros((len(tg), 2), bool)
+            block = _block_hide(rng, self.block_mask_prob) if (train and rng is not None) else None
+            if block is not None:  # one modality hidden at every node of the batch
+                hide[:] = False
+                hide[:, block] = True
+                if self.n_tokens:
+                    b.visible = b.visible.clone()
+                    b.visible[:, block] = False
             # the targets' own inputs, as seen by the model (for tokens: the centre token)
             b.extra["centre_visible"] = visible[torch.as_tensor(tg)].to(d.device) & \
                 ~torch.as_tensor(hide, device=d.device)
@@ -199,8 +221,10 @@ class TileBatcher:
     """Graph partitions: spatial tiles of about ``batch_size`` spots (random offset each epoch),
     each with its ``n_layers``-hop halo of context nodes and the kNN edges among them."""
 
-    def __init__(self, data: FitData, batch_size: int, mask_prob: float, n_layers: int, k: int):
+    def __init__(self, data: FitData, batch_size: int, mask_prob: float, n_layers: int, k: int,
+                 block_mask_prob: float = 0.0):
         self.data, self.batch_size, self.mask_prob = data, int(batch_size), float(mask_prob)
+        self.block_mask_prob = float(block_mask_prob)
         self.n_layers, self.k = int(n_layers), int(min(k, data.neighbours.shape[1]))
         area = data.pitch ** 2 * np.sqrt(3) / 2  # hexagonal lattice cell
         self.tile_um = float(np.sqrt(self.batch_size * area))
@@ -253,6 +277,10 @@ class TileBatcher:
             if train and rng is not None:
                 hide = torch.as_tensor(training_mask(rng, len(tg), self.mask_prob), device=d.device)
                 v = b.visible.clone()
-                v[b.pos] = v[b.pos] & ~hide
+                block = _block_hide(rng, self.block_mask_prob)
+                if block is not None:  # the tile and its halo hide one modality everywhere
+                    v[:, block] = False
+                else:
+                    v[b.pos] = v[b.pos] & ~hide
                 b.visible = v
             yield b
