@@ -211,3 +211,17 @@ def test_schema_defaults_match_code():
         fields = props[name]["properties"]
         assert set(fields) == set(defaults), name
         assert {k: f["default"] for k, f in fields.items()} == defaults, name
+
+
+def test_impute_fits_keep_the_metabolite_decoder_at_full_weight():
+    """The models' msi_weight default (0.5) is for domain finding; the impute stage's per-fold
+    fits predict metabolites and override it (``impute.msi_weight``, default 1.0; null keeps
+    the model's own)."""
+    from spatialfuse.impute.stage import DEFAULTS as IMPUTE, _model_params
+    from spatialfuse.models.api import DEFAULTS
+
+    sections = {n: dict(DEFAULTS[n]) for n in NEURAL}
+    p = _model_params(NEURAL, sections, 200, 0.1, IMPUTE["msi_weight"])
+    assert all(p[n]["msi_weight"] == 1.0 for n in NEURAL)
+    kept = _model_params(NEURAL, sections, 200, 0.1, None)
+    assert all(kept[n]["msi_weight"] == DEFAULTS[n]["msi_weight"] == 0.5 for n in NEURAL)
