@@ -273,7 +273,11 @@ def main(argv=None) -> None:
                 best_peer = wide[peers].max(1)
                 for m in [m for m in a.models if m in wide]:
                     above = int((wide[m] > best_peer).sum())
-                    print(f"demo: {m} above every peer in {above} of {len(wide)} fits")
+                    tied = int((wide[m] == best_peer).sum())
+                    each = ", ".join(f"{p}: above {int((wide[m] > wide[p]).sum())}, below "
+                                     f"{int((wide[m] < wide[p]).sum())}" for p in peers)
+                    print(f"demo: {m} above every peer in {above} of {len(wide)} fits "
+                          f"(+{tied} tied); {each}")
         out = Path(a.out) if a.out else Path(a.results[0]) / "benchmarks" / "models_benchmark.tsv"
         out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).round(4).to_csv(out, sep="\t", index=False)

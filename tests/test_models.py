@@ -90,6 +90,27 @@ def test_held_out_spots_never_seen(inputs, name):
     assert a.predict_msi_from_rna().shape == (held.sum(), inputs.msi.shape[1])
 
 
+@pytest.mark.parametrize("name", NEURAL)
+def test_modality_weights_scale_their_terms(inputs, name):
+    """The objective is rna_weight · NLL(genes) + msi_weight · NLL(metabolites) + KL term, for
+    every family; the default weighs the metabolites at half (their spot values are a blur of the
+    coarser, registered MSI raster: see the README, Joint models)."""
+    from spatialfuse.models.api import DEFAULTS, fit
+
+    assert DEFAULTS[name]["msi_weight"] < DEFAULTS[name]["rna_weight"]
+    fm = fit(name, inputs, {**FAST, "max_epochs": 1}, seed=0, device="cpu")
+    batch = next(iter(fm.batcher.batches(np.arange(inputs.n_spots), None,
+                                         fm.data.base_visible, train=False)))
+    fm.module.eval()
+    with torch.no_grad():
+        for w_rna, w_msi in ((1.0, 1.0), (2.0, 0.25)):
+            fm.module.w_rna, fm.module.w_msi = w_rna, w_msi
+            t = fm.module.loss(batch)
+            kl = fm.module.kl_weight * t["kl"] if "kl" in t else 0.0
+            torch.testing.assert_close(t["loss"], w_rna * t["nll_rna"] + w_msi * t["nll_msi"] + kl)
+        assert t["nll_msi"] != 0 and t["nll_rna"] != 0
+
+
 def test_vae_predicts_missing_modality(inputs):
     """With one modality missing, the product of experts still encodes the spot: MSI predicted
     from RNA on held-out spots correlates with the truth."""
@@ -190,3 +211,17 @@ def test_schema_defaults_match_code():
         fields = props[name]["properties"]
         assert set(fields) == set(defaults), name
         assert {k: f["default"] for k, f in fields.items()} == defaults, name
+
+
+def test_impute_fits_keep_the_metabolite_decoder_at_full_weight():
+    """The models' msi_weight default (0.5) is for domain finding; the impute stage's per-fold
+    fits predict metabolites and override it (``impute.msi_weight``, default 1.0; null keeps
+    the model's own)."""
+    from spatialfuse.impute.stage import DEFAULTS as IMPUTE, _model_params
+    from spatialfuse.models.api import DEFAULTS
+
+    sections = {n: dict(DEFAULTS[n]) for n in NEURAL}
+    p = _model_params(NEURAL, sections, 200, 0.1, msi_weight=IMPUTE["msi_weight"])
+    assert all(p[n]["msi_weight"] == 1.0 for n in NEURAL)
+    kept = _model_params(NEURAL, sections, 200, 0.1, msi_weight=None)
+    assert all(kept[n]["msi_weight"] == DEFAULTS[n]["msi_weight"] == 0.5 for n in NEURAL)

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_alpha=None,
                 knn_k=10, models=["vae", "gnn", "transformer"], model_max_steps=400,
                 n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
-                denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0)
+                denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0)
 MODEL_NAMES = ("vae", "gnn", "transformer")
 #: Feature groups of the held-out-entries score (each hides its own random spot folds).
 ENTRY_GROUPS = 10
@@ -83,10 +83,11 @@ def scored_genes(rna: ad.AnnData, n_top_genes: int | None = None) -> np.ndarray:
 
 
 def _model_params(names, model_params: dict, max_steps, kl_weight,
-                  block_mask_prob: float = 0.0) -> dict:
+                  block_mask_prob: float = 0.0, msi_weight=None) -> dict:
     """Each model's config section, with impute's caps/overrides for its per-fold fits
     (``block_mask_prob``: whole-batch modality masking of the GNN and the Transformer, for the
-    cross-modal fits, whose held-out block lacks the target at every neighbour too)."""
+    cross-modal fits, whose held-out block lacks the target at every neighbour too;
+    ``msi_weight``: the metabolite term's weight, full for prediction)."""
     out = {}
     for n in names:
         p = dict(model_params.get(n, {}))
@@ -97,6 +98,8 @@ def _model_params(names, model_params: dict, max_steps, kl_weight,
             p["max_steps"] = int(min(int(p.get("max_steps") or max_steps), int(max_steps)))
         if kl_weight is not None:
             p["kl_weight"] = float(kl_weight)
+        if msi_weight is not None:  # prediction wants the metabolite decoder at full weight
+            p["msi_weight"] = float(msi_weight)
         out[n] = p
     return out
 
@@ -161,7 +164,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
     # never saw the spot, from the spot's other modality and its neighbours (J-invariant)
     den_models = [m for m in p["denoise_models"] if m in MODEL_NAMES]
     dparams = _model_params(den_models, model_params or {}, p["model_max_steps"],
-                            p["kl_weight"])
+                            p["kl_weight"], msi_weight=p["msi_weight"])
     for name in den_models:
         t0 = time.perf_counter()
         P = {"rna": np.full(Xr.shape, np.nan), "msi": np.full(Xm.shape, np.nan)}
@@ -215,7 +218,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                          f"{buffer:.0f} um buffer; lower impute.buffer_um or impute.n_blocks")
     models = [m for m in p["models"] if m in MODEL_NAMES]
     mparams = _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
-                            p["block_mask_prob"])
+                            p["block_mask_prob"], msi_weight=p["msi_weight"])
     Sr, Sm = knn_smooth(Xr, xy, k, alpha), knn_smooth(Xm, xy, k, alpha)
     preds, secs = crossmodal_cv(
         Xr, Xm, Sr, Sm, folds, masks, baselines=BASELINES, models=models, model_params=mparams,
@@ -269,7 +272,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
     metrics["cv"] = {"scheme": "spatial_blocks", "n_blocks": int(len(masks)),
                      "buffer_um": float(buffer), "min_training_spots": int(min(n_train)),
                      "models": models, "model_max_steps": p["model_max_steps"],
-                     "kl_weight": p["kl_weight"], "block_mask_prob": p["block_mask_prob"]}
+                     "kl_weight": p["kl_weight"], "block_mask_prob": p["block_mask_prob"],
+                     "msi_weight": p["msi_weight"]}
     metrics["seconds"] = round(time.perf_counter() - t_start, 3)
     table = pd.concat(parts, ignore_index=True)
     for task, res in cross.items():

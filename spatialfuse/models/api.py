@@ -52,13 +52,17 @@ from .vae import JointVAE
 log = logging.getLogger(__name__)
 
 _COMMON = dict(latent_dim=16, hidden_dim=64, input_pcs=32, n_top_genes=None, rna_likelihood="nb",
-               msi_likelihood="gaussian", rna_weight=1.0, msi_weight=1.0, kl_weight=1.0,
+               msi_likelihood="gaussian", rna_weight=1.0, msi_weight=0.5, kl_weight=1.0,
                mask_prob=0.5, dropout=0.1, max_epochs=150, max_steps=500, patience=15,
                batch_size=128, lr=2e-3, weight_decay=1e-4, val_fraction=0.1)
 #: Default parameters of each model family (the config schema carries the same values).
 #: ``kl_weight`` (per 100 features) > 0 makes the latent Gaussian with a KL term to N(0, I) (for
 #: the GNN and the Transformer as for the VAE): a compact latent whose dominant axes are the
 #: domains. ``max_steps`` caps optimiser steps, so large sections train for fewer epochs.
+#: ``msi_weight`` 0.5: a spot's metabolite profile is averaged from a coarser MSI raster placed by
+#: registration (tens of µm off), so at a domain boundary it mixes the neighbouring domain, while
+#: its genes are measured on the spot itself; at equal weight the latent followed the blurred MSI
+#: and mis-called boundary spots (README, Joint models: diagnosis and the 16-fit benchmark).
 DEFAULTS: dict[str, dict] = {
     "vae": {**_COMMON, "n_layers": 2, "spatial_k": 6},
     "gnn": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 6},
