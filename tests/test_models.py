@@ -91,6 +91,26 @@ def test_held_out_spots_never_seen(inputs, name):
 
 
 @pytest.mark.parametrize("name", NEURAL)
+def test_embed_from_one_modality_reads_only_it(inputs, name):
+    """``embed_from("msi")`` (the latent the cross-modal hybrids read) does not change when
+    every gene value is replaced, while the joint embedding does."""
+    from spatialfuse.models.api import fit
+
+    fm = fit(name, inputs, {**FAST, "max_epochs": 2}, seed=0, device="cpu")
+    z_msi, z_joint = fm.embed_from("msi"), fm.embed()
+    rng = np.random.default_rng(5)
+    # new tensors, not in place: the fitted data may share memory with the fixture's arrays
+    fm.data.x["rna"] = torch.as_tensor(rng.normal(size=tuple(fm.data.x["rna"].shape)),
+                                       dtype=torch.float32)
+    fm.data.rna = torch.as_tensor(rng.normal(size=tuple(fm.data.rna.shape)), dtype=torch.float32)
+    np.testing.assert_array_equal(fm.embed_from("msi"), z_msi)
+    assert not np.array_equal(fm.embed(), z_joint)
+    assert fm.embed_from("rna", np.arange(5)).shape == (5, z_msi.shape[1])
+    with pytest.raises(ValueError, match="source"):
+        fm.embed_from("atac")
+
+
+@pytest.mark.parametrize("name", NEURAL)
 def test_modality_weights_scale_their_terms(inputs, name):
     """The objective is rna_weight · NLL(genes) + msi_weight · NLL(metabolites) + KL term, for
     every family; the default weighs the metabolites at half (their spot values are a blur of the

@@ -91,14 +91,7 @@ def source_embedding(fm, source: str) -> np.ndarray:
     """Latent of every spot inferred from modality ``source`` alone (the other modality hidden
     at every spot, training spots included), so training and held-out spots get the latent
     the same way and no target value enters it."""
-    import torch
-
-    from ..models.data import MODALITIES
-
-    n = fm.inputs.n_spots
-    vis = torch.ones((n, len(MODALITIES)), dtype=torch.bool)
-    vis[:, 1 - MODALITIES.index(source)] = False
-    return fm._run(np.arange(n), vis, "embed")[0].astype(np.float64)
+    return fm.embed_from(source).astype(np.float64)
 
 
 def ridge_on_embedding(Z: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarray,

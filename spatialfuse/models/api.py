@@ -159,6 +159,18 @@ class FittedModel:
         vis = torch.ones((n, len(MODALITIES)), dtype=torch.bool)
         return self._run(idx, vis, "embed")[0].astype(np.float32)
 
+    def embed_from(self, source: str, spots=None) -> np.ndarray:
+        """Latent of ``spots`` (default all) inferred from modality ``source`` (``"rna"`` or
+        ``"msi"``) alone: the other modality is hidden at every spot, training spots included,
+        so every spot gets its latent the same way and no value of the other modality enters."""
+        if source not in MODALITIES:
+            raise ValueError(f"source must be one of {MODALITIES}, not {source!r}")
+        n = self.inputs.n_spots
+        idx = np.arange(n) if spots is None else _as_index(spots, n)
+        vis = torch.ones((n, len(MODALITIES)), dtype=torch.bool)
+        vis[:, 1 - MODALITIES.index(source)] = False
+        return self._run(idx, vis, "embed")[0].astype(np.float32)
+
     def _predict(self, spots, target: str) -> np.ndarray:
         n = self.inputs.n_spots
         if spots is None:
