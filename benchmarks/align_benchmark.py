@@ -56,7 +56,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spatialfuse.align.qc import truth_error_table  # noqa: E402
+from spatialfuse.align.qc import error_summary, truth_error_table  # noqa: E402
 from spatialfuse.align.register import register_landmarks  # noqa: E402
 from spatialfuse.align.stage import (  # noqa: E402
     DEFAULTS,
@@ -122,11 +122,21 @@ def point_error(pred_st_um: np.ndarray, xy_index: np.ndarray, truth: pd.DataFram
     t = t.reindex(key)
     ok = (t["tissue_fraction"] >= min_tissue_fraction).to_numpy()
     err = np.linalg.norm(pred_st_um[ok] - t.loc[ok, ["st_x_um", "st_y_um"]].to_numpy(), axis=1)
-    return {"truth_error_um_median": float(np.median(err)),
-            "truth_error_um_p90": float(np.percentile(err, 90)),
-            "truth_error_um_mean": float(err.mean()),
-            "truth_error_pixels_median": float(np.median(err) / pixel_um),
-            "truth_n_pixels": int(ok.sum())}
+    return error_summary(err, pixel_um)
+
+
+def true_rotation_flip(tr: dict) -> np.ndarray:
+    """The simulator's true rotation (and mirror) as a 2×2 matrix, without its scale."""
+    t = np.deg2rad(tr["rotation_deg"])
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ (
+        np.diag([-1.0, 1.0]) if tr["reflect"] else np.eye(2))
+
+
+def on_centroid(q: np.ndarray, st) -> np.ndarray:
+    """Points ``q`` translated so that their centroid lies on the ST spots' centroid."""
+    from spatialfuse.constants import Key
+
+    return q - q.mean(0) + np.asarray(st.obsm[Key.obsm.spatial], float).mean(0)
 
 
 def spatialmeta_start(sim: dict, st, msi) -> dict:
@@ -135,13 +145,10 @@ def spatialmeta_start(sim: dict, st, msi) -> dict:
     from spatialfuse.constants import Key
 
     tr, px = sim["transform"], sim["params"].msi_pixel_size_um
-    t = np.deg2rad(tr["rotation_deg"])
-    M = tr["scale"] * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ (
-        np.diag([-1.0, 1.0]) if tr["reflect"] else np.eye(2))
+    M = tr["scale"] * true_rotation_flip(tr)
     on = msi.obs[Key.obs.on_tissue].to_numpy(bool)
     idx = msi.obs.loc[on, ["x", "y"]].to_numpy(float)
-    q = idx * px @ M.T
-    pred = q - q.mean(0) + np.asarray(st.obsm[Key.obsm.spatial], float).mean(0)
+    pred = on_centroid(idx * px @ M.T, st)
     return point_error(pred, idx.astype(int), sim["msi_pixels"], px)
 
 
@@ -162,9 +169,7 @@ def run_spatialmeta(sim: dict, st, msi, seed: int, initial_guess: bool = False,
     from spatialfuse.constants import Key
 
     tr = sim["transform"]
-    t = np.deg2rad(tr["rotation_deg"])
-    RF = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ (
-        np.diag([-1.0, 1.0]) if tr["reflect"] else np.eye(2))
+    RF = true_rotation_flip(tr)
     on = msi.obs[Key.obs.on_tissue].to_numpy(bool)
     idx = msi.obs.loc[on, ["x", "y"]].to_numpy(float)
     X = msi.layers["intensity"][on]

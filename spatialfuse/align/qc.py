@@ -37,6 +37,12 @@ def truth_error_table(transform: Transform, truth: pd.DataFrame, msi_obs: pd.Dat
     t = t[tk.isin(key)]
     native = t[["x", "y"]].to_numpy(float) * pixel_size_um
     err = np.linalg.norm(transform(native) - t[["st_x_um", "st_y_um"]].to_numpy(), axis=1)
+    return error_summary(err, pixel_size_um)
+
+
+def error_summary(err: np.ndarray, pixel_size_um: float) -> dict:
+    """Median, 90th percentile and mean of per-pixel registration errors (µm), the median in
+    MSI pixels, and the number of pixels."""
     return {
         "truth_error_um_median": float(np.median(err)),
         "truth_error_um_p90": float(np.percentile(err, 90)),

@@ -164,22 +164,25 @@ def summarise(scores: pd.DataFrame, spatial: np.ndarray | None = None) -> dict:
     those features only (``median_pearson_spatial``; the same features for every method).
     A ``pearson_r_block`` column (within-block r) gives ``median_pearson_block`` (and, with
     ``spatial``, ``median_pearson_block_spatial``)."""
+    def finite(v: np.ndarray) -> np.ndarray:
+        return v[np.isfinite(v)]
+
+    def median(v: np.ndarray) -> float:
+        return float(np.median(v)) if v.size else float("nan")
+
     out: dict = {}
     for c in ("pearson_r", "spearman_r", "ssim", "pearson_r_block"):
         if c in scores:
-            v = scores[c].to_numpy(float)
-            v = v[np.isfinite(v)]
+            v = finite(scores[c].to_numpy(float))
             name = c.replace("_r", "")
-            out[f"median_{name}"] = float(np.median(v)) if v.size else float("nan")
+            out[f"median_{name}"] = median(v)
             out[f"mean_{name}"] = float(np.mean(v)) if v.size else float("nan")
     out["n_features"] = int(len(scores))
     if spatial is not None:
-        v = scores["pearson_r"].to_numpy(float)[np.asarray(spatial, bool)]
-        v = v[np.isfinite(v)]
-        out["median_pearson_spatial"] = float(np.median(v)) if v.size else float("nan")
-        out["n_features_spatial"] = int(np.asarray(spatial, bool).sum())
+        spatial = np.asarray(spatial, bool)
+        out["median_pearson_spatial"] = median(finite(scores["pearson_r"].to_numpy(float)[spatial]))
+        out["n_features_spatial"] = int(spatial.sum())
         if "pearson_r_block" in scores:
-            v = scores["pearson_r_block"].to_numpy(float)[np.asarray(spatial, bool)]
-            v = v[np.isfinite(v)]
-            out["median_pearson_block_spatial"] = float(np.median(v)) if v.size else float("nan")
+            out["median_pearson_block_spatial"] = median(
+                finite(scores["pearson_r_block"].to_numpy(float)[spatial]))
     return out

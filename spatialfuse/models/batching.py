@@ -163,7 +163,9 @@ def _block_hide(rng: np.random.Generator, prob: float) -> int | None:
     if prob <= 0:
         return None
     u = rng.random()
-    return int(u < prob / 2) ^ 1 if u < prob else None
+    if u >= prob:
+        return None
+    return 0 if u < prob / 2 else 1  # 0 RNA, 1 MSI
 
 
 class SpotBatcher:

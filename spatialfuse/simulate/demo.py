@@ -415,6 +415,11 @@ def _he_image(sim: dict, capture_um: float, size_px: int = 600) -> tuple[np.ndar
     return img.reshape(size_px, size_px, 3), s
 
 
+#: ``to_csv(compression=...)`` for gzipped truth tables: no timestamp in the header, so one seed
+#: writes byte-identical files.
+GZIP_NO_TIMESTAMP = {"method": "gzip", "mtime": 0}
+
+
 def write_simulated_imzml(path: str | Path, coords: np.ndarray, mz_true: np.ndarray,
                           inten: np.ndarray, p, rng: np.random.Generator) -> None:
     """Write simulated spectra (pixels × ions) as imzML: continuous on the true axis, or processed
@@ -475,7 +480,7 @@ def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
     truth.mkdir(parents=True, exist_ok=True)
     sim["spots"].to_csv(truth / "spots.tsv", sep="\t")
     pixels.to_csv(truth / "msi_pixels.tsv.gz", sep="\t", index=False,
-                  compression={"method": "gzip", "mtime": 0})  # no timestamp: byte-identical
+                  compression=GZIP_NO_TIMESTAMP)
     sim["links"].to_csv(truth / "links.tsv", sep="\t", index=False)
     sim["metabolites"].to_csv(truth / "metabolites.tsv", sep="\t", index=False)
     (truth / "transform.json").write_text(json.dumps(sim["transform"], indent=2))

@@ -31,7 +31,6 @@ log-abundance at the spots, true pixel positions, transform, design with the lab
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import zlib
@@ -43,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .demo import MATRIX_MZ, PROTON, observe_msi, write_simulated_imzml
+from .demo import GZIP_NO_TIMESTAMP, MATRIX_MZ, PROTON, observe_msi, write_simulated_imzml
 from .fields import SmoothField
 
 log = logging.getLogger(__name__)
@@ -317,11 +316,12 @@ def write_semireal_sample(sim: dict, st_path: str | Path, imzml_path: str | Path
         f"{imzml_path.name}: {LABEL}.\nThe MSI raster is simulated from the real expression "
         f"of the paired ST section ({source or 'PASTE sample data, Stahl et al. 2016'}); it is "
         "not a measurement. Truth: see the truth folder.\n")
-    sim["msi_pixels"].to_csv(truth / "msi_pixels.tsv.gz", sep="\t", index=False)
+    sim["msi_pixels"].to_csv(truth / "msi_pixels.tsv.gz", sep="\t", index=False,
+                             compression=GZIP_NO_TIMESTAMP)
     sim["links"].to_csv(truth / "links.tsv", sep="\t", index=False)
     sim["ions"].to_csv(truth / "metabolites.tsv", sep="\t", index=False)
-    with gzip.open(truth / "true_log_abundance.tsv.gz", "wt") as fh:
-        sim["true_log_abundance"].to_csv(fh, sep="\t")
+    sim["true_log_abundance"].to_csv(truth / "true_log_abundance.tsv.gz", sep="\t",
+                                     compression=GZIP_NO_TIMESTAMP)
     (truth / "transform.json").write_text(json.dumps(sim["transform"], indent=2))
     design = {"label": LABEL, "section": sim["section"], "source": source,
               "params": asdict(p), "n_spots": int(len(sim["barcodes"])),
