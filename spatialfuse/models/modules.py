@@ -296,10 +296,15 @@ class JointModule(nn.Module):
         # target modality is hidden while its source is visible gets, on top of the decoder's
         # output from the latent, a linear map of its source inputs and its neighbours' mean
         self.translation = None
-        if p.get("linear_path"):
+        lp = p.get("linear_path")
+        if lp:  # True: both directions; "rna_to_msi" or "msi_to_rna": that one only
+            if lp is not True and lp not in ("rna_to_msi", "msi_to_rna"):
+                raise ValueError(f"linear_path must be true, false, 'rna_to_msi' or "
+                                 f"'msi_to_rna', not {lp!r}")
             self.translation = nn.ModuleDict({
-                "rna": nn.Linear(2 * dims["rna"], n_mz),  # rna -> msi means
-                "msi": nn.Linear(2 * dims["msi"], n_genes)})  # msi -> gene logits/means
+                src: nn.Linear(2 * dims[src], n_out)  # rna -> msi means; msi -> gene logits
+                for src, tgt, n_out in (("rna", "msi", n_mz), ("msi", "rna", n_genes))
+                if lp is True or lp == f"{src}_to_{tgt}"})
             for lin in self.translation.values():
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
@@ -318,8 +323,10 @@ class JointModule(nn.Module):
             return None
         vis = batch.extra.get("centre_visible")
         vis = batch.visible[batch.pos] if vis is None else vis
-        out = {}
+        out = {"rna": 0.0, "msi": 0.0}
         for j, m in enumerate(("rna", "msi")):
+            if m not in self.translation:
+                continue
             x = torch.cat([batch.x[m][batch.pos], batch.extra["context"][m]], 1)
             only = (vis[:, j] & ~vis[:, 1 - j]).to(x.dtype)[:, None]
             out[m] = self.translation[m](x) * only
