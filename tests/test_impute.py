@@ -130,8 +130,7 @@ def test_baselines_never_read_heldout_targets(method):
 
 # the fold-fit options (depth head, cross-reconstruction, linear path) change what a fit reads
 # and predicts with: none of them may let a held-out target in
-FOLD_FIT_OPTIONS = [{}, {"depth_head": True, "cross_weight": 1.0, "linear_path": True,
-                         "linear_path_l2": 0.1}]
+FOLD_FIT_OPTIONS = [{}, {"depth_head": True, "cross_weight": 1.0, "linear_path": True}]
 
 
 @pytest.mark.parametrize("extra", FOLD_FIT_OPTIONS, ids=["plain", "fold_fit_options"])
@@ -419,3 +418,7 @@ def test_fold_fit_options_are_off_by_default_in_the_models_and_reach_crossmodal_
                              "linear_path": True}, seed=0, device="cpu")
     assert on.module.decoders.depth_net is not None and on.module.translation is not None
     assert {"nll_msi_from_rna", "nll_rna_from_msi"} <= set(on.train_log.columns)
+    one = fit("gnn", inputs, {**small, "linear_path": "rna_to_msi"}, seed=0, device="cpu")
+    assert set(one.module.translation) == {"rna"}  # genes -> metabolites only
+    with pytest.raises(ValueError, match="linear_path"):
+        fit("vae", inputs, {**small, "linear_path": "both"}, seed=0, device="cpu")

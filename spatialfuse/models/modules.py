@@ -308,8 +308,6 @@ class JointModule(nn.Module):
             for lin in self.translation.values():
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
-        # L2 penalty on the path's weights (ridge-like shrinkage: few spots, many genes)
-        self.path_l2 = float(p.get("linear_path_l2") or 0.0)
 
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
@@ -352,9 +350,6 @@ class JointModule(nn.Module):
                 terms[f"nll_{tgt}_from_{src}"] = nll
                 cross = w * nll + (self.kl_weight * kls.mean() if kls is not None else 0.0)
                 total = total + self.w_cross * cross
-        if self.translation is not None and self.path_l2 > 0:
-            terms["path_l2"] = sum((lin.weight ** 2).sum() for lin in self.translation.values())
-            total = total + self.path_l2 * terms["path_l2"]
         terms["loss"] = total
         return terms
 
