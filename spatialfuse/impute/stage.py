@@ -60,7 +60,8 @@ DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_al
                 denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0,
                 depth_head=True, cross_weight=0.0, linear_path=False)
 #: Impute keys passed to the cross-modal per-fold fits as model parameters (opt-in model
-#: behaviour that only these fits use; see :func:`_model_params`).
+#: behaviour that only impute's fits use; see :func:`_model_params`); ``depth_head`` also goes
+#: to the denoising fits.
 FOLD_FIT_KEYS = ("depth_head", "cross_weight", "linear_path")
 MODEL_NAMES = ("vae", "gnn", "transformer")
 #: Feature groups of the held-out-entries score (each hides its own random spot folds).
@@ -174,7 +175,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
     # never saw the spot, from the spot's other modality and its neighbours (J-invariant)
     den_models = [m for m in p["denoise_models"] if m in MODEL_NAMES]
     dparams = _model_params(den_models, model_params or {}, p["model_max_steps"],
-                            p["kl_weight"], msi_weight=p["msi_weight"])
+                            p["kl_weight"], msi_weight=p["msi_weight"],
+                            fold_fit={"depth_head": p["depth_head"]})
     for name in den_models:
         t0 = time.perf_counter()
         P = {"rna": np.full(Xr.shape, np.nan), "msi": np.full(Xm.shape, np.nan)}
@@ -194,7 +196,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             a.layers[Key.layers.imputed(method)] = layer
     metrics["denoise"] = denoise
     metrics["denoise_cv"] = {"scheme": "random_spots", "n_folds": int(len(np.unique(dfolds))),
-                             "models": den_models}
+                             "models": den_models, "depth_head": p["depth_head"]}
 
     # ---- held-out entries: random (spot, feature) entries hidden, per feature group
     entries: dict = {}
