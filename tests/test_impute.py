@@ -408,7 +408,7 @@ def test_fold_fit_options_are_off_by_default_in_the_models_and_reach_crossmodal_
     p = _model_params(["vae", "gnn"], {}, 400, 0.1, 0.0, 1.0,
                       fold_fit={k: DEFAULTS[k] for k in FOLD_FIT_KEYS})
     assert p["gnn"]["depth_head"] is True and "cross_weight" not in p["gnn"]  # 0/False: left out
-    assert "depth_head" not in _model_params(["gnn"], {}, 400, 0.1)["gnn"]  # denoise fits
+    assert "depth_head" not in _model_params(["gnn"], {}, 400, 0.1)["gnn"]  # only when passed
     rna, msi = _paired_synthetic()
     inputs = prepare_inputs(rna, msi)
     small = {"max_steps": 2, "hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}
