@@ -89,7 +89,8 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
         sample = mfile.parents[1].name
         m = json.loads(mfile.read_text())
         bench = pd.read_csv(wd / "results" / "benchmarks" / "impute" / f"{sample}.tsv", sep="\t")
-        base = {"seed": seed, "sample": sample, "job_s": float(bench["s"].iloc[-1])}
+        base = {"seed": seed, "sample": sample, "job_s": float(bench["s"].iloc[-1]),
+                "job_cpu_s": float(bench["cpu_time"].iloc[-1]) if "cpu_time" in bench else np.nan}
         for task, res in m["crossmodal"].items():
             for method, v in res.items():
                 if isinstance(v, dict):
@@ -201,8 +202,9 @@ def main() -> None:
             col].max()
         wins = (lm > lb).groupby(level="task").agg(["sum", "count"])
         print(f"model wins on linked features ({what}) per task:", wins.to_dict("index"))
-    job = df.groupby(["seed", "sample"])["job_s"].first()
-    print(f"\nimpute job wall time: median {job.median():.1f} s")
+    job = df.groupby(["seed", "sample"])[["job_s", "job_cpu_s"]].first()
+    print(f"\nimpute job wall time: median {job['job_s'].median():.1f} s; CPU time per section: "
+          + ", ".join(f"{s}/{n} {v:.1f} s" for (s, n), v in job["job_cpu_s"].items()))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 

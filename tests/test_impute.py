@@ -128,13 +128,19 @@ def test_baselines_never_read_heldout_targets(method):
     np.testing.assert_array_equal(a, baseline_fold(method, S, Y2, ~test, test, n_comps=4))
 
 
-def test_model_fold_never_reads_heldout_targets():
+# the fold-fit options (depth head, cross-reconstruction, linear path) change what a fit reads
+# and predicts with: none of them may let a held-out target in
+FOLD_FIT_OPTIONS = [{}, {"depth_head": True, "cross_weight": 1.0, "linear_path": True}]
+
+
+@pytest.mark.parametrize("extra", FOLD_FIT_OPTIONS, ids=["plain", "fold_fit_options"])
+def test_model_fold_never_reads_heldout_targets(extra):
     from spatialfuse.impute import model_fold
 
     rna, msi = _paired_synthetic()
     test = np.zeros(rna.n_obs, bool)
     test[:40] = True
-    params = {"max_steps": 20, "hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}
+    params = {"max_steps": 20, "hidden_dim": 16, "latent_dim": 4, "input_pcs": 4, **extra}
     a, genes, _ = model_fold("gnn", rna, msi, ~test, test, params, seed=0, device="cpu")
     msi2, rna2 = msi.copy(), rna.copy()
     msi2.X[test] = 50.0
@@ -341,3 +347,78 @@ def test_fold_fit_params_cap_steps_and_pass_block_masking_to_attention_models_on
     assert p["gnn"]["block_mask_prob"] == p["transformer"]["block_mask_prob"] == 0.3
     off = _model_params(["gnn"], {}, 400, 0.1, DEFAULTS["block_mask_prob"])
     assert "block_mask_prob" not in off["gnn"]
+
+
+def test_expected_log1p_nb_matches_the_distribution_and_rises_with_depth():
+    import torch
+    from scipy.stats import nbinom
+
+    from spatialfuse.models.modules import expected_log1p_nb
+
+    mu = torch.tensor([[0.05, 0.5, 3.0, 40.0]], dtype=torch.float64)
+    theta = torch.tensor([0.5, 2.0, 5.0, 10.0], dtype=torch.float64)
+    f = torch.tensor([[1.5]], dtype=torch.float64)
+    got = expected_log1p_nb(mu, theta, f).numpy()[0]
+    k = np.arange(5000)
+    for j in range(4):
+        m, t = float(mu[0, j]), float(theta[j])
+        ref = (nbinom.pmf(k, t, t / (t + m)) * np.log1p(1.5 * k)).sum()
+        assert got[j] == pytest.approx(ref, rel=0.02 if m > 8 else 1e-6), j  # delta vs exact
+    # the same proportion of the genes at a deeper spot: its log-normalised value (normalised
+    # to the same total) is higher for a sparse gene (Jensen) — what a depth head can predict
+    lib = torch.tensor([[1000.0], [4000.0]], dtype=torch.float64)
+    e = expected_log1p_nb(1e-4 * lib, torch.tensor([1.0], dtype=torch.float64), 5000.0 / lib)
+    assert float(e[1, 0]) > 1.5 * float(e[0, 0])
+
+
+def test_source_only_batches_hide_the_other_modality_everywhere_from_unmasked_inputs():
+    import torch
+
+    from spatialfuse.models import prepare_inputs
+    from spatialfuse.models.batching import FitData, SpotBatcher, TileBatcher
+    from spatialfuse.models.modules import source_only
+
+    rna, msi = _paired_synthetic()
+    inputs = prepare_inputs(rna, msi)
+    fit = np.ones(rna.n_obs, bool)
+    fit[:20] = False  # held-out spots stay invisible in every view
+    data = FitData(inputs, fit, n_pcs=4, k=6, rna_nb=True, seed=0, device="cpu")
+    idx = np.nonzero(fit)[0]
+    for batcher in (TileBatcher(data, 32, 0.5, n_layers=2, k=6),
+                    SpotBatcher(data, 32, 0.5, n_tokens=7), SpotBatcher(data, 32, 0.5)):
+        for b in batcher.batches(idx, np.random.default_rng(0), data.base_visible, train=True):
+            base = data.base_visible[torch.as_tensor(b.nodes)]
+            for src in (0, 1):
+                v = source_only(b, src)
+                assert not v.visible[:, 1 - src].any()
+                # the source as it is at prediction time: every fitting node, none masked
+                assert torch.equal(v.visible[:, src], base[:, src])
+                own = v.extra.get("centre_visible", v.visible[v.pos])  # the targets' own
+                assert torch.equal(own[:, src], base[b.pos][:, src]) and not own[:, 1 - src].any()
+
+
+def test_fold_fit_options_are_off_by_default_in_the_models_and_reach_crossmodal_fits_only():
+    from spatialfuse.impute.stage import DEFAULTS, FOLD_FIT_KEYS, _model_params
+    from spatialfuse.models import prepare_inputs
+    from spatialfuse.models.api import DEFAULTS as MODEL_DEFAULTS
+    from spatialfuse.models.api import fit
+
+    for name, d in MODEL_DEFAULTS.items():  # the model stage never sets them
+        assert not set(FOLD_FIT_KEYS) & set(d), name
+    p = _model_params(["vae", "gnn"], {}, 400, 0.1, 0.0, 1.0,
+                      fold_fit={k: DEFAULTS[k] for k in FOLD_FIT_KEYS})
+    assert p["gnn"]["depth_head"] is True and "cross_weight" not in p["gnn"]  # 0/False: left out
+    assert "depth_head" not in _model_params(["gnn"], {}, 400, 0.1)["gnn"]  # only when passed
+    rna, msi = _paired_synthetic()
+    inputs = prepare_inputs(rna, msi)
+    small = {"max_steps": 2, "hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}
+    plain = fit("vae", inputs, small, seed=0, device="cpu").module
+    assert plain.decoders.depth_net is None and plain.translation is None and plain.w_cross == 0
+    on = fit("vae", inputs, {**small, "depth_head": True, "cross_weight": 1.0,
+                             "linear_path": True}, seed=0, device="cpu")
+    assert on.module.decoders.depth_net is not None and on.module.translation is not None
+    assert {"nll_msi_from_rna", "nll_rna_from_msi"} <= set(on.train_log.columns)
+    one = fit("gnn", inputs, {**small, "linear_path": "rna_to_msi"}, seed=0, device="cpu")
+    assert set(one.module.translation) == {"rna"}  # genes -> metabolites only
+    with pytest.raises(ValueError, match="linear_path"):
+        fit("vae", inputs, {**small, "linear_path": "both"}, seed=0, device="cpu")

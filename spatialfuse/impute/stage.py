@@ -57,7 +57,12 @@ log = logging.getLogger(__name__)
 DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_alpha=None,
                 knn_k=10, models=["vae", "gnn", "transformer"], model_max_steps=400,
                 n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
-                denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0)
+                denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0,
+                depth_head=True, cross_weight=0.0, linear_path=False)
+#: Impute keys passed to the cross-modal per-fold fits as model parameters (opt-in model
+#: behaviour that only impute's fits use; see :func:`_model_params`); ``depth_head`` also goes
+#: to the denoising fits.
+FOLD_FIT_KEYS = ("depth_head", "cross_weight", "linear_path")
 MODEL_NAMES = ("vae", "gnn", "transformer")
 #: Feature groups of the held-out-entries score (each hides its own random spot folds).
 ENTRY_GROUPS = 10
@@ -83,14 +88,20 @@ def scored_genes(rna: ad.AnnData, n_top_genes: int | None = None) -> np.ndarray:
 
 
 def _model_params(names, model_params: dict, max_steps, kl_weight,
-                  block_mask_prob: float = 0.0, msi_weight=None) -> dict:
+                  block_mask_prob: float = 0.0, msi_weight=None,
+                  fold_fit: dict | None = None) -> dict:
     """Each model's config section, with impute's caps/overrides for its per-fold fits
     (``block_mask_prob``: whole-batch modality masking of the GNN and the Transformer, for the
     cross-modal fits, whose held-out block lacks the target at every neighbour too;
-    ``msi_weight``: the metabolite term's weight, full for prediction)."""
+    ``msi_weight``: the metabolite term's weight, full for prediction; ``fold_fit``: the
+    :data:`FOLD_FIT_KEYS` of the cross-modal fits — ``depth_head``, ``cross_weight``,
+    ``linear_path``, model parameters that only these fits set; off/0 values are left out)."""
     out = {}
     for n in names:
         p = dict(model_params.get(n, {}))
+        for key, value in (fold_fit or {}).items():
+            if value:
+                p[key] = value
         if block_mask_prob and n in ("gnn", "transformer"):
             p["block_mask_prob"] = float(block_mask_prob)
         p.pop("n_top_genes", None)  # one gene set for every method: impute.n_top_genes
@@ -164,7 +175,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
     # never saw the spot, from the spot's other modality and its neighbours (J-invariant)
     den_models = [m for m in p["denoise_models"] if m in MODEL_NAMES]
     dparams = _model_params(den_models, model_params or {}, p["model_max_steps"],
-                            p["kl_weight"], msi_weight=p["msi_weight"])
+                            p["kl_weight"], msi_weight=p["msi_weight"],
+                            fold_fit={"depth_head": p["depth_head"]})
     for name in den_models:
         t0 = time.perf_counter()
         P = {"rna": np.full(Xr.shape, np.nan), "msi": np.full(Xm.shape, np.nan)}
@@ -184,7 +196,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             a.layers[Key.layers.imputed(method)] = layer
     metrics["denoise"] = denoise
     metrics["denoise_cv"] = {"scheme": "random_spots", "n_folds": int(len(np.unique(dfolds))),
-                             "models": den_models}
+                             "models": den_models, "depth_head": p["depth_head"]}
 
     # ---- held-out entries: random (spot, feature) entries hidden, per feature group
     entries: dict = {}
@@ -218,7 +230,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                          f"{buffer:.0f} um buffer; lower impute.buffer_um or impute.n_blocks")
     models = [m for m in p["models"] if m in MODEL_NAMES]
     mparams = _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
-                            p["block_mask_prob"], msi_weight=p["msi_weight"])
+                            p["block_mask_prob"], msi_weight=p["msi_weight"],
+                            fold_fit={k: p[k] for k in FOLD_FIT_KEYS})
     Sr, Sm = knn_smooth(Xr, xy, k, alpha), knn_smooth(Xm, xy, k, alpha)
     preds, secs = crossmodal_cv(
         Xr, Xm, Sr, Sm, folds, masks, baselines=BASELINES, models=models, model_params=mparams,
@@ -267,7 +280,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                      "buffer_um": float(buffer), "min_training_spots": int(min(n_train)),
                      "models": models, "model_max_steps": p["model_max_steps"],
                      "kl_weight": p["kl_weight"], "block_mask_prob": p["block_mask_prob"],
-                     "msi_weight": p["msi_weight"]}
+                     "msi_weight": p["msi_weight"], **{k: p[k] for k in FOLD_FIT_KEYS}}
     metrics["seconds"] = round(time.perf_counter() - t_start, 3)
     table = pd.concat(parts, ignore_index=True)
     for task, res in cross.items():

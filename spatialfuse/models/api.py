@@ -241,13 +241,15 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
         bs = int(min(int(p["batch_size"]), max(16, -(-n_tr // MIN_STEPS))))
         mp = float(p["mask_prob"])
         bmp = float(p.get("block_mask_prob") or 0.0)  # set by impute's per-fold fits
+        lin = bool(p.get("linear_path"))  # set by impute's per-fold fits: neighbour means
         if name == "gnn":
             batcher = TileBatcher(data, bs, mp, n_layers=int(p["n_layers"]), k=int(p["k"]),
-                                  block_mask_prob=bmp)
+                                  block_mask_prob=bmp, context=lin)
         elif name == "transformer":
-            batcher = SpotBatcher(data, bs, mp, n_tokens=int(p["k"]), block_mask_prob=bmp)
+            batcher = SpotBatcher(data, bs, mp, n_tokens=int(p["k"]), block_mask_prob=bmp,
+                                  context=lin)
         else:
-            batcher = SpotBatcher(data, bs, mp, context=k > 0)
+            batcher = SpotBatcher(data, bs, mp, context=k > 0 or lin)
         tr, va = split_validation(np.nonzero(fit_mask)[0], float(p["val_fraction"]), seed)
         log.info("%s: %d fitting spots (%d train, %d validation), %d held out, %d genes, "
                  "%d m/z, device %s", name, fit_mask.sum(), len(tr), len(va), n - fit_mask.sum(),

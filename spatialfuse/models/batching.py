@@ -106,7 +106,9 @@ class FitData:
             return {}  # (concatenated samples: no single standardisation to report in)
         fit = self.fit_mask
         total = float(np.median(i.rna_counts[fit].sum(1) * i.rna_size_factor[fit]))
-        return {"total": total, "mean": i.rna_mean, "sd": i.rna_sd}
+        log_lib = np.log(np.maximum(i.rna_counts[fit].sum(1), 1.0))
+        return {"total": total, "mean": i.rna_mean, "sd": i.rna_sd,
+                "log_lib_mean": float(log_lib.mean()), "log_lib_sd": float(log_lib.std() + 1e-6)}
 
     def neighbour_mean(self, visible: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean projected input of each spot's visible neighbours, per modality (N, p)."""
@@ -199,6 +201,7 @@ class SpotBatcher:
             else:
                 nodes, pos, extra = tg, np.arange(len(tg)), {}
             b = d.make_batch(tg, nodes, pos, visible, extra)
+            b.extra["base_visible"] = b.visible  # before any masking (cross-modal term)
             hide = training_mask(rng, len(tg), self.mask_prob) if (train and rng is not None) \
                 else np.zeros((len(tg), 2), bool)
             block = _block_hide(rng, self.block_mask_prob) if (train and rng is not None) else None
@@ -224,8 +227,9 @@ class TileBatcher:
     each with its ``n_layers``-hop halo of context nodes and the kNN edges among them."""
 
     def __init__(self, data: FitData, batch_size: int, mask_prob: float, n_layers: int, k: int,
-                 block_mask_prob: float = 0.0):
+                 block_mask_prob: float = 0.0, context: bool = False):
         self.data, self.batch_size, self.mask_prob = data, int(batch_size), float(mask_prob)
+        self.context = context  # add the targets' neighbour means (the linear translation path)
         self.block_mask_prob = float(block_mask_prob)
         self.n_layers, self.k = int(n_layers), int(min(k, data.neighbours.shape[1]))
         area = data.pitch ** 2 * np.sqrt(3) / 2  # hexagonal lattice cell
@@ -256,6 +260,7 @@ class TileBatcher:
                 train: bool):
         d = self.data
         nb = d.neighbours[:, :self.k]
+        ctx = d.neighbour_mean(visible) if self.context else None
         for tg in self._groups(np.asarray(idx), rng, train):
             nodes = tg
             for _ in range(self.n_layers):
@@ -276,6 +281,10 @@ class TileBatcher:
                      "dst": torch.as_tensor(dst, device=d.device),
                      "dist": torch.as_tensor(dist.astype(np.float32), device=d.device)}
             b = d.make_batch(tg, nodes, pos, visible, extra)
+            b.extra["base_visible"] = b.visible  # before any masking (cross-modal term)
+            if ctx is not None:
+                t = torch.as_tensor(tg, device=d.device)
+                b.extra["context"] = {m: c[t] for m, c in ctx.items()}
             if train and rng is not None:
                 hide = torch.as_tensor(training_mask(rng, len(tg), self.mask_prob), device=d.device)
                 v = b.visible.clone()

@@ -81,7 +81,8 @@ class ModalityDecoders(nn.Module):
 
     def __init__(self, d_latent: int, hidden: int, n_genes: int, n_mz: int, *, rna_nb: bool,
                  n_batches: int = 1, dropout: float = 0.0, rna_stats: dict | None = None,
-                 rna_zi: bool = False, msi_zi: bool = False, msi_zero_value=None):
+                 rna_zi: bool = False, msi_zi: bool = False, msi_zero_value=None,
+                 depth: bool = False):
         super().__init__()
         self.rna_nb, self.n_batches = rna_nb, n_batches
         self.rna_zi, self.msi_zi = bool(rna_zi and rna_nb), bool(msi_zi)
@@ -98,23 +99,36 @@ class ModalityDecoders(nn.Module):
         # a missing peak in standardised units (for the zero-inflated MSI mean)
         zv = torch.zeros(n_mz) if msi_zero_value is None else torch.as_tensor(msi_zero_value)
         self.register_buffer("msi_zero_value", zv.to(torch.float32))
+        # depth head (off unless set; impute's per-fold fits only): the spot's log library size
+        # of the modelled genes from the latent, so that the expected log-normalised expression
+        # of a spot whose genes are hidden reflects its (predicted) sequencing depth
+        self.depth_net = None
+        if depth and self.rna_nb:
+            self.depth_net = mlp(d_in, hidden, 1, 1, dropout)
+            self.depth_log_sd = nn.Parameter(torch.zeros(1))
+            self.register_buffer("log_lib_mean", torch.tensor(float(st.get("log_lib_mean", 0.0))))
+            self.register_buffer("log_lib_sd", torch.tensor(float(st.get("log_lib_sd", 1.0))))
 
     def _inp(self, z, batch):
         if self.n_batches > 1:
             z = torch.cat([z, F.one_hot(batch, self.n_batches).to(z.dtype)], 1)
         return z
 
-    def _heads(self, z, batch):
+    def _heads(self, z, batch, offset=None):
         h = self._inp(z, batch)
         a, m = self.rna_net(h), self.msi_net(h)
         a, a_pi = a.chunk(2, -1) if self.rna_zi else (a, None)
         m, m_pi = m.chunk(2, -1) if self.msi_zi else (m, None)
+        if offset is not None:  # the linear translation path (JointModule.translation)
+            a, m = a + offset[0], m + offset[1]
         return a, a_pi, m, m_pi
 
-    def log_prob(self, z, batch, rna, library, msi, msi_zero=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob(self, z, batch, rna, library, msi, msi_zero=None,
+                 offset=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-spot log-likelihood of RNA (counts or standardised) and MSI (standardised);
-        ``msi_zero`` (bool, like ``msi``) marks missing peaks for the zero-inflated MSI model."""
-        a, a_pi, m, m_pi = self._heads(z, batch)
+        ``msi_zero`` (bool, like ``msi``) marks missing peaks for the zero-inflated MSI model;
+        ``offset`` (RNA, MSI): added to the decoders' outputs (gene logits, MSI means)."""
+        a, a_pi, m, m_pi = self._heads(z, batch, offset)
         if self.rna_nb:
             mu = torch.softmax(a, -1) * library[:, None]
             lp = nb_log_prob(rna, mu, torch.exp(self.rna_disp))
@@ -124,18 +138,32 @@ class ModalityDecoders(nn.Module):
             lp_r = lp.sum(1)
         else:
             lp_r = gaussian_log_prob(rna, a, self.rna_disp).sum(1)
+        if self.depth_net is not None:  # the library size is part of the RNA observation
+            y = (torch.log(library.clamp_min(1.0)) - self.log_lib_mean) / self.log_lib_sd
+            lp_r = lp_r + gaussian_log_prob(y, self.depth_net(self._inp(z, batch))[:, 0],
+                                            self.depth_log_sd)
         lp = gaussian_log_prob(msi, m, self.msi_log_sd)
         if self.msi_zi and msi_zero is not None:
             lp = torch.where(msi_zero, F.logsigmoid(m_pi), F.logsigmoid(-m_pi) + lp)
         return lp_r, lp.sum(1)
 
-    def mean(self, z, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def mean(self, z, batch, offset=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected RNA and MSI in the standardised units of :class:`ModelInputs`.
 
         NB: the expected normalised expression is the proportion × the typical normalised total
         of the modelled genes (``rna_total``), log1p-transformed, then standardised."""
-        a, a_pi, m, m_pi = self._heads(z, batch)
-        if self.rna_nb:
+        a, a_pi, m, m_pi = self._heads(z, batch, offset)
+        if self.rna_nb and self.depth_net is not None:
+            # E[log1p(f K)], K ~ NB(prop · L, theta): L the predicted library, f = the typical
+            # normalised total / L (the size factor such a spot gets)
+            y = self.depth_net(self._inp(z, batch))
+            lib = torch.exp(y * self.log_lib_sd + self.log_lib_mean)  # (B, 1)
+            e = expected_log1p_nb(torch.softmax(a, -1) * lib, torch.exp(self.rna_disp),
+                                  self.rna_total / lib)
+            if self.rna_zi:
+                e = e * torch.sigmoid(-a_pi)
+            a = (e - self.rna_mean) / self.rna_sd
+        elif self.rna_nb:
             prop = torch.softmax(a, -1)
             if self.rna_zi:
                 prop = prop * torch.sigmoid(-a_pi)
@@ -144,6 +172,40 @@ class ModalityDecoders(nn.Module):
             pi = torch.sigmoid(m_pi)
             m = (1 - pi) * m + pi * self.msi_zero_value
         return a, m
+
+
+def expected_log1p_nb(mu: torch.Tensor, theta: torch.Tensor, f: torch.Tensor,
+                      k_max: int = 64, exact_below: float = 8.0) -> torch.Tensor:
+    """E[log1p(f · K)] for K ~ NB(mean ``mu``, inverse dispersion ``theta``), elementwise
+    (``f`` broadcasts): the exact sum over K < ``k_max`` where ``mu`` < ``exact_below`` (the
+    tail's mass placed at ``k_max``), a second-order delta approximation elsewhere."""
+    var = mu + mu ** 2 / theta
+    delta = torch.log1p(f * mu) - 0.5 * (f ** 2) * var / (1 + f * mu) ** 2
+    small = mu < exact_below
+    if not bool(small.any()):
+        return delta
+    k = torch.arange(k_max, dtype=mu.dtype, device=mu.device)
+    ms = torch.where(small, mu, torch.zeros_like(mu))[..., None]
+    pmf = torch.exp(nb_log_prob(k, ms, theta.expand_as(mu)[..., None]))
+    fk = f[..., None] if f.dim() == mu.dim() else f
+    exact = (pmf * torch.log1p(fk * k)).sum(-1)
+    exact = exact + (1 - pmf.sum(-1)).clamp_min(0) * torch.log1p(f * k_max)
+    return torch.where(small, exact, delta)
+
+
+def source_only(batch, source: int):
+    """``batch`` with modality ``1 - source`` hidden at every node and ``source`` visible
+    wherever it was before per-spot or block masking (``extra["base_visible"]``): the inputs
+    :meth:`FittedModel.embed_from` and a held-out block give the model at prediction time."""
+    from dataclasses import replace
+
+    base = batch.extra.get("base_visible", batch.visible)
+    vis = base.clone()
+    vis[:, 1 - source] = False
+    extra = dict(batch.extra)
+    if "centre_visible" in extra:
+        extra["centre_visible"] = vis[batch.pos]
+    return replace(batch, visible=vis, extra=extra)
 
 
 def scatter_softmax(score: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -217,7 +279,8 @@ class JointModule(nn.Module):
         self.decoders = ModalityDecoders(
             self.d_latent, int(p["hidden_dim"]), n_genes, n_mz, rna_nb=rna_nb,
             n_batches=n_batches, rna_stats=rna_stats, msi_zero_value=msi_zero_value,
-            rna_zi=p.get("rna_likelihood") == "zinb", msi_zi=p.get("msi_likelihood") == "zig")
+            rna_zi=p.get("rna_likelihood") == "zinb", msi_zi=p.get("msi_likelihood") == "zig",
+            depth=bool(p.get("depth_head")))
         # the log-likelihood sums over features (every gene and m/z counts once); the weights
         # rescale a modality's term, e.g. to let a handful of m/z weigh as much as 2,000 genes
         self.w_rna = float(p.get("rna_weight", 1.0))
@@ -227,18 +290,66 @@ class JointModule(nn.Module):
         # 100 features), keeping the same bottleneck for 100 or 2,500 features
         self.kl_weight = float(p.get("kl_weight", 1.0)) * (n_genes + n_mz) / 100.0
 
+        # cross-modal translation term (0 = off; set by impute's per-fold fits only)
+        self.w_cross = float(p.get("cross_weight") or 0.0)
+        # linear translation path (off unless set; impute's per-fold fits only): a spot whose
+        # target modality is hidden while its source is visible gets, on top of the decoder's
+        # output from the latent, a linear map of its source inputs and its neighbours' mean
+        self.translation = None
+        lp = p.get("linear_path")
+        if lp:  # True: both directions; "rna_to_msi" or "msi_to_rna": that one only
+            if lp is not True and lp not in ("rna_to_msi", "msi_to_rna"):
+                raise ValueError(f"linear_path must be true, false, 'rna_to_msi' or "
+                                 f"'msi_to_rna', not {lp!r}")
+            self.translation = nn.ModuleDict({
+                src: nn.Linear(2 * dims[src], n_out)  # rna -> msi means; msi -> gene logits
+                for src, tgt, n_out in (("rna", "msi", n_mz), ("msi", "rna", n_genes))
+                if lp is True or lp == f"{src}_to_{tgt}"})
+            for lin in self.translation.values():
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
+
+    def offset(self, batch):
+        """The linear translation path's (RNA, MSI) decoder offsets of the batch's targets
+        (None when the path is off): from the source modality's inputs of the target and the
+        mean over its neighbours (``extra["context"]``), for targets that see exactly that
+        modality (the other hidden); zero elsewhere."""
+        if self.translation is None:
+            return None
+        vis = batch.extra.get("centre_visible")
+        vis = batch.visible[batch.pos] if vis is None else vis
+        out = {"rna": 0.0, "msi": 0.0}
+        for j, m in enumerate(("rna", "msi")):
+            if m not in self.translation:
+                continue
+            x = torch.cat([batch.x[m][batch.pos], batch.extra["context"][m]], 1)
+            only = (vis[:, j] & ~vis[:, 1 - j]).to(x.dtype)[:, None]
+            out[m] = self.translation[m](x) * only
+        return out["msi"], out["rna"]  # msi -> RNA offset, rna -> MSI offset
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         z, kl = self.encode(batch)
         lp_r, lp_m = self.decoders.log_prob(z, batch.batch, batch.rna, batch.library, batch.msi,
-                                            batch.msi_zero)
+                                            batch.msi_zero, self.offset(batch))
         terms = {"nll_rna": -lp_r.mean(), "nll_msi": -lp_m.mean()}
         total = self.w_rna * terms["nll_rna"] + self.w_msi * terms["nll_msi"]
         if kl is not None:
             terms["kl"] = kl.mean()
             total = total + self.kl_weight * terms["kl"]
+        if self.w_cross > 0:
+            for j, (src, tgt, w) in enumerate((("rna", "msi", self.w_msi),
+                                               ("msi", "rna", self.w_rna))):
+                bs = source_only(batch, j)
+                zs, kls = self.encode(bs)
+                lr_, lm_ = self.decoders.log_prob(zs, batch.batch, batch.rna, batch.library,
+                                                  batch.msi, batch.msi_zero, self.offset(bs))
+                nll = -(lm_ if tgt == "msi" else lr_).mean()
+                terms[f"nll_{tgt}_from_{src}"] = nll
+                cross = w * nll + (self.kl_weight * kls.mean() if kls is not None else 0.0)
+                total = total + self.w_cross * cross
         terms["loss"] = total
         return terms
 
@@ -249,7 +360,7 @@ class JointModule(nn.Module):
     @torch.no_grad()
     def predict(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         z, _ = self.encode(batch)
-        return self.decoders.mean(z, batch.batch)
+        return self.decoders.mean(z, batch.batch, self.offset(batch))
 
 
 class AttentionModule(JointModule):
