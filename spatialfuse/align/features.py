@@ -237,12 +237,6 @@ class StPoints:
     #: domain indicators, whose noise levels differ by an order of magnitude)
     groups: np.ndarray | None = None
 
-    def with_features(self, features: np.ndarray, groups: np.ndarray | None) -> "StPoints":
-        """The same points with other feature channels (rows of background points 0)."""
-        f = np.where(self.has_features[:, None], np.asarray(features, float), 0.0)
-        return StPoints(self.xy, self.tissue, f, self.has_features, self.pitch_um,
-                        self.footprint_sigma_um, groups)
-
 
 def _lattice_background(st_xy: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                         box: np.ndarray) -> np.ndarray | None:
