@@ -43,6 +43,7 @@ pixels.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -248,6 +249,9 @@ def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["non
     from spatialfuse.align.register import transform_from_fit
 
     pts, truth = inp.pts, sim["msi_pixels"]
+    raster = inp.raster
+    if inp.fine is not None:  # the inputs of the fine fit (domain channels)
+        pts, raster = inp.fine.inputs(A)
     u = LinearNDInterpolator(truth[["st_x_um", "st_y_um"]].to_numpy(),
                              truth[["msi_x_um", "msi_y_um"]].to_numpy())(pts.xy)
     ok = np.isfinite(u).all(1)
@@ -261,7 +265,7 @@ def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["non
     field.coef = np.stack([spla.spsolve(M.tocsc(), Phi.T @ e[:, k]) for k in range(2)], 1)
     T = transform_from_fit(A, field, {"method": "truth_bspline"})
     scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
-    obj = _Objective(pts, inp.raster.level(pts.footprint_sigma_um / scale), 0.0, 1.0, field, True)
+    obj = _Objective(pts, raster.level(pts.footprint_sigma_um / scale), 0.0, 1.0, field, True)
     th0 = np.r_[_affine_to_theta(A), np.zeros(2 * field.n)]
     th1 = np.r_[_affine_to_theta(A), field.coef.T.ravel()]
     obj.calibrate(th0)
@@ -281,7 +285,11 @@ def tre_table_median(T, sim, inp) -> float:
 
 
 def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
-             oracle: bool = False) -> list[dict]:
+             oracle: bool = False, params: dict | None = None, fast: bool = False) -> list[dict]:
+    """All methods on one case. ``params``: align config overrides for our methods; ``fast``:
+    only the automatic registration and the references (no QC/flag checks)."""
+    params = dict(params or {})
+    pp = {**DEFAULTS, **params}
     kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed")}
     p = DemoParams(seed=c["seed"], n_genes=300, n_metabolites=60, n_links=12, **kw)
     sim = simulate_sample(p)
@@ -297,15 +305,15 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         return out, time.process_time() - t0
 
     inps = {}
-    for method, params, landmarks in () if peers_only else (
-        ("spatialfuse", {}, None),
-        ("spatialfuse-affine", {"nonrigid": False}, None),
-        ("spatialfuse+landmarks", {}, lm),
-    ):
+    ours = (("spatialfuse", params, None),
+            ("spatialfuse-affine", {**params, "nonrigid": False}, None),
+            ("spatialfuse+landmarks", params, lm))
+    for method, mparams, landmarks in () if peers_only else ours[:1] if fast else ours:
         def reg():
-            inp = prepare_inputs(st, msi, DEFAULTS["feature_components"], 0)
+            inp = prepare_inputs(st, msi, int(pp["feature_components"]), 0, int(pp["domain_clusters"]),
+                                 float(pp["domain_smoothing_um"]))
             inps[method] = inp
-            return register(inp, params, landmarks=landmarks, sample=c["name"])
+            return register(inp, mparams, landmarks=landmarks, sample=c["name"])
 
         (T, _), cpu = timed(reg)
         if method == "spatialfuse":
@@ -329,7 +337,11 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
                              cpu_s=0.0, **spatialmeta_start(sim, st, msi)))
     if peers_only:
         return rows
-    out, cpu = timed(lambda: run_align(st, msi, {}, sample=c["name"]))
+    if fast:
+        if oracle:
+            rows[0].update(warp_oracle(inps["spatialfuse"], sim, T_auto.affine))
+        return rows
+    out, cpu = timed(lambda: run_align(st, msi, params, sample=c["name"]))
     rows[0]["align_cpu_s"] = cpu
     rows[0]["flagged"] = out["qc"]["flagged"]
     rows[0]["similarity"] = out["qc"].get("feature_similarity")
@@ -337,7 +349,7 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
     rows[0]["dice"] = out["qc"].get("tissue_dice")
     inp = inps["spatialfuse"]
     wrong = deliberately_wrong(T_auto, inp.raster.tissue_xy)
-    rows[0]["wrong_flagged"] = sum(assess_registration(inp, W, {})["flagged"] for W in wrong.values())
+    rows[0]["wrong_flagged"] = sum(assess_registration(inp, W, params)["flagged"] for W in wrong.values())
     rows[0]["wrong_tried"] = len(wrong)
     if oracle:
         rows[0].update(warp_oracle(inp, sim, T_auto.affine))
@@ -360,6 +372,10 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--warp-oracle", action="store_true",
                     help="also fit the B-spline to the TRUE warp: its TRE, the data objective at the "
                          "affine vs at the truth, and the penalty the fit would pay for it")
+    ap.add_argument("--params", default="{}",
+                    help='align config overrides for our methods, as JSON (e.g. \'{"domain_clusters": 0}\')')
+    ap.add_argument("--fast", action="store_true",
+                    help="only the automatic registration and the references (no QC, no flag checks)")
     ap.add_argument("--peers-only", action="store_true",
                     help="run only the peers (and the landmark/best-affine references), not ours")
     args = ap.parse_args(argv)
@@ -370,10 +386,13 @@ def main(argv=None) -> pd.DataFrame:
         if args.only and not c["name"].startswith(args.only):
             continue
         t0 = time.perf_counter()
-        r = run_case(c, tuple(args.peers), args.peers_only, args.warp_oracle)
+        r = run_case(c, tuple(args.peers), args.peers_only, args.warp_oracle, json.loads(args.params),
+                     args.fast)
         rows += r
         print(f"{c['name']:>11}  px {c['msi_pixel_size_um']:>4.0f} um  warp {c['warp_um']:4.1f} um  "
               + "  ".join(f"{x['method']}: {x['truth_error_um_median']:6.1f} um" for x in r)
+              + (f"  oracle penalty/gain {r[0]['oracle_penalty'] / (r[0]['oracle_E_affine'] - r[0]['oracle_E_truth']):.0f}x"
+                 if "oracle_penalty" in r[0] else "")
               + f"  ({time.perf_counter() - t0:.0f}s wall)", flush=True)
     df = pd.DataFrame(rows)
     if args.out:
@@ -395,6 +414,10 @@ def main(argv=None) -> pd.DataFrame:
     sf = df[df["method"] == "spatialfuse"]
     if sf.empty:
         return df
+    if "align_cpu_s" not in sf:  # --fast
+        print(f"\nspatialfuse: median TRE <= 1/2 pixel in {(sf['tre_px'] <= 0.5).sum()}/{len(sf)} cases")
+        _print_oracle(sf)
+        return df
     print(f"\nspatialfuse: median TRE <= 1/2 pixel in {(sf['tre_px'] <= 0.5).sum()}/{len(sf)} cases; "
           f"full align stage CPU median {sf['align_cpu_s'].median():.1f}s, max {sf['align_cpu_s'].max():.1f}s "
           f"(registration max {sf['cpu_s'].max():.1f}s); flagged {int(sf['flagged'].sum())}/{len(sf)}")
@@ -409,6 +432,15 @@ def main(argv=None) -> pd.DataFrame:
         print("flagged cases:", ", ".join(f"{r.case} ({r.truth_error_um_median:.0f} um, similarity "
                                           f"{r.similarity:.2f}, placement margin {r.placement_margin:+.2f}, Dice {r.dice:.2f})"
                                           for r in sf[fl].itertuples()))
+    _print_oracle(sf)
+    big = sf[sf["pixel_um"] == 10.0]
+    if len(big):
+        print(f"10 um pixels ({int(big['msi_pixels'].median())} pixels): align CPU "
+              f"{big['align_cpu_s'].median():.1f}s median")
+    return df
+
+
+def _print_oracle(sf: pd.DataFrame) -> None:
     if "oracle_penalty" in sf:
         gain = sf["oracle_E_affine"] - sf["oracle_E_truth"]
         print(f"warp oracle (B-spline fitted to the true warp on the found affine): TRE median "
@@ -416,11 +448,6 @@ def main(argv=None) -> pd.DataFrame:
               f"{int((gain > 0).sum())}/{len(sf)} cases; where it is, the penalty for the true "
               f"field is {np.median((sf['oracle_penalty'] / gain)[gain > 0]):.1f}x that gain (median)"
               if (gain > 0).any() else "")
-    big = sf[sf["pixel_um"] == 10.0]
-    if len(big):
-        print(f"10 um pixels ({int(big['msi_pixels'].median())} pixels): align CPU "
-              f"{big['align_cpu_s'].median():.1f}s median")
-    return df
 
 
 if __name__ == "__main__":

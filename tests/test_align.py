@@ -398,3 +398,68 @@ def test_refinement_that_contradicts_the_landmarks_falls_back_to_them():
     assert out is lm_T and out.meta["refinement_rejected"]
     assert not diag["landmark_refinement"]["accepted"]
     assert diag["landmark_refinement"]["median_landmark_error_um"] > 100
+
+
+# --- domain channels for the non-rigid step ------------------------------------------------------
+
+def test_kmeans_is_seeded_and_finds_separated_clusters():
+    from spatialfuse.align.features import cluster_indicators, kmeans
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    X = np.concatenate([c + rng.normal(0, 0.5, (200, 2)) for c in centres])
+    C1, C2 = kmeans(X, 3, seed=4), kmeans(X, 3, seed=4)
+    np.testing.assert_array_equal(C1, C2)
+    lab = cluster_indicators(X, C1, soft=False).argmax(1)
+    # each true cluster is one found cluster
+    assert all(len(np.unique(lab[i * 200:(i + 1) * 200])) == 1 for i in range(3))
+    P = cluster_indicators(X, C1, soft=True)
+    np.testing.assert_allclose(P.sum(1), 1.0)
+    assert np.median(P.max(1)) > 0.95
+
+
+def test_lda_posteriors_classify_from_a_few_labelled_rows():
+    from spatialfuse.align.features import lda_posteriors
+
+    rng = np.random.default_rng(1)
+    mu = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 1.0], [0.0, 3.0, -1.0]])
+    y = rng.integers(0, 3, 3000)
+    X = mu[y] + rng.normal(0, 0.7, (3000, 3))
+    P = lda_posteriors(X[:300], y[:300], X, 3)
+    assert P.shape == (3000, 3) and np.allclose(P.sum(1), 1.0)
+    assert (P.argmax(1) == y).mean() > 0.95
+    # a class without enough training rows gets no mass
+    assert lda_posteriors(X[:300], np.where(y[:300] == 2, 0, y[:300]), X, 3)[:, 2].max() == 0.0
+
+
+def test_channel_groups_are_balanced_each_by_its_own_residual():
+    """Balanced weights per channel group: a group of nearly noise-free channels (domain
+    indicators) weighs more per channel than noisy components, each by the mask residual over
+    its own residual variance; one group reproduces the former single weight."""
+    from spatialfuse.align.features import StPoints
+    from spatialfuse.align.refine import _affine_to_theta, _Objective
+    from spatialfuse.align.register import heldout_weights
+    from spatialfuse.align.stage import prepare_inputs
+    from spatialfuse.align.transform import fit_affine
+
+    sim, st, msi = _sim_sections(seed=3, warp_um=0.0)
+    inp = prepare_inputs(st, msi, 4, 0, domain_clusters=0)
+    t = sim["msi_pixels"]
+    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
+    lev = inp.raster.level(inp.pts.footprint_sigma_um)
+    th = _affine_to_theta(A)
+    one = _Objective(inp.pts, lev, 0.0, 1.0, None, balance=True)
+    one.calibrate(th)
+    np.testing.assert_allclose(one.wfc, one.wf)
+    p = inp.pts
+    grouped = StPoints(p.xy, p.tissue, p.features, p.has_features, p.pitch_um, p.footprint_sigma_um,
+                       groups=np.array([0, 0, 1, 1]))
+    two = _Objective(grouped, lev, 0.0, 1.0, None, balance=True)
+    two.calibrate(th)
+    for g in (0, 1):
+        sel = two.groups == g
+        assert np.allclose(two.wfc[sel], two.pen_mask / two.pen_feat_c[sel].mean())
+    assert not np.allclose(two.wfc[:2], two.wfc[2:])
+    fa = np.array([1.0, 3.0, 0.1, 0.3])
+    np.testing.assert_allclose(heldout_weights(p, 0.2, fa, 1.0, True), 0.2 / fa.mean())
+    np.testing.assert_allclose(heldout_weights(grouped, 0.2, fa, 1.0, True), [0.1, 0.1, 1.0, 1.0])

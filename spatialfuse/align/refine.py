@@ -134,10 +134,20 @@ class _Objective:
             self.wf = feature_weight / k
         else:
             self.Y, self.wf, self.k = np.zeros((len(self.fi), 0)), 0.0, 0
+        groups = getattr(pts, "groups", None)
+        self.groups = (np.zeros(self.k, int) if groups is None or self.k == 0
+                       else np.asarray(groups, int)[: self.k])
         self.field = field
         self.Phi = field.basis(self.x) if field is not None else None
         self.pen_mask, self.pen_feat = _INVALID_MASK, _INVALID_FEAT
+        self.pen_feat_c = np.full(self.k, _INVALID_FEAT)
+        self._wfc: np.ndarray | None = None  # per-channel weights when groups are balanced
         self.balance, self.feature_weight = balance, feature_weight
+
+    @property
+    def wfc(self) -> np.ndarray:
+        """Weight of each feature channel (``wf`` for all of them unless balanced by group)."""
+        return self._wfc if self._wfc is not None else np.full(self.k, self.wf)
 
     def calibrate(self, theta: np.ndarray) -> None:
         """Set the penalty of a point outside the MSI raster to the mean residual of the points
@@ -153,11 +163,15 @@ class _Objective:
             vf = v[self.fi]
             if vf.sum() > 10:
                 self.pen_feat = float((vf[:, None] * ev["rf"] ** 2).sum() / vf.sum() / self.k)
+                per_c = (vf[:, None] * ev["rf"] ** 2).sum(0) / vf.sum()
+                self.pen_feat_c = np.array([per_c[self.groups == g].mean() for g in self.groups])
             if self.balance:
                 # each channel weighted by the inverse of its residual variance (as a likelihood
                 # would): the feature maps are mostly noise at the spot scale, the tissue mask
                 # is not, so the mask carries the fine fit and the features break its symmetries
                 self.wf = self.feature_weight * self.pen_mask / max(self.pen_feat, 1e-12)
+                if len(np.unique(self.groups)) > 1:  # each group by its own residual variance
+                    self._wfc = self.feature_weight * self.pen_mask / np.maximum(self.pen_feat_c, 1e-12)
 
     def u(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         P, q = theta[:4].reshape(2, 2), theta[4:6]
@@ -183,7 +197,12 @@ class _Objective:
             DtW = D.T * vf
             beta = np.linalg.solve(DtW @ D + 1e-6 * np.eye(D.shape[1]), DtW @ self.Y)
             rf = self.Y - D @ beta
-            E += float(self.wf * ((vf[:, None] * rf**2).sum() + ((1 - vf) * self.pen_feat * self.k).sum()))
+            if self._wfc is None:
+                E += float(self.wf * ((vf[:, None] * rf**2).sum() + ((1 - vf) * self.pen_feat * self.k).sum()))
+            else:
+                wfc = self._wfc
+                E += float((wfc * (vf[:, None] * rf**2).sum(0)).sum()
+                           + ((1 - vf).sum() * (wfc * self.pen_feat_c).sum()))
             out.update(beta=beta, rf=rf)
             ss_tot = float((vf[:, None] * self.Y**2).sum())
             out["r2"] = 1 - float((vf[:, None] * rf**2).sum()) / max(ss_tot, 1e-12)
@@ -204,9 +223,10 @@ class _Objective:
         if self.k:
             fi = self.fi
             beta = ev["beta"]  # rows: 1, M, H_1..H_m
-            swf = np.sqrt(self.wf * v[fi])
+            wfc = self.wfc
             gm = grads[fi]  # (n_f, 1 + m, 2)
             for c in range(self.k):
+                swf = np.sqrt(wfc[c] * v[fi])
                 dpred = np.einsum("j,njd->nd", beta[1:, c], gm)
                 G.append(-(swf[:, None] * dpred))
                 R.append(swf * ev["rf"][:, c])
@@ -380,8 +400,8 @@ def objective_at(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um: floa
 
 
 def heldout_residuals(pts: StPoints, raster: MsiRaster, A: np.ndarray, field: BSplineField | None,
-                      sigma_um: float) -> tuple[float, float]:
-    """Mean squared residual per imaged point of the tissue mask and of a feature channel
+                      sigma_um: float) -> tuple[float, np.ndarray]:
+    """Mean squared residual per imaged point of the tissue mask and of each feature channel
     (points outside the MSI raster left out) of ``A`` (+ the inverse ``field``) on ``pts``: the
     criterion on which a deformation fitted to other points is judged."""
     scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
@@ -393,8 +413,8 @@ def heldout_residuals(pts: StPoints, raster: MsiRaster, A: np.ndarray, field: BS
     ev = obj.evaluate(theta)
     v = ev["v"]
     mask = float((v * ev["r0"] ** 2).sum() / max(v.sum(), 1e-9))
-    feat = 0.0
+    feat = np.zeros(obj.k)
     if obj.k:
         vf = v[obj.fi]
-        feat = float((vf[:, None] * ev["rf"] ** 2).sum() / max(vf.sum(), 1e-9) / obj.k)
+        feat = (vf[:, None] * ev["rf"] ** 2).sum(0) / max(vf.sum(), 1e-9)
     return mask, feat

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from .refine import BSplineField, heldout_residuals, objective_at, refine
 from .transform import DisplacementGrid, ThinPlateSpline, Transform, fit_affine, from_inverse_field
 
 log = logging.getLogger(__name__)
+
+#: default checkerboard block of the cross-validation, in B-spline control spacings
+NONRIGID_BLOCK_FACTOR = 2.0
 
 
 def pyramid_um(pitch_um: float, coarse_res_um: float) -> tuple[float, ...]:
@@ -63,12 +67,17 @@ def register_auto(
     nonrigid_spacing_um: float = 400.0,
     nonrigid_smoothness: float = 20.0,
     nonrigid_validate: bool = True,
+    nonrigid_validate_block: float = NONRIGID_BLOCK_FACTOR,
     balance_features: bool = True,
     n_candidates: int = 3,
     initial: np.ndarray | None = None,
+    fine: Callable[[np.ndarray], tuple[StPoints, MsiRaster]] | None = None,
 ) -> tuple[Transform, dict]:
     """Automatic registration (see the module docstring). ``initial``: an MSI → ST affine to
-    start from instead of the coarse search (e.g. from landmarks)."""
+    start from instead of the coarse search (e.g. from landmarks). ``fine``: given the fitted
+    affine, other observation points and MSI raster (domain channels,
+    :class:`~.stage.DomainChannels`) for the non-rigid step and its cross-validation; the
+    coarse search and the affine fits use ``pts``/``raster``."""
     t0 = time.perf_counter()
     if raster.tissue.sum() < 3 or pts.tissue.sum() < 3:
         raise AlignmentError("too few tissue spots/pixels to register")
@@ -139,14 +148,16 @@ def register_auto(
             log.info("balanced fit moved the tissue by %.0f um (> %.0f um): kept the first fit",
                      moved, trust)
     field = None
+    # the non-rigid step on the domain channels (denoised shared signal) when given
+    fpts, fraster = (pts, raster) if fine is None or not nonrigid else fine(A)
     if nonrigid and nonrigid_validate:
-        check = validate_nonrigid(pts, raster, A, levels_rest, rkw, nr_kw)
+        check = validate_nonrigid(fpts, fraster, A, levels_rest, rkw, nr_kw, nonrigid_validate_block)
         diag["nonrigid_check"] = check
         if check["accepted"]:
-            A, field, rdiag = refine(pts, raster, A, levels_um=levels_rest, nonrigid=True,
+            A, field, rdiag = refine(fpts, fraster, A, levels_um=levels_rest, nonrigid=True,
                                      **rkw, **nr_kw)
     elif nonrigid:
-        A, field, rdiag = refine(pts, raster, A, levels_um=levels_rest, nonrigid=True,
+        A, field, rdiag = refine(fpts, fraster, A, levels_um=levels_rest, nonrigid=True,
                                  **rkw, **nr_kw)
     diag["refine"] = rdiag
     diag["feature_r2"] = rdiag["final_feature_r2"]
@@ -174,11 +185,26 @@ def checkerboard_folds(xy: np.ndarray, block_um: float) -> np.ndarray:
 
 def subset_points(pts: StPoints, keep: np.ndarray) -> StPoints:
     return StPoints(pts.xy[keep], pts.tissue[keep], pts.features[keep], pts.has_features[keep],
-                    pts.pitch_um, pts.footprint_sigma_um)
+                    pts.pitch_um, pts.footprint_sigma_um, pts.groups)
+
+
+def heldout_weights(pts: StPoints, mask_resid: float, feat_resid: np.ndarray, feature_weight: float,
+                    balance: bool) -> np.ndarray:
+    """Weight of each feature channel's held-out residual, as in the fit: balanced, each group
+    of channels by the mask residual over the group's mean residual (at the affine); else
+    ``feature_weight / k``."""
+    k = len(feat_resid)
+    if not k:
+        return np.zeros(0)
+    if not balance:
+        return np.full(k, feature_weight / k)
+    groups = np.zeros(k, int) if pts.groups is None else np.asarray(pts.groups, int)[:k]
+    gm = np.array([feat_resid[groups == g].mean() for g in groups])
+    return feature_weight * mask_resid / np.maximum(gm, 1e-12)
 
 
 def validate_nonrigid(pts: StPoints, raster: MsiRaster, A: np.ndarray, levels_um: tuple[float, ...],
-                      refine_kw: dict, nr_kw: dict) -> dict:
+                      refine_kw: dict, nr_kw: dict, block_factor: float = NONRIGID_BLOCK_FACTOR) -> dict:
     """Two-fold cross-validation of the non-rigid step on a checkerboard of the capture area.
 
     For each fold, affine and affine + B-spline are both refitted on the other fold's points
@@ -187,7 +213,7 @@ def validate_nonrigid(pts: StPoints, raster: MsiRaster, A: np.ndarray, levels_um
     predicts both held-out folds better than the affine by more than ``NONRIGID_MIN_GAIN``
     (relative): a warp that follows noise, or a bias of the data term, fails there.
     """
-    block = 2.0 * float(nr_kw["spacing_um"])
+    block = float(block_factor) * float(nr_kw["spacing_um"])
     fold = checkerboard_folds(pts.xy, block)
     out = {"block_um": block, "heldout_affine": [], "heldout_nonrigid": []}
     fw = float(refine_kw["feature_weight"])
@@ -201,10 +227,9 @@ def validate_nonrigid(pts: StPoints, raster: MsiRaster, A: np.ndarray, levels_um
                            **refine_kw, **nr_kw)
         ma, fa = heldout_residuals(test, raster, Aa, None, 0.0)
         mn, fnr = heldout_residuals(test, raster, An, fn, 0.0)
-        k = max(pts.features.shape[1], 1)
-        wf = fw * ma / max(fa, 1e-12) if refine_kw.get("balance") else fw / k
-        out["heldout_affine"].append(ma + wf * k * fa)
-        out["heldout_nonrigid"].append(mn + wf * k * fnr)
+        wc = heldout_weights(pts, ma, fa, fw, bool(refine_kw.get("balance")))
+        out["heldout_affine"].append(float(ma + wc @ fa))
+        out["heldout_nonrigid"].append(float(mn + wc @ fnr))
     gain = [a - n for a, n in zip(out["heldout_affine"], out["heldout_nonrigid"])]
     out["relative_gain"] = [float(g / max(a, 1e-12)) for g, a in zip(gain, out["heldout_affine"])]
     out["accepted"] = bool(all(r > NONRIGID_MIN_GAIN for r in out["relative_gain"]))
