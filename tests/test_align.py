@@ -402,22 +402,6 @@ def test_refinement_that_contradicts_the_landmarks_falls_back_to_them():
 
 # --- domain channels for the non-rigid step ------------------------------------------------------
 
-def test_kmeans_is_seeded_and_finds_separated_clusters():
-    from spatialfuse.align.features import cluster_indicators, kmeans
-
-    rng = np.random.default_rng(0)
-    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
-    X = np.concatenate([c + rng.normal(0, 0.5, (200, 2)) for c in centres])
-    C1, C2 = kmeans(X, 3, seed=4), kmeans(X, 3, seed=4)
-    np.testing.assert_array_equal(C1, C2)
-    lab = cluster_indicators(X, C1, soft=False).argmax(1)
-    # each true cluster is one found cluster
-    assert all(len(np.unique(lab[i * 200:(i + 1) * 200])) == 1 for i in range(3))
-    P = cluster_indicators(X, C1, soft=True)
-    np.testing.assert_allclose(P.sum(1), 1.0)
-    assert np.median(P.max(1)) > 0.95
-
-
 def test_lda_posteriors_classify_from_a_few_labelled_rows():
     from spatialfuse.align.features import lda_posteriors
 
@@ -463,3 +447,29 @@ def test_channel_groups_are_balanced_each_by_its_own_residual():
     fa = np.array([1.0, 3.0, 0.1, 0.3])
     np.testing.assert_allclose(heldout_weights(p, 0.2, fa, 1.0, True), 0.2 / fa.mean())
     np.testing.assert_allclose(heldout_weights(grouped, 0.2, fa, 1.0, True), [0.1, 0.1, 1.0, 1.0])
+
+
+def test_domain_channels_are_seeded_and_feed_the_nonrigid_fit():
+    """``align.domain_clusters``: the ST spots get one seeded domain label each (one-hot
+    channels), the MSI pixels that domain's posterior for a given affine (values in [0, 1]),
+    and the automatic registration runs its non-rigid step on them and still lands."""
+    from spatialfuse.align.stage import prepare_inputs
+    from spatialfuse.align.transform import fit_affine
+
+    sim, st, msi = _sim_sections(seed=3, warp_um=0.0)
+    f1 = prepare_inputs(st, msi, 4, 0, domain_clusters=4).fine
+    f2 = prepare_inputs(st, msi, 4, 0, domain_clusters=4).fine
+    assert prepare_inputs(st, msi, 4, 0, domain_clusters=0).fine is None
+    np.testing.assert_array_equal(f1.labels, f2.labels)
+    assert len(np.unique(f1.labels)) == 4
+    t = sim["msi_pixels"]
+    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
+    pts, raster = f1.inputs(A)
+    on = pts.has_features
+    np.testing.assert_array_equal(pts.features[on].sum(1), 1.0)
+    assert raster.k == 4
+    vals = raster.feat_x_tissue
+    assert np.nanmin(vals) >= -1e-9 and np.nanmax(vals) <= 1 + 1e-9 and np.nanmax(vals) > 0.5
+    out = run_align(st, msi, {"domain_clusters": 4}, sample="dom")
+    # 10.4 um (default channels: 13.3 um) on this 40 um-pixel pair
+    assert _tre_um(out["transform"], sim, msi) < 0.5 * sim["params"].msi_pixel_size_um

@@ -59,58 +59,6 @@ def leading_components(X, n_comps: int, rows: np.ndarray | None = None, *, max_f
     return scores / sd
 
 
-def kmeans(X: np.ndarray, k: int, *, seed: int = 0, max_fit: int = 20000, n_init: int = 4,
-           max_iter: int = 100) -> np.ndarray:
-    """Cluster centres (k, d) of ``X`` by Lloyd's k-means with k-means++ starts (``n_init``
-    starts, the lowest within-cluster sum of squares kept), fitted on at most ``max_fit`` rows
-    drawn with ``seed``. Plain NumPy in a fixed order: identical results for any thread count."""
-    X = np.asarray(X, float)
-    rng = np.random.default_rng(seed)
-    if len(X) > max_fit:
-        X = X[np.sort(rng.choice(len(X), max_fit, replace=False))]
-    k = int(min(k, len(X)))
-    best, best_ss = None, np.inf
-    for _ in range(max(1, n_init)):
-        C = X[[int(rng.integers(len(X)))]]
-        d2 = ((X - C[0]) ** 2).sum(1)
-        for _j in range(1, k):
-            p = d2 / d2.sum() if d2.sum() > 0 else np.full(len(X), 1 / len(X))
-            C = np.r_[C, X[[int(rng.choice(len(X), p=p))]]]
-            d2 = np.minimum(d2, ((X - C[-1]) ** 2).sum(1))
-        lab = None
-        for _it in range(max_iter):
-            D = _sqdist(X, C)
-            new = D.argmin(1)
-            if lab is not None and np.array_equal(new, lab):
-                break
-            lab = new
-            for j in range(k):
-                if (lab == j).any():
-                    C[j] = X[lab == j].mean(0)
-        ss = float(_sqdist(X, C).min(1).sum())
-        if ss < best_ss:
-            best, best_ss = C.copy(), ss
-    return best
-
-
-def _sqdist(X: np.ndarray, C: np.ndarray) -> np.ndarray:
-    return ((X[:, None, :] - C[None, :, :]) ** 2).sum(-1)
-
-
-def cluster_indicators(X: np.ndarray, centres: np.ndarray, soft: bool) -> np.ndarray:
-    """(n, k) cluster membership of each row of ``X``: one-hot of the nearest centre, or (soft)
-    the posterior of an isotropic Gaussian mixture with equal weights and one shared variance
-    per dimension (the mean within-cluster squared distance over the dimensions)."""
-    D = np.concatenate([_sqdist(X[s:s + 50000], centres) for s in range(0, len(X), 50000)])
-    lab = D.argmin(1)
-    if not soft:
-        return np.eye(len(centres))[lab]
-    var = max(float(D[np.arange(len(X)), lab].mean()) / max(X.shape[1], 1), 1e-12)
-    L = -(D - D.min(1, keepdims=True)) / (2 * var)
-    P = np.exp(L)
-    return P / P.sum(1, keepdims=True)
-
-
 def lda_posteriors(X_train: np.ndarray, labels: np.ndarray, X: np.ndarray, n_classes: int,
                    ridge: float = 1e-3) -> np.ndarray:
     """(n, n_classes) posteriors of a linear discriminant (class means, one pooled covariance,

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
+from sklearn.cluster import KMeans
 
 from ..constants import Key
 from ..errors import AlignmentError, InputError
@@ -18,8 +19,6 @@ from .aggregate import aggregate, overlap_weights
 from .features import (
     MsiRaster,
     StPoints,
-    cluster_indicators,
-    kmeans,
     lda_posteriors,
     leading_components,
     msi_tissue_fraction,
@@ -114,7 +113,7 @@ class DomainChannels:
         self.st_xy, self.native, self.on = st_xy, native, np.asarray(on_tissue, bool)
         self.msi_pcs, self.px, self.spot_um = msi_pcs, float(pixel_um), float(spot_um)
         self.raster_args = raster_args
-        self.labels = cluster_indicators(st_pcs, kmeans(st_pcs, n_clusters, seed=seed), soft=False).argmax(1)
+        self.labels = KMeans(n_clusters=int(n_clusters), n_init=4, random_state=seed).fit_predict(st_pcs)
         self.n_clusters = int(n_clusters)
         onehot = np.eye(self.n_clusters)[self.labels]
         # the domain channels alone: with the noisy components beside them (R² 0.2-0.3) the
