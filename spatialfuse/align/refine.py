@@ -116,6 +116,13 @@ class BSplineField:
         return (Dxx.T @ Dxx + Dyy.T @ Dyy + 2 * Dxy.T @ Dxy).tocsr()
 
 
+def group_mean(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each channel's value replaced by the mean over its group (``groups``: one id per
+    channel): the residual a group of channels is balanced by, in the fit and its check."""
+    values, groups = np.asarray(values, float), np.asarray(groups, int)
+    return np.array([values[groups == g].mean() for g in groups])
+
+
 class _Objective:
     """Data term of one pyramid level, for parameters θ = [P (4), q (2), cₓ (n), c_y (n)]."""
 
@@ -164,7 +171,7 @@ class _Objective:
             if vf.sum() > 10:
                 self.pen_feat = float((vf[:, None] * ev["rf"] ** 2).sum() / vf.sum() / self.k)
                 per_c = (vf[:, None] * ev["rf"] ** 2).sum(0) / vf.sum()
-                self.pen_feat_c = np.array([per_c[self.groups == g].mean() for g in self.groups])
+                self.pen_feat_c = group_mean(per_c, self.groups)
             if self.balance:
                 # each channel weighted by the inverse of its residual variance (as a likelihood
                 # would): the feature maps are mostly noise at the spot scale, the tissue mask

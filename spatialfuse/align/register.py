@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import AlignmentError
 from .coarse import DEFAULT_SCALES, coarse_grid_um, coarse_search
 from .features import MsiRaster, StPoints
-from .refine import BSplineField, heldout_residuals, objective_at, refine
+from .refine import BSplineField, group_mean, heldout_residuals, objective_at, refine
 from .transform import DisplacementGrid, ThinPlateSpline, Transform, fit_affine, from_inverse_field
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def heldout_weights(pts: StPoints, mask_resid: float, feat_resid: np.ndarray, fe
     if not balance:
         return np.full(k, feature_weight / k)
     groups = np.zeros(k, int) if pts.groups is None else np.asarray(pts.groups, int)[:k]
-    gm = np.array([feat_resid[groups == g].mean() for g in groups])
+    gm = group_mean(feat_resid, groups)
     return feature_weight * mask_resid / np.maximum(gm, 1e-12)
 
 
