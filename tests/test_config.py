@@ -1,6 +1,5 @@
 """Config and samples-sheet validation: one clear line per problem, naming the field."""
 
-from pathlib import Path
 
 import pandas as pd
 import yaml

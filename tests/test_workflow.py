@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_utils import REPO, SNAKEMAKE, make_workdir, planned_jobs, set_dotted, smk
+from workflow_utils import REPO, SNAKEMAKE, planned_jobs, set_dotted, smk
 
 pytestmark = pytest.mark.workflow
 #: The demo config trains every model family.
