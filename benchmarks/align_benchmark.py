@@ -304,10 +304,12 @@ def block_diagnostic(inp, sim: dict, A: np.ndarray, case: str, **kw) -> pd.DataF
     search of the data objective (:func:`spatialfuse.align.blockmatch.local_shifts`) against
     the TRUE local displacement (mean of the true residual field over the window's tissue
     spots, on top of the found affine ``A``). One row per window."""
-    from spatialfuse.align.blockmatch import local_shifts
+    from spatialfuse.align.blockmatch import local_shifts, smooth_shifts
 
     pts = inp.pts
+    smooth_um = float(kw.pop("smooth_um", 300.0))
     ls = local_shifts(pts, inp.raster, A, inp.capture_box, **kw)
+    sm = smooth_shifts(ls, ls.centre, smooth_um)
     e = true_inverse_field(pts.xy, sim, A)
     tis = (pts.tissue > 0.5) & np.isfinite(e).all(1)
     W = ls.members.multiply(tis[None, :].astype(float)).tocsr()
@@ -317,6 +319,7 @@ def block_diagnostic(inp, sim: dict, A: np.ndarray, case: str, **kw) -> pd.DataF
                        "est_x": ls.shift[:, 0], "est_y": ls.shift[:, 1], "true_x": true[:, 0],
                        "true_y": true[:, 1], "curvature": ls.curvature, "drop": ls.drop,
                        "stiff_x": ls.stiff[:, 0], "stiff_y": ls.stiff[:, 1],
+                       "smooth_x": sm[:, 0], "smooth_y": sm[:, 1],
                        "at_edge": ls.at_edge, "n_tissue": ls.n_tissue, "n_truth": cnt})
     return df[df["n_truth"] >= 5]
 
@@ -352,9 +355,13 @@ def print_block_diagnostic(wins: pd.DataFrame, min_warp_um: float = 20.0) -> Non
     for col in ("curvature", "drop"):
         rank = w.groupby("case")[col].rank(pct=True)
         print(f"  top half by {col:9s} " + _block_stats(w[(rank > 0.5) & ~w["at_edge"]]))
-    print("  per case (all windows):")
+    sm = w.assign(est_x=w["smooth_x"], est_y=w["smooth_y"])
+    print("  Hessian-weighted kernel average of the windows (what a smooth field fitted to them gives):")
+    print("  all                 " + _block_stats(sm))
+    print("  per case (all windows; then their kernel average):")
     for case, g in w.groupby("case", sort=False):
         print(f"    {case:>11}  " + _block_stats(g))
+        print(f"    {'':>11}  " + _block_stats(sm[sm["case"] == case]))
 
 
 def tre_table_median(T, sim, inp) -> float:
@@ -464,7 +471,8 @@ def main(argv=None) -> pd.DataFrame:
                     help="also search a local translation per window of the found affine by "
                          "exhaustive search of the data objective and compare it with the TRUE local "
                          "displacement; optional JSON of local_shifts arguments (window_um, "
-                         "spacing_um, max_shift_um, step_um, sigma_um)")
+                         "spacing_um, max_shift_um, step_um, sigma_um; smooth_um: the kernel of "
+                         "the Hessian-weighted average of the windows, default 300)")
     ap.add_argument("--peers-only", action="store_true",
                     help="run only the peers (and the landmark/best-affine references), not ours")
     args = ap.parse_args(argv)

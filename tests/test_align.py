@@ -494,6 +494,11 @@ def test_block_matching_finds_a_known_local_shift():
     assert len(ls.centre) >= 4 and ls.members.shape == (len(ls.centre), len(inp.pts.xy))
     conf = ls.curvature >= np.median(ls.curvature)
     assert np.allclose(np.median(ls.shift[conf], 0), -d0, atol=6.0)
+    # the Hessian-weighted kernel average of all windows: the same shift everywhere
+    from spatialfuse.align.blockmatch import smooth_shifts
+
+    sm = smooth_shifts(ls, ls.centre, 1000.0)
+    assert np.allclose(np.median(sm, 0), -d0, atol=6.0) and np.ptp(sm, 0).max() < 15.0
     # at the true affine the same windows find (nearly) no shift
     ls0 = local_shifts(inp.pts, inp.raster, A, inp.capture_box, window_um=500.0, spacing_um=300.0,
                        max_shift_um=40.0, step_um=5.0)

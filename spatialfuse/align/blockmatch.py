@@ -29,6 +29,7 @@ class LocalShifts:
     shift: np.ndarray  # (w, 2)
     curvature: np.ndarray  # (w,) smaller eigenvalue of the quadratic fit's Hessian, per µm²
     stiff: np.ndarray  # (w, 2) unit direction of its larger eigenvalue (the best-pinned one)
+    hessian: np.ndarray  # (w, 2, 2) the quadratic fit's Hessian (window sum), eigenvalues ≥ 0
     drop: np.ndarray  # (w,) mean objective over the search grid minus the minimum
     at_edge: np.ndarray  # (w,) bool: the grid minimum lies on the border of the search range
     n_tissue: np.ndarray  # (w,) tissue spots in the window
@@ -121,6 +122,7 @@ def local_shifts(pts: StPoints, raster: MsiRaster, A: np.ndarray, box: np.ndarra
     shift = np.zeros((len(centres), 2))
     curv = np.zeros(len(centres))
     stiff = np.zeros((len(centres), 2))
+    hess = np.zeros((len(centres), 2, 2))
     edge = np.zeros(len(centres), bool)
     for w in range(len(centres)):
         i, j = np.unravel_index(np.argmin(E[w]), E[w].shape)
@@ -128,6 +130,22 @@ def local_shifts(pts: StPoints, raster: MsiRaster, A: np.ndarray, box: np.ndarra
         shift[w], H = _quadratic_min(E[w], grid, i, j)
         lam, vec = np.linalg.eigh(H)
         curv[w], stiff[w] = lam[0] / npts[w], vec[:, 1]
+        hess[w] = (vec * np.maximum(lam, 0.0)) @ vec.T
+        if edge[w]:  # the minimum is not inside the searched range: no information
+            hess[w] = 0.0
     drop = (E.mean((1, 2)) - E.min((1, 2))) / npts
     n_tis = np.asarray(Mb @ (pts.tissue > 0.5).astype(float)).ravel().astype(int)
-    return LocalShifts(centres, shift, curv, stiff, drop, edge, n_tis, Mb)
+    return LocalShifts(centres, shift, curv, stiff, hess, drop, edge, n_tis, Mb)
+
+
+def smooth_shifts(ls: LocalShifts, at: np.ndarray, sigma_um: float, ridge: float = 1e-3) -> np.ndarray:
+    """The local shifts combined at the points ``at`` by a Gaussian kernel (``sigma_um``), each
+    window weighted by its Hessian (a 2 × 2 confidence: an outline pins only its normal):
+    ``d(x) = (Σ k H)⁻¹ Σ k H d`` (with a small ridge relative to the mean Hessian)."""
+    at = np.asarray(at, float)
+    d2 = ((at[:, None, :] - ls.centre[None, :, :]) ** 2).sum(-1)
+    K = np.exp(-0.5 * d2 / sigma_um**2)
+    Hs = np.einsum("aw,wij->aij", K, ls.hessian)
+    bs = np.einsum("aw,wij,wj->ai", K, ls.hessian, ls.shift)
+    eps = ridge * float(np.trace(ls.hessian.mean(0))) / 2 + 1e-12
+    return np.linalg.solve(Hs + eps * np.eye(2), bs[..., None])[..., 0]
