@@ -41,6 +41,7 @@ def test_warp_oracle_recovers_the_true_warp_and_prices_it():
     assert o["oracle_penalty"] > 0 and np.isfinite(o["oracle_E_affine"]) and np.isfinite(o["oracle_E_truth"])
     # over the control points that touch the MSI raster only: part of it, still positive
     assert 0 < o["oracle_penalty_raster"] < o["oracle_penalty"]
+    assert 0 < o["oracle_penalty_raster_fit"] and np.isfinite(o["oracle_E_truth_raster_fit"])
 
 
 def test_block_diagnostic_compares_local_shifts_with_the_true_displacement():
