@@ -8,6 +8,10 @@ of :mod:`.refine`: a point ``x`` is read at ``u = P·(x + d) + q``). The minimum
 quadratic fit around it) is the window's local shift; the curvature of that quadratic (its
 smaller eigenvalue, per point) and the drop of the objective from its mean over the grid to the
 minimum say how well the window pins the shift down.
+
+Not part of the registration: the benchmark's ``--block-diagnostic`` compares these local
+shifts with the simulator's true displacement, and on the benchmark cases they do not track it
+(README, "Block matching"), so no smooth field is fitted to them in :mod:`.register`.
 """
 
 from __future__ import annotations
