@@ -275,8 +275,101 @@ def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["non
     Rc = smoothness * h * field.bending() + _RIDGE * h * sp.identity(field.n)
     c = field.coef
     penalty = float(sum(c[:, k] @ (Rc @ c[:, k]) for k in range(2)))
+    # the same over the control points whose support touches the MSI raster only: beyond it the
+    # true field is extrapolated (nearest known value) and its bending there is no cost the
+    # data would make the fit pay. Priced twice: the field above on those points, and a field
+    # fitted to the truth on the raster's points alone (its value beyond left to the small
+    # bending/ridge term, i.e. the cheapest continuation), with its own data gain
+    act = field.touching(pts.xy[ev["v"] > 0])
+    Ra = smoothness * h * field.bending(act) + _RIDGE * h * sp.diags(act.astype(float))
+    pen_r = float(sum(c[:, k] @ (Ra @ c[:, k]) for k in range(2)))
+    Pin = Phi[np.nonzero(ok)[0]]
+    PtPi = (Pin.T @ Pin).tocsc()
+    Mi = PtPi + 1e-3 * PtPi.diagonal().mean() * (field.bending() + sp.identity(field.n))
+    ci = np.stack([spla.spsolve(Mi.tocsc(), Pin.T @ e_ok[:, k]) for k in range(2)], 1)
+    pen_in = float(sum(ci[:, k] @ (Ra @ ci[:, k]) for k in range(2)))
     return {"oracle_tre_um": tre_table_median(T, sim, inp), "oracle_E_affine": ev["E"],
-            "oracle_E_truth": obj.evaluate(th1)["E"], "oracle_penalty": penalty}
+            "oracle_E_truth": obj.evaluate(th1)["E"], "oracle_penalty": penalty,
+            "oracle_penalty_raster": pen_r, "oracle_penalty_raster_fit": pen_in,
+            "oracle_E_truth_raster_fit": obj.evaluate(np.r_[_affine_to_theta(A), ci.T.ravel()])["E"]}
+
+
+def true_inverse_field(pts_xy: np.ndarray, sim: dict, A: np.ndarray) -> np.ndarray:
+    """The TRUE residual field on top of the affine ``A`` in the fit's inverse form: ``e(x)``
+    with ``u = A⁻¹(x + e(x))`` the true MSI position of ST point ``x`` (NaN outside the MSI
+    raster, where the simulator gives no truth)."""
+    from scipy.interpolate import LinearNDInterpolator
+
+    truth = sim["msi_pixels"]
+    u = LinearNDInterpolator(truth[["st_x_um", "st_y_um"]].to_numpy(),
+                             truth[["msi_x_um", "msi_y_um"]].to_numpy())(pts_xy)
+    Ainv = np.linalg.inv(A)
+    return (u - Ainv[:2, 2]) @ np.linalg.inv(Ainv[:2, :2]).T - pts_xy
+
+
+def block_diagnostic(inp, sim: dict, A: np.ndarray, case: str, **kw) -> pd.DataFrame:
+    """Go/no-go test of block matching: the local shift of each window found by exhaustive
+    search of the data objective (:func:`spatialfuse.align.blockmatch.local_shifts`) against
+    the TRUE local displacement (mean of the true residual field over the window's tissue
+    spots, on top of the found affine ``A``). One row per window."""
+    from spatialfuse.align.blockmatch import local_shifts, smooth_shifts
+
+    pts = inp.pts
+    smooth_um = float(kw.pop("smooth_um", 300.0))
+    ls = local_shifts(pts, inp.raster, A, inp.capture_box, **kw)
+    sm = smooth_shifts(ls, ls.centre, smooth_um)
+    e = true_inverse_field(pts.xy, sim, A)
+    tis = (pts.tissue > 0.5) & np.isfinite(e).all(1)
+    W = ls.members.multiply(tis[None, :].astype(float)).tocsr()
+    cnt = np.asarray(W.sum(1)).ravel()
+    true = np.asarray(W @ np.nan_to_num(e)) / np.maximum(cnt, 1)[:, None]
+    df = pd.DataFrame({"case": case, "cx": ls.centre[:, 0], "cy": ls.centre[:, 1],
+                       "est_x": ls.shift[:, 0], "est_y": ls.shift[:, 1], "true_x": true[:, 0],
+                       "true_y": true[:, 1], "curvature": ls.curvature, "drop": ls.drop,
+                       "stiff_x": ls.stiff[:, 0], "stiff_y": ls.stiff[:, 1],
+                       "smooth_x": sm[:, 0], "smooth_y": sm[:, 1],
+                       "at_edge": ls.at_edge, "n_tissue": ls.n_tissue, "n_truth": cnt})
+    return df[df["n_truth"] >= 5]
+
+
+def _block_stats(w: pd.DataFrame) -> str:
+    est, tru = w[["est_x", "est_y"]].to_numpy(), w[["true_x", "true_y"]].to_numpy()
+    rms_true = float(np.sqrt(np.mean(np.sum(tru**2, 1))))
+    rms_err = float(np.sqrt(np.mean(np.sum((est - tru) ** 2, 1))))
+    r = float(np.corrcoef(est.ravel(), tru.ravel())[0, 1]) if len(w) > 2 else float("nan")
+    # the same without each case's mean shift (what a smooth field adds to the affine)
+    dc = w.groupby("case")[["est_x", "est_y", "true_x", "true_y"]].transform("mean").to_numpy()
+    e0, t0 = est - dc[:, :2], tru - dc[:, 2:]
+    r0 = float(np.corrcoef(e0.ravel(), t0.ravel())[0, 1]) if len(w) > 2 else float("nan")
+    # along each window's best-pinned direction only (an outline constrains its normal)
+    sd = w[["stiff_x", "stiff_y"]].to_numpy()
+    es, ts = np.sum(est * sd, 1), np.sum(tru * sd, 1)
+    rs = float(np.corrcoef(es, ts)[0, 1]) if len(w) > 2 else float("nan")
+    return (f"{len(w):4d} windows: RMS true {rms_true:5.1f} um, RMS error {rms_err:5.1f} um, r {r:+.2f}; "
+            f"stiff direction: RMS true {np.sqrt(np.mean(ts**2)):5.1f}, error {np.sqrt(np.mean((es - ts)**2)):5.1f} um, "
+            f"r {rs:+.2f}; "
+            f"case mean removed: RMS true {np.sqrt(np.mean(np.sum(t0**2, 1))):5.1f}, "
+            f"RMS error {np.sqrt(np.mean(np.sum((e0 - t0) ** 2, 1))):5.1f} um, r {r0:+.2f}")
+
+
+def print_block_diagnostic(wins: pd.DataFrame, min_warp_um: float = 20.0) -> None:
+    """Estimated vs true local shifts: all windows, and the most confident half (by curvature
+    and by objective drop, ranked within each case), over cases with a warp > ``min_warp_um``."""
+    w = wins[wins["warp_um"] > min_warp_um]
+    if w.empty:
+        return
+    print(f"\nblock matching vs truth ({w['case'].nunique()} cases with warp > {min_warp_um:.0f} um):")
+    print("  all                 " + _block_stats(w))
+    for col in ("curvature", "drop"):
+        rank = w.groupby("case")[col].rank(pct=True)
+        print(f"  top half by {col:9s} " + _block_stats(w[(rank > 0.5) & ~w["at_edge"]]))
+    sm = w.assign(est_x=w["smooth_x"], est_y=w["smooth_y"])
+    print("  Hessian-weighted kernel average of the windows (what a smooth field fitted to them gives):")
+    print("  all                 " + _block_stats(sm))
+    print("  per case (all windows; then their kernel average):")
+    for case, g in w.groupby("case", sort=False):
+        print(f"    {case:>11}  " + _block_stats(g))
+        print(f"    {'':>11}  " + _block_stats(sm[sm["case"] == case]))
 
 
 def tre_table_median(T, sim, inp) -> float:
@@ -285,9 +378,12 @@ def tre_table_median(T, sim, inp) -> float:
 
 
 def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
-             oracle: bool = False, params: dict | None = None, fast: bool = False) -> list[dict]:
+             oracle: bool = False, params: dict | None = None, fast: bool = False,
+             block: dict | None = None) -> list[dict]:
     """All methods on one case. ``params``: align config overrides for our methods; ``fast``:
-    only the automatic registration and the references (no QC/flag checks)."""
+    only the automatic registration and the references (no QC/flag checks); ``block``: also the
+    block-matching diagnostic with these :func:`local_shifts` arguments (its windows in
+    ``rows[0]["block_windows"]``)."""
     params = dict(params or {})
     pp = {**DEFAULTS, **params}
     kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed")}
@@ -337,6 +433,9 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
                              cpu_s=0.0, **spatialmeta_start(sim, st, msi)))
     if peers_only:
         return rows
+    if block is not None:
+        bw = block_diagnostic(inps["spatialfuse"], sim, T_auto.affine, c["name"], **block)
+        rows[0]["block_windows"] = bw.assign(warp_um=base["warp_um"], pixel_um=base["pixel_um"])
     if fast:
         if oracle:
             rows[0].update(warp_oracle(inps["spatialfuse"], sim, T_auto.affine))
@@ -376,25 +475,37 @@ def main(argv=None) -> pd.DataFrame:
                     help='align config overrides for our methods, as JSON (e.g. \'{"domain_clusters": 0}\')')
     ap.add_argument("--fast", action="store_true",
                     help="only the automatic registration and the references (no QC, no flag checks)")
+    ap.add_argument("--block-diagnostic", nargs="?", const="{}", default=None,
+                    help="also search a local translation per window of the found affine by "
+                         "exhaustive search of the data objective and compare it with the TRUE local "
+                         "displacement; optional JSON of local_shifts arguments (window_um, "
+                         "spacing_um, max_shift_um, step_um, sigma_um; smooth_um: the kernel of "
+                         "the Hessian-weighted average of the windows, default 300)")
     ap.add_argument("--peers-only", action="store_true",
                     help="run only the peers (and the landmark/best-affine references), not ours")
     args = ap.parse_args(argv)
     SPATIALMETA_IMAGE_UM_PER_PX = args.spatialmeta_um_per_px
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    rows = []
+    rows, windows = [], []
     for c in cases(args.quick, args.seed):
         if args.only and not c["name"].startswith(args.only):
             continue
         t0 = time.perf_counter()
         r = run_case(c, tuple(args.peers), args.peers_only, args.warp_oracle, json.loads(args.params),
-                     args.fast)
+                     args.fast, None if args.block_diagnostic is None else json.loads(args.block_diagnostic))
+        if "block_windows" in r[0]:
+            windows.append(r[0].pop("block_windows"))
         rows += r
         print(f"{c['name']:>11}  px {c['msi_pixel_size_um']:>4.0f} um  warp {c['warp_um']:4.1f} um  "
               + "  ".join(f"{x['method']}: {x['truth_error_um_median']:6.1f} um" for x in r)
               + (f"  oracle penalty/gain {r[0]['oracle_penalty'] / (r[0]['oracle_E_affine'] - r[0]['oracle_E_truth']):.0f}x"
+                 f" (on the raster's control points {r[0]['oracle_penalty_raster'] / (r[0]['oracle_E_affine'] - r[0]['oracle_E_truth']):.1f}x;"
+                 f" fitted on the raster only {r[0]['oracle_penalty_raster_fit'] / (r[0]['oracle_E_affine'] - r[0]['oracle_E_truth_raster_fit']):.1f}x)"
                  if "oracle_penalty" in r[0] else "")
               + f"  ({time.perf_counter() - t0:.0f}s wall)", flush=True)
     df = pd.DataFrame(rows)
+    if windows:
+        print_block_diagnostic(pd.concat(windows, ignore_index=True))
     if args.out:
         df.to_csv(args.out, sep="\t", index=False)
     df["tre_px"] = df["truth_error_um_median"] / df["pixel_um"]
@@ -443,10 +554,15 @@ def main(argv=None) -> pd.DataFrame:
 def _print_oracle(sf: pd.DataFrame) -> None:
     if "oracle_penalty" in sf:
         gain = sf["oracle_E_affine"] - sf["oracle_E_truth"]
+        gain_in = sf["oracle_E_affine"] - sf["oracle_E_truth_raster_fit"]
         print(f"warp oracle (B-spline fitted to the true warp on the found affine): TRE median "
               f"{sf['oracle_tre_um'].median():.1f} um; data objective lower at the truth in "
               f"{int((gain > 0).sum())}/{len(sf)} cases; where it is, the penalty for the true "
-              f"field is {np.median((sf['oracle_penalty'] / gain)[gain > 0]):.1f}x that gain (median)"
+              f"field is {np.median((sf['oracle_penalty'] / gain)[gain > 0]):.1f}x that gain (median; "
+              f"{np.median((sf['oracle_penalty_raster'] / gain)[gain > 0]):.1f}x over the control points "
+              f"whose support touches the MSI raster; "
+              f"{np.median((sf['oracle_penalty_raster_fit'] / gain_in)[gain_in > 0]):.1f}x for the field "
+              f"fitted to the truth on the raster only)"
               if (gain > 0).any() else "")
 
 

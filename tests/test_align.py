@@ -473,3 +473,50 @@ def test_domain_channels_are_seeded_and_feed_the_nonrigid_fit():
     out = run_align(st, msi, {"domain_clusters": 4}, sample="dom")
     # 10.4 um (default channels: 13.3 um) on this 40 um-pixel pair
     assert _tre_um(out["transform"], sim, msi) < 0.5 * sim["params"].msi_pixel_size_um
+
+
+def test_block_matching_finds_a_known_local_shift():
+    """The exhaustive per-window search recovers a translation added to the true affine (no
+    warp): the confident windows' shifts undo it."""
+    from spatialfuse.align.blockmatch import local_shifts
+    from spatialfuse.align.stage import prepare_inputs
+    from spatialfuse.align.transform import fit_affine
+
+    sim, st, msi = _sim_sections(seed=3, warp_um=0.0, msi_pixel_size_um=20.0)
+    inp = prepare_inputs(st, msi, 4, 0)
+    t = sim["msi_pixels"]
+    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
+    d0 = np.array([20.0, -15.0])
+    A_off = A.copy()
+    A_off[:2, 2] -= d0  # A_off⁻¹(x) = A⁻¹(x + d0): the fit's local shift must be -d0
+    ls = local_shifts(inp.pts, inp.raster, A_off, inp.capture_box, window_um=500.0, spacing_um=300.0,
+                      max_shift_um=40.0, step_um=5.0)
+    assert len(ls.centre) >= 4 and ls.members.shape == (len(ls.centre), len(inp.pts.xy))
+    conf = ls.curvature >= np.median(ls.curvature)
+    assert np.allclose(np.median(ls.shift[conf], 0), -d0, atol=6.0)
+    # the Hessian-weighted kernel average of all windows: the same shift everywhere
+    from spatialfuse.align.blockmatch import smooth_shifts
+
+    sm = smooth_shifts(ls, ls.centre, 1000.0)
+    assert np.allclose(np.median(sm, 0), -d0, atol=6.0) and np.ptp(sm, 0).max() < 15.0
+    # at the true affine the same windows find (nearly) no shift
+    ls0 = local_shifts(inp.pts, inp.raster, A, inp.capture_box, window_um=500.0, spacing_um=300.0,
+                       max_shift_um=40.0, step_um=5.0)
+    assert np.all(np.abs(np.median(ls0.shift[ls0.curvature >= np.median(ls0.curvature)], 0)) < 6.0)
+
+
+def test_bending_restricted_to_active_control_points():
+    from spatialfuse.align.refine import BSplineField
+
+    f = BSplineField.covering(np.zeros(2), np.array([1000.0, 1000.0]), 200.0)
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=f.n)
+    full = float(c @ (f.bending() @ c))
+    assert np.isclose(float(c @ (f.bending(np.ones(f.n, bool)) @ c)), full)
+    act = f.touching(np.array([[100.0, 100.0], [150.0, 120.0]]))
+    assert 0 < act.sum() <= 16 + 4  # a corner point's 4 x 4 support (+ a cell boundary)
+    part = float(c @ (f.bending(act) @ c))
+    assert 0 < part < full
+    c2 = c.copy()
+    c2[~act] += 100.0  # values off the active points cost nothing there
+    assert np.isclose(float(c2 @ (f.bending(act) @ c2)), part)

@@ -39,3 +39,22 @@ def test_warp_oracle_recovers_the_true_warp_and_prices_it():
     assert o["oracle_tre_um"] < min(5.0, 0.3 * affine_tre)
     # ... and a 40 um warp costs the fit a positive bending/ridge penalty
     assert o["oracle_penalty"] > 0 and np.isfinite(o["oracle_E_affine"]) and np.isfinite(o["oracle_E_truth"])
+    # over the control points that touch the MSI raster only: part of it, still positive
+    assert 0 < o["oracle_penalty_raster"] < o["oracle_penalty"]
+    assert 0 < o["oracle_penalty_raster_fit"] and np.isfinite(o["oracle_E_truth_raster_fit"])
+
+
+def test_block_diagnostic_compares_local_shifts_with_the_true_displacement():
+    sim = simulate_sample(DemoParams(seed=3, **{**SMALL_DEMO, "warp_um": 0.0, "msi_pixel_size_um": 20.0}))
+    st, msi = simulated_sections(sim)
+    inp = prepare_inputs(st, msi, 4, 0)
+    t = sim["msi_pixels"]
+    A = ab.fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
+    A[:2, 2] += np.array([-25.0, 10.0])  # a known error of the affine: true local shift (-25, 10)
+    w = ab.block_diagnostic(inp, sim, A, "c", window_um=500.0, spacing_um=300.0, max_shift_um=40.0)
+    assert len(w) >= 4 and (w["case"] == "c").all()
+    assert np.allclose(w[["true_x", "true_y"]].median(), [-25.0, 10.0], atol=2.0)
+    conf = w[w["curvature"] >= w["curvature"].median()]
+    # single windows are noisy (spot-level data), their median recovers most of the shift
+    miss = np.linalg.norm(conf[["est_x", "est_y"]].median().to_numpy() - [-25.0, 10.0])
+    assert miss < 0.4 * np.hypot(25.0, 10.0)

@@ -99,8 +99,9 @@ class BSplineField:
             out[s:s + 200000] = self.basis(xy[s:s + 200000]) @ self.coef
         return out
 
-    def bending(self) -> sp.csr_matrix:
-        """Σ of squared second differences (xx, yy, 2·xy) of the control values, as a matrix."""
+    def bending(self, active: np.ndarray | None = None) -> sp.csr_matrix:
+        """Σ of squared second differences (xx, yy, 2·xy) of the control values, as a matrix;
+        with ``active`` (bool per control point) only the differences among active points."""
         ny, nx = self.shape
 
         def d2(n):
@@ -113,7 +114,27 @@ class BSplineField:
         Dxx = sp.kron(Iy, d2(nx))
         Dyy = sp.kron(d2(ny), Ix)
         Dxy = sp.kron(d1(ny), d1(nx))
+        if active is not None:
+            off = (~np.asarray(active, bool)).astype(float)
+
+            def keep(D):
+                D = D.tocsr()
+                return D[np.asarray(abs(D) @ off).ravel() == 0]
+
+            Dxx, Dyy, Dxy = keep(Dxx), keep(Dyy), keep(Dxy)
         return (Dxx.T @ Dxx + Dyy.T @ Dyy + 2 * Dxy.T @ Dxy).tocsr()
+
+    def touching(self, xy: np.ndarray) -> np.ndarray:
+        """Bool per control point: its support (± 2 spacings) holds at least one of ``xy``."""
+        ny, nx = self.shape
+        g = np.floor((np.asarray(xy, float) - self.origin) / self.spacing).astype(int)
+        hit = np.zeros((ny, nx), bool)
+        for a in range(-1, 3):
+            for b in range(-1, 3):
+                ix, iy = g[:, 0] + a, g[:, 1] + b
+                ok = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+                hit[iy[ok], ix[ok]] = True
+        return hit.ravel()
 
 
 def group_mean(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
