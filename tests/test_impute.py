@@ -485,3 +485,21 @@ def test_transductive_fits_train_on_every_spots_source_and_never_on_heldout_targ
     assert torch.equal(weights(rna, msi, None), weights(rna2, msi, None))
     with pytest.raises(ValueError, match="transductive"):
         fit("gnn", inputs, small, seed=0, device="cpu", train_mask=train, transductive="both")
+
+
+def test_loss_terms_average_over_the_spots_that_carry_the_modality():
+    from types import SimpleNamespace
+
+    import torch
+
+    from spatialfuse.models.modules import _visible_mean, _visible_terms
+
+    lp_r, lp_m = torch.tensor([-1.0, -2.0, -3.0, -4.0]), torch.tensor([-5.0, -6.0, 1e9, 1e9])
+    lv = torch.tensor([[True, True], [True, True], [True, False], [True, False]])
+    b = SimpleNamespace(loss_visible=lv)
+    r, m = _visible_terms(b, lp_r, lp_m)
+    # source-only spots (MSI hidden): their MSI values never enter, and the MSI term keeps the
+    # weight it has in an inductive batch (a mean over the spots that carry MSI)
+    assert float(_visible_mean(b, m, 1)) == -5.5 and float(_visible_mean(b, r, 0)) == -2.5
+    plain = SimpleNamespace(loss_visible=None)
+    assert float(_visible_mean(plain, *_visible_terms(plain, lp_r, lp_m)[:1], 0)) == -2.5

@@ -204,6 +204,16 @@ def _visible_terms(batch, lp_r: torch.Tensor, lp_m: torch.Tensor):
             torch.where(lv[:, 1], lp_m, torch.zeros_like(lp_m)))
 
 
+def _visible_mean(batch, lp: torch.Tensor, j: int) -> torch.Tensor:
+    """Mean of the per-spot log-likelihoods ``lp`` of modality ``j`` over the targets that may
+    be trained on it: a transductive fit's source-only spots neither dilute the target term
+    (it keeps its weight per step) nor enter it."""
+    lv = batch.loss_visible
+    if lv is None:
+        return lp.mean()
+    return lp.sum() / lv[:, j].sum().clamp_min(1).to(lp.dtype)
+
+
 def source_only(batch, source: int):
     """``batch`` with modality ``1 - source`` hidden at every node and ``source`` visible
     wherever it was before per-spot or block masking (``extra["base_visible"]``): the inputs
@@ -346,7 +356,8 @@ class JointModule(nn.Module):
         lp_r, lp_m = _visible_terms(batch, *self.decoders.log_prob(
             z, batch.batch, batch.rna, batch.library, batch.msi, batch.msi_zero,
             self.offset(batch)))
-        terms = {"nll_rna": -lp_r.mean(), "nll_msi": -lp_m.mean()}
+        terms = {"nll_rna": -_visible_mean(batch, lp_r, 0),
+                 "nll_msi": -_visible_mean(batch, lp_m, 1)}
         total = self.w_rna * terms["nll_rna"] + self.w_msi * terms["nll_msi"]
         if kl is not None:
             terms["kl"] = kl.mean()
@@ -359,7 +370,8 @@ class JointModule(nn.Module):
                 lr_, lm_ = _visible_terms(batch, *self.decoders.log_prob(
                     zs, batch.batch, batch.rna, batch.library, batch.msi, batch.msi_zero,
                     self.offset(bs)))
-                nll = -(lm_ if tgt == "msi" else lr_).mean()
+                nll = -(_visible_mean(batch, lm_, 1) if tgt == "msi" else
+                        _visible_mean(batch, lr_, 0))
                 terms[f"nll_{tgt}_from_{src}"] = nll
                 cross = w * nll + (self.kl_weight * kls.mean() if kls is not None else 0.0)
                 total = total + self.w_cross * cross
