@@ -83,8 +83,8 @@ class FitData:
             pca = PCA(nc, svd_solver="randomized" if nc < min(X.shape) // 2 else "full",
                       random_state=seed).fit(X[rows])
             comp = pca.components_.astype(np.float32)
-            # one scale per modality (mean PC variance 1 on the fitting spots): PCs keep their
-            # relative variance, so the dominant axes of variation stay dominant
+            # one scale per modality (mean PC variance 1 on the spots it is fitted on): PCs keep
+            # their relative variance, so the dominant axes of variation stay dominant
             sd = np.full(nc, np.sqrt(pca.explained_variance_.mean()) + 1e-6, np.float32)
             self.components[m] = (comp, pca.mean_.astype(np.float32), sd)
             P = ((X - pca.mean_) @ comp.T) / sd
