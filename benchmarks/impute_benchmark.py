@@ -19,6 +19,10 @@ expression (:mod:`spatialfuse.simulate.semireal`; the seed drives the MSI simula
         --seeds 0 1 [--cores 2] [--set impute.model_max_steps=300] [--keep DIR]
     flock /tmp/spatialfuse_heavy.lock .venv/bin/python benchmarks/impute_benchmark.py \
         --semireal --seeds 0 [--sections 1 2 3 4]
+
+``--rerun-impute`` (with ``--keep DIR`` holding an earlier run): reuse its simulated, ingested
+and registered sections and rerun only the impute job, so that two impute settings (e.g.
+``--set impute.transductive=true``) are compared on the very same sections.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ def semireal_sheet(wd: Path, seed: int, data: Path, sections: list[int]) -> Path
 
 
 def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
-             semireal: tuple[Path, list[int]] | None = None) -> list[dict]:
+             semireal: tuple[Path, list[int]] | None = None,
+             rerun_impute: bool = False) -> list[dict]:
     (wd / "config").mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["seed"] = seed
@@ -78,12 +83,16 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
         k, v = e.split("=", 1)
         _set(cfg, k, v)
     (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    if semireal:
+    reuse = rerun_impute and (wd / "config" / "samples.tsv").is_file()
+    if reuse:  # the earlier run's sections as they are; only impute reruns
+        extra = ["--rerun-triggers", "mtime", "--forcerun", "impute"]
+    elif semireal:
         shutil.copy(semireal_sheet(wd, seed, *semireal), wd / "config" / "samples.tsv")
     else:
         shutil.copy(REPO / "config" / "samples.tsv", wd / "config" / "samples.tsv")
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
-                    str(wd), "--cores", cores, "--quiet", "--until", "impute"], check=True)
+                    str(wd), "--cores", cores, "--quiet", "--until", "impute",
+                    *(extra if reuse else [])], check=True)
     rows = []
     for mfile in sorted((wd / "results").glob("*/impute/metrics.json")):
         sample = mfile.parents[1].name
@@ -153,13 +162,16 @@ def main() -> None:
                     help="real ST sections + SIMULATED MSI instead of the demo")
     ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4])
     ap.add_argument("--real-data", help="shared/data/real folder (default: beside the checkout)")
+    ap.add_argument("--rerun-impute", action="store_true",
+                    help="with --keep DIR of an earlier run: rerun only impute on its sections")
     args = ap.parse_args()
     semireal = (real_data_dir(args.real_data), args.sections) if args.semireal else None
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sf_impute_"))
     rows = []
     linked = []
     for seed in args.seeds:
-        rows += run_seed(root / f"seed{seed}", seed, args.cores, args.set, semireal)
+        rows += run_seed(root / f"seed{seed}", seed, args.cores, args.set, semireal,
+                         args.rerun_impute)
         linked += linked_feature_scores(root / f"seed{seed}", seed)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 160)

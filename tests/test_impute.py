@@ -133,22 +133,27 @@ def test_baselines_never_read_heldout_targets(method):
 FOLD_FIT_OPTIONS = [{}, {"depth_head": True, "cross_weight": 1.0, "linear_path": True}]
 
 
+@pytest.mark.parametrize("transductive", [False, True], ids=["inductive", "transductive"])
 @pytest.mark.parametrize("extra", FOLD_FIT_OPTIONS, ids=["plain", "fold_fit_options"])
-def test_model_fold_never_reads_heldout_targets(extra):
+def test_model_fold_never_reads_heldout_targets(extra, transductive):
     from spatialfuse.impute import model_fold
 
     rna, msi = _paired_synthetic()
     test = np.zeros(rna.n_obs, bool)
     test[:40] = True
+    train = ~test
+    train[40:60] = False  # a buffer: neither held out nor trained on (its source is, if transductive)
+    out = ~train  # held-out block and buffer: their target values must never matter
     params = {"max_steps": 20, "hidden_dim": 16, "latent_dim": 4, "input_pcs": 4, **extra}
-    a, genes, _ = model_fold("gnn", rna, msi, ~test, test, params, seed=0, device="cpu")
+    kw = dict(seed=0, device="cpu", transductive=transductive)
+    a, genes, _ = model_fold("gnn", rna, msi, train, test, params, **kw)
     msi2, rna2 = msi.copy(), rna.copy()
-    msi2.X[test] = 50.0
-    b, _, _ = model_fold("gnn", rna, msi2, ~test, test, params, seed=0, device="cpu")
+    msi2.X[out] = 50.0
+    b, _, _ = model_fold("gnn", rna, msi2, train, test, params, **kw)
     np.testing.assert_allclose(a["msi"], b["msi"], rtol=1e-5, atol=1e-5)
-    rna2.X[test] = 0.0
-    rna2.layers[Key.layers.counts][test] = 0.0
-    c, _, _ = model_fold("gnn", rna2, msi, ~test, test, params, seed=0, device="cpu")
+    rna2.X[out] = 0.0
+    rna2.layers[Key.layers.counts][out] = 0.0
+    c, _, _ = model_fold("gnn", rna2, msi, train, test, params, **kw)
     np.testing.assert_allclose(a["rna"], c["rna"], rtol=1e-5, atol=1e-5)
     assert a["msi"].shape == (40, 12) and len(genes) == 40
     # the source-only latents of the ridge-on-embedding hybrids: no held-out target enters
@@ -422,3 +427,79 @@ def test_fold_fit_options_are_off_by_default_in_the_models_and_reach_crossmodal_
     assert set(one.module.translation) == {"rna"}  # genes -> metabolites only
     with pytest.raises(ValueError, match="linear_path"):
         fit("vae", inputs, {**small, "linear_path": "both"}, seed=0, device="cpu")
+
+
+def test_transductive_fits_train_on_every_spots_source_and_never_on_heldout_targets():
+    import torch
+
+    from spatialfuse.models import prepare_inputs
+    from spatialfuse.models.api import fit
+    from spatialfuse.models.batching import FitData, SpotBatcher, TileBatcher
+
+    rna, msi = _paired_synthetic()
+    train = np.ones(rna.n_obs, bool)
+    train[:60] = False  # held-out block + buffer
+    inputs = prepare_inputs(rna, msi, stats_mask=train)
+    data = FitData(inputs, train, n_pcs=4, k=6, rna_nb=True, seed=0, device="cpu", source="rna")
+    vis = data.base_visible.numpy()
+    assert vis[:, 0].all() and (vis[:, 1] == train).all()  # genes everywhere, MSI on train
+    assert (data.source_only == ~train).all()
+    # the source projection is fitted on every spot, the target's on the training spots only
+    ref = FitData(inputs, train, n_pcs=4, k=6, rna_nb=True, seed=0, device="cpu")
+    assert not np.allclose(data.components["rna"][1], ref.components["rna"][1])
+    np.testing.assert_array_equal(data.components["msi"][0], ref.components["msi"][0])
+    idx = np.arange(rna.n_obs)
+    for batcher in (TileBatcher(data, 32, 1.0, n_layers=2, k=6),
+                    SpotBatcher(data, 32, 1.0, n_tokens=7), SpotBatcher(data, 32, 1.0)):
+        for b in batcher.batches(idx, np.random.default_rng(0), data.base_visible, train=True):
+            held = torch.as_tensor(~train[b.targets])
+            own = b.extra.get("centre_visible", b.visible[b.pos])
+            # a source-only target: its genes visible (never masked), its MSI hidden and out
+            # of the loss; the context nodes never show a held-out spot's MSI
+            assert own[held, 0].all() and not own[held, 1].any()
+            assert not b.visible[torch.as_tensor(~train[b.nodes]), 1].any()
+            lv = b.loss_visible
+            assert lv is not None if held.any() else lv is None
+            if lv is not None:
+                assert torch.equal(lv[:, 1], ~held) and lv[:, 0].all()
+            # mask_prob 1: every training spot with both modalities hides one of them
+            both = ~held
+            assert (own[both].sum(1) == 1).all()
+    small = {"max_steps": 16, "hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}
+
+    def weights(rna_ad, msi_ad, transductive):
+        inp = prepare_inputs(rna_ad, msi_ad, stats_mask=train)
+        fm = fit("gnn", inp, small, seed=0, device="cpu", train_mask=train,
+                 transductive=transductive)
+        return torch.cat([v.ravel() for v in fm.module.state_dict().values()])
+
+    w = weights(rna, msi, "rna")
+    msi2 = msi.copy()
+    msi2.X[~train] = -20.0  # held-out targets: the trained weights must not move
+    assert torch.equal(w, weights(rna, msi2, "rna"))
+    rna2 = rna.copy()
+    rna2.X[~train] = rna.X[~train][::-1]  # held-out sources: they now train the model
+    rna2.layers[Key.layers.counts][~train] = rna.layers[Key.layers.counts][~train][::-1]
+    assert not torch.equal(w, weights(rna2, msi, "rna"))
+    # ... while an inductive fit never reads them
+    assert torch.equal(weights(rna, msi, None), weights(rna2, msi, None))
+    with pytest.raises(ValueError, match="transductive"):
+        fit("gnn", inputs, small, seed=0, device="cpu", train_mask=train, transductive="both")
+
+
+def test_loss_terms_average_over_the_spots_that_carry_the_modality():
+    from types import SimpleNamespace
+
+    import torch
+
+    from spatialfuse.models.modules import _visible_mean, _visible_terms
+
+    lp_r, lp_m = torch.tensor([-1.0, -2.0, -3.0, -4.0]), torch.tensor([-5.0, -6.0, 1e9, 1e9])
+    lv = torch.tensor([[True, True], [True, True], [True, False], [True, False]])
+    b = SimpleNamespace(loss_visible=lv)
+    r, m = _visible_terms(b, lp_r, lp_m)
+    # source-only spots (MSI hidden): their MSI values never enter, and the MSI term keeps the
+    # weight it has in an inductive batch (a mean over the spots that carry MSI)
+    assert float(_visible_mean(b, m, 1)) == -5.5 and float(_visible_mean(b, r, 0)) == -2.5
+    plain = SimpleNamespace(loss_visible=None)
+    assert float(_visible_mean(plain, *_visible_terms(plain, lp_r, lp_m)[:1], 0)) == -2.5

@@ -18,7 +18,13 @@ Model-based methods fit a joint model of :mod:`spatialfuse.models` with ``train_
 fold's training spots and predict with :meth:`FittedModel.predict_msi_from_rna` /
 ``predict_rna_from_msi``: the VAE infers the latent from the source modality alone, the GNN and
 the Transformer decode from a latent that saw the source modality and (outside the buffer) no
-target values of the held-out block.
+target values of the held-out block. With ``transductive``, each direction gets its own fit in
+which the source modality of *every* spot (held-out block and buffer included) enters training
+— inputs, neighbours' context, its reconstruction term, its input projection — and the target
+modality only at the training spots (:func:`spatialfuse.models.api.fit`'s ``transductive``):
+the source is measured everywhere and seen at prediction time anyway (the baselines smooth it
+over all spots too), so nothing of the held-out targets leaks, and the model learns on the
+held-out block's own source distribution.
 """
 
 from __future__ import annotations
@@ -67,9 +73,13 @@ def baseline_fold(method: str, S: np.ndarray, Y: np.ndarray, train: np.ndarray, 
 
 
 def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params: dict, *,
-               n_top_genes: int | None = None, seed: int = 0, device: str = "cpu"):
+               n_top_genes: int | None = None, seed: int = 0, device: str = "cpu",
+               transductive: bool = False):
     """Fit joint model ``name`` on ``train`` spots (standardisation statistics from them too)
     and predict both modalities of ``test`` spots, each without its own values.
+
+    ``transductive``: one fit per direction, each also trained on the source modality of the
+    spots outside ``train`` (see the module docstring); about twice the time.
 
     Returns ({"msi": msi_hat, "rna": rna_hat} in log-normalised units, rna feature names,
     seconds).
@@ -80,10 +90,16 @@ def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params:
     t0 = time.perf_counter()
     with fixed_threads():
         inputs = prepare_inputs(rna, msi, n_top_genes, stats_mask=train)
-    fm = fit(name, inputs, params, seed=seed, device=device, train_mask=train)
-    out = {"msi": inputs.to_lognormal("msi", fm.predict_msi_from_rna(spots=test)),
+    if transductive:  # genes -> metabolites from a fit that saw every spot's genes, and back
+        fr = fit(name, inputs, params, seed=seed, device=device, train_mask=train,
+                 transductive="rna")
+        fm = fit(name, inputs, params, seed=seed, device=device, train_mask=train,
+                 transductive="msi")
+    else:
+        fr = fm = fit(name, inputs, params, seed=seed, device=device, train_mask=train)
+    out = {"msi": inputs.to_lognormal("msi", fr.predict_msi_from_rna(spots=test)),
            "rna": inputs.to_lognormal("rna", fm.predict_rna_from_msi(spots=test)),
-           "z_from_rna": source_embedding(fm, "rna"), "z_from_msi": source_embedding(fm, "msi")}
+           "z_from_rna": source_embedding(fr, "rna"), "z_from_msi": source_embedding(fm, "msi")}
     return out, inputs.rna_features, time.perf_counter() - t0
 
 
@@ -119,13 +135,15 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   rna_ad=None, msi_ad=None, gene_index: np.ndarray | None = None,
                   n_comps: int = 30, ridge_alpha: float | None = None, knn_k: int = 10,
                   n_top_genes: int | None = None, seed: int = 0, device: str = "cpu",
-                  hybrid: str | None = "stack"):
+                  hybrid: str | None = "stack", transductive: bool = False):
     """Out-of-fold predictions of every method in both directions.
 
     ``Xr`` (spots × scored genes) and ``Xm`` (spots × m/z): measured log-normalised targets;
     ``Sr``/``Sm``: the smoothed source features of the baselines; ``rna_ad``/``msi_ad``: the
     paired AnnData the models read (needed when ``models`` is not empty); ``gene_index``: the
-    columns of ``rna_ad`` that ``Xr`` holds (the models' genes must be these).
+    columns of ``rna_ad`` that ``Xr`` holds (the models' genes must be these);
+    ``transductive``: per-direction model fits that also train on the source modality of the
+    held-out and buffer spots (:func:`model_fold`).
 
     Returns ``{method: {"msi": (spots × m/z), "rna": (spots × genes)}}`` and per-method seconds.
     """
@@ -149,7 +167,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
             test = folds == f
             out, genes, s = model_fold(name, rna_ad, msi_ad, train, test,
                                        model_params.get(name, {}), n_top_genes=n_top_genes,
-                                       seed=seed, device=device)
+                                       seed=seed, device=device, transductive=transductive)
             if gene_index is not None and len(genes) != len(gene_index):
                 raise ValueError(f"{name}: the model's genes differ from the scored genes")
             P["msi"][test], P["rna"][test] = out["msi"], out["rna"]

@@ -18,6 +18,14 @@ whose features the model may see while fitting. Spots outside it are *held out*:
 modalities enters training — not as inputs, not as neighbours' context, not in the loss, not in
 the input projections (PCA) — they only sit in the spatial graph as empty nodes.
 
+``transductive`` (``"rna"`` or ``"msi"``; default None; impute's cross-modal fits): that modality,
+the *source* of one prediction direction, is measured at every spot and visible at prediction
+time anyway, so it enters training at the held-out spots too — as inputs, as neighbours'
+context, in its own reconstruction term and in its input projection — while their other modality
+(the target) stays out of inputs, context and loss. The model then learns on the held-out
+block's source distribution, in the configuration it predicts in (source visible, target
+hidden). Such a fit serves that direction only.
+
 Prediction for the spots in ``spots`` (indices or a bool mask; default: the held-out spots, or
 all spots when nothing is held out) uses the *source* modality of every spot and the *target*
 modality of fitting spots only, with the target modality of every spot in ``spots`` hidden — so a
@@ -207,8 +215,9 @@ class FittedModel:
 
 
 def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 0,
-        device: str = "auto", train_mask=None) -> FittedModel:
-    """Train model ``name`` on the spots of ``train_mask`` (default all); see the module doc."""
+        device: str = "auto", train_mask=None, transductive: str | None = None) -> FittedModel:
+    """Train model ``name`` on the spots of ``train_mask`` (default all), and with
+    ``transductive`` on that modality of every other spot too; see the module doc."""
     if name not in MODULES:
         raise ValueError(f"unknown model {name!r}; available: {sorted(MODULES)}")
     p = {**DEFAULTS[name], **(params or {})}
@@ -217,6 +226,9 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
     fit_mask = np.ones(n, bool) if train_mask is None else np.zeros(n, bool)
     if train_mask is not None:
         fit_mask[_as_index(train_mask, n)] = True
+    if transductive is not None and transductive not in MODALITIES:
+        raise ValueError(f"{name}: transductive must be one of {MODALITIES} or None, "
+                         f"not {transductive!r}")
     if fit_mask.sum() < 10:
         raise ValueError(f"{name}: at least 10 fitting spots are needed, got {int(fit_mask.sum())}")
     for key, allowed in (("rna_likelihood", ("nb", "zinb", "gaussian")),
@@ -231,13 +243,14 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
         torch.manual_seed(seed)
         k = int(p.get("spatial_k") or 0) if name == "vae" else int(p["k"])
         data = FitData(inputs, fit_mask, n_pcs=int(p["input_pcs"]), k=max(k, 1), rna_nb=rna_nb,
-                       seed=seed, device=dev)
+                       seed=seed, device=dev, source=transductive)
+        extra = np.nonzero(data.source_only)[0]  # source-only training spots (transductive)
         module = MODULES[name](data.dims, inputs.rna.shape[1], inputs.msi.shape[1], p,
                                rna_nb=data.rna_nb, n_batches=inputs.n_batches,
                                rna_stats=data.rna_stats(),
                                msi_zero_value=data.msi_zero_value).to(dev)
         # small sections: at least MIN_STEPS optimiser steps per epoch (never below 16 spots)
-        n_tr = int(fit_mask.sum() * (1 - float(p["val_fraction"])))
+        n_tr = int(fit_mask.sum() * (1 - float(p["val_fraction"]))) + len(extra)
         bs = int(min(int(p["batch_size"]), max(16, -(-n_tr // MIN_STEPS))))
         mp = float(p["mask_prob"])
         bmp = float(p.get("block_mask_prob") or 0.0)  # set by impute's per-fold fits
@@ -251,9 +264,12 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
         else:
             batcher = SpotBatcher(data, bs, mp, context=k > 0 or lin)
         tr, va = split_validation(np.nonzero(fit_mask)[0], float(p["val_fraction"]), seed)
-        log.info("%s: %d fitting spots (%d train, %d validation), %d held out, %d genes, "
-                 "%d m/z, device %s", name, fit_mask.sum(), len(tr), len(va), n - fit_mask.sum(),
-                 inputs.rna.shape[1], inputs.msi.shape[1], dev)
+        if len(extra):  # trained on their source only; validation stays on fitting spots
+            tr = np.union1d(tr, extra)
+        log.info("%s: %d fitting spots (%d train, %d validation), %d held out (%d of them "
+                 "training on their %s only), %d genes, %d m/z, device %s", name,
+                 fit_mask.sum(), len(tr) - len(extra), len(va), n - fit_mask.sum(), len(extra),
+                 transductive or "-", inputs.rna.shape[1], inputs.msi.shape[1], dev)
         train_log, summary = train_module(
             module, batcher, data.base_visible, tr, va, max_epochs=int(p["max_epochs"]),
             lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), patience=int(p["patience"]),
@@ -262,4 +278,6 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
                "msi_likelihood": p["msi_likelihood"],
                "n_parameters": int(sum(q.numel() for q in module.parameters())),
                "embedding_dim": int(p["latent_dim"]), "n_fit_spots": int(fit_mask.sum())}
+    if transductive is not None:
+        metrics.update(transductive=transductive, n_source_only_spots=int(len(extra)))
     return FittedModel(name, p, module, data, batcher, train_log, metrics)

@@ -20,6 +20,12 @@ Transformer), a whole mini-batch (a tile with its halo, or the spots with their 
 hides one modality at every node with that probability: at prediction time a held-out block has
 its target modality missing at the spot *and at all its neighbours*, which per-spot masking
 never shows the model (it learns to copy the neighbours' target values instead).
+
+Transductive fits (``source``, impute's cross-modal fits only): the *source* modality of every
+spot — held-out spots included — is visible (inputs, neighbours' context, its own loss term, its
+input projection); the other modality stays visible on the fitting spots only. A spot that sees
+only the source is trained exactly as it is predicted (no per-spot masking), and its hidden
+modality never enters the loss (``Batch.loss_visible``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ class Batch:
     msi: torch.Tensor  # (B, m/z) standardised
     extra: dict = field(default_factory=dict)  # family-specific structure (edges, tokens, ...)
     msi_zero: torch.Tensor | None = None  # (B, m/z) bool: peak missing (zero intensity)
+    # (B, 2) bool: which modality of each target may enter the loss (its base visibility);
+    # None when every target has both (the usual case: no masking of loss terms at all)
+    loss_visible: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -56,22 +65,26 @@ class FitData:
     """Everything a model needs about the spots, built once per fit."""
 
     def __init__(self, inputs: ModelInputs, fit_mask: np.ndarray, *, n_pcs: int, k: int,
-                 rna_nb: bool, seed: int, device: str):
+                 rna_nb: bool, seed: int, device: str, source: str | None = None):
         from sklearn.decomposition import PCA
 
         self.inputs, self.device = inputs, torch.device(device)
         n = inputs.n_spots
         self.fit_mask = np.asarray(fit_mask, bool)
+        if source is not None and source not in MODALITIES:
+            raise ValueError(f"source must be one of {MODALITIES} or None, not {source!r}")
+        self.source = source  # transductive: this modality is visible at every spot
         fit_idx = np.nonzero(self.fit_mask)[0]
         self.components, self.x = {}, {}
         for m in MODALITIES:
             X = getattr(inputs, m)
-            nc = int(max(1, min(n_pcs, len(fit_idx) - 1, X.shape[1])))
+            rows = np.arange(n) if m == source else fit_idx
+            nc = int(max(1, min(n_pcs, len(rows) - 1, X.shape[1])))
             pca = PCA(nc, svd_solver="randomized" if nc < min(X.shape) // 2 else "full",
-                      random_state=seed).fit(X[fit_idx])
+                      random_state=seed).fit(X[rows])
             comp = pca.components_.astype(np.float32)
-            # one scale per modality (mean PC variance 1 on the fitting spots): PCs keep their
-            # relative variance, so the dominant axes of variation stay dominant
+            # one scale per modality (mean PC variance 1 on the spots it is fitted on): PCs keep
+            # their relative variance, so the dominant axes of variation stay dominant
             sd = np.full(nc, np.sqrt(pca.explained_variance_.mean()) + 1e-6, np.float32)
             self.components[m] = (comp, pca.mean_.astype(np.float32), sd)
             P = ((X - pca.mean_) @ comp.T) / sd
@@ -87,6 +100,8 @@ class FitData:
         self.batch = torch.as_tensor(
             inputs.batch if inputs.batch is not None else np.zeros(n, np.int64), dtype=torch.long)
         vis = np.repeat(self.fit_mask[:, None], len(MODALITIES), 1)
+        if source is not None:
+            vis[:, MODALITIES.index(source)] = True
         self.base_visible = torch.as_tensor(vis)
         # spatial neighbours (k nearest, excluding self) and the lattice pitch
         kk = int(min(k, max(n - 1, 1)))
@@ -94,6 +109,13 @@ class FitData:
         self.neighbours, self.nb_dist = nb[:, 1:], dist[:, 1:]
         self.pitch = float(np.median(self.nb_dist[:, 0])) if n > 1 else 1.0
         self.xy = np.asarray(inputs.xy, np.float64)
+
+    @property
+    def source_only(self) -> np.ndarray:
+        """Spots outside the fitting set whose source modality trains the model (transductive
+        fits; none otherwise)."""
+        vis = self.base_visible.numpy()
+        return ~self.fit_mask & vis.any(1)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -125,12 +147,14 @@ class FitData:
         dev = self.device
         t = torch.as_tensor(targets)
         nd = torch.as_tensor(nodes)
+        lv = visible[t]
         return Batch(
             targets=targets, nodes=nodes, pos=torch.as_tensor(pos, device=dev),
             x={m: self.x[m][nd.to(dev)] for m in MODALITIES},
             visible=visible[nd].to(dev), node_batch=self.batch[nd].to(dev),
             batch=self.batch[t].to(dev), rna=self.rna[t].to(dev), library=self.library[t].to(dev),
             msi=self.msi[t].to(dev), extra=extra or {}, msi_zero=self.msi_zero[t].to(dev),
+            loss_visible=None if bool(lv.all()) else lv.to(dev),
         )
 
 
@@ -156,6 +180,12 @@ def training_mask(rng: np.random.Generator, n: int, mask_prob: float) -> np.ndar
     hide[:, 0] = r < mask_prob / 2
     hide[:, 1] = (r >= mask_prob / 2) & (r < mask_prob)
     return hide
+
+
+def both_visible(visible: torch.Tensor, targets: np.ndarray) -> np.ndarray:
+    """(B,) bool: targets whose two modalities are both visible (only those get per-spot
+    masking; a transductive fit's source-only spot is trained as it is predicted)."""
+    return visible[torch.as_tensor(targets)].all(1).cpu().numpy()
 
 
 def _block_hide(rng: np.random.Generator, prob: float) -> int | None:
@@ -204,6 +234,7 @@ class SpotBatcher:
             b.extra["base_visible"] = b.visible  # before any masking (cross-modal term)
             hide = training_mask(rng, len(tg), self.mask_prob) if (train and rng is not None) \
                 else np.zeros((len(tg), 2), bool)
+            hide &= both_visible(visible, tg)[:, None]  # a source-only spot: as predicted
             block = _block_hide(rng, self.block_mask_prob) if (train and rng is not None) else None
             if block is not None:  # one modality hidden at every node of the batch
                 hide[:] = False
@@ -286,7 +317,9 @@ class TileBatcher:
                 t = torch.as_tensor(tg, device=d.device)
                 b.extra["context"] = {m: c[t] for m, c in ctx.items()}
             if train and rng is not None:
-                hide = torch.as_tensor(training_mask(rng, len(tg), self.mask_prob), device=d.device)
+                hide = training_mask(rng, len(tg), self.mask_prob)
+                hide &= both_visible(visible, tg)[:, None]  # a source-only spot: as predicted
+                hide = torch.as_tensor(hide, device=d.device)
                 v = b.visible.clone()
                 block = _block_hide(rng, self.block_mask_prob)
                 if block is not None:  # the tile and its halo hide one modality everywhere

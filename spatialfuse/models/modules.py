@@ -193,6 +193,27 @@ def expected_log1p_nb(mu: torch.Tensor, theta: torch.Tensor, f: torch.Tensor,
     return torch.where(small, exact, delta)
 
 
+def _visible_terms(batch, lp_r: torch.Tensor, lp_m: torch.Tensor):
+    """Per-spot log-likelihoods with the terms of modalities a target may not be trained on
+    (``batch.loss_visible`` False: a transductive fit's held-out target modality) set to 0 — by
+    selection, so neither their values nor their gradients depend on those data."""
+    lv = batch.loss_visible
+    if lv is None:
+        return lp_r, lp_m
+    return (torch.where(lv[:, 0], lp_r, torch.zeros_like(lp_r)),
+            torch.where(lv[:, 1], lp_m, torch.zeros_like(lp_m)))
+
+
+def _visible_mean(batch, lp: torch.Tensor, j: int) -> torch.Tensor:
+    """Mean of the per-spot log-likelihoods ``lp`` of modality ``j`` over the targets that may
+    be trained on it: a transductive fit's source-only spots neither dilute the target term
+    (it keeps its weight per step) nor enter it."""
+    lv = batch.loss_visible
+    if lv is None:
+        return lp.mean()
+    return lp.sum() / lv[:, j].sum().clamp_min(1).to(lp.dtype)
+
+
 def source_only(batch, source: int):
     """``batch`` with modality ``1 - source`` hidden at every node and ``source`` visible
     wherever it was before per-spot or block masking (``extra["base_visible"]``): the inputs
@@ -332,9 +353,11 @@ class JointModule(nn.Module):
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         z, kl = self.encode(batch)
-        lp_r, lp_m = self.decoders.log_prob(z, batch.batch, batch.rna, batch.library, batch.msi,
-                                            batch.msi_zero, self.offset(batch))
-        terms = {"nll_rna": -lp_r.mean(), "nll_msi": -lp_m.mean()}
+        lp_r, lp_m = _visible_terms(batch, *self.decoders.log_prob(
+            z, batch.batch, batch.rna, batch.library, batch.msi, batch.msi_zero,
+            self.offset(batch)))
+        terms = {"nll_rna": -_visible_mean(batch, lp_r, 0),
+                 "nll_msi": -_visible_mean(batch, lp_m, 1)}
         total = self.w_rna * terms["nll_rna"] + self.w_msi * terms["nll_msi"]
         if kl is not None:
             terms["kl"] = kl.mean()
@@ -344,9 +367,11 @@ class JointModule(nn.Module):
                                                ("msi", "rna", self.w_rna))):
                 bs = source_only(batch, j)
                 zs, kls = self.encode(bs)
-                lr_, lm_ = self.decoders.log_prob(zs, batch.batch, batch.rna, batch.library,
-                                                  batch.msi, batch.msi_zero, self.offset(bs))
-                nll = -(lm_ if tgt == "msi" else lr_).mean()
+                lr_, lm_ = _visible_terms(batch, *self.decoders.log_prob(
+                    zs, batch.batch, batch.rna, batch.library, batch.msi, batch.msi_zero,
+                    self.offset(bs)))
+                nll = -(_visible_mean(batch, lm_, 1) if tgt == "msi" else
+                        _visible_mean(batch, lr_, 0))
                 terms[f"nll_{tgt}_from_{src}"] = nll
                 cross = w * nll + (self.kl_weight * kls.mean() if kls is not None else 0.0)
                 total = total + self.w_cross * cross
