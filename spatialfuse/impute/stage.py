@@ -252,7 +252,6 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             layer = np.full(tgt_ad.shape, np.nan, np.float32)
             layer[:, slice(None) if tgt == "msi" else genes] = P[tgt]
             tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = layer
-        best_base = max(cross[task][b]["median_pearson"] for b in BASELINES)
         ranked = sorted(cross[task], key=lambda m: -np.nan_to_num(cross[task][m]["median_pearson"],
                                                                   nan=-np.inf))
         cross[task]["best_method"] = ranked[0]
