@@ -233,6 +233,31 @@ PEERS = {
 }
 
 
+def true_inverse_field(pts_xy: np.ndarray, sim: dict, A: np.ndarray) -> np.ndarray:
+    """The TRUE residual field on top of the affine ``A`` in the fit's inverse form: ``e(x)``
+    with ``u = A⁻¹(x + e(x))`` the true MSI position of ST point ``x`` (NaN outside the MSI
+    raster, where the simulator gives no truth)."""
+    from scipy.interpolate import LinearNDInterpolator
+
+    truth = sim["msi_pixels"]
+    u = LinearNDInterpolator(truth[["st_x_um", "st_y_um"]].to_numpy(),
+                             truth[["msi_x_um", "msi_y_um"]].to_numpy())(pts_xy)
+    Ainv = np.linalg.inv(A)
+    return (u - Ainv[:2, 2]) @ np.linalg.inv(Ainv[:2, :2]).T - pts_xy
+
+
+def _fit_field(field, Phi, e: np.ndarray) -> np.ndarray:
+    """Control values of ``field`` fitted to the displacements ``e`` at the points whose
+    basis rows are ``Phi`` (least squares with a tiny bending + ridge term, so control points
+    without data stay defined)."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    PtP = (Phi.T @ Phi).tocsc()
+    M = (PtP + 1e-3 * PtP.diagonal().mean() * (field.bending() + sp.identity(field.n))).tocsc()
+    return np.stack([spla.spsolve(M, Phi.T @ e[:, k]) for k in range(2)], 1)
+
+
 def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["nonrigid_smoothness"],
                 spacing_um: float = DEFAULTS["nonrigid_spacing_um"]) -> dict:
     """Why the B-spline does not recover the warp: the registration's own B-spline fitted to the
@@ -241,28 +266,21 @@ def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["non
     and at the truth, and the bending + ridge penalty the fit would pay for the true field at
     ``smoothness``. A warp is recoverable only where the data gain exceeds that penalty."""
     import scipy.sparse as sp
-    import scipy.sparse.linalg as spla
-    from scipy.interpolate import LinearNDInterpolator
     from scipy.spatial import cKDTree
 
     from spatialfuse.align.refine import _RIDGE, BSplineField, _affine_to_theta, _Objective
     from spatialfuse.align.register import transform_from_fit
 
-    pts, truth = inp.pts, sim["msi_pixels"]
-    raster = inp.raster
+    pts, raster = inp.pts, inp.raster
     if inp.fine is not None:  # the inputs of the fine fit (domain channels)
         pts, raster = inp.fine.inputs(A)
-    u = LinearNDInterpolator(truth[["st_x_um", "st_y_um"]].to_numpy(),
-                             truth[["msi_x_um", "msi_y_um"]].to_numpy())(pts.xy)
-    ok = np.isfinite(u).all(1)
-    Ainv = np.linalg.inv(A)
-    e_ok = (u[ok] - Ainv[:2, 2]) @ np.linalg.inv(Ainv[:2, :2]).T - pts.xy[ok]
+    e_all = true_inverse_field(pts.xy, sim, A)
+    ok = np.isfinite(e_all).all(1)
+    e_ok = e_all[ok]
     e = e_ok[cKDTree(pts.xy[ok]).query(pts.xy)[1]]  # beyond the raster: nearest known value
     field = BSplineField.covering(inp.capture_box[:2], inp.capture_box[2:], spacing_um)
     Phi = field.basis(pts.xy)
-    PtP = (Phi.T @ Phi).tocsc()
-    M = PtP + 1e-3 * PtP.diagonal().mean() * (field.bending() + sp.identity(field.n))
-    field.coef = np.stack([spla.spsolve(M.tocsc(), Phi.T @ e[:, k]) for k in range(2)], 1)
+    field.coef = _fit_field(field, Phi, e)
     T = transform_from_fit(A, field, {"method": "truth_bspline"})
     scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
     obj = _Objective(pts, raster.level(pts.footprint_sigma_um / scale), 0.0, 1.0, field, True)
@@ -283,28 +301,12 @@ def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["non
     act = field.touching(pts.xy[ev["v"] > 0])
     Ra = smoothness * h * field.bending(act) + _RIDGE * h * sp.diags(act.astype(float))
     pen_r = float(sum(c[:, k] @ (Ra @ c[:, k]) for k in range(2)))
-    Pin = Phi[np.nonzero(ok)[0]]
-    PtPi = (Pin.T @ Pin).tocsc()
-    Mi = PtPi + 1e-3 * PtPi.diagonal().mean() * (field.bending() + sp.identity(field.n))
-    ci = np.stack([spla.spsolve(Mi.tocsc(), Pin.T @ e_ok[:, k]) for k in range(2)], 1)
+    ci = _fit_field(field, Phi[np.nonzero(ok)[0]], e_ok)  # the raster's points only
     pen_in = float(sum(ci[:, k] @ (Ra @ ci[:, k]) for k in range(2)))
     return {"oracle_tre_um": tre_table_median(T, sim, inp), "oracle_E_affine": ev["E"],
             "oracle_E_truth": obj.evaluate(th1)["E"], "oracle_penalty": penalty,
             "oracle_penalty_raster": pen_r, "oracle_penalty_raster_fit": pen_in,
             "oracle_E_truth_raster_fit": obj.evaluate(np.r_[_affine_to_theta(A), ci.T.ravel()])["E"]}
-
-
-def true_inverse_field(pts_xy: np.ndarray, sim: dict, A: np.ndarray) -> np.ndarray:
-    """The TRUE residual field on top of the affine ``A`` in the fit's inverse form: ``e(x)``
-    with ``u = A⁻¹(x + e(x))`` the true MSI position of ST point ``x`` (NaN outside the MSI
-    raster, where the simulator gives no truth)."""
-    from scipy.interpolate import LinearNDInterpolator
-
-    truth = sim["msi_pixels"]
-    u = LinearNDInterpolator(truth[["st_x_um", "st_y_um"]].to_numpy(),
-                             truth[["msi_x_um", "msi_y_um"]].to_numpy())(pts_xy)
-    Ainv = np.linalg.inv(A)
-    return (u - Ainv[:2, 2]) @ np.linalg.inv(Ainv[:2, :2]).T - pts_xy
 
 
 def block_diagnostic(inp, sim: dict, A: np.ndarray, case: str, **kw) -> pd.DataFrame:
