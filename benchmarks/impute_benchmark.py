@@ -73,6 +73,10 @@ def semireal_sheet(wd: Path, seed: int, data: Path, sections: list[int]) -> Path
                                   SemiRealParams(seed=seed), mc if mc.is_file() else None)
 
 
+#: the per-section paired comparisons (metrics.json <who>_vs_baselines<suffix>) of every run
+VERDICTS: list[dict] = []
+
+
 def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
              semireal: tuple[Path, list[int]] | None = None,
              rerun_impute: bool = False) -> list[dict]:
@@ -94,6 +98,7 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
                     str(wd), "--cores", cores, "--quiet", "--until", "impute",
                     *(extra if reuse else [])], check=True)
     rows = []
+    verdicts = VERDICTS
     for mfile in sorted((wd / "results").glob("*/impute/metrics.json")):
         sample = mfile.parents[1].name
         m = json.loads(mfile.read_text())
@@ -102,7 +107,11 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
                 "job_cpu_s": float(bench["cpu_time"].iloc[-1]) if "cpu_time" in bench else np.nan}
         for task, res in m["crossmodal"].items():
             for method, v in res.items():
-                if isinstance(v, dict):
+                if isinstance(v, dict) and "verdict" in v:  # <who>_vs_baselines<suffix>
+                    verdicts.append({**base, "task": task, "comparison": method,
+                                     **{k: v[k] for k in ("method", "baseline", "difference",
+                                                          "ci95_low", "ci95_high", "verdict")}})
+                elif isinstance(v, dict):
                     rows.append({**base, "task": task, "method": method,
                                  "median_r": v["median_pearson"],
                                  "median_r_spatial": v.get("median_pearson_spatial"),
@@ -120,6 +129,40 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
                                  "median_spearman": v["median_spearman"],
                                  "median_ssim": v["median_ssim"], "n": v["n_features"]})
     return rows
+
+
+def pooled_verdicts(vd: pd.DataFrame, root: Path, n_boot: int = 2000) -> None:
+    """The per-run comparisons pooled over all runs: each run's chosen pair (best model-based
+    or best decoder, best baseline) scored on the same features (feature_scores.tsv), and the
+    difference of the medians over all runs' features, with a 95 % bootstrap interval that
+    resamples features within each run (runs kept as strata). Spatial subsets are not in the
+    TSV, so only all features, pooled and within-block r."""
+    rng = np.random.default_rng(0)
+    print("\npooled over runs: median r of the chosen model-based method minus that of the best "
+          "baseline, all features of all runs (95 % interval: features resampled within runs):")
+    for (task, comp), g in vd[~vd["comparison"].str.endswith("_spatial")].groupby(
+            ["task", "comparison"]):
+        col = "pearson_r_block" if comp.endswith("_block") else "pearson_r"
+        src = task.split("_to_")[0]
+        pairs = []
+        for _, r in g.iterrows():
+            fs = pd.read_csv(root / f"seed{r['seed']}" / "results" / r["sample"] / "impute"
+                             / "feature_scores.tsv", sep="\t")
+            fs = fs[fs["task"] == task].pivot_table(index="feature", columns="method", values=col)
+            a, b = fs[f"{r['method']}_from_{src}"], fs[f"{r['baseline']}_from_{src}"]
+            ok = a.notna() & b.notna()
+            pairs.append((a[ok].to_numpy(), b[ok].to_numpy()))
+        A, B = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+        diff = float(np.median(A) - np.median(B))
+        boot = []
+        for _ in range(n_boot):
+            idx = [rng.integers(0, len(p[0]), len(p[0])) for p in pairs]
+            boot.append(np.median(np.concatenate([p[0][i] for p, i in zip(pairs, idx)]))
+                        - np.median(np.concatenate([p[1][i] for p, i in zip(pairs, idx)])))
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        verdict = "better" if lo > 0 else "worse" if hi < 0 else "tie"
+        print(f"  {task:11s} {comp:28s} {len(A):5d} features: {np.median(A):.3f} vs "
+              f"{np.median(B):.3f}, difference {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] {verdict}")
 
 
 def linked_feature_scores(wd: Path, seed: int) -> list[dict]:
@@ -201,6 +244,18 @@ def main() -> None:
         for w in ("model", "decoder", "hybrid"):
             print(f"{w} wins per task:", cmp.groupby("task")[f"{w}_wins"].agg(["sum", "count"])
                   .to_dict("index"))
+    if VERDICTS:
+        vd = pd.DataFrame(VERDICTS)
+        print("\nbest model-based / best decoder vs best baseline, paired per feature (difference "
+              "of median r, 95 % bootstrap interval over features; better/worse = interval "
+              "above/below 0):")
+        print(vd[["seed", "sample", "task", "comparison", "method", "baseline", "difference",
+                  "ci95_low", "ci95_high", "verdict"]].to_string(
+                      index=False, float_format=lambda v: f"{v:.3f}"))
+        counts = vd.groupby(["task", "comparison"])["verdict"].value_counts().unstack(fill_value=0)
+        print("\nverdicts per task and comparison (runs):")
+        print(counts.to_string())
+        pooled_verdicts(vd, root)
     for col, what in (("median_r_linked", "pooled r"), ("median_r_block_linked", "within-block r")):
         if not linked:
             break

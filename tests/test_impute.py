@@ -235,6 +235,19 @@ def test_run_impute_layers_scores_and_no_overwrite():
         assert np.isfinite(cm[task]["ridge"]["median_pearson_block"])
         assert "model_beats_baselines_block" in cm[task]
         assert {"decoder_beats_baselines", "decoder_beats_baselines_block"} <= set(cm[task])
+        for who in ("model", "decoder"):
+            for suffix in ("", "_spatial", "_block"):
+                v = cm[task][f"{who}_vs_baselines{suffix}"]
+                assert v["baseline"] in ("ridge", "knn")
+                assert v["verdict"] in ("better", "worse", "tie")
+                assert v["ci95_low"] <= v["ci95_high"] and v["n_features"] > 0
+        # the paired comparison is of the methods the point estimates ranked best
+        key = "median_pearson"
+        v = cm[task]["model_vs_baselines"]
+        assert v["method"] == cm[task]["best_model_method"]
+        assert cm[task]["decoder_vs_baselines"]["method"] == "vae"
+        lead = cm[task][v["method"]][key] - cm[task][v["baseline"]][key]
+        assert np.isclose(v["difference"], lead)
     cross_rows = table[table["task"].isin(["rna_to_msi", "msi_to_rna"])]
     assert cross_rows["pearson_r_block"].notna().any()
     assert table.loc[table["task"] == "denoise", "pearson_r_block"].isna().all()
@@ -503,3 +516,24 @@ def test_loss_terms_average_over_the_spots_that_carry_the_modality():
     assert float(_visible_mean(b, m, 1)) == -5.5 and float(_visible_mean(b, r, 0)) == -2.5
     plain = SimpleNamespace(loss_visible=None)
     assert float(_visible_mean(plain, *_visible_terms(plain, lp_r, lp_m)[:1], 0)) == -2.5
+
+
+def test_paired_median_difference_calls_clear_leads_and_ties():
+    from spatialfuse.impute.scores import paired_median_difference
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.2, 0.1, 300)
+    better = paired_median_difference(base + 0.05 + rng.normal(0, 0.02, 300), base)
+    assert better["verdict"] == "better" and better["ci95_low"] > 0 and better["wilcoxon_p"] < 1e-6
+    assert 0.03 < better["difference"] < 0.07
+    worse = paired_median_difference(base - 0.05, base)
+    assert worse["verdict"] == "worse" and worse["ci95_high"] < 0
+    # a lead of 0.002 against per-feature noise of 0.1 is no lead
+    tie = paired_median_difference(base + 0.002 + rng.normal(0, 0.1, 300), base)
+    assert tie["verdict"] == "tie" and tie["ci95_low"] < 0 < tie["ci95_high"]
+    # NaN pairs are dropped, the result is seeded, too few features give no verdict
+    a = np.r_[base[:50], np.nan]
+    b = np.r_[base[:50] - 0.1, 0.0]
+    r1, r2 = paired_median_difference(a, b, seed=3), paired_median_difference(a, b, seed=3)
+    assert r1 == r2 and r1["n_features"] == 50 and r1["verdict"] == "better"
+    assert paired_median_difference(base[:4], base[:4] - 1)["verdict"] == "n/a"

@@ -39,7 +39,13 @@ import scipy.sparse as sp
 from ..constants import Key
 from .crossmodal import BASELINES, DIRECTIONS, crossmodal_cv, model_fold
 from .cv import auto_buffer_um, spatial_blocks, training_masks
-from .scores import SPATIAL_MORAN_MIN, feature_scores, morans_i, summarise
+from .scores import (
+    SPATIAL_MORAN_MIN,
+    feature_scores,
+    morans_i,
+    paired_median_difference,
+    summarise,
+)
 from .smooth import (
     DEFAULT_STRENGTHS,
     choose_strength,
@@ -244,8 +250,10 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         cross[task] = {}
         Y, feats = (Xm, msi.var_names) if tgt == "msi" else (Xr, gene_names)
         spatial = morans_i(Y, xy, k) >= SPATIAL_MORAN_MIN
+        per_feature: dict[str, pd.DataFrame] = {}
         for method, P in preds.items():
             sc = feature_scores(P[tgt], Y, xy, blocks=folds)
+            per_feature[method] = sc
             parts.append(_rows(sc, tgt, task, f"{method}_from_{src}", feats))
             cross[task][method] = {**summarise(sc, spatial), "seconds": round(secs[method], 3)}
             tgt_ad = msi if tgt == "msi" else rna
@@ -263,13 +271,30 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             dec = [m for m in model_methods if m in MODEL_NAMES]
             for suffix in ("", "_spatial", "_block"):
                 key = f"median_pearson{suffix}"
-                base = max(cross[task][b][key] for b in BASELINES)
-                best_model = max(cross[task][m][key] for m in model_methods)
-                cross[task][f"model_minus_baseline_{key}"] = float(best_model - base)
-                cross[task][f"model_beats_baselines{suffix}"] = bool(best_model > base)
-                if dec:
-                    best_dec = max(cross[task][m][key] for m in dec)
-                    cross[task][f"decoder_beats_baselines{suffix}"] = bool(best_dec > base)
+
+                def best_of(methods, key=key):
+                    return max(methods, key=lambda m: np.nan_to_num(cross[task][m][key],
+                                                                    nan=-np.inf))
+
+                b = best_of(BASELINES)
+                base = cross[task][b][key]
+                # the point estimates, and whether the lead is more than the spread of the
+                # per-feature scores allows (paired per feature, bootstrap over features; see
+                # paired_median_difference)
+                col = "pearson_r_block" if suffix == "_block" else "pearson_r"
+                keep = spatial if suffix == "_spatial" else np.ones(len(spatial), bool)
+                for who, pool in (("model", model_methods), ("decoder", dec)):
+                    if not pool:
+                        continue
+                    m = best_of(pool)
+                    if who == "model":
+                        lead = float(cross[task][m][key] - base)
+                        cross[task][f"model_minus_baseline_{key}"] = lead
+                    cross[task][f"{who}_beats_baselines{suffix}"] = bool(cross[task][m][key] > base)
+                    cmp = paired_median_difference(per_feature[m][col].to_numpy(float)[keep],
+                                                   per_feature[b][col].to_numpy(float)[keep],
+                                                   seed=seed)
+                    cross[task][f"{who}_vs_baselines{suffix}"] = {"method": m, "baseline": b, **cmp}
             cross[task]["best_model_method"] = max(
                 model_methods, key=lambda m: np.nan_to_num(cross[task][m]["median_pearson"],
                                                            nan=-np.inf))
@@ -285,5 +310,6 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
     table = pd.concat(parts, ignore_index=True)
     for task, res in cross.items():
         log.info("impute %s, median held-out r: %s", task, ", ".join(
-            f"{m} {v['median_pearson']:.3f}" for m, v in res.items() if isinstance(v, dict)))
+            f"{m} {v['median_pearson']:.3f}" for m, v in res.items()
+            if isinstance(v, dict) and "median_pearson" in v))
     return rna, msi, metrics, table
