@@ -58,3 +58,33 @@ def test_block_diagnostic_compares_local_shifts_with_the_true_displacement():
     # single windows are noisy (spot-level data), their median recovers most of the shift
     miss = np.linalg.norm(conf[["est_x", "est_y"]].median().to_numpy() - [-25.0, 10.0])
     assert miss < 0.4 * np.hypot(25.0, 10.0)
+
+
+def test_histology_diagnostic_outline_is_unbiased_and_cells_sit_where_the_image_does():
+    """The diagnostic's image cells: a disc drawn into an image comes back as cells whose tissue
+    fractions add up to the disc's area (a segmentation threshold near the background inflated
+    every edge cell) and whose tissue centroid is the disc's centre (pixel/cell centres agree)."""
+    import align_histology_diagnostic as hd
+
+    um, r, centre = 5.0, 600.0, np.array([1012.0, 987.0])
+    n = 400
+    g = np.arange(n) * um  # pixel (row, col) centred at (col, row) * um, as ab.he_image draws
+    xx, yy = np.meshgrid(g, g, indexing="xy")
+    inside = np.hypot(xx - centre[0], yy - centre[1]) <= r
+    img = np.full((n, n, 3), 0.96)
+    img[inside] = [0.80, 0.50, 0.72]
+    img = np.clip(img + np.random.default_rng(0).normal(0, 0.05, img.shape), 0, 1)
+    mask = hd.segment(img)
+    box = np.array([0.0, 0.0, n * um, n * um])
+    xy, frac, colour = hd.image_cells(img, mask, um, 25.0, box)
+    area = frac.sum() * 25.0**2
+    assert abs(area / (np.pi * r**2) - 1) < 0.01
+    assert np.allclose((xy * frac[:, None]).sum(0) / frac.sum(), centre, atol=1.5)
+    assert np.allclose(colour[frac == 1].mean(0), [0.80, 0.50, 0.72], atol=0.01)
+    # a threshold near the background (the first version) inflates the outline
+    c = 20
+    bgc = np.median(np.concatenate([img[:c, :c], img[-c:, -c:]]).reshape(-1, 3), 0)
+    from scipy import ndimage
+
+    loose = ndimage.gaussian_filter(np.linalg.norm(img - bgc, axis=2), 1.0) > 0.15
+    assert loose.sum() > mask.sum() * 1.005
