@@ -117,7 +117,9 @@ def test_summary_opens_with_flags_and_is_self_contained(cohort):
     for needle in ("registration error (µm, median)", "ARI pca", "ARI vae",
                    'table class="sortable"',
                    "Input checksums", "Run time per rule", "&quot;model.vae.seed&quot;: 3",
-                   "Every installed Python package", "Strongest metabolite"):
+                   "Every installed Python package", "Strongest metabolite",
+                   "genes → metabolites, held-out r (best model vs best baseline)",
+                   "+0.030 [+0.010, +0.050] better"):
         assert needle in html, needle
     # the models benchmark, run on these results, is shown as a table with its rows
     bench = html.split("Joint models against published peers")[1].split("</table>")[0]
@@ -154,3 +156,21 @@ def test_every_report_output_has_a_caption_and_category():
         assert cap and re.search(r'category="[^"]+"', body), (name, body)
         path = (REPO / "workflow" / "rules" / cap.group(1)).resolve()
         assert path.exists() and len(path.read_text().split()) >= 25, path
+
+
+def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
+    from spatialfuse.report.summary import prediction_lines
+
+    assert prediction_lines({}) == [] and prediction_lines({"crossmodal": {}}) == []
+    cmp = {"method": "gnn", "baseline": "ridge", "difference": -0.009, "ci95_low": -0.017,
+           "ci95_high": -0.001, "verdict": "worse"}
+    imp = {"crossmodal": {"msi_to_rna": {
+        "ridge": {"median_pearson": 0.03, "median_pearson_block": 0.05},
+        "gnn": {"median_pearson": 0.031, "median_pearson_block": 0.041},
+        "model_vs_baselines": {**cmp, "difference": 0.001, "ci95_low": -0.004,
+                               "ci95_high": 0.006, "verdict": "tie"},
+        "model_vs_baselines_block": cmp}}}
+    (label, text), = prediction_lines(imp)
+    assert label.startswith("metabolites → genes")
+    assert text == ("pooled: gnn 0.03 vs ridge 0.03, +0.001 [-0.004, +0.006] tie; "
+                    "within blocks: gnn 0.04 vs ridge 0.05, -0.009 [-0.017, -0.001] worse")

@@ -143,7 +143,36 @@ def _n(v) -> str:
     return f"{v:,}" if isinstance(v, int) else ("?" if v is None else str(v))
 
 
-def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params, seed) -> str:
+#: the cross-modal directions of impute's metrics.json, as the report names them
+PREDICTION_TASKS = (("rna_to_msi", "genes → metabolites"), ("msi_to_rna", "metabolites → genes"))
+
+
+def prediction_lines(imp: dict) -> list[tuple[str, str]]:
+    """Per direction: the best model-based method against the best baseline on held-out r,
+    pooled and within blocks, with the paired interval and its verdict (impute's
+    ``model_vs_baselines``), e.g. ``pooled: vae 0.14 vs ridge 0.11, +0.030 [+0.008, +0.049]
+    better``. Directions without that comparison (no models run) are left out."""
+    out = []
+    for task, label in PREDICTION_TASKS:
+        res = (imp.get("crossmodal") or {}).get(task) or {}
+        parts = []
+        for suffix, where in (("", "pooled"), ("_block", "within blocks")):
+            v = res.get(f"model_vs_baselines{suffix}")
+            if not isinstance(v, dict) or "verdict" not in v:
+                continue
+            key = f"median_pearson{suffix}"
+            rm = (res.get(v["method"]) or {}).get(key, float("nan"))
+            rb = (res.get(v["baseline"]) or {}).get(key, float("nan"))
+            parts.append(f"{where}: {v['method']} {rm:.2f} vs {v['baseline']} {rb:.2f}, "
+                         f"{v['difference']:+.3f} [{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}] "
+                         f"{v['verdict']}")
+        if parts:
+            out.append((f"{label}, held-out r (best model vs best baseline)", "; ".join(parts)))
+    return out
+
+
+def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params, seed,
+          imp: dict | None = None) -> str:
     flagged = flags[flags["sample"] == s]
     badges = f"<span class='badge'>{html.escape(cond)}</span>" if cond else ""
     badges += ("<span class='badge bad'>needs attention</span>" if len(flagged)
@@ -177,6 +206,7 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
                    f" of {_n(it['associations_tested'])} tested (FDR {it.get('fdr', '?')}"
                    + (f", {it['association_method']} test" if it.get("association_method") else "")
                    + ")" + (f"; plain Pearson would call {_n(pear)}" if pear is not None else "")))
+    kv += prediction_lines(imp or {})
     lr = it.get("link_recovery")
     if lr:
         kv.append(("known links recovered",
@@ -251,6 +281,7 @@ def build_summary(
     qc = {s: read_json(tree.path("align_qc", s)) for s in samples}
     ingest = {s: read_json(tree.path("ingest_qc", s)) for s in samples}
     interp = {s: read_json(tree.path("interpret_summary", s)) for s in samples}
+    impute = {s: read_json(tree.path("impute_metrics", s)) for s in samples}
     flags = collect_flags(tree, samples, models)
     version = provenance.git_version()
     now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -298,7 +329,7 @@ def build_summary(
                  "across models (and to the truth when known).</p><div class='cards'>")
     for s in samples:
         parts.append(_card(s, conditions[s], qc[s], ingest[s], interp[s], metrics, flags, spots,
-                           layers, default, params, seed))
+                           layers, default, params, seed, impute[s]))
     parts.append("</div><h3>At a glance</h3>"
                  + table_html(_glance(samples, conditions, qc, interp, metrics, flags),
                               table_id="glance"))
