@@ -40,6 +40,9 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from spatialfuse.impute.scores import paired_median_difference  # noqa: E402
 
 
 def _set(cfg: dict, dotted: str, value: str) -> None:
@@ -73,13 +76,12 @@ def semireal_sheet(wd: Path, seed: int, data: Path, sections: list[int]) -> Path
                                   SemiRealParams(seed=seed), mc if mc.is_file() else None)
 
 
-#: the per-section paired comparisons (metrics.json <who>_vs_baselines<suffix>) of every run
-VERDICTS: list[dict] = []
-
-
 def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
              semireal: tuple[Path, list[int]] | None = None,
-             rerun_impute: bool = False) -> list[dict]:
+             rerun_impute: bool = False) -> tuple[list[dict], list[dict]]:
+    """Run the demo (or the semi-real sections) up to impute with this seed and config edits.
+    Returns per section × task × method the median scores, and per section × task the paired
+    comparisons of metrics.json (``<who>_vs_baselines<suffix>``)."""
     (wd / "config").mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["seed"] = seed
@@ -97,8 +99,7 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
                     str(wd), "--cores", cores, "--quiet", "--until", "impute",
                     *(extra if reuse else [])], check=True)
-    rows = []
-    verdicts = VERDICTS
+    rows, verdicts = [], []
     for mfile in sorted((wd / "results").glob("*/impute/metrics.json")):
         sample = mfile.parents[1].name
         m = json.loads(mfile.read_text())
@@ -131,38 +132,32 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
     return rows
 
 
-def pooled_verdicts(vd: pd.DataFrame, root: Path, n_boot: int = 2000) -> None:
+def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
     """The per-run comparisons pooled over all runs: each run's chosen pair (best model-based
     or best decoder, best baseline) scored on the same features (feature_scores.tsv), and the
     difference of the medians over all runs' features, with a 95 % bootstrap interval that
-    resamples features within each run (runs kept as strata). Spatial subsets are not in the
-    TSV, so only all features, pooled and within-block r."""
-    rng = np.random.default_rng(0)
+    resamples features within each run (runs as strata). Spatial subsets are not in the TSV,
+    so only all features, pooled and within-block r."""
     print("\npooled over runs: median r of the chosen model-based method minus that of the best "
           "baseline, all features of all runs (95 % interval: features resampled within runs):")
     for (task, comp), g in vd[~vd["comparison"].str.endswith("_spatial")].groupby(
             ["task", "comparison"]):
         col = "pearson_r_block" if comp.endswith("_block") else "pearson_r"
         src = task.split("_to_")[0]
-        pairs = []
-        for _, r in g.iterrows():
-            fs = pd.read_csv(root / f"seed{r['seed']}" / "results" / r["sample"] / "impute"
+        a, b, run = [], [], []
+        for i, r in enumerate(g.itertuples()):
+            fs = pd.read_csv(root / f"seed{r.seed}" / "results" / r.sample / "impute"
                              / "feature_scores.tsv", sep="\t")
             fs = fs[fs["task"] == task].pivot_table(index="feature", columns="method", values=col)
-            a, b = fs[f"{r['method']}_from_{src}"], fs[f"{r['baseline']}_from_{src}"]
-            ok = a.notna() & b.notna()
-            pairs.append((a[ok].to_numpy(), b[ok].to_numpy()))
-        A, B = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
-        diff = float(np.median(A) - np.median(B))
-        boot = []
-        for _ in range(n_boot):
-            idx = [rng.integers(0, len(p[0]), len(p[0])) for p in pairs]
-            boot.append(np.median(np.concatenate([p[0][i] for p, i in zip(pairs, idx)]))
-                        - np.median(np.concatenate([p[1][i] for p, i in zip(pairs, idx)])))
-        lo, hi = np.percentile(boot, [2.5, 97.5])
-        verdict = "better" if lo > 0 else "worse" if hi < 0 else "tie"
-        print(f"  {task:11s} {comp:28s} {len(A):5d} features: {np.median(A):.3f} vs "
-              f"{np.median(B):.3f}, difference {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] {verdict}")
+            a.append(fs[f"{r.method}_from_{src}"].to_numpy(float))
+            b.append(fs[f"{r.baseline}_from_{src}"].to_numpy(float))
+            run.append(np.full(len(fs), i))
+        A, B = np.concatenate(a), np.concatenate(b)
+        v = paired_median_difference(A, B, strata=np.concatenate(run))
+        ok = np.isfinite(A) & np.isfinite(B)
+        print(f"  {task:11s} {comp:28s} {v['n_features']:5d} features: {np.median(A[ok]):.3f} vs "
+              f"{np.median(B[ok]):.3f}, difference {v['difference']:+.3f} "
+              f"[{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}] {v['verdict']}")
 
 
 def linked_feature_scores(wd: Path, seed: int) -> list[dict]:
@@ -210,11 +205,12 @@ def main() -> None:
     args = ap.parse_args()
     semireal = (real_data_dir(args.real_data), args.sections) if args.semireal else None
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sf_impute_"))
-    rows = []
-    linked = []
+    rows, verdicts, linked = [], [], []
     for seed in args.seeds:
-        rows += run_seed(root / f"seed{seed}", seed, args.cores, args.set, semireal,
-                         args.rerun_impute)
+        r, v = run_seed(root / f"seed{seed}", seed, args.cores, args.set, semireal,
+                        args.rerun_impute)
+        rows += r
+        verdicts += v
         linked += linked_feature_scores(root / f"seed{seed}", seed)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
@@ -244,8 +240,8 @@ def main() -> None:
         for w in ("model", "decoder", "hybrid"):
             print(f"{w} wins per task:", cmp.groupby("task")[f"{w}_wins"].agg(["sum", "count"])
                   .to_dict("index"))
-    if VERDICTS:
-        vd = pd.DataFrame(VERDICTS)
+    if verdicts:
+        vd = pd.DataFrame(verdicts)
         print("\nbest model-based / best decoder vs best baseline, paired per feature (difference "
               "of median r, 95 % bootstrap interval over features; better/worse = interval "
               "above/below 0):")

@@ -537,3 +537,10 @@ def test_paired_median_difference_calls_clear_leads_and_ties():
     r1, r2 = paired_median_difference(a, b, seed=3), paired_median_difference(a, b, seed=3)
     assert r1 == r2 and r1["n_features"] == 50 and r1["verdict"] == "better"
     assert paired_median_difference(base[:4], base[:4] - 1)["verdict"] == "n/a"
+    # pooled over runs: features resampled within each run (stratum); a lead in both runs holds
+    strata = np.r_[np.zeros(150), np.ones(150)]
+    pooled = paired_median_difference(base + 0.05 + rng.normal(0, 0.02, 300), base,
+                                      strata=strata)
+    assert pooled["verdict"] == "better" and pooled["n_features"] == 300
+    assert pooled["ci95_low"] > 0.03
+    assert np.isclose(pooled["difference"], better["difference"], atol=0.02)

@@ -193,13 +193,14 @@ N_BOOT = 2000
 
 
 def paired_median_difference(a: np.ndarray, b: np.ndarray, seed: int = 0,
-                             n_boot: int = N_BOOT) -> dict:
+                             n_boot: int = N_BOOT, strata: np.ndarray | None = None) -> dict:
     """Is method ``a`` better than method ``b`` on the same features? ``a``, ``b``: per-feature
     scores (e.g. held-out Pearson r), paired by position; features where either is NaN are left
     out. Returns the difference of the medians, its 95 % bootstrap interval (features resampled
-    with replacement, pairs kept together), the Wilcoxon signed-rank p of the per-feature
-    differences, the feature count and a ``verdict``: ``better`` / ``worse`` when the whole
-    interval lies above / below 0, ``tie`` otherwise (``n/a`` under 5 paired features).
+    with replacement, pairs kept together; with ``strata``, e.g. the run each feature comes
+    from, within each stratum), the Wilcoxon signed-rank p of the per-feature differences, the
+    feature count and a ``verdict``: ``better`` / ``worse`` when the whole interval lies above /
+    below 0, ``tie`` otherwise (``n/a`` under 5 paired features).
 
     Caveat: resampling features treats them as independent. Genes and ions co-vary (a domain
     moves many at once), so the interval is narrower than a resampling of tissue sections would
@@ -216,7 +217,12 @@ def paired_median_difference(a: np.ndarray, b: np.ndarray, seed: int = 0,
 
     out["difference"] = float(np.median(a) - np.median(b))
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
+    if strata is None:
+        idx = rng.integers(0, n, size=(n_boot, n))
+    else:
+        st = np.asarray(strata)[ok]
+        groups = [np.nonzero(st == g)[0] for g in np.unique(st)]
+        idx = np.concatenate([g[rng.integers(0, g.size, size=(n_boot, g.size))] for g in groups], 1)
     boot = np.median(a[idx], axis=1) - np.median(b[idx], axis=1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     out["ci95_low"], out["ci95_high"] = float(lo), float(hi)
