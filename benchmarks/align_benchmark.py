@@ -258,6 +258,40 @@ def _fit_field(field, Phi, e: np.ndarray) -> np.ndarray:
     return np.stack([spla.spsolve(M, Phi.T @ e[:, k]) for k in range(2)], 1)
 
 
+def truth_on_bspline(pts, raster, sim: dict, A: np.ndarray, box: np.ndarray, spacing_um: float,
+                     sigma_um: float = 0.0, feature_weight: float = 1.0):
+    """The TRUE inverse warp on the registration's own B-spline over the found affine ``A``,
+    and the objective it is scored with (full resolution, balanced weights, as in the fit),
+    calibrated at ``A``. Returns a namespace: ``field`` (its ``coef`` the fitted truth),
+    ``Phi``, ``e_ok``/``ok`` (the truth at the points inside the MSI raster), ``obj``, ``th0``
+    (the affine alone), ``th1`` (affine + true field), ``ev0`` (the objective at ``th0``, with
+    gradients) and ``h`` (mean data curvature per control coefficient: the scale of the fit's
+    bending and ridge penalties). ``sigma_um`` blurs the ST side only."""
+    from types import SimpleNamespace
+
+    from scipy.spatial import cKDTree
+
+    from spatialfuse.align.refine import BSplineField, _affine_to_theta, _Objective
+
+    e_all = true_inverse_field(pts.xy, sim, A)
+    ok = np.isfinite(e_all).all(1)
+    e_ok = e_all[ok]
+    e = e_ok[cKDTree(pts.xy[ok]).query(pts.xy)[1]]  # beyond the raster: nearest known value
+    field = BSplineField.covering(box[:2], box[2:], spacing_um)
+    Phi = field.basis(pts.xy)
+    field.coef = _fit_field(field, Phi, e)
+    scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+    obj = _Objective(pts, raster.level(pts.footprint_sigma_um / scale), sigma_um, feature_weight,
+                     field, True)
+    th0 = np.r_[_affine_to_theta(A), np.zeros(2 * field.n)]
+    th1 = np.r_[_affine_to_theta(A), field.coef.T.ravel()]
+    obj.calibrate(th0)
+    ev0 = obj.evaluate(th0, jac=True)
+    dn = obj.normal_equations(th0, ev0, True)[0].diagonal()[6:]
+    return SimpleNamespace(field=field, Phi=Phi, e_ok=e_ok, ok=ok, obj=obj, th0=th0, th1=th1,
+                           ev0=ev0, h=float(dn[dn > 0].mean()))
+
+
 def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["nonrigid_smoothness"],
                 spacing_um: float = DEFAULTS["nonrigid_spacing_um"]) -> dict:
     """Why the B-spline does not recover the warp: the registration's own B-spline fitted to the
@@ -266,30 +300,16 @@ def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["non
     and at the truth, and the bending + ridge penalty the fit would pay for the true field at
     ``smoothness``. A warp is recoverable only where the data gain exceeds that penalty."""
     import scipy.sparse as sp
-    from scipy.spatial import cKDTree
 
-    from spatialfuse.align.refine import _RIDGE, BSplineField, _affine_to_theta, _Objective
+    from spatialfuse.align.refine import _RIDGE, _affine_to_theta
     from spatialfuse.align.register import transform_from_fit
 
     pts, raster = inp.pts, inp.raster
     if inp.fine is not None:  # the inputs of the fine fit (domain channels)
         pts, raster = inp.fine.inputs(A)
-    e_all = true_inverse_field(pts.xy, sim, A)
-    ok = np.isfinite(e_all).all(1)
-    e_ok = e_all[ok]
-    e = e_ok[cKDTree(pts.xy[ok]).query(pts.xy)[1]]  # beyond the raster: nearest known value
-    field = BSplineField.covering(inp.capture_box[:2], inp.capture_box[2:], spacing_um)
-    Phi = field.basis(pts.xy)
-    field.coef = _fit_field(field, Phi, e)
+    t = truth_on_bspline(pts, raster, sim, A, inp.capture_box, spacing_um)
+    field, obj, ev, h = t.field, t.obj, t.ev0, t.h
     T = transform_from_fit(A, field, {"method": "truth_bspline"})
-    scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
-    obj = _Objective(pts, raster.level(pts.footprint_sigma_um / scale), 0.0, 1.0, field, True)
-    th0 = np.r_[_affine_to_theta(A), np.zeros(2 * field.n)]
-    th1 = np.r_[_affine_to_theta(A), field.coef.T.ravel()]
-    obj.calibrate(th0)
-    ev = obj.evaluate(th0, jac=True)
-    dn = obj.normal_equations(th0, ev, True)[0].diagonal()[6:]
-    h = float(dn[dn > 0].mean())
     Rc = smoothness * h * field.bending() + _RIDGE * h * sp.identity(field.n)
     c = field.coef
     penalty = float(sum(c[:, k] @ (Rc @ c[:, k]) for k in range(2)))
@@ -301,10 +321,10 @@ def warp_oracle(inp, sim: dict, A: np.ndarray, smoothness: float = DEFAULTS["non
     act = field.touching(pts.xy[ev["v"] > 0])
     Ra = smoothness * h * field.bending(act) + _RIDGE * h * sp.diags(act.astype(float))
     pen_r = float(sum(c[:, k] @ (Ra @ c[:, k]) for k in range(2)))
-    ci = _fit_field(field, Phi[np.nonzero(ok)[0]], e_ok)  # the raster's points only
+    ci = _fit_field(field, t.Phi[np.nonzero(t.ok)[0]], t.e_ok)  # the raster's points only
     pen_in = float(sum(ci[:, k] @ (Ra @ ci[:, k]) for k in range(2)))
     return {"oracle_tre_um": tre_table_median(T, sim, inp), "oracle_E_affine": ev["E"],
-            "oracle_E_truth": obj.evaluate(th1)["E"], "oracle_penalty": penalty,
+            "oracle_E_truth": obj.evaluate(t.th1)["E"], "oracle_penalty": penalty,
             "oracle_penalty_raster": pen_r, "oracle_penalty_raster_fit": pen_in,
             "oracle_E_truth_raster_fit": obj.evaluate(np.r_[_affine_to_theta(A), ci.T.ravel()])["E"]}
 

@@ -169,16 +169,8 @@ def compare(args) -> None:
 def drift(args) -> None:
     """The B-spline on the colour points from the found affine and from the true field."""
     import scipy.sparse as sp
-    from scipy.spatial import cKDTree
 
-    from spatialfuse.align.refine import (
-        _RIDGE,
-        BSplineField,
-        _affine_to_theta,
-        _lm,
-        _Objective,
-        _theta_to_affine,
-    )
+    from spatialfuse.align.refine import _RIDGE, _lm, _theta_to_affine
     from spatialfuse.align.register import transform_from_fit
 
     c = next(c for c in ab.cases(args.quick, args.seed) if c["name"] == args.drift)
@@ -187,32 +179,20 @@ def drift(args) -> None:
     if args.true_msi:  # the MSI side as the simulator knows it: true tissue fraction and domain
         from spatialfuse.align.features import MsiRaster
 
-        t = sim["msi_pixels"].set_index(["x", "y"]).reindex(
+        truth = sim["msi_pixels"].set_index(["x", "y"]).reindex(
             pd.MultiIndex.from_arrays([msi.obs["x"].to_numpy(), msi.obs["y"].to_numpy()]))
-        dom = t["domain"].to_numpy()
+        dom = truth["domain"].to_numpy()
         onehot = (dom[:, None] == np.arange(max(dom.max(), 0) + 1)[None]).astype(float)
-        inp.raster = MsiRaster(inp.native, t["tissue_fraction"].to_numpy() > 0, onehot,
-                               inp.pixel_um, tissue_fraction=t["tissue_fraction"].to_numpy())
+        frac = truth["tissue_fraction"].to_numpy()
+        inp.raster = MsiRaster(inp.native, frac > 0, onehot, inp.pixel_um, tissue_fraction=frac)
         print("MSI side replaced by the truth: tissue fraction and one-hot domain per pixel")
     T1, _ = register(inp, {"nonrigid": False}, sample=c["name"])
     A = T1.affine
     print(f"{c['name']}: affine on the colour points {tre_um(T1, sim, msi)} um")
-    e_all = ab.true_inverse_field(pts.xy, sim, A)
-    ok = np.isfinite(e_all).all(1)
-    e = e_all[ok][cKDTree(pts.xy[ok]).query(pts.xy)[1]]
-    field = BSplineField.covering(inp.capture_box[:2], inp.capture_box[2:],
-                                  float(DEFAULTS["nonrigid_spacing_um"]))
-    c_true = ab._fit_field(field, field.basis(pts.xy), e)
-    scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
-    level = inp.raster.level(pts.footprint_sigma_um / scale)
-    obj = _Objective(pts, level, args.st_blur, args.feature_weight, field, True)
-    th0 = np.r_[_affine_to_theta(A), np.zeros(2 * field.n)]
-    th1 = np.r_[_affine_to_theta(A), c_true.T.ravel()]
-    obj.calibrate(th0)
-    ev = obj.evaluate(th0, jac=True)
-    dn = obj.normal_equations(th0, ev, True)[0].diagonal()[6:]
-    h = float(dn[dn > 0].mean())
-    field.coef = c_true
+    t = ab.truth_on_bspline(pts, inp.raster, sim, A, inp.capture_box,
+                            float(DEFAULTS["nonrigid_spacing_um"]), args.st_blur,
+                            args.feature_weight)
+    field, obj, th0, th1, ev, h = t.field, t.obj, t.th0, t.th1, t.ev0, t.h
     print(f"data objective: affine {ev['E']:.1f}, true field {obj.evaluate(th1)['E']:.1f} "
           f"(its TRE {tre_um(transform_from_fit(A, field, {'method': 'truth'}), sim, msi)} um)")
     for s in args.smoothness:
