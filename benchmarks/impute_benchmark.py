@@ -140,14 +140,16 @@ def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
     so only all features, pooled and within-block r."""
     print("\npooled over runs: median r of the chosen model-based method minus that of the best "
           "baseline, all features of all runs (95 % interval: features resampled within runs):")
+    scores = {(s, n): pd.read_csv(root / f"seed{s}" / "results" / n / "impute"
+                                  / "feature_scores.tsv", sep="\t")
+              for s, n in vd[["seed", "sample"]].drop_duplicates().itertuples(index=False)}
     for (task, comp), g in vd[~vd["comparison"].str.endswith("_spatial")].groupby(
             ["task", "comparison"]):
         col = "pearson_r_block" if comp.endswith("_block") else "pearson_r"
         src = task.split("_to_")[0]
         a, b, run = [], [], []
         for i, r in enumerate(g.itertuples()):
-            fs = pd.read_csv(root / f"seed{r.seed}" / "results" / r.sample / "impute"
-                             / "feature_scores.tsv", sep="\t")
+            fs = scores[(r.seed, r.sample)]
             fs = fs[fs["task"] == task].pivot_table(index="feature", columns="method", values=col)
             a.append(fs[f"{r.method}_from_{src}"].to_numpy(float))
             b.append(fs[f"{r.baseline}_from_{src}"].to_numpy(float))

@@ -260,9 +260,12 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             layer = np.full(tgt_ad.shape, np.nan, np.float32)
             layer[:, slice(None) if tgt == "msi" else genes] = P[tgt]
             tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = layer
-        ranked = sorted(cross[task], key=lambda m: -np.nan_to_num(cross[task][m]["median_pearson"],
-                                                                  nan=-np.inf))
-        cross[task]["best_method"] = ranked[0]
+
+        def best_of(methods, key="median_pearson", res=cross[task]):
+            """The method with the highest ``key`` (NaN ranks last; the first of ties)."""
+            return max(methods, key=lambda m: np.nan_to_num(res[m][key], nan=-np.inf))
+
+        cross[task]["best_method"] = best_of(list(preds))
         model_methods = [m for m in preds if m not in BASELINES]
         if model_methods:
             # the joint models' own predictions ("decoder") apart from all model-based ones: the
@@ -271,12 +274,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             dec = [m for m in model_methods if m in MODEL_NAMES]
             for suffix in ("", "_spatial", "_block"):
                 key = f"median_pearson{suffix}"
-
-                def best_of(methods, key=key):
-                    return max(methods, key=lambda m: np.nan_to_num(cross[task][m][key],
-                                                                    nan=-np.inf))
-
-                b = best_of(BASELINES)
+                b = best_of(BASELINES, key)
                 base = cross[task][b][key]
                 # the point estimates, and whether the lead is more than the spread of the
                 # per-feature scores allows (paired per feature, bootstrap over features; see
@@ -286,7 +284,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                 for who, pool in (("model", model_methods), ("decoder", dec)):
                     if not pool:
                         continue
-                    m = best_of(pool)
+                    m = best_of(pool, key)
                     if who == "model":
                         lead = float(cross[task][m][key] - base)
                         cross[task][f"model_minus_baseline_{key}"] = lead
@@ -295,9 +293,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                                                    per_feature[b][col].to_numpy(float)[keep],
                                                    seed=seed)
                     cross[task][f"{who}_vs_baselines{suffix}"] = {"method": m, "baseline": b, **cmp}
-            cross[task]["best_model_method"] = max(
-                model_methods, key=lambda m: np.nan_to_num(cross[task][m]["median_pearson"],
-                                                           nan=-np.inf))
+            cross[task]["best_model_method"] = best_of(model_methods)
     metrics["crossmodal"] = cross
     n_train = [int(m.sum()) for m in masks.values()]
     metrics["cv"] = {"scheme": "spatial_blocks", "n_blocks": int(len(masks)),
