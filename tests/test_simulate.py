@@ -67,3 +67,22 @@ def test_written_files_are_byte_identical(tmp_path, small_sim, small_demo_files)
     assert sorted(first) == sorted(again)
     for rel, p in first.items():
         assert hashlib.sha1(p.read_bytes()).digest() == hashlib.sha1(again[rel].read_bytes()).digest(), rel
+
+
+def test_shared_logmean_is_what_the_other_modality_carries(small_sim):
+    """The truth's shared log-mean (the cross-modal oracle): domain effects and link fields,
+    no decoy field, no noise; linked pairs share one field with the link's sign."""
+    s = small_sim
+    sg, sm = s["shared_logmean"]["genes"], s["shared_logmean"]["metabolites"]
+    assert list(sg.index) == s["barcodes_in_tissue"] and list(sg.columns) == s["genes"]
+    assert sm.shape == (len(sg), len(s["metabolites"]))
+    dom = s["spots"].loc[sg.index, "domain"].to_numpy()
+    for g in s["decoys"]["genes"]:  # a decoy's own field is unknown to the other modality
+        assert np.ptp(sg[g].to_numpy()) < 1e-9
+    for d, names in s["markers"]["genes"].items():  # a marker: one level per domain
+        for g in names[:3]:
+            v = sg[g].to_numpy()
+            assert np.ptp(v[dom == int(d)]) < 1e-9 and v[dom == int(d)].mean() > v[dom != int(d)].mean()
+    for link in s["links"].itertuples():
+        r = np.corrcoef(sg[link.gene], sm[link.metabolite])[0, 1]
+        assert np.sign(r) == np.sign(link.sign) and abs(r) > 0.99

@@ -355,6 +355,15 @@ def simulate_sample(p: DemoParams) -> dict:
         "sign": link_sign,
     })
     landmarks = _landmarks(rng_geo, p, u, frac, msi_to_st) if p.n_landmarks > 0 else None
+    # what one modality can know of the other at each tissue spot: the log-mean without the
+    # features' own (decoy) fields and without noise (baseline + domain effect + link field)
+    shared_g = base_g[None, :] + dom_g[st_dom]
+    shared_m = base_m[None, :] + dom_m[st_dom]
+    for k, (g, m) in enumerate(zip(link_genes, link_mets)):
+        f = link_fields[k](st_xy)
+        shared_g[:, g] += link_beta_g[k] * f
+        shared_m[:, m] += link_sign[k] * link_beta_m[k] * f
+    in_bc = [bc for bc, t in zip(barcodes, in_tissue) if t]
     out = {
         "params": p,
         "landmarks": landmarks,
@@ -365,7 +374,11 @@ def simulate_sample(p: DemoParams) -> dict:
         }).set_index("barcode"),
         "counts": counts,
         "genes": genes,
-        "barcodes_in_tissue": [bc for bc, t in zip(barcodes, in_tissue) if t],
+        "barcodes_in_tissue": in_bc,
+        "shared_logmean": {
+            "genes": pd.DataFrame(shared_g, index=in_bc, columns=genes),
+            "metabolites": pd.DataFrame(shared_m, index=in_bc, columns=mets["name"].tolist()),
+        },
         "msi_pixels": pd.DataFrame({
             "x": pix[:, 0], "y": pix[:, 1], "msi_x_um": u[:, 0], "msi_y_um": u[:, 1],
             "st_x_um": pix_st[:, 0], "st_y_um": pix_st[:, 1], "tissue_fraction": frac,
@@ -457,6 +470,16 @@ def write_simulated_imzml(path: str | Path, coords: np.ndarray, mz_true: np.ndar
                 uuid=uid)
 
 
+def write_shared_logmean(shared: dict, truth_dir: str | Path) -> None:
+    """``truth/shared_logmean_{genes,metabolites}.tsv.gz`` (tissue spots × features): each
+    feature's true log-mean without its own decoy field and without noise — what the other
+    modality can tell about it, i.e. the cross-modal oracle's prediction."""
+    for what, table in shared.items():
+        table.rename_axis("barcode").to_csv(Path(truth_dir) / f"shared_logmean_{what}.tsv.gz",
+                                            sep="\t", float_format="%.5g",
+                                            compression=GZIP_NO_TIMESTAMP)
+
+
 def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
                       truth_dir: str | Path, um_per_px: float = 0.65) -> None:
     """Write a simulated sample as a Space Ranger folder, an imzML/ibd pair and a truth folder."""
@@ -486,5 +509,6 @@ def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
     (truth / "transform.json").write_text(json.dumps(sim["transform"], indent=2))
     if sim.get("landmarks") is not None:
         sim["landmarks"].to_csv(truth / "landmarks.csv", index=False)
+    write_shared_logmean(sim["shared_logmean"], truth)
     extra = {"decoys": sim["decoys"], "markers": sim["markers"], "params": asdict(p)}
     (truth / "design.json").write_text(json.dumps(extra, indent=2, default=str))
