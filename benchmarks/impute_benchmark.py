@@ -8,7 +8,13 @@ and map SSIM of every method in both directions (spatially blocked CV), the deno
 baseline, split into the joint models' own decoders and the ``<model>_ridge`` hybrids, over all
 features, the spatially structured ones and the truly linked ones, each with the pooled
 out-of-fold r and with the within-block r (``pearson_r_block``; free of the level shift between
-fold models that biases the pooled r low).
+fold models that biases the pooled r low). ``lasso`` (``impute.sparse_links``) counts as a
+baseline, ``<model>_lasso`` as a hybrid. On the demo (its truth folder has the simulator's
+``shared_logmean_*`` tables; kept sections simulated before them get them written from their
+``design.json``) also every feature's class by construction (domain marker, linked, decoy,
+none) with an ``oracle`` row — the truth's noise-free shared log-mean scored like a method, the
+most any cross-modal predictor can expect — and the best model-based method against the best
+baseline on the informative features (markers + links, and links alone).
 
 ``--semireal``: instead of the demo, the REAL legacy-ST human breast-cancer sections (Ståhl et
 al. 2016, via PASTE; ``--sections``) each paired with a SIMULATED MSI raster driven by their real
@@ -28,6 +34,7 @@ and registered sections and rerun only the impute job, so that two impute settin
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import subprocess
@@ -43,6 +50,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from spatialfuse.impute.scores import paired_median_difference  # noqa: E402
+from spatialfuse.impute.crossmodal import BASELINES, SPARSE_BASELINE  # noqa: E402
+
+#: Methods that read no joint model (the rest are model-based).
+BASELINE_NAMES = [*BASELINES, SPARSE_BASELINE]
 
 
 def _set(cfg: dict, dotted: str, value: str) -> None:
@@ -78,10 +89,16 @@ def semireal_sheet(wd: Path, seed: int, data: Path, sections: list[int]) -> Path
 
 def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
              semireal: tuple[Path, list[int]] | None = None,
-             rerun_impute: bool = False) -> tuple[list[dict], list[dict]]:
+             rerun_impute: bool = False, report_only: bool = False
+             ) -> tuple[list[dict], list[dict]]:
     """Run the demo (or the semi-real sections) up to impute with this seed and config edits.
     Returns per section × task × method the median scores, and per section × task the paired
-    comparisons of metrics.json (``<who>_vs_baselines<suffix>``)."""
+    comparisons of metrics.json (``<who>_vs_baselines<suffix>``). ``report_only``: run nothing,
+    read the results already in ``wd``."""
+    if report_only:
+        if not (wd / "results").is_dir():
+            raise SystemExit(f"--report-only: no results in {wd}")
+        return _collect(wd, seed)
     (wd / "config").mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["seed"] = seed
@@ -99,6 +116,12 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
                     str(wd), "--cores", cores, "--quiet", "--until", "impute",
                     *(extra if reuse else [])], check=True)
+    return _collect(wd, seed)
+
+
+def _collect(wd: Path, seed: int) -> tuple[list[dict], list[dict]]:
+    """Per section × task × method the median scores, and the paired comparisons, of the
+    results in ``wd``."""
     rows, verdicts = [], []
     for mfile in sorted((wd / "results").glob("*/impute/metrics.json")):
         sample = mfile.parents[1].name
@@ -129,7 +152,7 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
                                  "median_r": v["median_pearson"], "mean_r": v["mean_pearson"],
                                  "median_spearman": v["median_spearman"],
                                  "median_ssim": v["median_ssim"], "n": v["n_features"]})
-    return rows
+    return rows, verdicts
 
 
 def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
@@ -191,6 +214,136 @@ def linked_feature_scores(wd: Path, seed: int) -> list[dict]:
     return rows
 
 
+def ensure_shared_logmean(truth: Path) -> bool:
+    """Sections simulated before the simulator wrote ``shared_logmean_*.tsv.gz`` (kept working
+    directories): simulate them again from ``design.json`` (same parameters, same seed, so the
+    same section; checked on the spots' domains) and write the two tables. False when the
+    truth folder is not a demo section's."""
+    from spatialfuse.simulate.demo import DemoParams, simulate_sample, write_shared_logmean
+
+    if (truth / "shared_logmean_genes.tsv.gz").is_file():
+        return True
+    if not (truth / "design.json").is_file() or not (truth / "spots.tsv").is_file():
+        return False
+    params = json.loads((truth / "design.json").read_text()).get("params")
+    if not params or "n_links" not in params:
+        return False
+    sim = simulate_sample(DemoParams(**params))
+    spots = pd.read_csv(truth / "spots.tsv", sep="\t", index_col=0)
+    if not np.array_equal(sim["spots"]["domain"].to_numpy(), spots["domain"].to_numpy()):
+        raise RuntimeError(f"{truth}: simulating design.json again does not give the same section")
+    write_shared_logmean(sim["shared_logmean"], truth)
+    return True
+
+
+def truth_strata_scores(wd: Path, seed: int) -> list[dict]:
+    """Demo sections only (their truth folder has ``shared_logmean_*.tsv.gz``): every scored
+    cross-modal feature with its class by construction, ``marker`` (a domain marker: what many
+    features share), ``link`` (tied to one feature of the other modality), ``decoy`` (its own
+    smooth field, unknown to the other modality) or ``none``, and next to the methods' held-out
+    r an ``oracle`` row: the r of the truth's shared log-mean (baseline + domain effect + link
+    field, i.e. everything the other modality carries, without noise) against the measured
+    values, pooled and within the stage's own blocks. No method can expect more; where the
+    oracle's r is ~0 (decoys, none) no method can beat another except by chance."""
+    import mudata as md
+
+    from spatialfuse.impute.cv import spatial_blocks
+    from spatialfuse.impute.scores import feature_scores
+
+    sheet = pd.read_csv(wd / "config" / "samples.tsv", sep="\t").set_index("sample")
+    rows = []
+    for sample, r in sheet.iterrows():
+        truth = Path(str(r.get("truth", "")))
+        truth = truth if truth.is_absolute() else wd / truth
+        res = wd / "results" / sample / "impute"
+        if not res.is_dir() or not ensure_shared_logmean(truth):
+            continue
+        design = json.loads((truth / "design.json").read_text())
+        links = pd.read_csv(truth / "links.tsv", sep="\t")
+        mets = pd.read_csv(truth / "metabolites.tsv", sep="\t")
+        marker = set().union(*design["markers"]["genes"].values(),
+                             *design["markers"]["metabolites"].values())
+        decoy = set(design["decoys"]["genes"]) | set(design["decoys"]["metabolites"])
+        link = set(links["gene"]) | set(links["metabolite"])
+        mdata = md.read_h5mu(res / "imputed.h5mu")
+        metrics = json.loads((res / "metrics.json").read_text())
+        xy = np.asarray(mdata["rna"].obsm["spatial"], float)
+        blocks = spatial_blocks(xy, int(metrics["cv"]["n_blocks"]), seed)
+        fs = pd.read_csv(res / "feature_scores.tsv", sep="\t")
+        for task, mod, table in (("rna_to_msi", "msi", "metabolites"), ("msi_to_rna", "rna", "genes")):
+            a = mdata[mod]
+            shared = pd.read_csv(truth / f"shared_logmean_{table}.tsv.gz", sep="\t", index_col=0)
+            sub = fs[fs["task"] == task]
+            feats = list(dict.fromkeys(sub["feature"]))
+            if mod == "msi":  # m/z label -> metabolite name (nearest within 10 ppm)
+                mz = a.var.loc[feats, "mz"].to_numpy(float)
+                i = np.abs(mets["mz"].to_numpy()[None, :] - mz[:, None]).argmin(1)
+                ok = np.abs(mets["mz"].to_numpy()[i] - mz) / mz * 1e6 <= 10
+                name = np.where(ok, mets["name"].to_numpy()[i], "")
+            else:
+                name = np.asarray(feats)
+            have = np.isin(name, shared.columns)
+            X = a[:, feats].X
+            Y = np.asarray(X.toarray() if hasattr(X, "toarray") else X, float)
+            E = np.zeros_like(Y)
+            E[:, have] = shared.loc[a.obs_names, name[have]].to_numpy()
+            orc = feature_scores(E, Y, xy, blocks=blocks)
+            cls = {f: ("marker" if n in marker else "link" if n in link else
+                       "decoy" if n in decoy else "none") for f, n in zip(feats, name)}
+            for j, f in enumerate(feats):
+                rows.append({"seed": seed, "sample": sample, "task": task, "feature": f,
+                             "class": cls[f], "method": "oracle",
+                             "pearson_r": orc["pearson_r"].iloc[j] if have[j] else np.nan,
+                             "pearson_r_block": orc["pearson_r_block"].iloc[j] if have[j]
+                             else np.nan})
+            for rr in sub.itertuples():
+                rows.append({"seed": seed, "sample": sample, "task": task, "feature": rr.feature,
+                             "class": cls[rr.feature], "method": rr.method.rsplit("_from_", 1)[0],
+                             "pearson_r": rr.pearson_r, "pearson_r_block": rr.pearson_r_block})
+    return rows
+
+
+def print_truth_strata(ts: pd.DataFrame) -> None:
+    """Median held-out r per feature class (all runs' features) of every method and the oracle,
+    and, on the informative features (markers + links; links alone), the best model-based
+    method against the best of ridge/kNN and, with ``lasso`` present, against the best of all
+    baselines, paired per feature (runs as strata). The pick of "best" on the same features
+    favours the side with more methods (model-based) slightly. The oracle is the truth's
+    noise-free log-mean *before* the MSI's partial volume and TIC normalisation: a reference,
+    not a strict bound (TIC normalisation gives unstructured ions a domain-dependent shift that
+    the genes can predict and the oracle does not know)."""
+    for col, what in (("pearson_r", "pooled r"), ("pearson_r_block", "within-block r")):
+        print(f"\nmedian held-out {what} per feature class by construction (all runs; oracle = "
+              "the truth's shared log-mean, the most any method can expect):")
+        tab = ts.pivot_table(index=["task", "method"], columns="class", values=col,
+                             aggfunc="median")
+        tab["all"] = ts.groupby(["task", "method"])[col].median()
+        n = ts[ts["method"] == "oracle"].groupby(["task", "class"]).size().unstack()
+        print(tab.to_string(float_format=lambda v: f"{v:.3f}"))
+        print("features per class (all runs):", n.to_dict("index"))
+        info = ts[ts["class"].isin(["marker", "link"])]
+        for cls_set, part in (("markers + links", info), ("links", info[info["class"] == "link"])):
+            for (task, g), (bname, bset) in itertools.product(
+                    part.groupby("task"), (("ridge/knn", list(BASELINES)),
+                                           ("any baseline", BASELINE_NAMES))):
+                med = g.groupby("method")[col].median()
+                base = med[med.index.isin(bset)]
+                mod = med[~med.index.isin(BASELINE_NAMES + ["oracle"])]
+                if not len(base) or not len(mod) or (bname == "any baseline"
+                                                     and SPARSE_BASELINE not in med.index):
+                    continue
+                b, m = base.idxmax(), mod.idxmax()
+                piv = g.pivot_table(index=["seed", "sample", "feature"], columns="method",
+                                    values=col)
+                run = piv.index.droplevel("feature").factorize()[0]
+                v = paired_median_difference(piv[m].to_numpy(float), piv[b].to_numpy(float),
+                                             strata=run)
+                print(f"  {task:11s} {cls_set:15s} vs {bname:12s}: {m} {med[m]:.3f} vs {b} {med[b]:.3f} "
+                      f"(oracle {med.get('oracle', np.nan):.3f}): {v['difference']:+.3f} "
+                      f"[{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}] {v['verdict']} "
+                      f"({v['n_features']} features)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -202,24 +355,27 @@ def main() -> None:
                     help="real ST sections + SIMULATED MSI instead of the demo")
     ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4])
     ap.add_argument("--real-data", help="shared/data/real folder (default: beside the checkout)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="with --keep DIR of an earlier run: run nothing, print its tables")
     ap.add_argument("--rerun-impute", action="store_true",
                     help="with --keep DIR of an earlier run: rerun only impute on its sections")
     args = ap.parse_args()
     semireal = (real_data_dir(args.real_data), args.sections) if args.semireal else None
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sf_impute_"))
-    rows, verdicts, linked = [], [], []
+    rows, verdicts, linked, strata = [], [], [], []
     for seed in args.seeds:
         r, v = run_seed(root / f"seed{seed}", seed, args.cores, args.set, semireal,
-                        args.rerun_impute)
+                        args.rerun_impute, args.report_only)
         rows += r
         verdicts += v
         linked += linked_feature_scores(root / f"seed{seed}", seed)
+        strata += truth_strata_scores(root / f"seed{seed}", seed)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     cross = df[df["task"].isin(["rna_to_msi", "msi_to_rna"])]
-    models = cross[~cross["method"].isin(["ridge", "knn"])]
-    base = cross[cross["method"].isin(["ridge", "knn"])]
+    models = cross[~cross["method"].isin(BASELINE_NAMES)]
+    base = cross[cross["method"].isin(BASELINE_NAMES)]
     for col, what in (("median_r", "all scored features"),
                       ("median_r_spatial", "spatially structured features (Moran's I >= 0.2)"),
                       ("median_r_block", "all scored features, within-block r"),
@@ -229,7 +385,7 @@ def main() -> None:
         if col not in models or models[col].isna().all():
             continue
         key = ["seed", "sample", "task"]
-        hyb = models["method"].str.endswith("_ridge")
+        hyb = models["method"].str.endswith(("_ridge", "_lasso"))
         cmp = pd.DataFrame({"best_model": models.groupby(key)[col].max(),
                             "best_decoder": models[~hyb].groupby(key)[col].max(),
                             "best_hybrid": models[hyb].groupby(key)[col].max(),
@@ -261,12 +417,14 @@ def main() -> None:
         print(f"\nmedian held-out {what} over the truly linked features (truth links.tsv):")
         print(lk.pivot_table(index=["seed", "sample", "task"], columns="method",
                              values=col).to_string(float_format=lambda v: f"{v:.3f}"))
-        lm = lk[~lk["method"].isin(["ridge", "knn"])].groupby(["seed", "sample", "task"])[
+        lm = lk[~lk["method"].isin(BASELINE_NAMES)].groupby(["seed", "sample", "task"])[
             col].max()
-        lb = lk[lk["method"].isin(["ridge", "knn"])].groupby(["seed", "sample", "task"])[
+        lb = lk[lk["method"].isin(BASELINE_NAMES)].groupby(["seed", "sample", "task"])[
             col].max()
         wins = (lm > lb).groupby(level="task").agg(["sum", "count"])
         print(f"model wins on linked features ({what}) per task:", wins.to_dict("index"))
+    if strata:
+        print_truth_strata(pd.DataFrame(strata))
     job = df.groupby(["seed", "sample"])[["job_s", "job_cpu_s"]].first()
     print(f"\nimpute job wall time: median {job['job_s'].median():.1f} s; CPU time per section: "
           + ", ".join(f"{s}/{n} {v:.1f} s" for (s, n), v in job["job_cpu_s"].items()))

@@ -544,3 +544,62 @@ def test_paired_median_difference_calls_clear_leads_and_ties():
     assert pooled["verdict"] == "better" and pooled["n_features"] == 300
     assert pooled["ci95_low"] > 0.03
     assert np.isclose(pooled["difference"], better["difference"], atol=0.02)
+
+
+def test_sparse_fold_finds_a_single_source_feature_and_never_reads_heldout_targets():
+    from spatialfuse.impute.crossmodal import baseline_fold, sparse_fold
+    from spatialfuse.impute.cv import spatial_blocks
+    from spatialfuse.metrics import columnwise_corr
+
+    xy = _hex_grid(16)
+    rng = np.random.default_rng(0)
+    n = len(xy)
+    domains = np.c_[[_field(xy, w, ph) for w, ph in ((300, 0.0), (500, 1.5))]].T
+    own = _field(xy @ [[0.8, -0.6], [0.6, 0.8]], 200, 2.5)  # one feature's own smooth signal,
+    own -= np.c_[domains, np.ones(n)] @ np.linalg.lstsq(np.c_[domains, np.ones(n)], own,
+                                                        rcond=None)[0]  # not the domains'
+    own /= own.std()
+    S = domains @ rng.normal(0, 1, (2, 80)) + rng.normal(0, 1.0, (n, 80))
+    S[:, 17] = own + rng.normal(0, 0.3, n)
+    Y = np.c_[own + rng.normal(0, 0.3, n),                 # tied to source feature 17 only
+              domains @ [1.0, -0.5] + rng.normal(0, 0.3, n),  # what many features share
+              rng.normal(0, 1.0, n),                       # nothing predicts it
+              np.full(n, 2.0)]                             # constant
+    test = xy[:, 0] < np.quantile(xy[:, 0], 0.25)  # a contiguous held-out block
+    train = ~test
+    groups = np.full(n, -1)
+    groups[train] = spatial_blocks(xy[train], 4, 1)
+    F = np.c_[baseline_fold.__globals__["_pcs"](S, train, 10, 0), S]
+    P = sparse_fold(F, Y, train, test, groups)
+    r = columnwise_corr(P[:, :2], Y[test, :2])
+    ridge = baseline_fold("ridge", S, Y[:, :2], train, test, n_comps=10)
+    assert r[0] > 0.8 and r[0] > columnwise_corr(ridge, Y[test, :2])[0] + 0.3
+    assert r[1] > 0.8  # the shared (component) signal is kept
+    # an unpredictable target gets (nearly) its training mean; a constant one exactly that
+    assert P[:, 2].std() < 0.2 * P[:, 0].std()
+    np.testing.assert_allclose(P[:, 3], 2.0)
+    # held-out targets are never read; the result is deterministic
+    Y2 = Y.copy()
+    Y2[test] = 1e3
+    np.testing.assert_array_equal(P, sparse_fold(F, Y2, train, test, groups))
+
+
+def test_sparse_links_add_a_lasso_baseline_and_model_hybrids():
+    from spatialfuse.impute import run_impute
+
+    rna, msi = _paired_synthetic(n_side=12)
+    params = {"n_blocks": 3, "models": ["vae"], "model_max_steps": 10, "denoise_folds": 3,
+              "denoise_models": [], "sparse_links": True}
+    mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
+    _, m2, metrics, table = run_impute(rna, msi, params, seed=0, model_params=mp, device="cpu")
+    cm = metrics["crossmodal"]
+    assert metrics["cv"]["sparse_links"] is True
+    for task in cm:
+        assert {"ridge", "knn", "lasso", "vae", "vae_ridge", "vae_lasso"} <= set(cm[task])
+        # lasso reads no model: it is a baseline; the hybrid with the latent is model-based
+        for suffix in ("", "_spatial", "_block"):
+            v = cm[task][f"model_vs_baselines{suffix}"]
+            assert v["baseline"] in ("ridge", "knn", "lasso") and v["method"] != "lasso"
+    assert {"lasso_from_rna", "vae_lasso_from_rna"} <= set(table["method"])
+    assert Key.layers.imputed("lasso_from_rna") in m2.layers
+    assert cm["rna_to_msi"]["lasso"]["median_pearson"] > 0.3

@@ -12,7 +12,17 @@ training spots:
 * ``ridge``: ridge regression from the components to every target feature (penalty chosen by
   efficient leave-one-out on the training spots when ``ridge_alpha`` is None);
 * ``knn``: distance-weighted mean of the targets of the ``knn_k`` training spots nearest in
-  component space.
+  component space;
+* ``lasso`` (opt-in, ``sparse=True``): a sparse linear model per target feature on the
+  components *and every individual smoothed source feature* (:func:`sparse_fold`), penalty
+  chosen per target by cross-validation over spatial blocks of the training spots. The
+  components carry what many features share (tissue domains); a single source feature that
+  carries a target's own signal (a gene and a metabolite tied by one pathway) is invisible in
+  the first 30 components of a few hundred features, but the lasso can pick it.
+
+With ``sparse``, every model also gets a ``<model>_lasso`` hybrid: the same sparse model with the
+model's source-only latent added to its inputs (so a ``<model>_lasso`` win over ``lasso`` is the
+latent's).
 
 Model-based methods fit a joint model of :mod:`spatialfuse.models` with ``train_mask`` = the
 fold's training spots and predict with :meth:`FittedModel.predict_msi_from_rna` /
@@ -34,11 +44,19 @@ import time
 
 import numpy as np
 
+from .cv import spatial_blocks
+
 log = logging.getLogger(__name__)
 
 DIRECTIONS = (("rna", "msi"), ("msi", "rna"))  # (source, target)
 BASELINES = ("ridge", "knn")
+#: The sparse baseline added by ``sparse=True`` (a baseline: it reads no model).
+SPARSE_BASELINE = "lasso"
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
+#: Lasso penalties tried per target, relative to the smallest penalty that zeroes every weight.
+LASSO_GRID = np.logspace(0, -2, 9)
+#: Spatial blocks of the training spots for the lasso's own penalty choice.
+LASSO_INNER_BLOCKS = 4
 
 
 def _pcs(S: np.ndarray, train: np.ndarray, n_comps: int, seed: int):
@@ -70,6 +88,66 @@ def baseline_fold(method: str, S: np.ndarray, Y: np.ndarray, train: np.ndarray, 
         m = KNeighborsRegressor(n_neighbors=k, weights="distance", algorithm="kd_tree")
         return m.fit(Z[train], Y[train]).predict(Z[test])
     raise ValueError(f"unknown baseline {method!r}; available: {BASELINES}")
+
+
+def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                groups: np.ndarray, grid: np.ndarray = LASSO_GRID) -> np.ndarray:
+    """Predict ``Y[test]`` with one lasso per target column on the inputs ``F`` (standardised
+    on the ``train`` rows), each target's penalty chosen from ``grid`` × its own largest useful
+    penalty by leave-one-group-out error over ``groups`` (spatial blocks of the training
+    spots: a random split of spatially smooth data would pick too weak a penalty). A target
+    no input predicts gets all-zero weights, i.e. its training mean. Only ``train`` rows of
+    ``Y`` are read.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import lasso_path
+
+    train, test = np.asarray(train, bool), np.asarray(test, bool)
+    mu, sd = F[train].mean(0), F[train].std(0)
+    Z = (F - mu) / np.where(sd > 0, sd, 1.0)
+    Zt, Yt, g = Z[train], np.asarray(Y, float)[train], np.asarray(groups)[train]
+    n, p = Zt.shape
+    amax = np.abs(Zt.T @ (Yt - Yt.mean(0))).max(0) / n  # per target: weights all zero above
+    err = np.zeros((Yt.shape[1], len(grid)))
+
+    def path(X, Yc, alphas_of):
+        """Centred ``X``/``Yc``: weights (targets × inputs × alphas), each target's path on a
+        Gram matrix. With more inputs than rows, each target first keeps the ``rows - 1``
+        inputs of largest covariance with it on these rows (screening; nothing outside them
+        is read), so that a path costs O(rows²) instead of O(rows · inputs) per sweep."""
+        C = X.T @ Yc
+        gram = X.T @ X
+        keep = min(p, max(len(X) - 1, 1))
+        W = np.zeros((Yc.shape[1], p, len(alphas_of(0))))
+        for j in range(Yc.shape[1]):
+            if amax[j] <= 0:
+                continue
+            if keep == p:
+                W[j] = lasso_path(X, Yc[:, j], alphas=alphas_of(j), max_iter=1000, tol=1e-3,
+                                  precompute=gram, Xy=C[:, j])[1]
+                continue
+            sel = np.sort(np.argpartition(-np.abs(C[:, j]), keep - 1)[:keep])
+            W[j][sel] = lasso_path(X[:, sel], Yc[:, j], alphas=alphas_of(j), max_iter=1000,
+                                   tol=1e-3, precompute=gram[np.ix_(sel, sel)],
+                                   Xy=C[sel, j])[1]
+        return W
+
+    with warnings.catch_warnings():  # the weakest penalties of a path may stop at max_iter
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k in np.unique(g):
+            a, b = g != k, g == k
+            if a.sum() < 3 or not b.any():
+                continue
+            xm, ym = Zt[a].mean(0), Yt[a].mean(0)
+            W = path(Zt[a] - xm, Yt[a] - ym, lambda j: amax[j] * grid)
+            pred = np.einsum("np,tpa->nta", Zt[b] - xm, W) + ym[None, :, None]
+            err += ((pred - Yt[b][:, :, None]) ** 2).sum(0)
+        best = grid[np.argmin(err, 1)]  # ties (targets nothing predicts): the first, strongest
+        xm, ym = Zt.mean(0), Yt.mean(0)
+        W = path(Zt - xm, Yt - ym, lambda j: [amax[j] * best[j]])[:, :, 0]
+    return (Z[test] - xm) @ W.T + ym
 
 
 def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params: dict, *,
@@ -135,7 +213,8 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   rna_ad=None, msi_ad=None, gene_index: np.ndarray | None = None,
                   n_comps: int = 30, ridge_alpha: float | None = None, knn_k: int = 10,
                   n_top_genes: int | None = None, seed: int = 0, device: str = "cpu",
-                  hybrid: str | None = "stack", transductive: bool = False):
+                  hybrid: str | None = "stack", transductive: bool = False,
+                  sparse: bool = False, xy: np.ndarray | None = None):
     """Out-of-fold predictions of every method in both directions.
 
     ``Xr`` (spots × scored genes) and ``Xm`` (spots × m/z): measured log-normalised targets;
@@ -143,13 +222,28 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     paired AnnData the models read (needed when ``models`` is not empty); ``gene_index``: the
     columns of ``rna_ad`` that ``Xr`` holds (the models' genes must be these);
     ``transductive``: per-direction model fits that also train on the source modality of the
-    held-out and buffer spots (:func:`model_fold`).
+    held-out and buffer spots (:func:`model_fold`); ``sparse``: also the ``lasso`` baseline and
+    the ``<model>_lasso`` hybrids (:func:`sparse_fold`; needs the spot positions ``xy`` for
+    its spatial penalty choice).
 
     Returns ``{method: {"msi": (spots × m/z), "rna": (spots × genes)}}`` and per-method seconds.
     """
     model_params = model_params or {}
     preds: dict[str, dict[str, np.ndarray]] = {}
     secs: dict[str, float] = {}
+    if sparse and xy is None:
+        raise ValueError("crossmodal_cv: sparse=True needs the spot positions xy")
+    inner = {}  # per fold: spatial blocks of its training spots, for the lasso's penalty
+
+    def sparse_inputs(f, train, src, Z=None):
+        S = Sr if src == "rna" else Sm
+        if f not in inner:
+            g = np.full(len(train), -1)
+            g[train] = spatial_blocks(np.asarray(xy)[train], LASSO_INNER_BLOCKS, seed + 1)
+            inner[f] = g
+        parts = [_pcs(S, train, n_comps, seed), S] + ([] if Z is None else [Z])
+        return np.concatenate(parts, 1), inner[f]
+
     for method in baselines:
         t0 = time.perf_counter()
         P = _empty(Xr, Xm)
@@ -160,9 +254,19 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                 P[tgt][test] = baseline_fold(method, S, Y, train, test, n_comps=n_comps,
                                              ridge_alpha=ridge_alpha, knn_k=knn_k, seed=seed)
         preds[method], secs[method] = P, time.perf_counter() - t0
+    if sparse:
+        t0 = time.perf_counter()
+        P = _empty(Xr, Xm)
+        for f, train in train_masks.items():
+            test = folds == f
+            for src, tgt in DIRECTIONS:
+                F, g = sparse_inputs(f, train, src)
+                P[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, g)
+        preds[SPARSE_BASELINE], secs[SPARSE_BASELINE] = P, time.perf_counter() - t0
+        log.info("impute: lasso cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
     for name in models:
-        P, H = _empty(Xr, Xm), _empty(Xr, Xm)
-        total = 0.0
+        P, H, L = _empty(Xr, Xm), _empty(Xr, Xm), _empty(Xr, Xm)
+        total = t_sparse = 0.0
         for f, train in train_masks.items():
             test = folds == f
             out, genes, s = model_fold(name, rna_ad, msi_ad, train, test,
@@ -179,9 +283,17 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                 H["rna"][test] = ridge_on_embedding(
                     out["z_from_msi"], Xr, train, test,
                     _pcs(Sm, train, n_comps, seed) if stack else None)
+            if sparse:
+                t1 = time.perf_counter()
+                for src, tgt in DIRECTIONS:
+                    F, g = sparse_inputs(f, train, src, out[f"z_from_{src}"])
+                    L[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, g)
+                t_sparse += time.perf_counter() - t1
             total += s
         preds[name], secs[name] = P, total
         if hybrid:
             preds[f"{name}_ridge"], secs[f"{name}_ridge"] = H, total
+        if sparse:
+            preds[f"{name}_lasso"], secs[f"{name}_lasso"] = L, total + t_sparse
         log.info("impute: %s cross-modal CV in %.1fs (%d folds)", name, total, len(train_masks))
     return preds, secs

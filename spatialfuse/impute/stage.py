@@ -37,7 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
-from .crossmodal import BASELINES, DIRECTIONS, crossmodal_cv, model_fold
+from .crossmodal import BASELINES, DIRECTIONS, SPARSE_BASELINE, crossmodal_cv, model_fold
 from .cv import auto_buffer_um, spatial_blocks, training_masks
 from .scores import (
     SPATIAL_MORAN_MIN,
@@ -64,7 +64,8 @@ DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_al
                 knn_k=10, models=["vae", "gnn", "transformer"], model_max_steps=400,
                 n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
                 denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0,
-                depth_head=True, cross_weight=0.0, linear_path=False, transductive=False)
+                depth_head=True, cross_weight=0.0, linear_path=False, transductive=False,
+                sparse_links=False)
 #: Impute keys passed to the cross-modal per-fold fits as model parameters (opt-in model
 #: behaviour that only impute's fits use; see :func:`_model_params`); ``depth_head`` also goes
 #: to the denoising fits.
@@ -243,7 +244,9 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         Xr, Xm, Sr, Sm, folds, masks, baselines=BASELINES, models=models, model_params=mparams,
         rna_ad=rna, msi_ad=msi, gene_index=genes, n_comps=int(p["n_comps"]),
         ridge_alpha=p["ridge_alpha"], knn_k=int(p["knn_k"]), n_top_genes=p["n_top_genes"],
-        seed=seed, device=device, transductive=bool(p["transductive"]))
+        seed=seed, device=device, transductive=bool(p["transductive"]),
+        sparse=bool(p["sparse_links"]), xy=xy)
+    baselines = [m for m in (*BASELINES, SPARSE_BASELINE) if m in preds]
     cross: dict = {}
     for src, tgt in DIRECTIONS:
         task = f"{src}_to_{tgt}"
@@ -266,7 +269,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             return max(methods, key=lambda m: np.nan_to_num(res[m][key], nan=-np.inf))
 
         cross[task]["best_method"] = best_of(list(preds))
-        model_methods = [m for m in preds if m not in BASELINES]
+        model_methods = [m for m in preds if m not in baselines]
         if model_methods:
             # the joint models' own predictions ("decoder") apart from all model-based ones: the
             # <model>_ridge hybrids stack the baseline's components with the latent, so a
@@ -274,7 +277,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             dec = [m for m in model_methods if m in MODEL_NAMES]
             for suffix in ("", "_spatial", "_block"):
                 key = f"median_pearson{suffix}"
-                b = best_of(BASELINES, key)
+                b = best_of(baselines, key)
                 base = cross[task][b][key]
                 # the point estimates, and whether the lead is more than the spread of the
                 # per-feature scores allows (paired per feature, bootstrap over features; see
@@ -301,7 +304,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                      "models": models, "model_max_steps": p["model_max_steps"],
                      "kl_weight": p["kl_weight"], "block_mask_prob": p["block_mask_prob"],
                      "msi_weight": p["msi_weight"], **{k: p[k] for k in FOLD_FIT_KEYS},
-                     "transductive": bool(p["transductive"])}
+                     "transductive": bool(p["transductive"]),
+                     "sparse_links": bool(p["sparse_links"])}
     metrics["seconds"] = round(time.perf_counter() - t_start, 3)
     table = pd.concat(parts, ignore_index=True)
     for task, res in cross.items():
