@@ -8,8 +8,8 @@ and map SSIM of every method in both directions (spatially blocked CV), the deno
 baseline, split into the joint models' own decoders and the ``<model>_ridge`` hybrids, over all
 features, the spatially structured ones and the truly linked ones, each with the pooled
 out-of-fold r and with the within-block r (``pearson_r_block``; free of the level shift between
-fold models that biases the pooled r low). ``lasso`` (``impute.sparse_links``) counts as a
-baseline, ``<model>_lasso`` as a hybrid. On the demo (its truth folder has the simulator's
+fold models that biases the pooled r low). ``sparse`` (``impute.sparse_links``) counts as a
+baseline, ``<model>_sparse`` as a hybrid. On the demo (its truth folder has the simulator's
 ``shared_logmean_*`` tables; kept sections simulated before them get them written from their
 ``design.json``) also every feature's class by construction (domain marker, linked, decoy,
 none) with an ``oracle`` row — the truth's noise-free shared log-mean scored like a method, the
@@ -306,7 +306,7 @@ def truth_strata_scores(wd: Path, seed: int) -> list[dict]:
 def print_truth_strata(ts: pd.DataFrame) -> None:
     """Median held-out r per feature class (all runs' features) of every method and the oracle,
     and, on the informative features (markers + links; links alone), the best model-based
-    method against the best of ridge/kNN and, with ``lasso`` present, against the best of all
+    method against the best of ridge/kNN and, with ``sparse`` present, against the best of all
     baselines, paired per feature (runs as strata). The pick of "best" on the same features
     favours the side with more methods (model-based) slightly. The oracle is the truth's
     noise-free log-mean *before* the MSI's partial volume and TIC normalisation: a reference,
@@ -385,7 +385,7 @@ def main() -> None:
         if col not in models or models[col].isna().all():
             continue
         key = ["seed", "sample", "task"]
-        hyb = models["method"].str.endswith(("_ridge", "_lasso"))
+        hyb = models["method"].str.endswith(("_ridge", "_sparse"))
         cmp = pd.DataFrame({"best_model": models.groupby(key)[col].max(),
                             "best_decoder": models[~hyb].groupby(key)[col].max(),
                             "best_hybrid": models[hyb].groupby(key)[col].max(),

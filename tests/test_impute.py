@@ -547,8 +547,7 @@ def test_paired_median_difference_calls_clear_leads_and_ties():
 
 
 def test_sparse_fold_finds_a_single_source_feature_and_never_reads_heldout_targets():
-    from spatialfuse.impute.crossmodal import baseline_fold, sparse_fold
-    from spatialfuse.impute.cv import spatial_blocks
+    from spatialfuse.impute.crossmodal import baseline_fold, inner_splits, sparse_fold
     from spatialfuse.metrics import columnwise_corr
 
     xy = _hex_grid(16)
@@ -567,8 +566,12 @@ def test_sparse_fold_finds_a_single_source_feature_and_never_reads_heldout_targe
               np.full(n, 2.0)]                             # constant
     test = xy[:, 0] < np.quantile(xy[:, 0], 0.25)  # a contiguous held-out block
     train = ~test
-    groups = np.full(n, -1)
-    groups[train] = spatial_blocks(xy[train], 4, 1)
+    groups = inner_splits(xy, train, 4, seed=1)
+    assert len(groups) == 4
+    for fit, score in groups:  # blocks of the training spots only, each scored once
+        assert not (fit & score).any() and not ((fit | score) & test).any()
+        assert ((fit | score) == train).all()
+    assert (sum(score.astype(int) for _, score in groups) == train).all()
     F = np.c_[baseline_fold.__globals__["_pcs"](S, train, 10, 0), S]
     P = sparse_fold(F, Y, train, test, groups)
     r = columnwise_corr(P[:, :2], Y[test, :2])
@@ -584,7 +587,7 @@ def test_sparse_fold_finds_a_single_source_feature_and_never_reads_heldout_targe
     np.testing.assert_array_equal(P, sparse_fold(F, Y2, train, test, groups))
 
 
-def test_sparse_links_add_a_lasso_baseline_and_model_hybrids():
+def test_sparse_links_add_a_sparse_baseline_and_model_hybrids():
     from spatialfuse.impute import run_impute
 
     rna, msi = _paired_synthetic(n_side=12)
@@ -595,11 +598,11 @@ def test_sparse_links_add_a_lasso_baseline_and_model_hybrids():
     cm = metrics["crossmodal"]
     assert metrics["cv"]["sparse_links"] is True
     for task in cm:
-        assert {"ridge", "knn", "lasso", "vae", "vae_ridge", "vae_lasso"} <= set(cm[task])
-        # lasso reads no model: it is a baseline; the hybrid with the latent is model-based
+        assert {"ridge", "knn", "sparse", "vae", "vae_ridge", "vae_sparse"} <= set(cm[task])
+        # sparse reads no model: it is a baseline; the hybrid with the latent is model-based
         for suffix in ("", "_spatial", "_block"):
             v = cm[task][f"model_vs_baselines{suffix}"]
-            assert v["baseline"] in ("ridge", "knn", "lasso") and v["method"] != "lasso"
-    assert {"lasso_from_rna", "vae_lasso_from_rna"} <= set(table["method"])
-    assert Key.layers.imputed("lasso_from_rna") in m2.layers
-    assert cm["rna_to_msi"]["lasso"]["median_pearson"] > 0.3
+            assert v["baseline"] in ("ridge", "knn", "sparse") and v["method"] != "sparse"
+    assert {"sparse_from_rna", "vae_sparse_from_rna"} <= set(table["method"])
+    assert Key.layers.imputed("sparse_from_rna") in m2.layers
+    assert cm["rna_to_msi"]["sparse"]["median_pearson"] > 0.3

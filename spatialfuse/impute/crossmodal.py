@@ -13,16 +13,16 @@ training spots:
   efficient leave-one-out on the training spots when ``ridge_alpha`` is None);
 * ``knn``: distance-weighted mean of the targets of the ``knn_k`` training spots nearest in
   component space;
-* ``lasso`` (opt-in, ``sparse=True``): a sparse linear model per target feature on the
-  components *and every individual smoothed source feature* (:func:`sparse_fold`), penalty
-  chosen per target by cross-validation over spatial blocks of the training spots. The
+* ``sparse`` (opt-in, ``sparse=True``): one lasso per target feature on the components *and
+  every individual smoothed source feature* (:func:`sparse_fold`), its penalty chosen per
+  target on spatial blocks of the training spots (:func:`inner_splits`). The
   components carry what many features share (tissue domains); a single source feature that
   carries a target's own signal (a gene and a metabolite tied by one pathway) is invisible in
   the first 30 components of a few hundred features, but the lasso can pick it.
 
-With ``sparse``, every model also gets a ``<model>_lasso`` hybrid: the same sparse model with the
-model's source-only latent added to its inputs (so a ``<model>_lasso`` win over ``lasso`` is the
-latent's).
+With ``sparse``, every model also gets a ``<model>_sparse`` hybrid: the same lasso with the
+model's source-only latent among its inputs, so a ``<model>_sparse`` win over ``sparse`` is the
+latent's.
 
 Model-based methods fit a joint model of :mod:`spatialfuse.models` with ``train_mask`` = the
 fold's training spots and predict with :meth:`FittedModel.predict_msi_from_rna` /
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 DIRECTIONS = (("rna", "msi"), ("msi", "rna"))  # (source, target)
 BASELINES = ("ridge", "knn")
 #: The sparse baseline added by ``sparse=True`` (a baseline: it reads no model).
-SPARSE_BASELINE = "lasso"
+SPARSE_BASELINE = "sparse"
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
 #: Lasso penalties tried per target, relative to the smallest penalty that zeroes every weight.
 LASSO_GRID = np.logspace(0, -2, 9)
@@ -90,12 +90,31 @@ def baseline_fold(method: str, S: np.ndarray, Y: np.ndarray, train: np.ndarray, 
     raise ValueError(f"unknown baseline {method!r}; available: {BASELINES}")
 
 
+def inner_splits(xy: np.ndarray, train: np.ndarray, n_blocks: int = LASSO_INNER_BLOCKS,
+                 seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Spatially blocked splits of the ``train`` spots for choices made on them alone: k-means
+    blocks of the training spots, each scored in turn by a fit on the others. Boolean masks
+    over all spots. (No buffer ring here: one as wide as the outer cross-validation's halves
+    the fits of a ~300-spot section and made the choices worse on the demo, README.)"""
+    train = np.asarray(train, bool)
+    idx = np.flatnonzero(train)
+    g = spatial_blocks(np.asarray(xy)[train], n_blocks, seed)
+    out = []
+    for k in np.unique(g):
+        a, b = np.zeros(len(train), bool), np.zeros(len(train), bool)
+        a[idx[g != k]], b[idx[g == k]] = True, True
+        out.append((a, b))
+    return out
+
+
 def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                groups: np.ndarray, grid: np.ndarray = LASSO_GRID) -> np.ndarray:
+                splits: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray = LASSO_GRID
+                ) -> np.ndarray:
     """Predict ``Y[test]`` with one lasso per target column on the inputs ``F`` (standardised
     on the ``train`` rows), each target's penalty chosen from ``grid`` × its own largest useful
-    penalty by leave-one-group-out error over ``groups`` (spatial blocks of the training
-    spots: a random split of spatially smooth data would pick too weak a penalty). A target
+    penalty by its summed error over ``splits`` ((fit, score) masks within ``train``, e.g.
+    :func:`inner_splits`: spatial blocks; a random split of spatially smooth data would pick
+    too weak a penalty). A target
     no input predicts gets all-zero weights, i.e. its training mean. Only ``train`` rows of
     ``Y`` are read.
     """
@@ -107,7 +126,7 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
     train, test = np.asarray(train, bool), np.asarray(test, bool)
     mu, sd = F[train].mean(0), F[train].std(0)
     Z = (F - mu) / np.where(sd > 0, sd, 1.0)
-    Zt, Yt, g = Z[train], np.asarray(Y, float)[train], np.asarray(groups)[train]
+    Zt, Yt = Z[train], np.asarray(Y, float)[train]
     n, p = Zt.shape
     amax = np.abs(Zt.T @ (Yt - Yt.mean(0))).max(0) / n  # per target: weights all zero above
     err = np.zeros((Yt.shape[1], len(grid)))
@@ -136,8 +155,8 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
 
     with warnings.catch_warnings():  # the weakest penalties of a path may stop at max_iter
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for k in np.unique(g):
-            a, b = g != k, g == k
+        for fit, score in splits:
+            a, b = np.asarray(fit, bool)[train], np.asarray(score, bool)[train]
             if a.sum() < 3 or not b.any():
                 continue
             xm, ym = Zt[a].mean(0), Yt[a].mean(0)
@@ -222,9 +241,9 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     paired AnnData the models read (needed when ``models`` is not empty); ``gene_index``: the
     columns of ``rna_ad`` that ``Xr`` holds (the models' genes must be these);
     ``transductive``: per-direction model fits that also train on the source modality of the
-    held-out and buffer spots (:func:`model_fold`); ``sparse``: also the ``lasso`` baseline and
-    the ``<model>_lasso`` hybrids (:func:`sparse_fold`; needs the spot positions ``xy`` for
-    its spatial penalty choice).
+    held-out and buffer spots (:func:`model_fold`); ``sparse``: also the ``sparse`` baseline and
+    the ``<model>_sparse`` hybrids (:func:`sparse_fold`; needs the spot positions ``xy`` for
+    its choices on spatial blocks of the training spots).
 
     Returns ``{method: {"msi": (spots × m/z), "rna": (spots × genes)}}`` and per-method seconds.
     """
@@ -233,15 +252,13 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     secs: dict[str, float] = {}
     if sparse and xy is None:
         raise ValueError("crossmodal_cv: sparse=True needs the spot positions xy")
-    inner = {}  # per fold: spatial blocks of its training spots, for the lasso's penalty
+    inner = {}  # per fold: spatial splits of its training spots, for the lasso's penalties
 
     def sparse_inputs(f, train, src, Z=None):
         S = Sr if src == "rna" else Sm
         if f not in inner:
-            g = np.full(len(train), -1)
-            g[train] = spatial_blocks(np.asarray(xy)[train], LASSO_INNER_BLOCKS, seed + 1)
-            inner[f] = g
-        parts = [_pcs(S, train, n_comps, seed), S] + ([] if Z is None else [Z])
+            inner[f] = inner_splits(xy, train, seed=seed + 1)
+        parts = [_pcs(S, train, n_comps, seed)] + ([] if Z is None else [Z]) + [S]
         return np.concatenate(parts, 1), inner[f]
 
     for method in baselines:
@@ -260,10 +277,10 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         for f, train in train_masks.items():
             test = folds == f
             for src, tgt in DIRECTIONS:
-                F, g = sparse_inputs(f, train, src)
-                P[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, g)
+                F, sp = sparse_inputs(f, train, src)
+                P[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, sp)
         preds[SPARSE_BASELINE], secs[SPARSE_BASELINE] = P, time.perf_counter() - t0
-        log.info("impute: lasso cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
+        log.info("impute: sparse cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
     for name in models:
         P, H, L = _empty(Xr, Xm), _empty(Xr, Xm), _empty(Xr, Xm)
         total = t_sparse = 0.0
@@ -286,14 +303,14 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
             if sparse:
                 t1 = time.perf_counter()
                 for src, tgt in DIRECTIONS:
-                    F, g = sparse_inputs(f, train, src, out[f"z_from_{src}"])
-                    L[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, g)
+                    F, sp = sparse_inputs(f, train, src, out[f"z_from_{src}"])
+                    L[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, sp)
                 t_sparse += time.perf_counter() - t1
             total += s
         preds[name], secs[name] = P, total
         if hybrid:
             preds[f"{name}_ridge"], secs[f"{name}_ridge"] = H, total
         if sparse:
-            preds[f"{name}_lasso"], secs[f"{name}_lasso"] = L, total + t_sparse
+            preds[f"{name}_sparse"], secs[f"{name}_sparse"] = L, total + t_sparse
         log.info("impute: %s cross-modal CV in %.1fs (%d folds)", name, total, len(train_masks))
     return preds, secs
