@@ -585,6 +585,21 @@ def test_sparse_fold_finds_a_single_source_feature_and_never_reads_heldout_targe
     Y2 = Y.copy()
     Y2[test] = 1e3
     np.testing.assert_array_equal(P, sparse_fold(F, Y2, train, test, groups))
+    # with a base ridge: the tied target keeps its lasso (strong evidence on the inner blocks),
+    # the shared-signal target, where the lasso is no better, gets exactly the ridge's
+    # prediction (the noise target's lasso, its training mean, beats a ridge fitted to noise)
+    pcs = F[:, :10]
+    ev: list = []
+    Pb = sparse_fold(F, Y[:, :3], train, test, groups, base=pcs, margin=2.0, evidence=ev)
+    ridge3 = baseline_fold("ridge", S, Y[:, :3], train, test, n_comps=10)
+    assert ev[0][0] < -2.0 < ev[0][1]
+    np.testing.assert_allclose(Pb[:, 0], P[:, 0])
+    np.testing.assert_allclose(Pb[:, 1], ridge3[:, 1])
+    # an infinite margin is the ridge everywhere; held-out targets are still never read
+    np.testing.assert_allclose(sparse_fold(F, Y[:, :3], train, test, groups, base=pcs,
+                                           margin=np.inf), ridge3)
+    np.testing.assert_array_equal(
+        Pb, sparse_fold(F, Y2[:, :3], train, test, groups, base=pcs, margin=2.0))
 
 
 def test_sparse_links_add_a_sparse_baseline_and_model_hybrids():

@@ -15,14 +15,16 @@ training spots:
   component space;
 * ``sparse`` (opt-in, ``sparse=True``): one lasso per target feature on the components *and
   every individual smoothed source feature* (:func:`sparse_fold`), its penalty chosen per
-  target on spatial blocks of the training spots (:func:`inner_splits`). The
-  components carry what many features share (tissue domains); a single source feature that
-  carries a target's own signal (a gene and a metabolite tied by one pathway) is invisible in
-  the first 30 components of a few hundred features, but the lasso can pick it.
+  target on spatial blocks of the training spots (:func:`inner_splits`), and kept only for the
+  targets where it beats ``ridge`` on those blocks by ``sparse_margin`` standard errors (the
+  others get ``ridge``'s prediction). The components carry what many features share (tissue
+  domains); a single source feature that carries a target's own signal (a gene and a
+  metabolite tied by one pathway) is invisible in the first 30 components of a few hundred
+  features, but the lasso can pick it.
 
 With ``sparse``, every model also gets a ``<model>_sparse`` hybrid: the same lasso with the
-model's source-only latent among its inputs, so a ``<model>_sparse`` win over ``sparse`` is the
-latent's.
+model's source-only latent among its inputs, against the ``<model>_ridge`` hybrid, so a
+``<model>_sparse`` win over ``sparse`` is the latent's.
 
 Model-based methods fit a joint model of :mod:`spatialfuse.models` with ``train_mask`` = the
 fold's training spots and predict with :meth:`FittedModel.predict_msi_from_rna` /
@@ -57,6 +59,8 @@ RIDGE_ALPHAS = np.logspace(-2, 4, 13)
 LASSO_GRID = np.logspace(0, -2, 9)
 #: Spatial blocks of the training spots for the lasso's own penalty choice.
 LASSO_INNER_BLOCKS = 4
+#: Standard errors by which a target's lasso must beat the base ridge on the inner blocks.
+SPARSE_MARGIN = 2.0
 
 
 def _pcs(S: np.ndarray, train: np.ndarray, n_comps: int, seed: int):
@@ -108,20 +112,28 @@ def inner_splits(xy: np.ndarray, train: np.ndarray, n_blocks: int = LASSO_INNER_
 
 
 def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                splits: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray = LASSO_GRID
-                ) -> np.ndarray:
+                splits: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray = LASSO_GRID,
+                base: np.ndarray | None = None, margin: float = SPARSE_MARGIN,
+                evidence: list | None = None) -> np.ndarray:
     """Predict ``Y[test]`` with one lasso per target column on the inputs ``F`` (standardised
     on the ``train`` rows), each target's penalty chosen from ``grid`` × its own largest useful
     penalty by its summed error over ``splits`` ((fit, score) masks within ``train``, e.g.
     :func:`inner_splits`: spatial blocks; a random split of spatially smooth data would pick
-    too weak a penalty). A target
-    no input predicts gets all-zero weights, i.e. its training mean. Only ``train`` rows of
-    ``Y`` are read.
+    too weak a penalty). A target no input predicts gets all-zero weights, i.e. its training
+    mean. Only ``train`` rows of ``Y`` are read.
+
+    ``base``: inputs of a ridge (one penalty for all targets by leave-one-out, as the ``ridge``
+    baseline) that each target keeps unless its lasso beats it on the same blocks by more
+    than ``margin`` standard errors of their paired per-spot squared errors. The lasso's
+    error there is that of its best penalty on those very blocks, so it is optimistic; the
+    margin is what makes a lasso that only found noise fall back to the ridge. ``evidence``
+    (a list) receives that paired statistic per target (mean difference / its standard
+    error; below ``-margin``: the lasso is kept).
     """
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import lasso_path
+    from sklearn.linear_model import RidgeCV, lasso_path
 
     train, test = np.asarray(train, bool), np.asarray(test, bool)
     mu, sd = F[train].mean(0), F[train].std(0)
@@ -129,7 +141,9 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
     Zt, Yt = Z[train], np.asarray(Y, float)[train]
     n, p = Zt.shape
     amax = np.abs(Zt.T @ (Yt - Yt.mean(0))).max(0) / n  # per target: weights all zero above
-    err = np.zeros((Yt.shape[1], len(grid)))
+    err = np.zeros((n, Yt.shape[1], len(grid)))  # per training spot: its block's error
+    Bt = None if base is None else np.asarray(base, float)[train]
+    base_err = np.full(Yt.shape, np.nan)
 
     def path(X, Yc, alphas_of):
         """Centred ``X``/``Yc``: weights (targets × inputs × alphas), each target's path on a
@@ -153,20 +167,36 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
                                    Xy=C[sel, j])[1]
         return W
 
+    scored = np.zeros(n, bool)
     with warnings.catch_warnings():  # the weakest penalties of a path may stop at max_iter
         warnings.simplefilter("ignore", ConvergenceWarning)
         for fit, score in splits:
             a, b = np.asarray(fit, bool)[train], np.asarray(score, bool)[train]
             if a.sum() < 3 or not b.any():
                 continue
+            scored |= b
             xm, ym = Zt[a].mean(0), Yt[a].mean(0)
             W = path(Zt[a] - xm, Yt[a] - ym, lambda j: amax[j] * grid)
             pred = np.einsum("np,tpa->nta", Zt[b] - xm, W) + ym[None, :, None]
-            err += ((pred - Yt[b][:, :, None]) ** 2).sum(0)
-        best = grid[np.argmin(err, 1)]  # ties (targets nothing predicts): the first, strongest
+            err[b] = (pred - Yt[b][:, :, None]) ** 2
+            if Bt is not None:
+                fitted = RidgeCV(alphas=RIDGE_ALPHAS).fit(Bt[a], Yt[a])
+                base_err[b] = (fitted.predict(Bt[b]) - Yt[b]) ** 2
+        k = np.argmin(err[scored].sum(0), 1)  # ties (nothing predicts): the first, strongest
+        best = grid[k]
         xm, ym = Zt.mean(0), Yt.mean(0)
         W = path(Zt - xm, Yt - ym, lambda j: [amax[j] * best[j]])[:, :, 0]
-    return (Z[test] - xm) @ W.T + ym
+    out = (Z[test] - xm) @ W.T + ym
+    if Bt is None:
+        return out
+    d = err[scored][:, np.arange(len(k)), k] - base_err[scored]  # < 0 where the lasso is better
+    se = d.std(0, ddof=1) / np.sqrt(max(len(d), 1))
+    z = np.where(se > 0, d.mean(0) / np.where(se > 0, se, 1.0), 0.0)
+    if evidence is not None:
+        evidence.append(z)
+    lasso = z < -margin
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(Bt, Yt).predict(np.asarray(base, float)[test])
+    return np.where(lasso[None, :], out, ridge)
 
 
 def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params: dict, *,
@@ -233,7 +263,8 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   n_comps: int = 30, ridge_alpha: float | None = None, knn_k: int = 10,
                   n_top_genes: int | None = None, seed: int = 0, device: str = "cpu",
                   hybrid: str | None = "stack", transductive: bool = False,
-                  sparse: bool = False, xy: np.ndarray | None = None):
+                  sparse: bool = False, xy: np.ndarray | None = None,
+                  sparse_margin: float | None = SPARSE_MARGIN):
     """Out-of-fold predictions of every method in both directions.
 
     ``Xr`` (spots × scored genes) and ``Xm`` (spots × m/z): measured log-normalised targets;
@@ -243,7 +274,9 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     ``transductive``: per-direction model fits that also train on the source modality of the
     held-out and buffer spots (:func:`model_fold`); ``sparse``: also the ``sparse`` baseline and
     the ``<model>_sparse`` hybrids (:func:`sparse_fold`; needs the spot positions ``xy`` for
-    its choices on spatial blocks of the training spots).
+    its choices on spatial blocks of the training spots; ``sparse_margin``: its ``margin``
+    over the ``ridge`` baseline or the ``<model>_ridge`` hybrid, None = the lasso for every
+    target).
 
     Returns ``{method: {"msi": (spots × m/z), "rna": (spots × genes)}}`` and per-method seconds.
     """
@@ -255,11 +288,16 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     inner = {}  # per fold: spatial splits of its training spots, for the lasso's penalties
 
     def sparse_inputs(f, train, src, Z=None):
+        """The lasso's inputs, the base ridge's inputs (those of ``ridge`` or of the
+        ``<model>_ridge`` hybrid) and the fold's inner splits."""
         S = Sr if src == "rna" else Sm
         if f not in inner:
             inner[f] = inner_splits(xy, train, seed=seed + 1)
-        parts = [_pcs(S, train, n_comps, seed)] + ([] if Z is None else [Z]) + [S]
-        return np.concatenate(parts, 1), inner[f]
+        base = _pcs(S, train, n_comps, seed)
+        if Z is not None:
+            sd = Z[train].std(0)
+            base = np.c_[base, (Z - Z[train].mean(0)) / np.where(sd > 0, sd, 1.0)]
+        return np.c_[base, S], base, inner[f]
 
     for method in baselines:
         t0 = time.perf_counter()
@@ -277,8 +315,10 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         for f, train in train_masks.items():
             test = folds == f
             for src, tgt in DIRECTIONS:
-                F, sp = sparse_inputs(f, train, src)
-                P[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, sp)
+                F, B, sp = sparse_inputs(f, train, src)
+                P[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, sp,
+                                           base=None if sparse_margin is None else B,
+                                           margin=sparse_margin or 0.0)
         preds[SPARSE_BASELINE], secs[SPARSE_BASELINE] = P, time.perf_counter() - t0
         log.info("impute: sparse cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
     for name in models:
@@ -303,8 +343,10 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
             if sparse:
                 t1 = time.perf_counter()
                 for src, tgt in DIRECTIONS:
-                    F, sp = sparse_inputs(f, train, src, out[f"z_from_{src}"])
-                    L[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, sp)
+                    F, B, sp = sparse_inputs(f, train, src, out[f"z_from_{src}"])
+                    L[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test,
+                                               sp, base=None if sparse_margin is None else B,
+                                               margin=sparse_margin or 0.0)
                 t_sparse += time.perf_counter() - t1
             total += s
         preds[name], secs[name] = P, total

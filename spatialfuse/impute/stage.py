@@ -65,7 +65,7 @@ DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_al
                 n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
                 denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0,
                 depth_head=True, cross_weight=0.0, linear_path=False, transductive=False,
-                sparse_links=False)
+                sparse_links=False, sparse_margin=2.0)
 #: Impute keys passed to the cross-modal per-fold fits as model parameters (opt-in model
 #: behaviour that only impute's fits use; see :func:`_model_params`); ``depth_head`` also goes
 #: to the denoising fits.
@@ -245,7 +245,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         rna_ad=rna, msi_ad=msi, gene_index=genes, n_comps=int(p["n_comps"]),
         ridge_alpha=p["ridge_alpha"], knn_k=int(p["knn_k"]), n_top_genes=p["n_top_genes"],
         seed=seed, device=device, transductive=bool(p["transductive"]),
-        sparse=bool(p["sparse_links"]), xy=xy)
+        sparse=bool(p["sparse_links"]), xy=xy,
+        sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]))
     baselines = [m for m in (*BASELINES, SPARSE_BASELINE) if m in preds]
     cross: dict = {}
     for src, tgt in DIRECTIONS:
@@ -305,7 +306,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                      "kl_weight": p["kl_weight"], "block_mask_prob": p["block_mask_prob"],
                      "msi_weight": p["msi_weight"], **{k: p[k] for k in FOLD_FIT_KEYS},
                      "transductive": bool(p["transductive"]),
-                     "sparse_links": bool(p["sparse_links"])}
+                     "sparse_links": bool(p["sparse_links"]),
+                     "sparse_margin": p["sparse_margin"]}
     metrics["seconds"] = round(time.perf_counter() - t_start, 3)
     table = pd.concat(parts, ignore_index=True)
     for task, res in cross.items():
