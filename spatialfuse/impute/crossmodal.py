@@ -141,9 +141,9 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
     Zt, Yt = Z[train], np.asarray(Y, float)[train]
     n, p = Zt.shape
     amax = np.abs(Zt.T @ (Yt - Yt.mean(0))).max(0) / n  # per target: weights all zero above
-    err = np.zeros((n, Yt.shape[1], len(grid)))  # per training spot: its block's error
+    err = np.zeros((Yt.shape[1], len(grid)))  # summed over the blocks' spots
     Bt = None if base is None else np.asarray(base, float)[train]
-    base_err = np.full(Yt.shape, np.nan)
+    d1, d2, m = np.zeros_like(err), np.zeros_like(err), 0  # sums of (lasso - base) error, ², n
 
     def path(X, Yc, alphas_of):
         """Centred ``X``/``Yc``: weights (targets × inputs × alphas), each target's path on a
@@ -167,31 +167,32 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
                                    Xy=C[sel, j])[1]
         return W
 
-    scored = np.zeros(n, bool)
     with warnings.catch_warnings():  # the weakest penalties of a path may stop at max_iter
         warnings.simplefilter("ignore", ConvergenceWarning)
         for fit, score in splits:
             a, b = np.asarray(fit, bool)[train], np.asarray(score, bool)[train]
             if a.sum() < 3 or not b.any():
                 continue
-            scored |= b
             xm, ym = Zt[a].mean(0), Yt[a].mean(0)
             W = path(Zt[a] - xm, Yt[a] - ym, lambda j: amax[j] * grid)
             pred = np.einsum("np,tpa->nta", Zt[b] - xm, W) + ym[None, :, None]
-            err[b] = (pred - Yt[b][:, :, None]) ** 2
+            e = (pred - Yt[b][:, :, None]) ** 2
+            err += e.sum(0)
             if Bt is not None:
                 fitted = RidgeCV(alphas=RIDGE_ALPHAS).fit(Bt[a], Yt[a])
-                base_err[b] = (fitted.predict(Bt[b]) - Yt[b]) ** 2
-        k = np.argmin(err[scored].sum(0), 1)  # ties (nothing predicts): the first, strongest
+                e -= ((fitted.predict(Bt[b]) - Yt[b]) ** 2)[:, :, None]
+                d1, d2, m = d1 + e.sum(0), d2 + (e ** 2).sum(0), m + len(e)
+        k = np.argmin(err, 1)  # ties (targets nothing predicts): the first, strongest
         best = grid[k]
         xm, ym = Zt.mean(0), Yt.mean(0)
         W = path(Zt - xm, Yt - ym, lambda j: [amax[j] * best[j]])[:, :, 0]
     out = (Z[test] - xm) @ W.T + ym
     if Bt is None:
         return out
-    d = err[scored][:, np.arange(len(k)), k] - base_err[scored]  # < 0 where the lasso is better
-    se = d.std(0, ddof=1) / np.sqrt(max(len(d), 1))
-    z = np.where(se > 0, d.mean(0) / np.where(se > 0, se, 1.0), 0.0)
+    t = np.arange(len(k))  # the paired difference at each target's chosen penalty, per spot
+    mean = d1[t, k] / max(m, 1)  # < 0 where the lasso is better
+    se = np.sqrt(np.maximum(d2[t, k] - m * mean ** 2, 0) / max(m - 1, 1) / max(m, 1))
+    z = np.where(se > 0, mean / np.where(se > 0, se, 1.0), 0.0)
     if evidence is not None:
         evidence.append(z)
     lasso = z < -margin
@@ -243,13 +244,19 @@ def ridge_on_embedding(Z: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np
     next to the baseline's source components ``pcs`` when given, to the targets, fitted on
     ``train`` rows (penalty by leave-one-out on them)."""
     from sklearn.linear_model import RidgeCV
+
+    F = embedding_inputs(Z, train, pcs)
+    m = RidgeCV(alphas=RIDGE_ALPHAS).fit(F[train], Y[train])
+    return m.predict(F[test])
+
+
+def embedding_inputs(Z: np.ndarray, train: np.ndarray, pcs: np.ndarray | None = None):
+    """A latent ``Z`` standardised on the ``train`` rows, after the components ``pcs`` if
+    given: the inputs of the ``<model>_ridge`` hybrid."""
     from sklearn.preprocessing import StandardScaler
 
     F = StandardScaler().fit(Z[train]).transform(Z)
-    if pcs is not None:
-        F = np.c_[pcs, F]
-    m = RidgeCV(alphas=RIDGE_ALPHAS).fit(F[train], Y[train])
-    return m.predict(F[test])
+    return F if pcs is None else np.c_[pcs, F]
 
 
 def _empty(Xr: np.ndarray, Xm: np.ndarray) -> dict[str, np.ndarray]:
@@ -295,8 +302,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
             inner[f] = inner_splits(xy, train, seed=seed + 1)
         base = _pcs(S, train, n_comps, seed)
         if Z is not None:
-            sd = Z[train].std(0)
-            base = np.c_[base, (Z - Z[train].mean(0)) / np.where(sd > 0, sd, 1.0)]
+            base = embedding_inputs(Z, train, base)
         return np.c_[base, S], base, inner[f]
 
     for method in baselines:
