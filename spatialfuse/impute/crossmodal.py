@@ -145,26 +145,28 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
     Bt = None if base is None else np.asarray(base, float)[train]
     d1, d2, m = np.zeros_like(err), np.zeros_like(err), 0  # sums of (lasso - base) error, ², n
 
-    def path(X, Yc, alphas_of):
-        """Centred ``X``/``Yc``: weights (targets × inputs × alphas), each target's path on a
-        Gram matrix. With more inputs than rows, each target first keeps the ``rows - 1``
-        inputs of largest covariance with it on these rows (screening; nothing outside them
-        is read), so that a path costs O(rows²) instead of O(rows · inputs) per sweep."""
-        C = X.T @ Yc
+    def path(X, Yc, alphas_of, cols=None):
+        """Centred ``X``/``Yc``: weights (targets × inputs × alphas) of the targets ``cols``
+        (default: all), each target's path on a Gram matrix. With more inputs than rows, each
+        target first keeps the ``rows - 1`` inputs of largest covariance with it on these rows
+        (screening; nothing outside them is read), so that a path costs O(rows²) instead of
+        O(rows · inputs) per sweep."""
+        cols = np.arange(Yc.shape[1]) if cols is None else np.asarray(cols, int)
+        C = X.T @ Yc[:, cols]
         gram = X.T @ X
         keep = min(p, max(len(X) - 1, 1))
-        W = np.zeros((Yc.shape[1], p, len(alphas_of(0))))
-        for j in range(Yc.shape[1]):
+        W = np.zeros((len(cols), p, len(alphas_of(0))))
+        for i, j in enumerate(cols):
             if amax[j] <= 0:
                 continue
             if keep == p:
-                W[j] = lasso_path(X, Yc[:, j], alphas=alphas_of(j), max_iter=1000, tol=1e-3,
-                                  precompute=gram, Xy=C[:, j])[1]
+                W[i] = lasso_path(X, Yc[:, j], alphas=alphas_of(j), max_iter=1000, tol=1e-3,
+                                  precompute=gram, Xy=C[:, i])[1]
                 continue
-            sel = np.sort(np.argpartition(-np.abs(C[:, j]), keep - 1)[:keep])
-            W[j][sel] = lasso_path(X[:, sel], Yc[:, j], alphas=alphas_of(j), max_iter=1000,
+            sel = np.sort(np.argpartition(-np.abs(C[:, i]), keep - 1)[:keep])
+            W[i][sel] = lasso_path(X[:, sel], Yc[:, j], alphas=alphas_of(j), max_iter=1000,
                                    tol=1e-3, precompute=gram[np.ix_(sel, sel)],
-                                   Xy=C[sel, j])[1]
+                                   Xy=C[sel, i])[1]
         return W
 
     with warnings.catch_warnings():  # the weakest penalties of a path may stop at max_iter
@@ -184,20 +186,24 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
                 d1, d2, m = d1 + e.sum(0), d2 + (e ** 2).sum(0), m + len(e)
         k = np.argmin(err, 1)  # ties (targets nothing predicts): the first, strongest
         best = grid[k]
+        lasso = np.ones(len(k), bool)
+        if Bt is not None:  # the paired difference at each target's chosen penalty, per spot
+            t = np.arange(len(k))
+            mean = d1[t, k] / max(m, 1)  # < 0 where the lasso is better
+            se = np.sqrt(np.maximum(d2[t, k] - m * mean ** 2, 0) / max(m - 1, 1) / max(m, 1))
+            z = np.where(se > 0, mean / np.where(se > 0, se, 1.0), 0.0)
+            if evidence is not None:
+                evidence.append(z)
+            lasso = z < -margin
+        cols = np.flatnonzero(lasso)  # the final fit only for the targets that keep the lasso
         xm, ym = Zt.mean(0), Yt.mean(0)
-        W = path(Zt - xm, Yt - ym, lambda j: [amax[j] * best[j]])[:, :, 0]
-    out = (Z[test] - xm) @ W.T + ym
-    if Bt is None:
-        return out
-    t = np.arange(len(k))  # the paired difference at each target's chosen penalty, per spot
-    mean = d1[t, k] / max(m, 1)  # < 0 where the lasso is better
-    se = np.sqrt(np.maximum(d2[t, k] - m * mean ** 2, 0) / max(m - 1, 1) / max(m, 1))
-    z = np.where(se > 0, mean / np.where(se > 0, se, 1.0), 0.0)
-    if evidence is not None:
-        evidence.append(z)
-    lasso = z < -margin
-    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(Bt, Yt).predict(np.asarray(base, float)[test])
-    return np.where(lasso[None, :], out, ridge)
+        W = path(Zt - xm, Yt - ym, lambda j: [amax[j] * best[j]], cols)[:, :, 0]
+    out = np.empty((int(test.sum()), len(k)))
+    out[:, cols] = (Z[test] - xm) @ W.T + ym[cols]
+    if Bt is not None and len(cols) < len(k):
+        ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(Bt, Yt).predict(np.asarray(base, float)[test])
+        out[:, ~lasso] = ridge[:, ~lasso]
+    return out
 
 
 def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params: dict, *,
@@ -294,16 +300,19 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         raise ValueError("crossmodal_cv: sparse=True needs the spot positions xy")
     inner = {}  # per fold: spatial splits of its training spots, for the lasso's penalties
 
-    def sparse_inputs(f, train, src, Z=None):
-        """The lasso's inputs, the base ridge's inputs (those of ``ridge`` or of the
-        ``<model>_ridge`` hybrid) and the fold's inner splits."""
-        S = Sr if src == "rna" else Sm
+    def sparse_predict(f, train, test, src, Z=None):
+        """Fold ``f``'s ``sparse`` (``Z`` None) or ``<model>_sparse`` prediction of the held-out
+        targets from ``src``: the lasso's inputs are the base ridge's (those of ``ridge`` or of
+        the ``<model>_ridge`` hybrid) and every smoothed source feature."""
+        S, Y = (Sr, Xm) if src == "rna" else (Sm, Xr)
         if f not in inner:
             inner[f] = inner_splits(xy, train, seed=seed + 1)
         base = _pcs(S, train, n_comps, seed)
         if Z is not None:
             base = embedding_inputs(Z, train, base)
-        return np.c_[base, S], base, inner[f]
+        return sparse_fold(np.c_[base, S], Y, train, test, inner[f],
+                           base=None if sparse_margin is None else base,
+                           margin=sparse_margin or 0.0)
 
     for method in baselines:
         t0 = time.perf_counter()
@@ -321,10 +330,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         for f, train in train_masks.items():
             test = folds == f
             for src, tgt in DIRECTIONS:
-                F, B, sp = sparse_inputs(f, train, src)
-                P[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test, sp,
-                                           base=None if sparse_margin is None else B,
-                                           margin=sparse_margin or 0.0)
+                P[tgt][test] = sparse_predict(f, train, test, src)
         preds[SPARSE_BASELINE], secs[SPARSE_BASELINE] = P, time.perf_counter() - t0
         log.info("impute: sparse cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
     for name in models:
@@ -349,10 +355,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
             if sparse:
                 t1 = time.perf_counter()
                 for src, tgt in DIRECTIONS:
-                    F, B, sp = sparse_inputs(f, train, src, out[f"z_from_{src}"])
-                    L[tgt][test] = sparse_fold(F, Xm if tgt == "msi" else Xr, train, test,
-                                               sp, base=None if sparse_margin is None else B,
-                                               margin=sparse_margin or 0.0)
+                    L[tgt][test] = sparse_predict(f, train, test, src, out[f"z_from_{src}"])
                 t_sparse += time.perf_counter() - t1
             total += s
         preds[name], secs[name] = P, total
