@@ -174,3 +174,11 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
     assert label.startswith("metabolites → genes")
     assert text == ("pooled: gnn 0.03 vs ridge 0.03, +0.001 [-0.004, +0.006] tie; "
                     "within blocks: gnn 0.04 vs ridge 0.05, -0.009 [-0.017, -0.001] worse")
+    # spots the MSI missed: said only when there are some
+    imp["unmeasured_spots"] = {"n_spots": 0}
+    assert len(prediction_lines(imp)) == 1
+    imp["unmeasured_spots"] = {"n_spots": 120, "method": "ridge", "heldout_pearson_median": 0.31,
+        "n_beyond_validated_distance": 7, "validated_distance_um": 412.0}
+    assert prediction_lines(imp)[-1] == (
+        "spots without MSI", "120: metabolites predicted from genes by ridge (held-out median r "
+        "0.31); 7 further from measured spots than the CV scored (412 µm)")

@@ -33,7 +33,7 @@ def test_demo_end_to_end_outputs(demo_run):
     for s in ("demo1", "demo2"):
         for f in ("ingest/st.h5ad", "ingest/msi.h5ad", "ingest/qc.json", "align/transform.json",
                   "align/msi_aligned.h5ad", "align/paired.h5mu", "align/qc.json",
-                  "impute/metrics.json", "interpret/markers.tsv", "interpret/associations.tsv",
+                  "impute/metrics.json", "impute/unmeasured_msi.h5ad", "interpret/markers.tsv", "interpret/associations.tsv",
                   "interpret/associations_domains.tsv", "interpret/pathways.tsv",
                   "interpret/markers.png",
                   *(f"model/{mo}/{f}" for mo in DEMO_MODELS for f in (
@@ -82,7 +82,7 @@ def test_nothing_to_do_after_run(demo_run):
 DOWNSTREAM = {
     "simulate_demo": ["ingest", "checksums"],  # checksums: provenance of the input files
     "checksums": ["report"],
-    "ingest": ["align"],
+    "ingest": ["align", "impute"],
     "align": ["impute", "model", "interpret", "aggregate"],
     "impute": ["aggregate"],  # impute trains its own per-fold models: no edge from model
     "model": ["domains", "aggregate"],

@@ -11,6 +11,7 @@ from .smooth import (
     loo_neighbour_prediction,
 )
 from .stage import run_impute
+from .unmeasured import predict_unmeasured
 
 __all__ = [
     "auto_buffer_um",
@@ -24,6 +25,7 @@ __all__ = [
     "loo_neighbour_prediction",
     "masked_ssim",
     "model_fold",
+    "predict_unmeasured",
     "run_impute",
     "spatial_blocks",
     "training_masks",

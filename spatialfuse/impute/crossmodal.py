@@ -208,15 +208,16 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
 
 def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params: dict, *,
                n_top_genes: int | None = None, seed: int = 0, device: str = "cpu",
-               transductive: bool = False):
+               transductive: bool = False, sources=("rna", "msi")):
     """Fit joint model ``name`` on ``train`` spots (standardisation statistics from them too)
-    and predict both modalities of ``test`` spots, each without its own values.
+    and predict the other modality of ``test`` spots from each of ``sources``, each without its
+    own values.
 
-    ``transductive``: one fit per direction, each also trained on the source modality of the
+    ``transductive``: one fit per source, each also trained on the source modality of the
     spots outside ``train`` (see the module docstring); about twice the time.
 
-    Returns ({"msi": msi_hat, "rna": rna_hat} in log-normalised units, rna feature names,
-    seconds).
+    Returns ({"msi": msi_hat, "rna": rna_hat, "z_from_rna": ..., "z_from_msi": ...}, the
+    targets of ``sources`` only, in log-normalised units; rna feature names; seconds).
     """
     from ..models import prepare_inputs
     from ..models.api import fit, fixed_threads
@@ -225,15 +226,18 @@ def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params:
     with fixed_threads():
         inputs = prepare_inputs(rna, msi, n_top_genes, stats_mask=train)
     if transductive:  # genes -> metabolites from a fit that saw every spot's genes, and back
-        fr = fit(name, inputs, params, seed=seed, device=device, train_mask=train,
-                 transductive="rna")
-        fm = fit(name, inputs, params, seed=seed, device=device, train_mask=train,
-                 transductive="msi")
+        fits = {s: fit(name, inputs, params, seed=seed, device=device, train_mask=train,
+                       transductive=s) for s in sources}
     else:
-        fr = fm = fit(name, inputs, params, seed=seed, device=device, train_mask=train)
-    out = {"msi": inputs.to_lognormal("msi", fr.predict_msi_from_rna(spots=test)),
-           "rna": inputs.to_lognormal("rna", fm.predict_rna_from_msi(spots=test)),
-           "z_from_rna": source_embedding(fr, "rna"), "z_from_msi": source_embedding(fm, "msi")}
+        fm = fit(name, inputs, params, seed=seed, device=device, train_mask=train)
+        fits = {s: fm for s in sources}
+    out = {}
+    for src in sources:
+        if src == "rna":
+            out["msi"] = inputs.to_lognormal("msi", fits[src].predict_msi_from_rna(spots=test))
+        else:
+            out["rna"] = inputs.to_lognormal("rna", fits[src].predict_rna_from_msi(spots=test))
+        out[f"z_from_{src}"] = source_embedding(fits[src], src)
     return out, inputs.rna_features, time.perf_counter() - t0
 
 
@@ -277,8 +281,9 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   n_top_genes: int | None = None, seed: int = 0, device: str = "cpu",
                   hybrid: str | None = "stack", transductive: bool = False,
                   sparse: bool = False, xy: np.ndarray | None = None,
-                  sparse_margin: float | None = SPARSE_MARGIN):
-    """Out-of-fold predictions of every method in both directions.
+                  sparse_margin: float | None = SPARSE_MARGIN, directions=DIRECTIONS):
+    """Out-of-fold predictions of every method in both ``directions`` ((source, target)
+    pairs; the target of a direction left out stays NaN and its source is never read).
 
     ``Xr`` (spots × scored genes) and ``Xm`` (spots × m/z): measured log-normalised targets;
     ``Sr``/``Sm``: the smoothed source features of the baselines; ``rna_ad``/``msi_ad``: the
@@ -319,7 +324,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         P = _empty(Xr, Xm)
         for f, train in train_masks.items():
             test = folds == f
-            for src, tgt in DIRECTIONS:
+            for src, tgt in directions:
                 S, Y = (Sr, Xm) if src == "rna" else (Sm, Xr)
                 P[tgt][test] = baseline_fold(method, S, Y, train, test, n_comps=n_comps,
                                              ridge_alpha=ridge_alpha, knn_k=knn_k, seed=seed)
@@ -329,7 +334,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         P = _empty(Xr, Xm)
         for f, train in train_masks.items():
             test = folds == f
-            for src, tgt in DIRECTIONS:
+            for src, tgt in directions:
                 P[tgt][test] = sparse_predict(f, train, test, src)
         preds[SPARSE_BASELINE], secs[SPARSE_BASELINE] = P, time.perf_counter() - t0
         log.info("impute: sparse cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
@@ -340,21 +345,20 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
             test = folds == f
             out, genes, s = model_fold(name, rna_ad, msi_ad, train, test,
                                        model_params.get(name, {}), n_top_genes=n_top_genes,
-                                       seed=seed, device=device, transductive=transductive)
+                                       seed=seed, device=device, transductive=transductive,
+                                       sources=tuple(src for src, _ in directions))
             if gene_index is not None and len(genes) != len(gene_index):
                 raise ValueError(f"{name}: the model's genes differ from the scored genes")
-            P["msi"][test], P["rna"][test] = out["msi"], out["rna"]
-            if hybrid:
-                stack = hybrid == "stack"
-                H["msi"][test] = ridge_on_embedding(
-                    out["z_from_rna"], Xm, train, test,
-                    _pcs(Sr, train, n_comps, seed) if stack else None)
-                H["rna"][test] = ridge_on_embedding(
-                    out["z_from_msi"], Xr, train, test,
-                    _pcs(Sm, train, n_comps, seed) if stack else None)
+            for src, tgt in directions:
+                P[tgt][test] = out[tgt]
+                if hybrid:
+                    S, Y = (Sr, Xm) if src == "rna" else (Sm, Xr)
+                    H[tgt][test] = ridge_on_embedding(
+                        out[f"z_from_{src}"], Y, train, test,
+                        _pcs(S, train, n_comps, seed) if hybrid == "stack" else None)
             if sparse:
                 t1 = time.perf_counter()
-                for src, tgt in DIRECTIONS:
+                for src, tgt in directions:
                     L[tgt][test] = sparse_predict(f, train, test, src, out[f"z_from_{src}"])
                 t_sparse += time.perf_counter() - t1
             total += s

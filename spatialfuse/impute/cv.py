@@ -44,3 +44,16 @@ def training_masks(xy: np.ndarray, folds: np.ndarray,
             train[idx[d < buffer_um]] = False
         out[int(f)] = train
     return out
+
+
+def heldout_distances(xy: np.ndarray, folds: np.ndarray,
+                      train_masks: dict[int, np.ndarray]) -> np.ndarray:
+    """Per held-out spot: the distance (µm) to the nearest spot its fold's model trained on —
+    how far from measured data the cross-validation scored its predictions."""
+    xy = np.asarray(xy, float)
+    out = np.full(len(xy), np.nan)
+    for f, train in train_masks.items():
+        test = np.asarray(folds) == f
+        if test.any() and np.asarray(train, bool).any():
+            out[test] = cKDTree(xy[np.asarray(train, bool)]).query(xy[test])[0]
+    return out

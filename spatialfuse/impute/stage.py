@@ -38,7 +38,7 @@ import scipy.sparse as sp
 
 from ..constants import Key
 from .crossmodal import BASELINES, DIRECTIONS, SPARSE_BASELINE, crossmodal_cv, model_fold
-from .cv import auto_buffer_um, spatial_blocks, training_masks
+from .cv import auto_buffer_um, heldout_distances, spatial_blocks, training_masks
 from .scores import (
     SPATIAL_MORAN_MIN,
     feature_scores,
@@ -300,8 +300,13 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             cross[task]["best_model_method"] = best_of(model_methods)
     metrics["crossmodal"] = cross
     n_train = [int(m.sum()) for m in masks.values()]
+    dist = heldout_distances(xy, folds, masks)
     metrics["cv"] = {"scheme": "spatial_blocks", "n_blocks": int(len(masks)),
                      "buffer_um": float(buffer), "min_training_spots": int(min(n_train)),
+                     # how far from its training spots each held-out spot was predicted: the
+                     # range over which the scores hold (predictions of unmeasured spots)
+                     "heldout_distance_um": {q: float(np.nanpercentile(dist, v)) for q, v in
+                                             (("median", 50), ("p90", 90), ("max", 100))},
                      "models": models, "model_max_steps": p["model_max_steps"],
                      "kl_weight": p["kl_weight"], "block_mask_prob": p["block_mask_prob"],
                      "msi_weight": p["msi_weight"], **{k: p[k] for k in FOLD_FIT_KEYS},

@@ -7,7 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
-from . import _frame, placeholder, plot_labels, plot_values, plt, savefig
+from . import _frame, placeholder, plot_labels, plot_values, plt, savefig, spot_size
 
 
 def _dense(X):
@@ -118,10 +118,13 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
 
 
 def impute_figure(msi, table: pd.DataFrame, path, sample: str,
-                  method: str = "ridge_from_rna") -> None:
+                  method: str = "ridge_from_rna", unmeasured=None) -> None:
     """Measured vs cross-modally predicted (held-out) ion images for the best, median and worst
     metabolites of ``method``, a measured-vs-predicted scatter per metabolite, and the held-out
-    Pearson r of every method in both directions."""
+    Pearson r of every method in both directions. ``unmeasured`` (the metabolites predicted at
+    the ST spots without MSI, :func:`spatialfuse.impute.predict_unmeasured`): when it has spots,
+    a fourth row shows those metabolites over the whole section, measured where the MSI covers
+    a spot and predicted (outlined) where it does not, on one colour scale."""
     sub = table[(table["modality"] == "msi") & (table["method"] == method)]
     sub = sub.dropna(subset=["pearson_r"])
     sub = sub.sort_values("pearson_r", ascending=False)
@@ -130,7 +133,9 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
         return
     picks = [sub.iloc[0], sub.iloc[len(sub) // 2], sub.iloc[-1]]
     xy = msi.obsm[Key.obsm.spatial]
-    fig, axes = plt.subplots(3, 4, figsize=(17, 12), gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
+    extra = unmeasured is not None and unmeasured.n_obs > 0
+    fig, axes = plt.subplots(3 + extra, 4, figsize=(17, 12 + 4 * extra),
+                             gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
     layer = msi.layers[Key.layers.imputed(method)]
     label = method.replace("_from_rna", "")
     for j, (row, tag) in enumerate(zip(picks, ("best", "median", "worst"))):
@@ -149,6 +154,10 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
         axes[2, j].set_xlabel("measured (log intensity)")
         axes[2, j].set_ylabel("predicted, held out")
         axes[2, j].set_title(f"{tag}: spots of every held-out block", fontsize=9)
+        if extra:
+            _unmeasured_panel(axes[3, j], xy, meas, unmeasured, row["feature"])
+    if extra:
+        _unmeasured_note(axes[3, 3], unmeasured)
     ax = axes[0, 3]
     cross = table[table["method"].str.contains("_from_")]
     groups = [(m, g["pearson_r"].dropna().to_numpy())
@@ -182,6 +191,45 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     fig.suptitle(f"{sample}: cross-modal prediction and denoising, scored on held-out data")
     fig.tight_layout()
     savefig(fig, path)
+
+
+def _unmeasured_panel(ax, xy, meas, unmeasured, feature) -> None:
+    """One metabolite over every ST spot: measured (covered spots) and predicted from genes
+    (spots without MSI, outlined), one colour scale."""
+    f = list(unmeasured.var_names).index(feature)
+    pred = _dense(unmeasured.X[:, f]).ravel()
+    uxy = np.asarray(unmeasured.obsm[Key.obsm.spatial], float)
+    vals = np.r_[meas, pred]
+    lo, hi = np.nanpercentile(vals, [1, 99]) if np.isfinite(vals).any() else (0, 1)
+    allxy = np.r_[xy, uxy]
+    s = spot_size(allxy, ax, 55.0)
+    ax.scatter(xy[:, 0], xy[:, 1], s=s, c=meas, cmap="viridis", vmin=lo, vmax=hi, linewidths=0)
+    sc = ax.scatter(uxy[:, 0], uxy[:, 1], s=s, c=pred, cmap="viridis", vmin=lo, vmax=hi,
+                    edgecolors="#333333", linewidths=0.35)
+    ax.set_xlim(allxy[:, 0].min() - 100, allxy[:, 0].max() + 100)
+    ax.set_ylim(allxy[:, 1].max() + 100, allxy[:, 1].min() - 100)
+    _frame(ax, f"{feature}\nmeasured; from genes where no MSI (outlined)")
+    ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02).set_label("log intensity",
+                                                                      fontsize=8)
+
+
+def _unmeasured_note(ax, unmeasured) -> None:
+    info = unmeasured.uns.get(Key.uns.spatialfuse, {}).get("prediction", {})
+    r = unmeasured.var["heldout_pearson_r"].to_numpy(float)
+    lines = [f"{unmeasured.n_obs} ST spots without MSI coverage",
+             f"predicted from genes by {info.get('method')}",
+             f"(fitted on {info.get('n_measured_spots')} measured spots)",
+             f"held-out median r {info.get('heldout_pearson_median', float('nan')):.2f} "
+             f"(pooled), {info.get('heldout_pearson_block_median', float('nan')):.2f} "
+             "(within blocks)",
+             f"metabolites with held-out r >= 0.5: {int((r >= 0.5).sum())} of {len(r)}",
+             f"median distance to a measured spot: "
+             f"{info.get('median_distance_to_measured_um', float('nan')):.0f} um",
+             f"{info.get('n_beyond_validated_distance', 0)} spots further than the CV scored "
+             f"({info.get('validated_distance_um', float('nan')):.0f} um)"]
+    ax.text(0.02, 0.95, "\n".join(lines), va="top", ha="left", fontsize=9,
+            transform=ax.transAxes)
+    ax.axis("off")
 
 
 def domains_figure(xy: np.ndarray, labels: dict[str, np.ndarray], path, sample: str,

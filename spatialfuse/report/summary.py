@@ -168,6 +168,15 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
                          f"{v['verdict']}")
         if parts:
             out.append((f"{label}, held-out r (best model vs best baseline)", "; ".join(parts)))
+    un = imp.get("unmeasured_spots") or {}
+    if un.get("n_spots"):
+        held = un.get("heldout_pearson_median", float("nan"))
+        beyond = un.get("n_beyond_validated_distance", 0)
+        out.append(("spots without MSI", (
+            f"{_n(un['n_spots'])}: metabolites predicted from genes by {un.get('method')} "
+            f"(held-out median r {held:.2f})"
+            + (f"; {_n(beyond)} further from measured spots than the CV scored "
+               f"({un.get('validated_distance_um', float('nan')):.0f} µm)" if beyond else ""))))
     return out
 
 

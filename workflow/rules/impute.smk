@@ -6,8 +6,13 @@
 rule impute:
     input:
         paired="results/{sample}/align/paired.h5mu",
+        # every ST spot and its MSI coverage: the spots align could not pair get their
+        # metabolites predicted from their genes
+        st="results/{sample}/ingest/st.h5ad",
+        coverage="results/{sample}/align/coverage.tsv",
     output:
         imputed="results/{sample}/impute/imputed.h5mu",
+        unmeasured="results/{sample}/impute/unmeasured_msi.h5ad",
         metrics="results/{sample}/impute/metrics.json",
         scores="results/{sample}/impute/feature_scores.tsv",
         figure=report(

@@ -1,0 +1,159 @@
+"""Metabolites of the ST spots the MSI does not cover, predicted from their genes.
+
+When the MSI acquisition covers only part of the ST section (a smaller raster, an adjacent
+section that does not reach everywhere, tissue lost in one of them), the align stage pairs only
+the spots with enough MSI coverage. Their genes are measured everywhere, so the metabolites of
+the other spots can be predicted from them: by the genes → metabolites method that predicted
+the cross-validation's held-out blocks best (``metrics["crossmodal"]["rna_to_msi"]
+["best_method"]``), refitted on every paired spot, and with the accuracy that method reached on
+those held-out blocks. A held-out block is the situation of an unmeasured region (contiguous,
+no target values in it or around it), so its score is the honest estimate — up to the distance
+from measured spots at which the cross-validation scored it: spots further out are flagged
+(``beyond_validated_distance``), since nothing measured how predictions degrade there.
+
+Nothing here reads an unmeasured spot's MSI (there is none: the paired MSI is placed on the
+covered spots and the others are prediction targets, which no method reads).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from ..constants import Key
+from ..errors import InputError
+from .crossmodal import BASELINES, SPARSE_BASELINE, crossmodal_cv
+from .smooth import knn_smooth
+from .stage import DEFAULTS, FOLD_FIT_KEYS, MODEL_NAMES, _dense, _model_params, scored_genes
+
+log = logging.getLogger(__name__)
+
+
+def method_parts(method: str) -> dict:
+    """``crossmodal_cv`` arguments that produce ``method`` (a baseline, ``sparse``, a joint
+    model, or a ``<model>_ridge`` / ``<model>_sparse`` hybrid)."""
+    model = method.split("_")[0]
+    if method in BASELINES:
+        return {"baselines": (method,), "models": (), "hybrid": None, "sparse": False}
+    if method == SPARSE_BASELINE:
+        return {"baselines": (), "models": (), "hybrid": None, "sparse": True}
+    if model in MODEL_NAMES and method in (model, f"{model}_ridge", f"{model}_sparse"):
+        return {"baselines": (), "models": (model,),
+                "hybrid": "stack" if method.endswith("_ridge") else None,
+                "sparse": method.endswith("_sparse")}
+    raise ValueError(f"unknown cross-modal method {method!r}")
+
+
+def predict_unmeasured(st: ad.AnnData, rna: ad.AnnData, msi: ad.AnnData, metrics: dict,
+                       table: pd.DataFrame, params: dict, *, seed: int = 0,
+                       model_params: dict | None = None, device: str = "cpu",
+                       coverage: pd.DataFrame | None = None, sample: str = "",
+                       st_path: str | None = None) -> tuple[ad.AnnData, dict]:
+    """Metabolites of the spots of ``st`` that are not among the paired spots (``rna``/``msi``),
+    predicted from their genes.
+
+    ``metrics``/``table``: what :func:`~spatialfuse.impute.run_impute` returned for the paired
+    spots (the method and its held-out scores come from them); ``params``: the impute config
+    section; ``coverage``: the align stage's per-spot coverage table (index = ST barcodes).
+
+    Returns (AnnData of the unmeasured spots × m/z — ``X`` and the layer
+    ``imputed_<method>_from_rna`` hold the prediction, ``var`` each metabolite's held-out r,
+    ``obs`` the distance to the nearest measured spot —, a summary for ``metrics.json``). No
+    unmeasured spot: an empty AnnData and no fit. Runs on one CPU thread, like the stage.
+    """
+    from ..models.api import fixed_threads
+
+    with fixed_threads():
+        return _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params,
+                                   device, coverage, sample, st_path)
+
+
+def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params, device,
+                        coverage, sample, st_path):
+    t0 = time.perf_counter()
+    p = {**DEFAULTS, **(params or {})}
+    missing_pairs = rna.obs_names.difference(st.obs_names)
+    if len(missing_pairs):
+        raise InputError(f"{len(missing_pairs)} paired spots (e.g. {missing_pairs[0]!r}) are not "
+                         "spots of the ingested ST data; rerun align on this ST file",
+                         sample=sample or None, path=st_path)
+    if not rna.var_names.equals(st.var_names):
+        raise InputError("the paired RNA's genes differ from the ingested ST data's; rerun align "
+                         "on this ST file", sample=sample or None, path=st_path)
+    measured = st.obs_names.isin(rna.obs_names)
+    unmeasured = ~measured
+    method = metrics["crossmodal"]["rna_to_msi"]["best_method"]
+    xy = np.asarray(st.obsm[Key.obsm.spatial], float)
+    validated = float(metrics.get("cv", {}).get("heldout_distance_um", {}).get("max", np.nan))
+    out = ad.AnnData(np.zeros((int(unmeasured.sum()), msi.n_vars), np.float32),
+                     obs=pd.DataFrame(index=st.obs_names[unmeasured]), var=msi.var.copy())
+    out.obsm[Key.obsm.spatial] = xy[unmeasured]
+    # each metabolite's held-out score under the chosen method (on the paired spots' blocks)
+    rows = table[(table["task"] == "rna_to_msi") & (table["method"] == f"{method}_from_rna")]
+    rows = rows.set_index("feature").reindex(msi.var_names)
+    out.var["heldout_pearson_r"] = rows["pearson_r"].to_numpy(float)
+    out.var["heldout_pearson_r_block"] = rows["pearson_r_block"].to_numpy(float)
+    summary = {"n_spots": int(unmeasured.sum()), "n_measured_spots": int(measured.sum()),
+               "method": method, "source": "rna", "validated_distance_um": validated}
+    if unmeasured.any():
+        order = pd.Index(rna.obs_names).get_indexer(st.obs_names[measured])
+        Xm = np.zeros((st.n_obs, msi.n_vars))  # unmeasured rows: prediction targets, never read
+        Xm[measured] = _dense(msi.X)[order]
+        msi_all = ad.AnnData(Xm.astype(np.float32), obs=pd.DataFrame(index=st.obs_names),
+                             var=msi.var.copy())
+        msi_all.obsm[Key.obsm.spatial] = xy
+        genes = scored_genes(st, p["n_top_genes"])
+        Xr = _dense(st.X)[:, genes]
+        k, alpha = int(p["k"]), float(p["alpha"])
+        parts = method_parts(method)
+        models = parts["models"]
+        mparams = _model_params(models, model_params or {}, p["model_max_steps"],
+                                p["kl_weight"], p["block_mask_prob"], msi_weight=p["msi_weight"],
+                                fold_fit={key: p[key] for key in FOLD_FIT_KEYS})
+        folds = np.where(unmeasured, 0, -1)
+        preds, _ = crossmodal_cv(
+            Xr, Xm, knn_smooth(Xr, xy, k, alpha), np.zeros_like(Xm), folds, {0: measured},
+            baselines=parts["baselines"], models=models, model_params=mparams, rna_ad=st,
+            msi_ad=msi_all, gene_index=genes, n_comps=int(p["n_comps"]),
+            ridge_alpha=p["ridge_alpha"], knn_k=int(p["knn_k"]), n_top_genes=p["n_top_genes"],
+            seed=seed, device=device, hybrid=parts["hybrid"],
+            transductive=bool(p["transductive"]), sparse=parts["sparse"], xy=xy,
+            sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]),
+            directions=(("rna", "msi"),))
+        pred = preds[method]["msi"][unmeasured].astype(np.float32)
+        out.X = pred
+        out.layers[Key.layers.imputed(f"{method}_from_rna")] = pred.copy()
+        dist = cKDTree(xy[measured]).query(xy[unmeasured])[0]
+        out.obs["distance_to_measured_um"] = dist
+        out.obs["beyond_validated_distance"] = dist > validated if np.isfinite(validated) \
+            else np.zeros(len(dist), bool)
+        summary.update(
+            n_beyond_validated_distance=int(out.obs["beyond_validated_distance"].sum()),
+            median_distance_to_measured_um=float(np.median(dist)))
+    if coverage is not None:
+        cov = coverage.reindex(out.obs_names)
+        for key in (Key.obs.coverage, Key.obs.n_pixels):
+            if key in cov:
+                out.obs[key] = cov[key].to_numpy()
+    res = metrics["crossmodal"]["rna_to_msi"].get(method, {})
+    # (named so that the report's bar chart of the methods' median_pearson leaves them out)
+    summary.update({f"heldout_{key[len('median_'):]}_median": float(res.get(key, np.nan))
+                    for key in ("median_pearson", "median_pearson_block", "median_spearman",
+                                "median_ssim")})
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    out.uns[Key.uns.spatialfuse] = {"prediction": {
+        **summary, "note": "metabolites predicted from genes at ST spots without MSI coverage; "
+                           "the held-out scores are those of this method on the paired spots' "
+                           "blocked cross-validation, valid up to validated_distance_um from "
+                           "measured spots"}}
+    if unmeasured.any():
+        log.info("impute: %d ST spots without MSI predicted from genes by %s (held-out median r "
+                 "%.3f; %d further than %.0f um from measured spots, beyond what the CV scored)",
+                 summary["n_spots"], method, res.get("median_pearson", np.nan),
+                 summary["n_beyond_validated_distance"], validated)
+    return out, summary
