@@ -108,7 +108,7 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
                              var=msi.var.copy())
         msi_all.obsm[Key.obsm.spatial] = xy
         genes = scored_genes(st, p["n_top_genes"])
-        Xr = _dense(st.X)[:, genes]
+        Xr = _dense(st.X[:, genes])  # the scored genes only: never the whole matrix dense
         k, alpha = int(p["k"]), float(p["alpha"])
         parts = method_parts(method)
         models = parts["models"]
