@@ -632,7 +632,7 @@ def _partly_measured(seed: int = 0):
     return rna[measured].copy(), msi[measured].copy(), rna, msi[~measured].copy()
 
 
-def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path):
+def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path, caplog):
     import anndata as ad
     import pandas as pd
 
@@ -689,6 +689,15 @@ def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path):
     b, _ = predict_unmeasured(st, rna, msi, metrics, table, params_m, seed=0, model_params=mp)
     assert s1["method"] == "vae_ridge" and np.isfinite(a.X).all()
     np.testing.assert_array_equal(a.X, b.X)
+    # spots further from measured ones than the CV ever scored are flagged, and said so
+    far = dict(metrics, cv={**metrics["cv"], "heldout_distance_um": {"max": 150.0}})
+    with caplog.at_level("WARNING", logger="spatialfuse.impute.unmeasured"):
+        out, summary = predict_unmeasured(st, rna, msi, far, table, params, sample="s1")
+    beyond = out.obs["distance_to_measured_um"] > 150.0
+    assert 0 < beyond.sum() < out.n_obs
+    np.testing.assert_array_equal(out.obs["beyond_validated_distance"], beyond)
+    assert summary["n_beyond_validated_distance"] == beyond.sum()
+    assert "beyond any distance the cross-validation scored" in caplog.text
     # nothing unmeasured: an empty table and no fit
     out, summary = predict_unmeasured(rna, rna, msi, metrics, table, params, seed=0)
     assert out.n_obs == 0 and out.n_vars == msi.n_vars and summary["n_spots"] == 0

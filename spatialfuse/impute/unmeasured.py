@@ -156,4 +156,10 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
                  "%.3f; %d further than %.0f um from measured spots, beyond what the CV scored)",
                  summary["n_spots"], method, res.get("median_pearson", np.nan),
                  summary["n_beyond_validated_distance"], validated)
+        if summary["n_beyond_validated_distance"]:
+            log.warning("impute (%s): %d ST spots without MSI lie further than %.0f um from "
+                        "measured spots, beyond any distance the cross-validation scored: their "
+                        "predicted metabolites have no held-out accuracy (obs "
+                        "'beyond_validated_distance')", sample or "sample",
+                        summary["n_beyond_validated_distance"], validated)
     return out, summary
