@@ -201,3 +201,31 @@ def test_lint_and_format():
     files = [str(REPO / "Snakefile")] + [str(f) for f in (REPO / "workflow" / "rules").glob("*.smk")]
     p = subprocess.run([str(snakefmt), "--check", *files], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_msi_missing_part_of_the_section_gets_metabolites_from_genes(tmp_path):
+    """A demo section whose MSI raster is cropped: the ST spots align cannot pair get their
+    metabolites predicted from their genes, in their own file, counted in metrics.json."""
+    import anndata as ad
+    import mudata as md
+
+    from workflow_utils import make_workdir
+
+    sheet = "\n".join((REPO / "config" / "samples.tsv").read_text().splitlines()[:2]) + "\n"
+    d = make_workdir(tmp_path, samples_tsv=sheet, demo__samples__demo1__msi_crop_frac=0.35,
+                     impute__models=[], impute__denoise_models=[])
+    smk(d, "--cores", "2", "--until", "impute")
+    res = d / "results" / "demo1"
+    qc = json.loads((res / "align" / "qc.json").read_text())
+    paired = md.read_h5mu(res / "align" / "paired.h5mu")
+    st = ad.read_h5ad(res / "ingest" / "st.h5ad")
+    un = ad.read_h5ad(res / "impute" / "unmeasured_msi.h5ad")
+    metrics = json.loads((res / "impute" / "metrics.json").read_text())
+    assert qc["spots_low_coverage"] > 0 and un.n_obs == qc["spots_low_coverage"]
+    assert set(un.obs_names) == set(st.obs_names) - set(paired["rna"].obs_names)
+    assert list(un.var_names) == list(paired["msi"].var_names)
+    method = metrics["crossmodal"]["rna_to_msi"]["best_method"]
+    info = metrics["unmeasured_spots"]
+    assert info["n_spots"] == un.n_obs and info["method"] == method
+    assert pd.notna(un.X).all() and f"imputed_{method}_from_rna" in un.layers
+    assert (un.obs["msi_coverage"] < 0.5).all() and (un.obs["distance_to_measured_um"] > 0).all()
