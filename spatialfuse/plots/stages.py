@@ -205,10 +205,10 @@ def _unmeasured_panel(ax, xy, meas, unmeasured, feature) -> None:
     s = spot_size(allxy, ax, 55.0)
     ax.scatter(xy[:, 0], xy[:, 1], s=s, c=meas, cmap="viridis", vmin=lo, vmax=hi, linewidths=0)
     sc = ax.scatter(uxy[:, 0], uxy[:, 1], s=s, c=pred, cmap="viridis", vmin=lo, vmax=hi,
-                    edgecolors="#333333", linewidths=0.35)
+                    edgecolors="black", linewidths=0.7)
     ax.set_xlim(allxy[:, 0].min() - 100, allxy[:, 0].max() + 100)
     ax.set_ylim(allxy[:, 1].max() + 100, allxy[:, 1].min() - 100)
-    _frame(ax, f"{feature}\nmeasured; from genes where no MSI (outlined)")
+    _frame(ax, f"{feature}\nmeasured, or from\ngenes (outlined)")
     ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02).set_label("log intensity",
                                                                       fontsize=8)
 
