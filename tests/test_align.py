@@ -520,3 +520,59 @@ def test_bending_restricted_to_active_control_points():
     c2 = c.copy()
     c2[~act] += 100.0  # values off the active points cost nothing there
     assert np.isclose(float(c2 @ (f.bending(act) @ c2)), part)
+
+
+def _jittered_lattice(kind: str, pitch: float, n: int, jitter: float, angle_deg: float, seed: int = 0):
+    """Spot centres of a tissue disc on a square or hexagonal lattice, rotated and jittered."""
+    rng = np.random.default_rng(seed)
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1))
+    i, j = i.ravel().astype(float), j.ravel().astype(float)
+    xy = (np.c_[i * pitch, j * pitch] if kind == "square"
+          else np.c_[(i + 0.5 * j) * pitch, j * pitch * np.sqrt(3) / 2])
+    t = np.radians(angle_deg)
+    xy = xy @ np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]).T
+    xy = xy[np.linalg.norm(xy, axis=1) < 0.8 * n * pitch]
+    return xy + rng.normal(0, jitter, xy.shape)
+
+
+@pytest.mark.parametrize("kind, pitch, jitter", [("square", 200.0, 15.0), ("hex", 100.0, 2.0)])
+def test_lattice_inferred_from_spot_positions_alone(kind, pitch, jitter):
+    """Spots detected on a jittered lattice without array coordinates (legacy ST) get integer
+    lattice indices: neighbours one pitch apart differ by one step, no two spots share one."""
+    from scipy.spatial import cKDTree
+
+    from spatialfuse.align.features import infer_lattice
+
+    xy = _jittered_lattice(kind, pitch, 9, jitter, 17.0)
+    rows, cols = infer_lattice(xy, pitch)
+    idx = np.c_[rows, cols]
+    assert len(np.unique(idx, axis=0)) == len(xy)
+    d, nb = cKDTree(xy).query(xy, k=2)
+    step = np.abs(idx[nb[:, 1]] - idx).sum(1)
+    assert np.all(step[d[:, 1] < 1.2 * pitch] <= 2)  # nearest neighbours are adjacent indices
+    G = np.c_[cols, rows, np.ones(len(xy))]
+    coef, *_ = np.linalg.lstsq(G, xy, rcond=None)
+    assert np.abs(G @ coef - xy).max() < 6 * jitter  # the lattice explains every position
+    rng = np.random.default_rng(1)
+    scattered = rng.uniform(0, 20 * pitch, (400, 2))
+    assert infer_lattice(scattered, pitch) is None
+
+
+def test_background_points_of_a_legacy_st_section_are_its_empty_lattice_positions():
+    """Without array coordinates the 'no tissue' points are the jittered lattice's empty
+    positions: none closer to a tissue spot than about one pitch (the tissue edge lies up to a
+    pitch beyond the outermost spots; 'no tissue' there pulled the MSI outline inwards and
+    shrank the fitted scale by 4-6 % on the real legacy-ST sections)."""
+    from scipy.spatial import cKDTree
+
+    from spatialfuse.align.features import st_points
+
+    pitch = 200.0
+    xy = _jittered_lattice("square", pitch, 9, 15.0, 8.0)
+    box = np.r_[xy.min(0) - 600, xy.max(0) + 600]
+    pts = st_points(xy, np.zeros((len(xy), 0)), box, spot_um=100.0)
+    bg = pts.xy[pts.tissue == 0]
+    d, _ = cKDTree(xy).query(bg)
+    assert len(bg) > 100 and d.min() > 0.8 * pitch
+    # the first ring of empty positions is there, one pitch out (not only the box corners)
+    assert np.sum(d < 1.25 * pitch) > 20

@@ -186,14 +186,73 @@ class StPoints:
     groups: np.ndarray | None = None
 
 
+def infer_lattice(st_xy: np.ndarray, pitch: float, tol: float = 0.3) -> tuple[np.ndarray, np.ndarray] | None:
+    """Integer lattice indices ``(rows, cols)`` of spot centres that lie on a regular lattice
+    (square or hexagonal) without array coordinates, e.g. legacy ST spots detected on the image;
+    ``None`` when they do not (every spot within ``tol`` × the lattice spacing of its lattice
+    position; the spots of the real legacy-ST breast sections lie up to 0.25 spacing off).
+
+    The two lattice vectors are the two most frequent nearest-neighbour directions (folded to a
+    half-plane); any two independent ones span a square or hexagonal lattice. Indices are rounded
+    from that basis, then basis and origin are refitted to all spots by least squares.
+    """
+    n = len(st_xy)
+    if n < 12 or not np.isfinite(pitch) or pitch <= 0:
+        return None
+    d, nb = cKDTree(st_xy).query(st_xy, k=min(7, n))
+    vec = (st_xy[nb[:, 1:]] - st_xy[:, None, :]).reshape(-1, 2)
+    near = (d[:, 1:].ravel() > 0.7 * pitch) & (d[:, 1:].ravel() < 1.3 * pitch)
+    vec = vec[near]
+    if len(vec) < n:
+        return None
+    vec[vec[:, 1] < 0] *= -1  # fold to a half-plane: v and -v are the same direction
+    vec[(vec[:, 1] == 0) & (vec[:, 0] < 0)] *= -1
+    ang = np.degrees(np.arctan2(vec[:, 1], vec[:, 0])) % 180.0
+    hist, edges = np.histogram(ang, bins=36, range=(0, 180))
+    order = np.argsort(hist)[::-1]
+    a1 = 0.5 * (edges[order[0]] + edges[order[0] + 1])
+
+    def mean_vector(center):
+        diff = (ang - center + 90.0) % 180.0 - 90.0
+        sel = np.abs(diff) < 10.0
+        if sel.sum() < 3:
+            return None
+        u = np.array([np.cos(np.radians(center)), np.sin(np.radians(center))])
+        v = vec[sel]
+        return (v * np.sign(v @ u)[:, None]).mean(0)  # 1° and 179° are one direction
+
+    basis = [mean_vector(a1)]
+    for b in order[1:]:
+        a2 = 0.5 * (edges[b] + edges[b + 1])
+        if abs((a2 - a1 + 90.0) % 180.0 - 90.0) >= 30.0 and hist[b] >= 0.2 * hist[order[0]]:
+            basis.append(mean_vector(a2))
+            break
+    if len(basis) < 2 or basis[0] is None or basis[1] is None:
+        return None
+    B = np.stack(basis, 1)  # columns: lattice vectors
+    if abs(np.linalg.det(B)) < 0.3 * pitch ** 2:
+        return None
+    origin = st_xy[np.argmin(np.linalg.norm(st_xy - np.median(st_xy, 0), axis=1))]
+    for _ in range(2):  # round, refit basis and origin on every spot, round again
+        idx = np.rint(np.linalg.solve(B, (st_xy - origin).T).T)
+        G = np.c_[idx, np.ones(n)]
+        coef, *_ = np.linalg.lstsq(G, st_xy, rcond=None)
+        B, origin = coef[:2].T, coef[2]
+    resid = np.linalg.norm(G @ coef - st_xy, axis=1)
+    spacing = float(np.linalg.norm(B, axis=0).min())
+    if resid.max() > tol * spacing or len(np.unique(idx, axis=0)) < n:
+        return None
+    return idx[:, 1].astype(int), idx[:, 0].astype(int)
+
+
 def _lattice_background(st_xy: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                        box: np.ndarray) -> np.ndarray | None:
+                        box: np.ndarray, tol_um: float = 5.0) -> np.ndarray | None:
     """Capture-array positions without a tissue spot, from the array row/col of the spots."""
     if len(st_xy) < 6:
         return None
     G = np.c_[cols, rows, np.ones(len(cols))]
     coef, res, rank, _ = np.linalg.lstsq(G, st_xy, rcond=None)
-    if rank < 3 or np.abs(G @ coef - st_xy).max() > 5.0:
+    if rank < 3 or np.abs(G @ coef - st_xy).max() > tol_um:
         return None  # positions are not an exact lattice: no reliable completion
     parity = np.unique((rows + cols) % 2)
     # the array index range that covers the capture box
@@ -234,12 +293,22 @@ def st_points(st_xy: np.ndarray, st_features: np.ndarray, capture_box: np.ndarra
         bg = None
         if array_rows is not None and array_cols is not None:
             bg = _lattice_background(st_xy, np.asarray(array_rows, int), np.asarray(array_cols, int), box)
+        if bg is None and len(st_xy) > 2:
+            # no array coordinates (or not exact): spots detected on a jittered lattice
+            # (legacy ST) still give their lattice, and its empty positions
+            lattice = infer_lattice(st_xy, pitch)
+            if lattice is not None:
+                bg = _lattice_background(st_xy, lattice[0], lattice[1], box, tol_um=0.4 * pitch)
         if bg is None:
+            # last resort, a square grid at the pitch; like empty lattice positions, a background
+            # point is at least one pitch from every tissue spot. Closer ones (0.5–1 pitch) lie
+            # where the tissue edge is expected (about half a pitch beyond the outermost tissue
+            # spots, up to a pitch): as "no tissue" they pulled the MSI outline inwards.
             g = np.arange(box[0] + pitch / 2, box[2], pitch), np.arange(box[1] + pitch / 2, box[3], pitch)
             gx, gy = np.meshgrid(*g)
             bg = np.stack([gx.ravel(), gy.ravel()], 1)
             dd, _ = cKDTree(st_xy).query(bg)
-            bg = bg[dd > 0.5 * pitch]
+            bg = bg[dd > pitch]
         xy = np.r_[st_xy, bg]
         tissue = np.r_[np.ones(len(st_xy)), np.zeros(len(bg))]
         feats = np.r_[st_features, np.zeros((len(bg), k))]
