@@ -25,6 +25,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
+	$(BIN)/python -m ruff check --select F spatialfuse scripts benchmarks tests
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 

@@ -201,6 +201,11 @@ def test_lint_and_format():
     files = [str(REPO / "Snakefile")] + [str(f) for f in (REPO / "workflow" / "rules").glob("*.smk")]
     p = subprocess.run([str(snakefmt), "--check", *files], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+    # pyflakes rules: unused imports and variables, undefined names, shadowed definitions
+    p = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "F", "--no-cache",
+                        *(str(REPO / d) for d in ("spatialfuse", "scripts", "benchmarks", "tests"))],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_msi_missing_part_of_the_section_gets_metabolites_from_genes(tmp_path):
