@@ -9,6 +9,9 @@ of those spots cost, then the median over metabolites of Pearson r against the t
 noise-free shared log-mean (what the genes can know about each metabolite: baseline + domain
 effect + link field) at the unmeasured spots, next to:
 
+* ``genes`` / ``extrapolated`` / ``average``: the parts the output is chosen from (the genes
+  alone; the inverse-distance extrapolation from the nearest measured spots; their
+  standardised average, used where the CV says it beats the genes alone: ``output``);
 * ``nearest``: each unmeasured spot given the measured values of the nearest measured spot
   (spatial extrapolation, what one gets without the genes);
 * ``cv``: the same method's held-out predictions of the paired spots (blocked CV) against the
@@ -64,6 +67,15 @@ def _median_r(P: np.ndarray, T: np.ndarray, keep: np.ndarray) -> float:
     return float(np.median(rs)) if rs else np.nan
 
 
+def _part_rs(un, method: str, T: np.ndarray, keep: np.ndarray) -> dict:
+    """Median r of each part the prediction is made of (layers of ``unmeasured_msi.h5ad``):
+    the genes alone, the extrapolation from the nearest measured spots, their average."""
+    parts = {"r_genes": f"imputed_{method}_from_rna", "r_extrapolated": "imputed_extrapolated_from_msi",
+             "r_average": f"imputed_{method}_from_rna_and_msi"}
+    return {k: _median_r(np.asarray(un.layers[v], float), T, keep)
+            for k, v in parts.items() if v in un.layers}
+
+
 def section_rows(wd: Path, seed: int) -> list[dict]:
     import anndata as ad
     import mudata as md
@@ -112,7 +124,9 @@ def section_rows(wd: Path, seed: int) -> list[dict]:
         pred = np.asarray(un.X, float)
         row["n_metabolites"] = int(varies.sum())
         row["n_informative"] = int(info_cols.sum())
+        row["output"] = info.get("output", "genes")
         row["r_pred"] = _median_r(pred, T_un, varies)
+        row.update(_part_rs(un, info["method"], T_un, varies))
         row["r_nearest"] = _median_r(X[near], T_un, varies)
         row["r_cv"] = _median_r(cv, T_pair, varies)
         rows.append(row)
@@ -141,10 +155,10 @@ def held_back_rows(run: Path, frac: float) -> list[dict]:
         xy = np.asarray(rna.obsm["spatial"], float)
         out = xy[:, 0] >= np.quantile(xy[:, 0], 1 - frac)
         t0 = time.process_time()
-        _, _, metrics, table = run_impute(rna[~out].copy(), msi[~out].copy(), imp, seed=seed,
-                                          model_params=mp, device="cpu")
+        _, m_in, metrics, table = run_impute(rna[~out].copy(), msi[~out].copy(), imp, seed=seed,
+                                             model_params=mp, device="cpu")
         t1 = time.process_time()
-        un, info = predict_unmeasured(rna, rna[~out].copy(), msi[~out].copy(), metrics, table,
+        un, info = predict_unmeasured(rna, rna[~out].copy(), m_in, metrics, table,
                                       imp, seed=seed, model_params=mp, device="cpu")
         t2 = time.process_time()
         X = msi.X.toarray() if hasattr(msi.X, "toarray") else np.asarray(msi.X, float)
@@ -156,7 +170,9 @@ def held_back_rows(run: Path, frac: float) -> list[dict]:
                      "measured": int((~out).sum()), "method": info["method"],
                      "impute_cpu_s": round(t1 - t0, 1), "predict_cpu_s": round(t2 - t1, 1),
                      "beyond_validated": info.get("n_beyond_validated_distance", 0),
+                     "output": info.get("output", "genes"),
                      "r_pred": _median_r(pred, held, varies),
+                     **_part_rs(un[rna.obs_names[out]], info["method"], held, varies),
                      "r_nearest": _median_r(X[~out][near], held, varies),
                      "r_cv": info["heldout_pearson_median"],
                      "r_cv_block": info["heldout_pearson_block_median"]})

@@ -647,14 +647,16 @@ def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path, c
     st0 = st.X.copy()
     cov = pd.DataFrame({Key.obs.coverage: np.where(st.obs_names.isin(rna.obs_names), 1.0, 0.1)},
                        index=st.obs_names)
+    genes_only = {**params, "unmeasured_extrapolation": "never"}
     for method in ("ridge", "knn"):
         metrics["crossmodal"]["rna_to_msi"]["best_method"] = method
-        out, summary = predict_unmeasured(st, rna, msi, metrics, table, params, seed=0,
+        out, summary = predict_unmeasured(st, rna, m2, metrics, table, genes_only, seed=0,
                                           coverage=cov, sample="s1")
         np.testing.assert_array_equal(st.X, st0)  # input untouched
         assert list(out.obs_names) == list(truth.obs_names) and list(out.var_names) == list(
             msi.var_names)
         assert summary["n_spots"] == truth.n_obs and summary["method"] == method
+        assert summary["output"] == "genes"
         np.testing.assert_array_equal(out.X, out.layers[Key.layers.imputed(f"{method}_from_rna")])
         assert (out.obs["distance_to_measured_um"] > 0).all()
         assert (out.obs[Key.obs.coverage] == 0.1).all()
@@ -685,24 +687,96 @@ def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path, c
     params_m = {**params, "models": ["vae"], "model_max_steps": 30}
     mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
     metrics["crossmodal"]["rna_to_msi"]["best_method"] = "vae_ridge"
-    a, s1 = predict_unmeasured(st, rna, msi, metrics, table, params_m, seed=0, model_params=mp)
-    b, _ = predict_unmeasured(st, rna, msi, metrics, table, params_m, seed=0, model_params=mp)
+    m2.layers[Key.layers.imputed("vae_ridge_from_rna")] = m2.layers[
+        Key.layers.imputed("ridge_from_rna")]  # (the CV's out-of-fold values, not fitted here)
+    a, s1 = predict_unmeasured(st, rna, m2, metrics, table, params_m, seed=0, model_params=mp)
+    b, _ = predict_unmeasured(st, rna, m2, metrics, table, params_m, seed=0, model_params=mp)
     assert s1["method"] == "vae_ridge" and np.isfinite(a.X).all()
     np.testing.assert_array_equal(a.X, b.X)
     # spots further from measured ones than the CV ever scored are flagged, and said so
     far = dict(metrics, cv={**metrics["cv"], "heldout_distance_um": {"max": 150.0}})
     with caplog.at_level("WARNING", logger="spatialfuse.impute.unmeasured"):
-        out, summary = predict_unmeasured(st, rna, msi, far, table, params, sample="s1")
+        out, summary = predict_unmeasured(st, rna, m2, far, table, params, sample="s1")
     beyond = out.obs["distance_to_measured_um"] > 150.0
     assert 0 < beyond.sum() < out.n_obs
     np.testing.assert_array_equal(out.obs["beyond_validated_distance"], beyond)
     assert summary["n_beyond_validated_distance"] == beyond.sum()
     assert "beyond any distance the cross-validation scored" in caplog.text
     # nothing unmeasured: an empty table and no fit
-    out, summary = predict_unmeasured(rna, rna, msi, metrics, table, params, seed=0)
+    out, summary = predict_unmeasured(rna, rna, m2, metrics, table, params, seed=0)
     assert out.n_obs == 0 and out.n_vars == msi.n_vars and summary["n_spots"] == 0
     # paired spots that the ST file does not have: a clear error naming sample and file
     with pytest.raises(InputError, match="sample 's1'.*st.h5ad.*not spots"):
-        predict_unmeasured(st[:50].copy(), rna, msi, metrics, table, params, sample="s1",
+        predict_unmeasured(st[:50].copy(), rna, m2, metrics, table, params, sample="s1",
                            st_path="results/s1/ingest/st.h5ad")
     assert isinstance(out, ad.AnnData)
+
+
+def test_unmeasured_spots_average_genes_with_the_nearest_measured_msi_where_the_cv_says_so():
+    """Metabolite maps carry a smooth field of their own that no gene follows: next to the
+    measured region the measured MSI knows it, the genes do not. The cross-validation sees
+    that (held-out blocks, extrapolated from their fold's training spots), so ``auto`` averages
+    the two, and the average predicts the held-back quarter better than the genes alone."""
+    from spatialfuse.impute import predict_unmeasured, run_impute
+    from spatialfuse.impute.unmeasured import combine_standardised, extrapolate_idw
+
+    # the parts: inverse-distance weights, and an average of standardised columns
+    src = np.array([[0.0, 0.0], [100.0, 0.0]])
+    vals = np.array([[1.0, 10.0], [3.0, 10.0]])
+    np.testing.assert_allclose(extrapolate_idw(src, vals, np.array([[50.0, 0.0]]), k=2), [[2.0, 10.0]])
+    np.testing.assert_allclose(extrapolate_idw(src, vals, np.array([[0.0, 0.0]]), k=2)[0, 0],
+                               (1 + 3e-4) / (1 + 1e-4), rtol=1e-9)  # at a measured spot: ~it
+    G = np.c_[np.arange(5.0), np.ones(5)]
+    E = np.c_[10 * np.arange(5.0)[::-1], np.arange(5.0)]
+    C = combine_standardised(G, E)
+    assert np.allclose(C[:, 0], C[0, 0])  # opposite patterns of equal weight cancel out
+    np.testing.assert_allclose(np.corrcoef(C[:, 1], E[:, 1])[0, 1], 1.0)  # constant G: E's map
+    np.testing.assert_allclose(C.mean(0), 0.5 * (G.mean(0) + E.mean(0)))
+
+    rna, msi, st, truth = _partly_measured()
+    xy_all = st.obsm[Key.obsm.spatial]
+    own = np.sin(xy_all[:, 1] / 180.0 + 0.3)[:, None] * np.linspace(0.5, 1.5, msi.n_vars)
+    measured = st.obs_names.isin(rna.obs_names)
+    msi.X = (np.asarray(msi.X) + 2 * own[measured]).astype(np.float32)
+    held_back = np.asarray(truth.X) + 2 * own[~measured]
+    params = {"n_blocks": 3, "models": [], "denoise_models": []}
+    _, m2, metrics, table = run_impute(rna, msi, params, seed=0)
+    metrics["crossmodal"]["rna_to_msi"]["best_method"] = "ridge"
+
+    def med_r(P):
+        return np.median([np.corrcoef(P[:, j], held_back[:, j])[0, 1] for j in range(P.shape[1])])
+
+    out, summary = predict_unmeasured(st, rna, m2, metrics, table, params, seed=0)
+    med = summary["heldout_block_median"]
+    assert summary["output"] == "combined" and med["combined"] > med["genes"], med
+    genes = out.layers[Key.layers.imputed("ridge_from_rna")]
+    both = out.layers[Key.layers.imputed("ridge_from_rna_and_msi")]
+    extra = out.layers[Key.layers.imputed("extrapolated_from_msi")]
+    np.testing.assert_array_equal(out.X, both)
+    np.testing.assert_allclose(extra, extrapolate_idw(xy_all[measured], np.asarray(msi.X),
+                                                      xy_all[~measured]), rtol=1e-5)
+    np.testing.assert_allclose(both, combine_standardised(genes, extra), rtol=1e-4, atol=1e-4)
+    assert med_r(both) > med_r(genes) + 0.05, (med_r(both), med_r(genes))
+    # the quoted held-out scores are the output's own, per metabolite too
+    np.testing.assert_allclose(out.var["heldout_pearson_r_block"],
+                               out.var["heldout_pearson_r_block_combined"])
+    assert summary["heldout_pearson_block_median"] == pytest.approx(med["combined"])
+    # never: the genes alone, whatever the CV says; always: the average, whatever it says
+    out_n, s_n = predict_unmeasured(st, rna, m2, metrics, table,
+                                    {**params, "unmeasured_extrapolation": "never"}, seed=0)
+    assert s_n["output"] == "genes"
+    np.testing.assert_array_equal(out_n.X, genes)
+    # without such a field: auto follows the CV's medians, always averages regardless
+    rna0, msi0, st0, _ = _partly_measured()
+    _, m0, metrics0, table0 = run_impute(rna0, msi0, params, seed=0)
+    metrics0["crossmodal"]["rna_to_msi"]["best_method"] = "ridge"
+    _, s0 = predict_unmeasured(st0, rna0, m0, metrics0, table0, params, seed=0)
+    a, s_a = predict_unmeasured(st0, rna0, m0, metrics0, table0,
+                                {**params, "unmeasured_extrapolation": "always"}, seed=0)
+    assert s_a["output"] == "combined"
+    np.testing.assert_array_equal(a.X, a.layers[Key.layers.imputed("ridge_from_rna_and_msi")])
+    m0_ = s0["heldout_block_median"]
+    assert s0["output"] == ("combined" if m0_["combined"] > m0_["genes"] else "genes")
+    # the CV's OOF layer of the chosen method is required (the MSI run_impute returns)
+    with pytest.raises(ValueError, match="imputed_ridge_from_rna"):
+        predict_unmeasured(st, rna, msi, metrics, table, params, seed=0)

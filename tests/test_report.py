@@ -182,3 +182,7 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
     assert prediction_lines(imp)[-1] == (
         "spots without MSI", "120: metabolites predicted from genes by ridge (held-out median r "
         "0.31); 7 further from measured spots than the CV scored (412 µm)")
+    imp["unmeasured_spots"].update(output="combined", n_beyond_validated_distance=0)
+    assert prediction_lines(imp)[-1] == (
+        "spots without MSI", "120: metabolites predicted from genes by ridge, averaged with the "
+        "nearest measured spots (better on the held-out blocks) (held-out median r 0.31)")

@@ -65,7 +65,7 @@ DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_al
                 n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
                 denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0,
                 depth_head=True, cross_weight=0.0, linear_path=False, transductive=False,
-                sparse_links=False, sparse_margin=2.0)
+                sparse_links=False, sparse_margin=2.0, unmeasured_extrapolation="auto")
 #: Impute keys passed to the cross-modal per-fold fits as model parameters (opt-in model
 #: behaviour that only impute's fits use; see :func:`_model_params`); ``depth_head`` also goes
 #: to the denoising fits.
@@ -120,6 +120,19 @@ def _model_params(names, model_params: dict, max_steps, kl_weight,
             p["msi_weight"] = float(msi_weight)
         out[n] = p
     return out
+
+
+def cv_folds(xy: np.ndarray, p: dict, seed: int) -> tuple[np.ndarray, dict[int, np.ndarray], float]:
+    """The cross-modal CV's held-out block per spot, training spots per block and buffer (µm)
+    for the impute settings ``p``: the same for every caller given the spots and the seed."""
+    folds = spatial_blocks(xy, int(p["n_blocks"]), seed)
+    buffer = auto_buffer_um(xy) if p["buffer_um"] is None else float(p["buffer_um"])
+    masks = training_masks(xy, folds, buffer)
+    too_small = [f for f, m in masks.items() if m.sum() < 10]
+    if too_small:
+        raise ValueError(f"impute: blocks {too_small} leave fewer than 10 training spots with a "
+                         f"{buffer:.0f} um buffer; lower impute.buffer_um or impute.n_blocks")
+    return folds, masks, buffer
 
 
 def _rows(scores: pd.DataFrame, modality: str, task: str, method: str, features) -> pd.DataFrame:
@@ -228,13 +241,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                 "are the hidden-spot ones (they saw none of the spot's own modality)"}
 
     # ---- cross-modal prediction, spatially blocked CV
-    folds = spatial_blocks(xy, int(p["n_blocks"]), seed)
-    buffer = auto_buffer_um(xy) if p["buffer_um"] is None else float(p["buffer_um"])
-    masks = training_masks(xy, folds, buffer)
-    too_small = [f for f, m in masks.items() if m.sum() < 10]
-    if too_small:
-        raise ValueError(f"impute: blocks {too_small} leave fewer than 10 training spots with a "
-                         f"{buffer:.0f} um buffer; lower impute.buffer_um or impute.n_blocks")
+    folds, masks, buffer = cv_folds(xy, p, seed)
     models = [m for m in p["models"] if m in MODEL_NAMES]
     mparams = _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
                             p["block_mask_prob"], msi_weight=p["msi_weight"],

@@ -11,6 +11,16 @@ no target values in it or around it), so its score is the honest estimate — up
 from measured spots at which the cross-validation scored it: spots further out are flagged
 (``beyond_validated_distance``), since nothing measured how predictions degrade there.
 
+The genes are not the only evidence: the measured MSI next to an unmeasured region also tells
+what its metabolites are likely to be. Each metabolite is therefore also *extrapolated* from
+the nearest measured spots (inverse-distance weights, :func:`extrapolate_idw`), and the two
+are averaged with equal weight after standardising each over the unmeasured spots
+(:func:`combine_standardised`). Whether that average is used is decided on the same
+cross-validation (``impute.unmeasured_extrapolation: auto``): every held-out block's
+out-of-fold genes prediction is averaged with that block's extrapolation from the spots outside
+it, and the average is kept only where its median within-block r over the
+metabolites beats the genes alone. Both parts and the average are written as layers.
+
 Nothing here reads an unmeasured spot's MSI (there is none: the paired MSI is placed on the
 covered spots and the others are prediction targets, which no method reads).
 """
@@ -29,9 +39,81 @@ from ..constants import Key
 from ..errors import InputError
 from .crossmodal import BASELINES, SPARSE_BASELINE, crossmodal_cv
 from .smooth import knn_smooth
-from .stage import DEFAULTS, FOLD_FIT_KEYS, MODEL_NAMES, _dense, _model_params, scored_genes
+from .scores import feature_scores
+from .stage import (
+    DEFAULTS,
+    FOLD_FIT_KEYS,
+    MODEL_NAMES,
+    _dense,
+    _model_params,
+    cv_folds,
+    scored_genes,
+)
 
 log = logging.getLogger(__name__)
+
+
+#: Measured spots an extrapolated value is averaged from (inverse-distance weights).
+IDW_NEIGHBOURS = 6
+#: Layer names (``imputed_<name>``) of the extrapolation and of the average.
+EXTRAPOLATION = "extrapolated_from_msi"
+#: The ``unmeasured_extrapolation`` settings.
+EXTRAPOLATION_MODES = ("auto", "always", "never")
+
+
+def extrapolate_idw(xy_from: np.ndarray, Y_from: np.ndarray, xy_to: np.ndarray,
+                    k: int = IDW_NEIGHBOURS) -> np.ndarray:
+    """Each row of ``xy_to`` gets the inverse-square-distance weighted mean of ``Y_from`` at
+    its ``k`` nearest points of ``xy_from`` (µm; distances below 1 µm count as 1 µm)."""
+    xy_from, xy_to = np.asarray(xy_from, float), np.asarray(xy_to, float)
+    k = int(min(k, len(xy_from)))
+    d, i = cKDTree(xy_from).query(xy_to, k=k)
+    d, i = d.reshape(len(xy_to), k), i.reshape(len(xy_to), k)
+    w = 1.0 / np.maximum(d, 1.0) ** 2
+    return np.einsum("nk,nkf->nf", w, np.asarray(Y_from, float)[i]) / w.sum(1)[:, None]
+
+
+def combine_standardised(G: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """Equal-weight average of two predictions of the same spots (rows) × features (columns),
+    each standardised per feature over those spots first (so neither weighs more for a larger
+    spread: a genes prediction is shrunk where the genes say little, an extrapolation is not),
+    then put back on their mean level and mean spread. A constant column contributes nothing."""
+    G, E = np.asarray(G, float), np.asarray(E, float)
+
+    def z(A):
+        sd = A.std(0)
+        return np.where(sd > 1e-12, (A - A.mean(0)) / np.where(sd > 1e-12, sd, 1.0), 0.0), sd
+
+    zG, sdG = z(G)
+    zE, sdE = z(E)
+    return 0.5 * (G.mean(0) + E.mean(0)) + 0.25 * (sdG + sdE) * (zG + zE)
+
+
+def extrapolation_cv(rna: ad.AnnData, msi: ad.AnnData, method: str, p: dict,
+                     seed: int) -> dict[str, pd.DataFrame]:
+    """Held-out scores, on the cross-validation's blocks of the paired spots, of the
+    extrapolation into each block from the spots outside it and of its average with the genes'
+    out-of-fold prediction by ``method`` (``msi``'s layer ``imputed_<method>_from_rna``, as
+    :func:`~spatialfuse.impute.run_impute` leaves it). Returns per-feature score tables
+    (:func:`~spatialfuse.impute.scores.feature_scores`) under ``extrapolation`` and
+    ``combined``."""
+    layer = Key.layers.imputed(f"{method}_from_rna")
+    if layer not in msi.layers:
+        raise ValueError(f"msi has no layer {layer!r}: pass the MSI that run_impute returned")
+    xy = np.asarray(rna.obsm[Key.obsm.spatial], float)
+    folds, masks, _ = cv_folds(xy, p, seed)
+    Y = _dense(msi.X).astype(float)
+    G = np.asarray(msi.layers[layer], float)
+    E, C = np.zeros_like(Y), np.zeros_like(Y)
+    for f in masks:
+        held = folds == f
+        # from every spot outside the block, the buffer included: an unmeasured region borders
+        # measured spots too, and the block's own values are never read (the buffer keeps
+        # smoothing and graph context from carrying them into a fit; nothing is fitted here)
+        E[held] = extrapolate_idw(xy[~held], Y[~held], xy[held])
+        C[held] = combine_standardised(G[held], E[held])
+    return {"extrapolation": feature_scores(E, Y, xy, blocks=folds),
+            "combined": feature_scores(C, Y, xy, blocks=folds)}
 
 
 def method_parts(method: str) -> dict:
@@ -61,10 +143,16 @@ def predict_unmeasured(st: ad.AnnData, rna: ad.AnnData, msi: ad.AnnData, metrics
     spots (the method and its held-out scores come from them); ``params``: the impute config
     section; ``coverage``: the align stage's per-spot coverage table (index = ST barcodes).
 
-    Returns (AnnData of the unmeasured spots × m/z — ``X`` and the layer
-    ``imputed_<method>_from_rna`` hold the prediction, ``var`` each metabolite's held-out r,
-    ``obs`` the distance to the nearest measured spot —, a summary for ``metrics.json``). No
-    unmeasured spot: an empty AnnData and no fit. Runs on one CPU thread, like the stage.
+    ``msi`` must carry the out-of-fold layer ``imputed_<method>_from_rna`` of the chosen method
+    (as run_impute returns it): the extrapolation is cross-validated with it.
+
+    Returns (AnnData of the unmeasured spots × m/z — the layers ``imputed_<method>_from_rna``
+    (genes), ``imputed_extrapolated_from_msi`` (nearest measured spots) and
+    ``imputed_<method>_from_rna_and_msi`` (their standardised average), ``X`` the one chosen
+    (``uns``/summary ``output``), ``var`` each metabolite's held-out r of the chosen one and of
+    each part, ``obs`` the distance to the nearest measured spot —, a summary for
+    ``metrics.json``). No unmeasured spot: an empty AnnData and no fit. Runs on one CPU thread,
+    like the stage.
     """
     from ..models.api import fixed_threads
 
@@ -96,10 +184,28 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
     # each metabolite's held-out score under the chosen method (on the paired spots' blocks)
     rows = table[(table["task"] == "rna_to_msi") & (table["method"] == f"{method}_from_rna")]
     rows = rows.set_index("feature").reindex(msi.var_names)
-    out.var["heldout_pearson_r"] = rows["pearson_r"].to_numpy(float)
-    out.var["heldout_pearson_r_block"] = rows["pearson_r_block"].to_numpy(float)
+    scores = {"genes": rows.reset_index(drop=True)}
+    mode = str(p["unmeasured_extrapolation"])
+    if mode not in EXTRAPOLATION_MODES:
+        raise ValueError(f"impute.unmeasured_extrapolation must be one of {EXTRAPOLATION_MODES}, "
+                         f"not {mode!r}")
+    output = "genes"
+    if unmeasured.any():
+        scores.update(extrapolation_cv(rna, msi, method, p, seed))
+        med = {k: float(np.nanmedian(v["pearson_r_block"])) if v["pearson_r_block"].notna().any()
+               else np.nan for k, v in scores.items()}
+        if mode == "always" or (mode == "auto" and med["combined"] > med["genes"]):
+            output = "combined"
+    for part, sc in scores.items():
+        out.var[f"heldout_pearson_r_block_{part}"] = sc["pearson_r_block"].to_numpy(float)
+    out.var["heldout_pearson_r"] = scores[output]["pearson_r"].to_numpy(float)
+    out.var["heldout_pearson_r_block"] = scores[output]["pearson_r_block"].to_numpy(float)
     summary = {"n_spots": int(unmeasured.sum()), "n_measured_spots": int(measured.sum()),
-               "method": method, "source": "rna", "validated_distance_um": validated}
+               "method": method, "source": "rna", "validated_distance_um": validated,
+               "output": output, "extrapolation": mode,
+               "heldout_block_median": {k: float(np.nanmedian(v["pearson_r_block"]))
+                                        if v["pearson_r_block"].notna().any() else None
+                                        for k, v in scores.items()}}
     if unmeasured.any():
         order = pd.Index(rna.obs_names).get_indexer(st.obs_names[measured])
         Xm = np.zeros((st.n_obs, msi.n_vars))  # unmeasured rows: prediction targets, never read
@@ -126,8 +232,12 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
             sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]),
             directions=(("rna", "msi"),))
         pred = preds[method]["msi"][unmeasured].astype(np.float32)
-        out.X = pred
-        out.layers[Key.layers.imputed(f"{method}_from_rna")] = pred.copy()
+        extra = extrapolate_idw(xy[measured], Xm[measured], xy[unmeasured]).astype(np.float32)
+        both = combine_standardised(pred, extra).astype(np.float32)
+        out.layers[Key.layers.imputed(f"{method}_from_rna")] = pred
+        out.layers[Key.layers.imputed(EXTRAPOLATION)] = extra
+        out.layers[Key.layers.imputed(f"{method}_from_rna_and_msi")] = both
+        out.X = (both if output == "combined" else pred).copy()
         dist = cKDTree(xy[measured]).query(xy[unmeasured])[0]
         out.obs["distance_to_measured_um"] = dist
         out.obs["beyond_validated_distance"] = dist > validated if np.isfinite(validated) \
@@ -141,20 +251,30 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
             if key in cov:
                 out.obs[key] = cov[key].to_numpy()
     res = metrics["crossmodal"]["rna_to_msi"].get(method, {})
-    # (named so that the report's bar chart of the methods' median_pearson leaves them out)
+    keys = ("median_pearson", "median_pearson_block", "median_spearman", "median_ssim")
+    if output == "combined":
+        cols = ("pearson_r", "pearson_r_block", "spearman_r", "ssim")
+        res = {key: float(np.nanmedian(scores["combined"][c])) for key, c in zip(keys, cols)}
+    # the chosen output's held-out medians (named so that the report's bar chart of the
+    # methods' median_pearson leaves them out)
     summary.update({f"heldout_{key[len('median_'):]}_median": float(res.get(key, np.nan))
-                    for key in ("median_pearson", "median_pearson_block", "median_spearman",
-                                "median_ssim")})
+                    for key in keys})
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     out.uns[Key.uns.spatialfuse] = {"prediction": {
-        **summary, "note": "metabolites predicted from genes at ST spots without MSI coverage; "
-                           "the held-out scores are those of this method on the paired spots' "
-                           "blocked cross-validation, valid up to validated_distance_um from "
-                           "measured spots"}}
+        **summary, "note": "metabolites of ST spots without MSI coverage, predicted from their "
+                           "genes (output 'genes') or averaged with an extrapolation from the "
+                           "nearest measured spots (output 'combined'); the held-out scores are "
+                           "the output's on the paired spots' blocked cross-validation, valid up "
+                           "to validated_distance_um from measured spots"}}
     if unmeasured.any():
-        log.info("impute: %d ST spots without MSI predicted from genes by %s (held-out median r "
-                 "%.3f; %d further than %.0f um from measured spots, beyond what the CV scored)",
-                 summary["n_spots"], method, res.get("median_pearson", np.nan),
+        log.info("impute: %d ST spots without MSI predicted from genes by %s%s (held-out median "
+                 "r %.3f, within blocks %.3f; genes alone %.3f, extrapolation alone %.3f; %d "
+                 "further than %.0f um from measured spots, beyond what the CV scored)",
+                 summary["n_spots"], method,
+                 " averaged with the nearest measured spots" if output == "combined" else "",
+                 summary["heldout_pearson_median"], summary["heldout_pearson_block_median"],
+                 summary["heldout_block_median"]["genes"] or np.nan,
+                 summary["heldout_block_median"]["extrapolation"] or np.nan,
                  summary["n_beyond_validated_distance"], validated)
         if summary["n_beyond_validated_distance"]:
             log.warning("impute (%s): %d ST spots without MSI lie further than %.0f um from "

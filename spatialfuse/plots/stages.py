@@ -164,7 +164,7 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
               for m, g in cross.groupby("method", sort=True)]
     groups = [(m, v) for m, v in groups if len(v)]
     if groups:
-        ax.boxplot([v for _, v in groups], vert=False, showfliers=False)
+        ax.boxplot([v for _, v in groups], orientation="horizontal", showfliers=False)
         ax.set_yticks(np.arange(1, len(groups) + 1),
                       [m.replace("_from_rna", ": genes → metabolites")
                        .replace("_from_msi", ": metabolites → genes") for m, _ in groups],
@@ -184,7 +184,7 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
         if not groups:
             ax.axis("off")
             continue
-        ax.boxplot([v for _, v in groups], vert=False, showfliers=False)
+        ax.boxplot([v for _, v in groups], orientation="horizontal", showfliers=False)
         ax.set_yticks(np.arange(1, len(groups) + 1), [m for m, _ in groups], fontsize=8)
         ax.set_xlabel(xlabel)
         ax.set_title(title, fontsize=9)
@@ -208,7 +208,9 @@ def _unmeasured_panel(ax, xy, meas, unmeasured, feature) -> None:
                     edgecolors="black", linewidths=0.7)
     ax.set_xlim(allxy[:, 0].min() - 100, allxy[:, 0].max() + 100)
     ax.set_ylim(allxy[:, 1].max() + 100, allxy[:, 1].min() - 100)
-    _frame(ax, f"{feature}\nmeasured, or from\ngenes (outlined)")
+    info = unmeasured.uns.get(Key.uns.spatialfuse, {}).get("prediction", {})
+    how = "genes + nearest\nmeasured" if info.get("output") == "combined" else "genes"
+    _frame(ax, f"{feature}\nmeasured, or from\n{how} (outlined)")
     ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02).set_label("log intensity",
                                                                       fontsize=8)
 
@@ -217,7 +219,9 @@ def _unmeasured_note(ax, unmeasured) -> None:
     info = unmeasured.uns.get(Key.uns.spatialfuse, {}).get("prediction", {})
     r = unmeasured.var["heldout_pearson_r"].to_numpy(float)
     lines = [f"{unmeasured.n_obs} ST spots without MSI coverage",
-             f"predicted from genes by {info.get('method')}",
+             f"predicted from genes by {info.get('method')}"
+             + (",\naveraged with the nearest measured spots" if info.get("output") == "combined"
+                else ""),
              f"(fitted on {info.get('n_measured_spots')} measured spots)",
              f"held-out median r {info.get('heldout_pearson_median', float('nan')):.2f} "
              f"(pooled), {info.get('heldout_pearson_block_median', float('nan')):.2f} "

@@ -173,8 +173,10 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
         held = un.get("heldout_pearson_median", float("nan"))
         beyond = un.get("n_beyond_validated_distance", 0)
         out.append(("spots without MSI", (
-            f"{_n(un['n_spots'])}: metabolites predicted from genes by {un.get('method')} "
-            f"(held-out median r {held:.2f})"
+            f"{_n(un['n_spots'])}: metabolites predicted from genes by {un.get('method')}"
+            + (", averaged with the nearest measured spots (better on the held-out blocks)"
+               if un.get("output") == "combined" else "")
+            + f" (held-out median r {held:.2f})"
             + (f"; {_n(beyond)} further from measured spots than the CV scored "
                f"({un.get('validated_distance_um', float('nan')):.0f} µm)" if beyond else ""))))
     return out
