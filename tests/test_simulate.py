@@ -86,3 +86,10 @@ def test_shared_logmean_is_what_the_other_modality_carries(small_sim):
     for link in s["links"].itertuples():
         r = np.corrcoef(sg[link.gene], sm[link.metabolite])[0, 1]
         assert np.sign(r) == np.sign(link.sign) and abs(r) > 0.99
+    # the full noise-free log-mean adds only the decoy metabolites' own fields
+    full = s["full_logmean_metabolites"]
+    assert full.shape == sm.shape and list(full.columns) == list(sm.columns)
+    decoy = full.columns.isin(s["decoys"]["metabolites"])
+    assert decoy.any()
+    np.testing.assert_allclose(full.loc[:, ~decoy], sm.loc[:, ~decoy])
+    assert (np.ptp((full - sm).loc[:, decoy].to_numpy(), axis=0) > 0.1).all()

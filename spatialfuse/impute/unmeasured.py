@@ -273,8 +273,8 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
                  summary["n_spots"], method,
                  " averaged with the nearest measured spots" if output == "combined" else "",
                  summary["heldout_pearson_median"], summary["heldout_pearson_block_median"],
-                 summary["heldout_block_median"]["genes"] or np.nan,
-                 summary["heldout_block_median"]["extrapolation"] or np.nan,
+                 *(np.nan if summary["heldout_block_median"].get(k) is None
+                   else summary["heldout_block_median"][k] for k in ("genes", "extrapolation")),
                  summary["n_beyond_validated_distance"], validated)
         if summary["n_beyond_validated_distance"]:
             log.warning("impute (%s): %d ST spots without MSI lie further than %.0f um from "

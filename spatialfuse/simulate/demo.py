@@ -379,6 +379,10 @@ def simulate_sample(p: DemoParams) -> dict:
             "genes": pd.DataFrame(shared_g, index=in_bc, columns=genes),
             "metabolites": pd.DataFrame(shared_m, index=in_bc, columns=mets["name"].tolist()),
         },
+        # everything but the noise: the shared part plus each decoy metabolite's own field
+        # (what a prediction that also reads the measured MSI nearby can know; benchmarks)
+        "full_logmean_metabolites": pd.DataFrame(met_logmean(st_xy, st_dom), index=in_bc,
+                                                 columns=mets["name"].tolist()),
         "msi_pixels": pd.DataFrame({
             "x": pix[:, 0], "y": pix[:, 1], "msi_x_um": u[:, 0], "msi_y_um": u[:, 1],
             "st_x_um": pix_st[:, 0], "st_y_um": pix_st[:, 1], "tissue_fraction": frac,
