@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from impute_benchmark import _set, real_data_dir, semireal_sheet  # noqa: E402
+from impute_benchmark import _set, real_data_dir, semireal_sheet, write_run_config  # noqa: E402
 
 COLUMNS = ["truth_error_um_median", "truth_error_um_p90", "truth_error_pixels_median",
            "scale_x", "scale_y", "tissue_dice", "cpu_s"]
@@ -52,13 +52,7 @@ def _row(seed: int, sample: str, qc: dict, cpu_s: float) -> dict:
 def run_workflow(wd: Path, seed: int, cores: str, edits: list[str], data: Path,
                  sections: list[int]) -> list[dict]:
     """Write the semi-real sections of this MSI seed and run the workflow up to align."""
-    (wd / "config").mkdir(parents=True, exist_ok=True)
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["seed"] = seed
-    for e in edits:
-        k, v = e.split("=", 1)
-        _set(cfg, k, v)
-    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_run_config(wd, seed, edits)
     (wd / "config" / "samples.tsv").write_text(semireal_sheet(wd, seed, data, sections).read_text())
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
                     str(wd), "--cores", cores, "--quiet", "--until", "align"], check=True)

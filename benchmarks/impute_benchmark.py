@@ -64,6 +64,19 @@ def _set(cfg: dict, dotted: str, value: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
+def write_run_config(wd: Path, seed: int, edits: list[str]) -> dict:
+    """``wd/config/config.yaml``: the repository's config with this seed and the ``KEY=VALUE``
+    edits (dotted keys); returns it."""
+    (wd / "config").mkdir(parents=True, exist_ok=True)
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["seed"] = seed
+    for e in edits:
+        k, v = e.split("=", 1)
+        _set(cfg, k, v)
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg
+
+
 def real_data_dir(arg: str | None) -> Path:
     """The shared real-data folder; exits with a clear message when it is missing."""
     from spatialfuse.simulate.semireal import PASTE_FOLDER
@@ -99,13 +112,7 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
         if not (wd / "results").is_dir():
             raise SystemExit(f"--report-only: no results in {wd}")
         return _collect(wd, seed)
-    (wd / "config").mkdir(parents=True, exist_ok=True)
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["seed"] = seed
-    for e in edits:
-        k, v = e.split("=", 1)
-        _set(cfg, k, v)
-    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_run_config(wd, seed, edits)
     reuse = rerun_impute and (wd / "config" / "samples.tsv").is_file()
     if reuse:  # the earlier run's sections as they are; only impute reruns
         extra = ["--rerun-triggers", "mtime", "--forcerun", "impute"]
