@@ -562,7 +562,7 @@ def test_background_points_of_a_legacy_st_section_are_its_empty_lattice_position
     """Without array coordinates the 'no tissue' points are the jittered lattice's empty
     positions: none closer to a tissue spot than about one pitch (the tissue edge lies up to a
     pitch beyond the outermost spots; 'no tissue' there pulled the MSI outline inwards and
-    shrank the fitted scale by 4-6 % on the real legacy-ST sections)."""
+    shrank the fitted scale by 4 % on average on the real legacy-ST sections)."""
     from scipy.spatial import cKDTree
 
     from spatialfuse.align.features import st_points
