@@ -116,6 +116,12 @@ def extrapolation_cv(rna: ad.AnnData, msi: ad.AnnData, method: str, p: dict,
             "combined": feature_scores(C, Y, xy, blocks=folds)}
 
 
+def _median_block(scores: pd.DataFrame) -> float:
+    """Median within-block r over the features of a score table (NaN when none has one)."""
+    r = scores["pearson_r_block"]
+    return float(np.nanmedian(r)) if r.notna().any() else np.nan
+
+
 def method_parts(method: str) -> dict:
     """``crossmodal_cv`` arguments that produce ``method`` (a baseline, ``sparse``, a joint
     model, or a ``<model>_ridge`` / ``<model>_sparse`` hybrid)."""
@@ -192,10 +198,10 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
     output = "genes"
     if unmeasured.any():
         scores.update(extrapolation_cv(rna, msi, method, p, seed))
-        med = {k: float(np.nanmedian(v["pearson_r_block"])) if v["pearson_r_block"].notna().any()
-               else np.nan for k, v in scores.items()}
-        if mode == "always" or (mode == "auto" and med["combined"] > med["genes"]):
-            output = "combined"
+    med = {k: _median_block(v) for k, v in scores.items()}
+    if unmeasured.any() and (mode == "always"
+                             or (mode == "auto" and med["combined"] > med["genes"])):
+        output = "combined"
     for part, sc in scores.items():
         out.var[f"heldout_pearson_r_block_{part}"] = sc["pearson_r_block"].to_numpy(float)
     out.var["heldout_pearson_r"] = scores[output]["pearson_r"].to_numpy(float)
@@ -203,9 +209,7 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
     summary = {"n_spots": int(unmeasured.sum()), "n_measured_spots": int(measured.sum()),
                "method": method, "source": "rna", "validated_distance_um": validated,
                "output": output, "extrapolation": mode,
-               "heldout_block_median": {k: float(np.nanmedian(v["pearson_r_block"]))
-                                        if v["pearson_r_block"].notna().any() else None
-                                        for k, v in scores.items()}}
+               "heldout_block_median": {k: None if np.isnan(m) else m for k, m in med.items()}}
     if unmeasured.any():
         order = pd.Index(rna.obs_names).get_indexer(st.obs_names[measured])
         Xm = np.zeros((st.n_obs, msi.n_vars))  # unmeasured rows: prediction targets, never read
