@@ -70,8 +70,12 @@ def _median_r(P: np.ndarray, T: np.ndarray, keep: np.ndarray) -> float:
 def _part_rs(un, method: str, T: np.ndarray, keep: np.ndarray) -> dict:
     """Median r of each part the prediction is made of (layers of ``unmeasured_msi.h5ad``):
     the genes alone, the extrapolation from the nearest measured spots, their average."""
-    parts = {"r_genes": f"imputed_{method}_from_rna", "r_extrapolated": "imputed_extrapolated_from_msi",
-             "r_average": f"imputed_{method}_from_rna_and_msi"}
+    from spatialfuse.constants import Key
+    from spatialfuse.impute.unmeasured import EXTRAPOLATION
+
+    parts = {"r_genes": Key.layers.imputed(f"{method}_from_rna"),
+             "r_extrapolated": Key.layers.imputed(EXTRAPOLATION),
+             "r_average": Key.layers.imputed(f"{method}_from_rna_and_msi")}
     return {k: _median_r(np.asarray(un.layers[v], float), T, keep)
             for k, v in parts.items() if v in un.layers}
 
