@@ -34,6 +34,7 @@ and registered sections and rerun only the impute job, so that two impute settin
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import shutil
@@ -49,7 +50,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from spatialfuse.impute.scores import paired_median_difference  # noqa: E402
+from spatialfuse.impute.scores import feature_clusters, paired_median_difference  # noqa: E402
 from spatialfuse.impute.crossmodal import BASELINES, SPARSE_BASELINE  # noqa: E402
 
 #: Methods that read no joint model (the rest are model-based).
@@ -162,14 +163,31 @@ def _collect(wd: Path, seed: int) -> tuple[list[dict], list[dict]]:
     return rows, verdicts
 
 
+@functools.lru_cache(maxsize=4)
+def _imputed(res: str):
+    import mudata as md
+
+    return md.read_h5mu(str(Path(res) / "imputed.h5mu"))
+
+
+def measured_clusters(res: Path, task: str, feats) -> np.ndarray:
+    """The pipeline's clusters of co-varying features (:func:`feature_clusters` of the measured
+    target maps) for ``feats`` of one run's ``task``, in that order."""
+    a = _imputed(str(res))["msi" if task.endswith("_to_msi") else "rna"]
+    X = a[:, list(feats)].X
+    return feature_clusters(np.asarray(X.toarray() if hasattr(X, "toarray") else X, float))
+
+
 def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
     """The per-run comparisons pooled over all runs: each run's chosen pair (best model-based
     or best decoder, best baseline) scored on the same features (feature_scores.tsv), and the
     difference of the medians over all runs' features, with a 95 % bootstrap interval that
-    resamples features within each run (runs as strata). Spatial subsets are not in the TSV,
-    so only all features, pooled and within-block r."""
+    resamples each run's clusters of co-varying features within the run (runs as strata), as
+    the pipeline's own verdicts do. Spatial subsets are not in the TSV, so only all features,
+    pooled and within-block r."""
     print("\npooled over runs: median r of the chosen model-based method minus that of the best "
-          "baseline, all features of all runs (95 % interval: features resampled within runs):")
+          "baseline, all features of all runs (95 % interval: clusters of co-varying features "
+          "resampled within runs):")
     scores = {(s, n): pd.read_csv(root / f"seed{s}" / "results" / n / "impute"
                                   / "feature_scores.tsv", sep="\t")
               for s, n in vd[["seed", "sample"]].drop_duplicates().itertuples(index=False)}
@@ -177,17 +195,20 @@ def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
             ["task", "comparison"]):
         col = "pearson_r_block" if comp.endswith("_block") else "pearson_r"
         src = task.split("_to_")[0]
-        a, b, run = [], [], []
+        a, b, run, clus = [], [], [], []
         for i, r in enumerate(g.itertuples()):
             fs = scores[(r.seed, r.sample)]
             fs = fs[fs["task"] == task].pivot_table(index="feature", columns="method", values=col)
             a.append(fs[f"{r.method}_from_{src}"].to_numpy(float))
             b.append(fs[f"{r.baseline}_from_{src}"].to_numpy(float))
             run.append(np.full(len(fs), i))
+            clus.append(measured_clusters(root / f"seed{r.seed}" / "results" / r.sample / "impute",
+                                          task, fs.index))
         A, B = np.concatenate(a), np.concatenate(b)
-        v = paired_median_difference(A, B, strata=np.concatenate(run))
+        v = paired_median_difference(A, B, strata=np.concatenate(run), clusters=np.concatenate(clus))
         ok = np.isfinite(A) & np.isfinite(B)
-        print(f"  {task:11s} {comp:28s} {v['n_features']:5d} features: {np.median(A[ok]):.3f} vs "
+        print(f"  {task:11s} {comp:28s} {v['n_features']:5d} features ({v['n_clusters']} clusters): "
+              f"{np.median(A[ok]):.3f} vs "
               f"{np.median(B[ok]):.3f}, difference {v['difference']:+.3f} "
               f"[{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}] {v['verdict']}")
 
@@ -303,17 +324,19 @@ def truth_strata_scores(wd: Path, seed: int) -> list[dict]:
             E = np.zeros_like(Y)
             E[:, have] = shared.loc[a.obs_names, name[have]].to_numpy()
             orc = feature_scores(E, Y, xy, blocks=blocks)
+            clus = dict(zip(feats, feature_clusters(Y)))
             cls = {f: ("marker" if n in marker else "link" if n in link else
                        "decoy" if n in decoy else "none") for f, n in zip(feats, name)}
             for j, f in enumerate(feats):
                 rows.append({"seed": seed, "sample": sample, "task": task, "feature": f,
-                             "class": cls[f], "method": "oracle",
+                             "class": cls[f], "cluster": clus[f], "method": "oracle",
                              "pearson_r": orc["pearson_r"].iloc[j] if have[j] else np.nan,
                              "pearson_r_block": orc["pearson_r_block"].iloc[j] if have[j]
                              else np.nan})
             for rr in sub.itertuples():
                 rows.append({"seed": seed, "sample": sample, "task": task, "feature": rr.feature,
-                             "class": cls[rr.feature], "method": rr.method.rsplit("_from_", 1)[0],
+                             "class": cls[rr.feature], "cluster": clus[rr.feature],
+                             "method": rr.method.rsplit("_from_", 1)[0],
                              "pearson_r": rr.pearson_r, "pearson_r_block": rr.pearson_r_block})
     return rows
 
@@ -351,8 +374,10 @@ def print_truth_strata(ts: pd.DataFrame) -> None:
                 piv = g.pivot_table(index=["seed", "sample", "feature"], columns="method",
                                     values=col)
                 run = piv.index.droplevel("feature").factorize()[0]
+                cl = (g.drop_duplicates(["seed", "sample", "feature"])
+                      .set_index(["seed", "sample", "feature"])["cluster"].reindex(piv.index))
                 v = paired_median_difference(piv[m].to_numpy(float), piv[b].to_numpy(float),
-                                             strata=run)
+                                             strata=run, clusters=cl.to_numpy())
                 print(f"  {task:11s} {cls_set:15s} vs {bname:12s}: {m} {med[m]:.3f} vs {b} {med[b]:.3f} "
                       f"(oracle {med.get('oracle', np.nan):.3f}): {v['difference']:+.3f} "
                       f"[{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}] {v['verdict']} "

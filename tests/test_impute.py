@@ -544,6 +544,51 @@ def test_paired_median_difference_calls_clear_leads_and_ties():
     assert pooled["verdict"] == "better" and pooled["n_features"] == 300
     assert pooled["ci95_low"] > 0.03
     assert np.isclose(pooled["difference"], better["difference"], atol=0.02)
+    # a lead carried by a few blocks of features that move together: one by one, the 300
+    # features look like 300 pieces of evidence; resampled as their 10 blocks, it is a tie
+    blocks = np.repeat(np.arange(10), 30)
+    b_ = np.repeat(np.linspace(0.1, 0.3, 10), 30) + np.random.default_rng(1).normal(0, 0.01, 300)
+    a_ = b_ + np.repeat([0.06, -0.04, 0.05, 0.03, -0.05, 0.04, 0.02, -0.03, 0.05, 0.01], 30)
+    one_by_one = paired_median_difference(a_, b_)
+    clustered = paired_median_difference(a_, b_, clusters=blocks)
+    assert one_by_one["verdict"] == "better" and clustered["verdict"] == "tie"
+    assert clustered["n_clusters"] == 10 and clustered["difference"] == one_by_one["difference"]
+    assert clustered["ci95_high"] - clustered["ci95_low"] > 4 * (one_by_one["ci95_high"]
+                                                                  - one_by_one["ci95_low"])
+    # every feature its own cluster: the one-by-one interval again (other draws, same spread)
+    single = paired_median_difference(a_, b_, clusters=np.arange(300))
+    assert single["verdict"] == "better" and single["n_clusters"] == 300
+    assert abs(single["ci95_low"] - one_by_one["ci95_low"]) < 0.003
+    # clusters within strata: the same label in two runs is two units
+    two_runs = paired_median_difference(a_, b_, strata=np.repeat([0, 1], 150), clusters=blocks % 5)
+    assert two_runs["n_clusters"] == 10
+
+
+def test_weighted_medians_are_the_medians_of_the_resampled_lists():
+    from spatialfuse.impute.scores import _weighted_medians
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=37)
+    w = rng.integers(0, 4, size=(50, 37))
+    w[:, 0] += 1
+    want = [np.median(np.repeat(v, row)) for row in w]
+    assert np.allclose(_weighted_medians(v, w), want)
+
+
+def test_feature_clusters_group_features_that_move_together():
+    from spatialfuse.impute.scores import feature_clusters
+
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(400, 3))
+    Y = np.c_[F[:, [0]] + 0.3 * rng.normal(size=(400, 10)), -F[:, [1]] + 0.3 * rng.normal(size=(400, 10)),
+              F[:, [2]] + 0.3 * rng.normal(size=(400, 10)), rng.normal(size=(400, 5)), np.ones((400, 1))]
+    Y[:, 10:15] *= -1  # anti-correlated features move together too
+    lab = feature_clusters(Y)
+    for k in range(3):
+        assert len(set(lab[10 * k:10 * k + 10])) == 1
+    assert len(set(lab[[0, 10, 20]])) == 3
+    # independent noise and a constant feature: a cluster each
+    assert len(set(lab[30:])) == 6 and not set(lab[30:]) & set(lab[:30])
 
 
 def test_sparse_fold_finds_a_single_source_feature_and_never_reads_heldout_targets():

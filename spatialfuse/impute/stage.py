@@ -41,6 +41,7 @@ from .crossmodal import BASELINES, DIRECTIONS, SPARSE_BASELINE, crossmodal_cv, m
 from .cv import auto_buffer_um, heldout_distances, spatial_blocks, training_masks
 from .scores import (
     SPATIAL_MORAN_MIN,
+    feature_clusters,
     feature_scores,
     morans_i,
     paired_median_difference,
@@ -261,6 +262,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         cross[task] = {}
         Y, feats = (Xm, msi.var_names) if tgt == "msi" else (Xr, gene_names)
         spatial = morans_i(Y, xy, k) >= SPATIAL_MORAN_MIN
+        # features that move together are resampled together by the verdicts' bootstrap
+        clusters = feature_clusters(Y)
         per_feature: dict[str, pd.DataFrame] = {}
         for method, P in preds.items():
             sc = feature_scores(P[tgt], Y, xy, blocks=folds)
@@ -288,8 +291,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                 b = best_of(baselines, key)
                 base = cross[task][b][key]
                 # the point estimates, and whether the lead is more than the spread of the
-                # per-feature scores allows (paired per feature, bootstrap over features; see
-                # paired_median_difference)
+                # per-feature scores allows (paired per feature, bootstrap over clusters of
+                # co-varying features; see paired_median_difference)
                 col = "pearson_r_block" if suffix == "_block" else "pearson_r"
                 keep = spatial if suffix == "_spatial" else np.ones(len(spatial), bool)
                 for who, pool in (("model", model_methods), ("decoder", dec)):
@@ -302,7 +305,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                     cross[task][f"{who}_beats_baselines{suffix}"] = bool(cross[task][m][key] > base)
                     cmp = paired_median_difference(per_feature[m][col].to_numpy(float)[keep],
                                                    per_feature[b][col].to_numpy(float)[keep],
-                                                   seed=seed)
+                                                   seed=seed, clusters=clusters[keep])
                     cross[task][f"{who}_vs_baselines{suffix}"] = {"method": m, "baseline": b, **cmp}
             cross[task]["best_model_method"] = best_of(model_methods)
     metrics["crossmodal"] = cross
