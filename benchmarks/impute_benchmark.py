@@ -56,6 +56,8 @@ from spatialfuse.constants import Key  # noqa: E402
 
 #: Methods that read no joint model (the rest are model-based).
 BASELINE_NAMES = [*BASELINES, SPARSE_BASELINE]
+#: Suffixes of the hybrids (a readout of a joint model's latent stacked with a baseline's inputs).
+HYBRID_SUFFIXES = ("_ridge", "_sparse")
 
 
 def _set(cfg: dict, dotted: str, value: str) -> None:
@@ -164,17 +166,14 @@ def _collect(wd: Path, seed: int) -> tuple[list[dict], list[dict]]:
     return rows, verdicts
 
 
-@functools.lru_cache(maxsize=4)
-def _imputed(res: str):
+@functools.lru_cache(maxsize=None)
+def measured_clusters(res: Path, task: str, feats: tuple[str, ...]) -> np.ndarray:
+    """The pipeline's clusters of co-varying features (:func:`feature_clusters` of the measured
+    target maps) for ``feats`` of one run's ``task``, in that order; computed once per run and
+    task (every comparison of the pooled verdicts asks again)."""
     import mudata as md
 
-    return md.read_h5mu(str(Path(res) / "imputed.h5mu"))
-
-
-def measured_clusters(res: Path, task: str, feats) -> np.ndarray:
-    """The pipeline's clusters of co-varying features (:func:`feature_clusters` of the measured
-    target maps) for ``feats`` of one run's ``task``, in that order."""
-    a = _imputed(str(res))["msi" if task.endswith("_to_msi") else "rna"]
+    a = md.read_h5mu(str(res / "imputed.h5mu"))["msi" if task.endswith("_to_msi") else "rna"]
     X = a[:, list(feats)].X
     return feature_clusters(np.asarray(X.toarray() if hasattr(X, "toarray") else X, float))
 
@@ -204,7 +203,7 @@ def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
             b.append(fs[f"{r.baseline}_from_{src}"].to_numpy(float))
             run.append(np.full(len(fs), i))
             clus.append(measured_clusters(root / f"seed{r.seed}" / "results" / r.sample / "impute",
-                                          task, fs.index))
+                                          task, tuple(fs.index)))
         A, B = np.concatenate(a), np.concatenate(b)
         v = paired_median_difference(A, B, strata=np.concatenate(run), clusters=np.concatenate(clus))
         ok = np.isfinite(A) & np.isfinite(B)
@@ -278,7 +277,7 @@ def ensure_shared_logmean(truth: Path) -> bool:
     return True
 
 
-def truth_strata_scores(wd: Path, seed: int) -> list[dict]:
+def truth_strata_scores(wd: Path, seed: int) -> tuple[list[dict], list[dict]]:
     """Demo sections only (their truth folder has ``shared_logmean_*.tsv.gz``): every scored
     cross-modal feature with its class by construction, ``marker`` (a domain marker: what many
     features share), ``link`` (tied to one feature of the other modality), ``decoy`` (its own
@@ -287,13 +286,14 @@ def truth_strata_scores(wd: Path, seed: int) -> list[dict]:
     field, i.e. everything the other modality carries, without noise) against the measured
     values, pooled and within the stage's own blocks: a reference, not a strict bound (see
     :func:`print_truth_strata`); where it is ~0 (decoys, none) the other modality tells
-    nothing by construction."""
+    nothing by construction. Second list: every method's held-out predictions scored against
+    that truth itself, over the features whose truth varies (:func:`print_truth_scores`)."""
     import mudata as md
 
     from spatialfuse.impute.cv import spatial_blocks
     from spatialfuse.impute.scores import feature_scores
 
-    rows = []
+    rows, vs_truth = [], []
     for sample, truth, res in _truth_folders(wd):
         if not res.is_dir() or not ensure_shared_logmean(truth):
             continue
@@ -346,13 +346,13 @@ def truth_strata_scores(wd: Path, seed: int) -> list[dict]:
                 P = np.asarray(a.layers[Key.layers.imputed(method)][:, a.var_names.get_indexer(feats)], float)
                 sc = feature_scores(P[:, varies], E[:, varies], xy, blocks=blocks)
                 for j, f in enumerate(np.asarray(feats)[varies]):
-                    rows.append({"seed": seed, "sample": sample, "task": task, "feature": f,
-                                 "class": cls[f], "cluster": clus[f],
-                                 "method": method.rsplit("_from_", 1)[0], "vs_truth": True,
-                                 "pearson_r": sc["pearson_r"].iloc[j],
-                                 "spearman_r": sc["spearman_r"].iloc[j],
-                                 "pearson_r_block": sc["pearson_r_block"].iloc[j]})
-    return rows
+                    vs_truth.append({"seed": seed, "sample": sample, "task": task, "feature": f,
+                                     "class": cls[f], "cluster": clus[f],
+                                     "method": method.rsplit("_from_", 1)[0],
+                                     "pearson_r": sc["pearson_r"].iloc[j],
+                                     "spearman_r": sc["spearman_r"].iloc[j],
+                                     "pearson_r_block": sc["pearson_r_block"].iloc[j]})
+    return rows, vs_truth
 
 
 def print_truth_scores(tt: pd.DataFrame) -> None:
@@ -374,7 +374,7 @@ def print_truth_scores(tt: pd.DataFrame) -> None:
             med = g.groupby("method")[col].median()
             run_med = g.groupby(["seed", "sample", "method"])[col].median().unstack()
             base_cols = [m for m in run_med.columns if m in BASELINE_NAMES]
-            hyb = [m for m in run_med.columns if m not in BASELINE_NAMES and m.endswith(("_ridge", "_sparse"))]
+            hyb = [m for m in run_med.columns if m not in BASELINE_NAMES and m.endswith(HYBRID_SUFFIXES)]
             dec = [m for m in run_med.columns if m not in BASELINE_NAMES and m not in hyb]
             best_b = run_med[base_cols].max(1)
             wins = {w: int((run_med[c].max(1) > best_b).sum()) for w, c in
@@ -457,14 +457,16 @@ def main() -> None:
     args = ap.parse_args()
     semireal = (real_data_dir(args.real_data), args.sections) if args.semireal else None
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sf_impute_"))
-    rows, verdicts, linked, strata = [], [], [], []
+    rows, verdicts, linked, strata, vs_truth = [], [], [], [], []
     for seed in args.seeds:
         r, v = run_seed(root / f"seed{seed}", seed, args.cores, args.set, semireal,
                         args.rerun_impute, args.report_only)
         rows += r
         verdicts += v
         linked += linked_feature_scores(root / f"seed{seed}", seed)
-        strata += truth_strata_scores(root / f"seed{seed}", seed)
+        st, vt = truth_strata_scores(root / f"seed{seed}", seed)
+        strata += st
+        vs_truth += vt
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -480,7 +482,7 @@ def main() -> None:
         if col not in models or models[col].isna().all():
             continue
         key = ["seed", "sample", "task"]
-        hyb = models["method"].str.endswith(("_ridge", "_sparse"))
+        hyb = models["method"].str.endswith(HYBRID_SUFFIXES)
         cmp = pd.DataFrame({"best_model": models.groupby(key)[col].max(),
                             "best_decoder": models[~hyb].groupby(key)[col].max(),
                             "best_hybrid": models[hyb].groupby(key)[col].max(),
@@ -519,11 +521,9 @@ def main() -> None:
         wins = (lm > lb).groupby(level="task").agg(["sum", "count"])
         print(f"model wins on linked features ({what}) per task:", wins.to_dict("index"))
     if strata:
-        st = pd.DataFrame(strata)
-        vs = st.pop("vs_truth").fillna(False).astype(bool) if "vs_truth" in st else pd.Series(False, st.index)
-        print_truth_strata(st[~vs])
-        if vs.any():
-            print_truth_scores(st[vs])
+        print_truth_strata(pd.DataFrame(strata))
+    if vs_truth:
+        print_truth_scores(pd.DataFrame(vs_truth))
     job = df.groupby(["seed", "sample"])[["job_s", "job_cpu_s"]].first()
     print(f"\nimpute job wall time: median {job['job_s'].median():.1f} s; CPU time per section: "
           + ", ".join(f"{s}/{n} {v:.1f} s" for (s, n), v in job["job_cpu_s"].items()))
