@@ -11,7 +11,7 @@ minimum say how well the window pins the shift down.
 
 Not part of the registration: the benchmark's ``--block-diagnostic`` compares these local
 shifts with the simulator's true displacement, and on the benchmark cases they do not track it
-(README, "Block matching"), so no smooth field is fitted to them in :mod:`.register`.
+(benchmarks/RESULTS.md, "Block matching"), so no smooth field is fitted to them in :mod:`.register`.
 """
 
 from __future__ import annotations

@@ -99,7 +99,8 @@ def inner_splits(xy: np.ndarray, train: np.ndarray, n_blocks: int = LASSO_INNER_
     """Spatially blocked splits of the ``train`` spots for choices made on them alone: k-means
     blocks of the training spots, each scored in turn by a fit on the others. Boolean masks
     over all spots. (No buffer ring here: one as wide as the outer cross-validation's halves
-    the fits of a ~300-spot section and made the choices worse on the demo, README.)"""
+    the fits of a ~300-spot section and made the choices worse on the demo; see
+    benchmarks/RESULTS.md.)"""
     train = np.asarray(train, bool)
     idx = np.flatnonzero(train)
     g = spatial_blocks(np.asarray(xy)[train], n_blocks, seed)
