@@ -60,7 +60,9 @@ def train_module(module: torch.nn.Module, batcher, visible: torch.Tensor, train_
 
     Training stops after ``max_epochs``, after ``patience`` epochs without a better validation
     loss, or once ``max_steps`` optimiser steps are done (large sections need fewer epochs)."""
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    # foreach: one kernel per step for all parameters (CPU defaults to a loop over them); the
+    # same arithmetic, bit for bit (checked on the three families), ~10 % off a GNN fit
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     prog = Progress(f"train {name} epoch", total=max_epochs, every=progress_every_s, logger=log)
     rows, best, best_state, best_epoch, bad, steps = [], np.inf, None, -1, 0, 0
     t0 = time.perf_counter()
