@@ -13,17 +13,17 @@ from spatialfuse.plots.stages import impute_figure
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0])
 rna, msi, uns = read_paired(sm.input.paired)
-rna, msi, metrics, table = run_impute(rna, msi, sm.params.impute, seed=sm.params.seed,
-                                      model_params=dict(sm.params.models),
-                                      device=sm.params.device)
+scored, msi, metrics, table = run_impute(rna, msi, sm.params.impute, seed=sm.params.seed,
+                                         model_params=dict(sm.params.models),
+                                         device=sm.params.device)
 st = ad.read_h5ad(sm.input.st)
 coverage = pd.read_csv(sm.input.coverage, sep="\t", index_col=0)
-unmeasured, metrics["unmeasured_spots"] = predict_unmeasured(
+unmeasured, metrics["unmeasured_spots"] = predict_unmeasured(  # the paired RNA with every gene
     st, rna, msi, metrics, table, sm.params.impute, seed=sm.params.seed,
     model_params=dict(sm.params.models), device=sm.params.device, coverage=coverage,
     sample=sm.wildcards.sample, st_path=sm.input.st)
 unmeasured.write_h5ad(sm.output.unmeasured, compression="gzip")
-write_paired(sm.output.imputed, rna, msi, uns=uns)
+write_paired(sm.output.imputed, scored, msi, uns=uns)  # the scored genes + their layers
 table.to_csv(sm.output.scores, sep="\t", index=False)
 with open(sm.output.metrics, "w") as fh:
     json.dump(metrics, fh, indent=2)

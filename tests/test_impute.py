@@ -203,15 +203,26 @@ def test_heldout_entries_hide_each_entry_once_and_recover_smooth_maps():
 
 def test_run_impute_layers_scores_and_no_overwrite():
     from spatialfuse.impute import run_impute
+    from spatialfuse.impute.stage import scored_genes
 
     rna, msi = _paired_synthetic()
+    rna.var[Key.var.highly_variable] = np.arange(rna.n_vars) >= 10  # 30 of 40 genes scored
     X0r, X0m = rna.X.copy(), msi.X.copy()
     params = {"n_blocks": 3, "models": ["vae"], "model_max_steps": 30, "denoise_folds": 3,
               "denoise_models": ["vae"]}
     mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
     r2, m2, metrics, table = run_impute(rna, msi, params, seed=0, model_params=mp, device="cpu")
     np.testing.assert_array_equal(rna.X, X0r)  # inputs untouched
-    np.testing.assert_array_equal(m2.X, X0m) and np.testing.assert_array_equal(r2.X, X0r)
+    np.testing.assert_array_equal(m2.X, X0m)
+    # the RNA returned holds the scored genes, measured values as given, and every layer is a
+    # prediction for each of them (no NaN padding to the unscored genes)
+    genes = scored_genes(rna)
+    assert list(r2.var_names) == list(rna.var_names[genes]) and r2.n_vars == 30
+    assert metrics["n_genes_scored"] == 30
+    np.testing.assert_array_equal(r2.X, X0r[:, genes])
+    for key, layer in r2.layers.items():
+        assert layer.shape == r2.shape and (key == "counts" or np.isfinite(layer).all()), key
+    assert set(table.loc[table["modality"] == "rna", "feature"]) == set(r2.var_names)
     for meth in ("knn_smooth", "graph_smooth", "ridge_from_rna", "knn_from_rna", "vae_from_rna"):
         assert Key.layers.imputed(meth) in m2.layers
     for meth in ("ridge_from_msi", "knn_from_msi", "vae_from_msi", "graph_smooth",

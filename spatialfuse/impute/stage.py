@@ -22,8 +22,10 @@ blocks), reported next to the pooled one because pooled out-of-fold r is biased 
 shifts between fold models. Layers (never ``X``):
 ``imputed_knn_smooth``, ``imputed_graph_smooth``, ``imputed_{model}_reconstruction`` on both
 modalities; ``imputed_{method}_from_rna``
-on MSI and ``imputed_{method}_from_msi`` on RNA (out-of-fold predictions; genes outside the
-scored set are NaN).
+on MSI and ``imputed_{method}_from_msi`` on RNA (out-of-fold predictions). The RNA modality
+returned holds the scored genes only (the highly variable genes the joint models use; every
+gene stays in ``paired.h5mu``): padding each layer to all genes with NaN made it a dense
+spots × all-genes array per method, 11 of them, which is what a Visium HD section cannot afford.
 """
 
 from __future__ import annotations
@@ -78,11 +80,6 @@ ENTRY_GROUPS = 10
 
 def _dense(X):
     return X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
-
-
-def a_layer(a: ad.AnnData, method: str, cols) -> np.ndarray:
-    """The ``imputed_<method>`` layer of ``a`` restricted to columns ``cols``."""
-    return np.asarray(a.layers[Key.layers.imputed(method)])[:, cols]
 
 
 def scored_genes(rna: ad.AnnData, n_top_genes: int | None = None) -> np.ndarray:
@@ -161,13 +158,14 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                 model_params: dict | None, device: str):
     p = {**DEFAULTS, **(params or {})}
     t_start = time.perf_counter()
-    rna, msi = rna.copy(), msi.copy()
     xy = np.asarray(rna.obsm[Key.obsm.spatial], float)
     k, alpha = int(p["k"]), float(p["alpha"])
     genes = scored_genes(rna, p["n_top_genes"])
     gene_names = rna.var_names[genes]
-    Xr_all, Xm = _dense(rna.X), _dense(msi.X)
-    Xr = Xr_all[:, genes]
+    # outputs: the scored genes (never the whole gene matrix dense) and every m/z; the model
+    # fits below read the full input ``rna`` (their gene selection is the one that chose these)
+    rna_out, msi = rna[:, genes].copy(), msi.copy()
+    Xr, Xm = _dense(rna_out.X), _dense(msi.X)
     metrics: dict = {"n_spots": int(rna.n_obs), "n_genes_scored": int(len(genes)),
                      "n_mz": int(msi.n_vars), "k": k, "alpha": alpha}
     parts = []
@@ -175,19 +173,15 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
     # ---- denoising within each modality, scored on spots the smoother did not see
     dfolds = heldout_spot_folds(rna.n_obs, int(p["denoise_folds"]), seed)
     denoise: dict = {}
-    for name, a, X, cols, feats in (("rna", rna, Xr_all, genes, gene_names),
-                                    ("msi", msi, Xm, slice(None), msi.var_names)):
-        a.layers[Key.layers.imputed("knn_smooth")] = knn_smooth(X, xy, k, alpha).astype(np.float32)
-        Xs = X[:, cols]
+    for name, a, Xs, feats in (("rna", rna_out, Xr, gene_names), ("msi", msi, Xm, msi.var_names)):
+        a.layers[Key.layers.imputed("knn_smooth")] = knn_smooth(Xs, xy, k, alpha).astype(np.float32)
         sc = feature_scores(heldout_neighbour_prediction(Xs, xy, dfolds, k), Xs, xy)
         parts.append(_rows(sc, name, "denoise", "knn_smooth", feats))
         denoise[name] = {"knn_smooth": summarise(sc)}
         ch = choose_strength(Xs, xy, dfolds, p["strengths"], k)
-        layer = np.full(X.shape, np.nan, np.float32)
-        layer[:, cols] = graph_smooth(Xs, xy, ch["strength"], k)
-        a.layers[Key.layers.imputed("graph_smooth")] = layer
-        a.var[Key.var.smooth_strength] = np.nan
-        a.var.loc[feats, Key.var.smooth_strength] = ch["strength"]
+        a.layers[Key.layers.imputed("graph_smooth")] = graph_smooth(
+            Xs, xy, ch["strength"], k).astype(np.float32)
+        a.var[Key.var.smooth_strength] = np.asarray(ch["strength"], float)
         sc = feature_scores(ch["heldout"], Xs, xy)
         parts.append(_rows(sc, name, "denoise", "graph_smooth", feats))
         denoise[name]["graph_smooth"] = {**summarise(sc),
@@ -207,14 +201,13 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                                    n_top_genes=p["n_top_genes"], seed=seed, device=device)
             P["rna"][test], P["msi"][test] = out["rna"], out["msi"]
         method = f"{name}_reconstruction"
-        for mod, a, Y, feats in (("rna", rna, Xr, gene_names), ("msi", msi, Xm, msi.var_names)):
+        for mod, a, Y, feats in (("rna", rna_out, Xr, gene_names),
+                                 ("msi", msi, Xm, msi.var_names)):
             sc = feature_scores(P[mod], Y, xy)
             parts.append(_rows(sc, mod, "denoise", method, feats))
             denoise[mod][method] = {**summarise(sc),
                                     "seconds": round(time.perf_counter() - t0, 3)}
-            layer = np.full(a.shape, np.nan, np.float32)
-            layer[:, genes if mod == "rna" else slice(None)] = P[mod]
-            a.layers[Key.layers.imputed(method)] = layer
+            a.layers[Key.layers.imputed(method)] = P[mod].astype(np.float32)
     metrics["denoise"] = denoise
     metrics["denoise_cv"] = {"scheme": "random_spots", "n_folds": int(len(np.unique(dfolds))),
                              "models": den_models, "depth_head": p["depth_head"]}
@@ -227,9 +220,9 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         entries[name] = {}
         preds = heldout_entry_predictions(X, xy, groups, efolds, p["strengths"], k)
         for method in den_models:  # spot-hidden predictions: they never saw the entry either
+            a = rna_out if name == "rna" else msi
             preds[f"{method}_reconstruction"] = np.asarray(
-                a_layer(rna if name == "rna" else msi, f"{method}_reconstruction",
-                        genes if name == "rna" else slice(None)), float)
+                a.layers[Key.layers.imputed(f"{method}_reconstruction")], float)
         for method, P in preds.items():
             sc = feature_scores(P, X, xy)
             parts.append(_rows(sc, name, "heldout_entries", method, feats))
@@ -270,10 +263,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             per_feature[method] = sc
             parts.append(_rows(sc, tgt, task, f"{method}_from_{src}", feats))
             cross[task][method] = {**summarise(sc, spatial), "seconds": round(secs[method], 3)}
-            tgt_ad = msi if tgt == "msi" else rna
-            layer = np.full(tgt_ad.shape, np.nan, np.float32)
-            layer[:, slice(None) if tgt == "msi" else genes] = P[tgt]
-            tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = layer
+            tgt_ad = msi if tgt == "msi" else rna_out
+            tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = P[tgt].astype(np.float32)
 
         def best_of(methods, key="median_pearson", res=cross[task]):
             """The method with the highest ``key`` (NaN ranks last; the first of ties)."""
@@ -329,4 +320,4 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         log.info("impute %s, median held-out r: %s", task, ", ".join(
             f"{m} {v['median_pearson']:.3f}" for m, v in res.items()
             if isinstance(v, dict) and "median_pearson" in v))
-    return rna, msi, metrics, table
+    return rna_out, msi, metrics, table
