@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -86,6 +87,40 @@ def test_graph_smoothing_strength_follows_the_noise():
 
     nb = heldout_neighbour_prediction(X, xy, heldout_spot_folds(len(xy), 5, seed=0))
     assert ((ch["heldout"] - truth) ** 2).mean(0)[1] < ((nb - truth) ** 2).mean(0)[1]
+
+
+def test_scores_and_smoothing_are_the_same_feature_by_feature(monkeypatch):
+    """Scores and graph smoothing run over a few hundred columns at a time (their memory at
+    Visium HD sizes); every number must be what the whole matrix at once gives, and a
+    column's result must not depend on its neighbours in the matrix."""
+    from spatialfuse.impute import choose_strength, feature_scores, graph_smooth
+    from spatialfuse.impute import scores as scores_mod
+    from spatialfuse.impute import smooth as smooth_mod
+    from spatialfuse.impute.smooth import heldout_spot_folds
+
+    xy = _hex_grid()
+    rng = np.random.default_rng(3)
+    F = np.c_[[_field(xy, w, ph) for w, ph in ((250, 0.0), (400, 1.0), (600, 2.0))]].T
+    M = F @ rng.normal(0, 1, (3, 7)) + rng.normal(0, 0.5, (len(xy), 7))
+    P = M + rng.normal(0, 0.7, M.shape)
+    blocks = (xy[:, 0] > np.median(xy[:, 0])).astype(int)
+    folds = heldout_spot_folds(len(xy), 5, seed=0)
+    whole = feature_scores(P, M, xy, blocks=blocks)
+    moran = scores_mod.morans_i(M, xy)
+    ch = choose_strength(M, xy, folds)
+    sm = graph_smooth(M, xy, ch["strength"])
+    monkeypatch.setattr(scores_mod, "SCORE_CHUNK", 2)
+    monkeypatch.setattr(smooth_mod, "SOLVE_CHUNK", 3)
+    pd.testing.assert_frame_equal(feature_scores(P, M, xy, blocks=blocks), whole)
+    np.testing.assert_allclose(scores_mod.morans_i(M, xy), moran, rtol=0, atol=1e-12)
+    ch2 = choose_strength(M, xy, folds)
+    np.testing.assert_array_equal(ch2["strength"], ch["strength"])
+    np.testing.assert_allclose(ch2["heldout"], ch["heldout"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(graph_smooth(M, xy, ch["strength"]), sm, rtol=0, atol=1e-12)
+    # one column alone gets the scores it got among the others
+    one = feature_scores(P[:, [4]], M[:, [4]], xy, blocks=blocks)
+    pd.testing.assert_frame_equal(one, whole.iloc[[4]].reset_index(drop=True))
+    assert len(whole) == 7 and whole["pearson_r"].between(0.3, 1).all()
 
 
 def _paired_synthetic(seed: int = 0, n_side: int = 14):

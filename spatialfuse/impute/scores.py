@@ -86,6 +86,10 @@ def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(s[mask].mean())
 
 
+#: Columns scored at a time by :func:`feature_scores` (bounds its memory; scores are per column).
+SCORE_CHUNK = 256
+
+
 def feature_scores(pred: np.ndarray, measured: np.ndarray, xy: np.ndarray,
                    rows: np.ndarray | None = None,
                    blocks: np.ndarray | None = None) -> pd.DataFrame:
@@ -93,19 +97,29 @@ def feature_scores(pred: np.ndarray, measured: np.ndarray, xy: np.ndarray,
     ``measured`` over the spots ``rows`` (bool mask; default all). SSIM uses the map of those
     spots only (other cells masked). With ``blocks`` (held-out block per spot), also
     ``pearson_r_block`` (:func:`blockwise_pearson`)."""
-    pred, measured = np.asarray(pred, float), np.asarray(measured, float)
+    pred, measured = np.asarray(pred), np.asarray(measured)
     rows = np.ones(len(pred), bool) if rows is None else np.asarray(rows, bool)
-    P, M = pred[rows], measured[rows]
     cells, shape = raster_index(np.asarray(xy, float), spot_pitch_um(xy))
-    img_p, mask = rasterise(P, cells[rows], shape)
-    img_m, _ = rasterise(M, cells[rows], shape)
-    ssim = np.array([masked_ssim(img_p[j], img_m[j], mask) for j in range(P.shape[1])])
-    out = pd.DataFrame({"pearson_r": columnwise_corr(P, M),
-                        "spearman_r": columnwise_corr(P, M, method="spearman"),
-                        "ssim": ssim})
-    if blocks is not None:
-        out["pearson_r_block"] = blockwise_pearson(P, M, np.asarray(blocks)[rows])
-    return out
+    cells = cells[rows]
+    blk = None if blocks is None else np.asarray(blocks)[rows]
+    parts = []
+    # every score is per column: a few hundred columns at a time keep the copies, ranks and
+    # images of a 10^5-spot section at a fraction of the matrix's size (same numbers)
+    for j0 in range(0, max(pred.shape[1], 1), SCORE_CHUNK):
+        cols = slice(j0, j0 + SCORE_CHUNK)
+        P = np.asarray(pred[rows, cols], float)
+        M = np.asarray(measured[rows, cols], float)
+        img_p, mask = rasterise(P, cells, shape)
+        img_m, _ = rasterise(M, cells, shape)
+        part = pd.DataFrame({
+            "pearson_r": columnwise_corr(P, M),
+            "spearman_r": columnwise_corr(P, M, method="spearman"),
+            "ssim": np.array([masked_ssim(img_p[j], img_m[j], mask) for j in range(P.shape[1])],
+                             dtype=float)})
+        if blk is not None:
+            part["pearson_r_block"] = blockwise_pearson(P, M, blk)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 #: Fewest spots a held-out block needs to get a within-block correlation.
@@ -149,12 +163,17 @@ def morans_i(X: np.ndarray, xy: np.ndarray, k: int = 6) -> np.ndarray:
     structure; 1: a smooth map)."""
     from ..graph import knn_graph, row_normalise
 
-    X = np.asarray(X, float)
-    Z = X - X.mean(0)
-    sd = np.sqrt((Z**2).mean(0))
-    Z = Z / np.where(sd > 0, sd, 1.0)
+    X = np.asarray(X)
     W = row_normalise(knn_graph(xy, k=k))
-    return (Z * (W @ Z)).mean(0)
+    out = np.empty(X.shape[1])
+    for j0 in range(0, X.shape[1], SCORE_CHUNK):  # per column: chunks bound the copies
+        c = slice(j0, j0 + SCORE_CHUNK)
+        Xc = np.asarray(X[:, c], float)
+        Z = Xc - Xc.mean(0)
+        sd = np.sqrt((Z**2).mean(0))
+        Z = Z / np.where(sd > 0, sd, 1.0)
+        out[c] = (Z * (W @ Z)).mean(0)
+    return out
 
 
 def summarise(scores: pd.DataFrame, spatial: np.ndarray | None = None) -> dict:
@@ -210,13 +229,17 @@ def feature_clusters(Y: np.ndarray, min_abs_r: float = CLUSTER_MIN_ABS_R) -> np.
     labels = np.arange(n)
     if n < 2:
         return labels
-    Y = np.where(np.isfinite(Y), Y, np.nan)
-    sd = np.nanstd(Y, 0)
+    if not np.isfinite(Y).all():
+        Y = np.where(np.isfinite(Y), Y, np.nan)
+    sd = np.concatenate([np.nanstd(Y[:, j0:j0 + SCORE_CHUNK], 0)  # chunks: nanstd copies
+                         for j0 in range(0, n, SCORE_CHUNK)])
     var = np.isfinite(sd) & (sd > 0)
     if var.sum() < 2:
         return labels
-    Z = (Y[:, var] - np.nanmean(Y[:, var], 0)) / sd[var]
-    Z = np.nan_to_num(Z)
+    Z = Y[:, var] if not var.all() else Y.copy()
+    Z -= np.nanmean(Z, 0)  # in place: one spots × features copy, not five
+    Z /= sd[var]
+    np.nan_to_num(Z, copy=False)
     C = np.clip(np.abs(Z.T @ Z) / len(Z), 0, 1)
     D = 1 - C
     np.fill_diagonal(D, 0)

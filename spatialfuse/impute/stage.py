@@ -249,6 +249,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         seed=seed, device=device, transductive=bool(p["transductive"]),
         sparse=bool(p["sparse_links"]), xy=xy,
         sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]))
+    del Sr, Sm  # the baselines' smoothed sources: two more spots × features arrays
     baselines = [m for m in (*BASELINES, SPARSE_BASELINE) if m in preds]
     cross: dict = {}
     for src, tgt in DIRECTIONS:
