@@ -1,0 +1,95 @@
+"""Impute stage at Visium HD sizes: CPU time and peak memory against the number of spots.
+
+A synthetic section of square bins (``--pitch`` µm, default 16: Visium HD's 16 µm bins) with
+``--genes`` genes (all of them scored: ``impute.n_top_genes`` = that number) and ``--mz`` m/z;
+genes are negative-binomial-free Poisson counts on four smooth spatial fields, metabolites
+Gaussian on the same fields. The whole ``run_impute`` runs as the pipeline runs it (one thread),
+with the baselines only by default (``--models`` adds joint models). Prints spots, CPU seconds,
+wall seconds and the process's peak resident memory; ``--profile N`` also prints the N most
+expensive calls (cumulative).
+
+    python benchmarks/impute_scale_benchmark.py --side 100 --genes 2000   # 10,000 bins, ~4 min
+    python benchmarks/impute_scale_benchmark.py --side 141 --genes 2000   # 19,881 bins
+
+Run one size per process: the peak memory is the process's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import resource
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spatialfuse.constants import Key  # noqa: E402
+from spatialfuse.impute.stage import run_impute  # noqa: E402
+
+
+def synthetic_section(side: int, n_genes: int, n_mz: int, pitch_um: float, seed: int = 0):
+    """(rna, msi) AnnData of ``side`` × ``side`` square bins sharing four spatial fields."""
+    rng = np.random.default_rng(seed)
+    g = np.arange(side) * pitch_um
+    gx, gy = np.meshgrid(g, g)
+    xy = np.c_[gx.ravel(), gy.ravel()]
+    n = len(xy)
+    F = np.stack([np.sin(xy[:, 0] / w + ph) * np.cos(xy[:, 1] / (1.3 * w) - ph)
+                  for w, ph in ((150, 0), (300, 1), (500, 2), (800, 3))], 1)
+    mu = np.exp(-1.5 + 0.4 * F @ rng.normal(0, 1, (4, n_genes)))
+    counts = sp.csr_matrix(rng.poisson(mu).astype(np.float32))
+    lib = np.asarray(counts.sum(1)).ravel() + 1
+    Xn = sp.csr_matrix(sp.diags(1e4 / lib) @ counts)
+    Xn.data = np.log1p(Xn.data)
+    obs = pd.DataFrame(index=[f"s{i}" for i in range(n)])
+    rna = ad.AnnData(Xn.astype(np.float32), obs=obs,
+                     var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    rna.layers[Key.layers.counts] = counts
+    rna.var[Key.var.highly_variable] = True
+    rna.obsm[Key.obsm.spatial] = xy
+    M = F @ rng.normal(0, 0.5, (4, n_mz)) + rng.normal(0, 0.5, (n, n_mz)) + 3
+    msi = ad.AnnData(M.astype(np.float32), obs=obs.copy(),
+                     var=pd.DataFrame(index=[f"mz{i}" for i in range(n_mz)]))
+    msi.obsm[Key.obsm.spatial] = xy
+    return rna, msi
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--side", type=int, default=100, help="bins per side (spots = side²)")
+    ap.add_argument("--genes", type=int, default=2000)
+    ap.add_argument("--mz", type=int, default=200)
+    ap.add_argument("--pitch", type=float, default=16.0, help="bin size in µm")
+    ap.add_argument("--models", nargs="*", default=[], help="joint models of the cross-modal CV")
+    ap.add_argument("--profile", type=int, default=0, help="print the N most expensive calls")
+    args = ap.parse_args(argv)
+    rna, msi = synthetic_section(args.side, args.genes, args.mz, args.pitch)
+    params = {"models": list(args.models), "denoise_models": [], "n_top_genes": args.genes}
+    prof = cProfile.Profile() if args.profile else None
+    t0, w0 = time.process_time(), time.perf_counter()
+    if prof:
+        prof.enable()
+    _, _, metrics, table = run_impute(rna, msi, params, seed=0)
+    if prof:
+        prof.disable()
+    out = {"spots": rna.n_obs, "genes": args.genes, "mz": args.mz,
+           "cpu_s": round(time.process_time() - t0, 1), "wall_s": round(time.perf_counter() - w0, 1),
+           "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+           "ridge_rna_to_msi_median_r": round(float(
+               metrics["crossmodal"]["rna_to_msi"]["ridge"]["median_pearson"]), 4)}
+    print("\t".join(f"{k}={v}" for k, v in out.items()), flush=True)
+    if prof:
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
+    return out
+
+
+if __name__ == "__main__":
+    main()
