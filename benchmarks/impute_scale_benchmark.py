@@ -2,8 +2,8 @@
 
 A synthetic section of square bins (``--pitch`` µm, default 16: Visium HD's 16 µm bins) with
 ``--genes`` genes (all of them scored: ``impute.n_top_genes`` = that number) and ``--mz`` m/z;
-genes are negative-binomial-free Poisson counts on four smooth spatial fields, metabolites
-Gaussian on the same fields. The whole ``run_impute`` runs as the pipeline runs it (one thread),
+genes are Poisson counts on four smooth spatial fields, metabolites Gaussian on the same
+fields. The whole ``run_impute`` runs as the pipeline runs it (one thread),
 with the baselines only by default (``--models`` adds joint models). Prints spots, CPU seconds,
 wall seconds and the process's peak resident memory; ``--profile N`` also prints the N most
 expensive calls (cumulative).

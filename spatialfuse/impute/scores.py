@@ -86,7 +86,9 @@ def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(s[mask].mean())
 
 
-#: Columns scored at a time by :func:`feature_scores` (bounds its memory; scores are per column).
+#: Columns handled at a time by :func:`feature_scores`, :func:`morans_i` and
+#: :func:`feature_clusters` (bounds their copies of a spots × features matrix; every result
+#: is per column).
 SCORE_CHUNK = 256
 
 

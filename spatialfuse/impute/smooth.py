@@ -80,13 +80,12 @@ def _factor(L: sp.csc_matrix, w: np.ndarray, lam: float):
                 options={"SymmetricMode": True})
 
 
-def _solve_with(lu, B: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``lu``'s solution for the columns ``cols`` (indices) of ``B``, ``SOLVE_CHUNK`` at a time."""
-    out = np.empty((B.shape[0], len(cols)))
+def _solves(lu, X: np.ndarray, cols: np.ndarray, w: np.ndarray):
+    """``lu``'s solutions for ``diag(w) X`` on the columns ``cols`` (indices), ``SOLVE_CHUNK``
+    at a time: yields (column indices, spots × chunk solution)."""
     for j0 in range(0, len(cols), SOLVE_CHUNK):
         c = cols[j0:j0 + SOLVE_CHUNK]
-        out[:, j0:j0 + len(c)] = lu.solve(np.asarray(B[:, c], np.float64))
-    return out
+        yield c, lu.solve(np.asarray(X[:, c], np.float64) * w[:, None])
 
 
 def graph_smooth(X, xy: np.ndarray, strength, k: int = 6) -> np.ndarray:
@@ -100,7 +99,8 @@ def graph_smooth(X, xy: np.ndarray, strength, k: int = 6) -> np.ndarray:
     for v in np.unique(lam):
         if v > 0:
             cols = np.flatnonzero(lam == v)
-            out[:, cols] = _solve_with(_factor(L, w, float(v)), Xd, cols)
+            for c, Y in _solves(_factor(L, w, float(v)), Xd, cols, w):
+                out[:, c] = Y
     return out
 
 
@@ -134,11 +134,8 @@ def choose_strength(X, xy: np.ndarray, folds: np.ndarray, strengths=DEFAULT_STRE
         hide = folds == f
         w = (~hide).astype(float)
         for j, lam in enumerate(strengths):
-            lu = _factor(L, w, float(lam))
-            for j0 in range(0, p, SOLVE_CHUNK):
-                c = slice(j0, j0 + SOLVE_CHUNK)
-                Y = lu.solve(Xd[:, c] * w[:, None])
-                err[i, j, c] = ((Y[hide] - Xd[hide, c]) ** 2).sum(0)
+            for c, Y in _solves(_factor(L, w, float(lam)), Xd, np.arange(p), w):
+                err[i, j, c] = ((Y[hide] - Xd[np.ix_(hide, c)]) ** 2).sum(0)
     total = err.sum(0)
     best = np.argmin(total, axis=0)
     # second pass (memory linear in spots x features): each fold predicted with the lambda that
@@ -149,11 +146,8 @@ def choose_strength(X, xy: np.ndarray, folds: np.ndarray, strengths=DEFAULT_STRE
         w = (~hide).astype(float)
         b = np.argmin(total - err[i], axis=0)
         for j in np.unique(b):
-            cols = np.flatnonzero(b == j)
-            lu = _factor(L, w, float(strengths[j]))
-            for j0 in range(0, len(cols), SOLVE_CHUNK):
-                c = cols[j0:j0 + SOLVE_CHUNK]
-                heldout[np.ix_(hide, c)] = lu.solve(Xd[:, c] * w[:, None])[hide]
+            for c, Y in _solves(_factor(L, w, float(strengths[j])), Xd, np.flatnonzero(b == j), w):
+                heldout[np.ix_(hide, c)] = Y[hide]
     return {"strength": strengths[best], "heldout": heldout}
 
 
