@@ -4,7 +4,9 @@ A synthetic section of square bins (``--pitch`` µm, default 16: Visium HD's 16 
 ``--genes`` genes (all of them scored: ``impute.n_top_genes`` = that number) and ``--mz`` m/z;
 genes are Poisson counts on four smooth spatial fields, metabolites Gaussian on the same
 fields. The whole ``run_impute`` runs as the pipeline runs it (one thread),
-with the baselines only by default (``--models`` adds joint models). Prints spots, CPU seconds,
+with the baselines only by default (``--models`` adds joint models to the cross-modal CV,
+``--denoise-models`` to the denoising CV; the pipeline's defaults are ``--models vae gnn
+transformer --denoise-models gnn``). Prints spots, CPU seconds,
 wall seconds and the process's peak resident memory; ``--profile N`` also prints the N most
 expensive calls (cumulative).
 
@@ -69,10 +71,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--mz", type=int, default=200)
     ap.add_argument("--pitch", type=float, default=16.0, help="bin size in µm")
     ap.add_argument("--models", nargs="*", default=[], help="joint models of the cross-modal CV")
+    ap.add_argument("--denoise-models", nargs="*", default=[],
+                    help="joint models of the denoising CV (the pipeline's default: gnn)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="impute.model_max_steps (default: the stage's, 400)")
     ap.add_argument("--profile", type=int, default=0, help="print the N most expensive calls")
     args = ap.parse_args(argv)
     rna, msi = synthetic_section(args.side, args.genes, args.mz, args.pitch)
-    params = {"models": list(args.models), "denoise_models": [], "n_top_genes": args.genes}
+    params = {"models": list(args.models), "denoise_models": list(args.denoise_models),
+              "n_top_genes": args.genes}
+    if args.max_steps is not None:
+        params["model_max_steps"] = args.max_steps
     prof = cProfile.Profile() if args.profile else None
     t0, w0 = time.process_time(), time.perf_counter()
     if prof:

@@ -144,13 +144,19 @@ class FittedModel:
         return self.data.fit_mask
 
     def _run(self, spots: np.ndarray, visible: torch.Tensor, what: str) -> list[np.ndarray]:
+        """The module's ``embed`` ([latent]), ``predict`` ([RNA, MSI]) or ``predict_msi``
+        ([MSI]) of ``spots``, with the modalities of ``visible`` shown to the encoder."""
         self.module.eval()
         outs: list[list[np.ndarray]] = []
         order = []
         with torch.no_grad(), fixed_threads():
             for b in self.batcher.batches(spots, None, visible, train=False):
-                res = self.module.embed(b) if what == "embed" else self.module.predict(b)
-                res = res if isinstance(res, tuple) else (res,)
+                if what == "embed":
+                    res = (self.module.embed(b),)
+                elif what == "predict_msi":  # the MSI alone: no expected log1p of the genes
+                    res = self.module.predict(b, rna=False)[1:]
+                else:
+                    res = self.module.predict(b)
                 outs.append([r.detach().cpu().numpy() for r in res])
                 order.append(b.targets)
         # batches may reorder targets (tiles): return rows in the order of ``spots``
@@ -188,8 +194,9 @@ class FittedModel:
         vis = torch.ones((n, len(MODALITIES)), dtype=torch.bool)
         vis[:, j] = torch.as_tensor(self.train_mask)  # target modality: fitting spots only
         vis[torch.as_tensor(idx), j] = False  # ... and never of the spots being predicted
-        rna, msi = self._run(idx, vis, "predict")
-        return (rna if target == "rna" else msi).astype(np.float32)
+        if target == "msi":
+            return self._run(idx, vis, "predict_msi")[0].astype(np.float32)
+        return self._run(idx, vis, "predict")[0].astype(np.float32)
 
     def predict_msi_from_rna(self, spots=None) -> np.ndarray:
         """MSI of ``spots`` predicted without their MSI (standardised units)."""

@@ -147,13 +147,17 @@ class ModalityDecoders(nn.Module):
             lp = torch.where(msi_zero, F.logsigmoid(m_pi), F.logsigmoid(-m_pi) + lp)
         return lp_r, lp.sum(1)
 
-    def mean(self, z, batch, offset=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expected RNA and MSI in the standardised units of :class:`ModelInputs`.
+    def mean(self, z, batch, offset=None, rna: bool = True
+             ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Expected RNA and MSI in the standardised units of :class:`ModelInputs`; ``rna``
+        False: the MSI only (RNA None), skipping the negative binomial's expected log1p.
 
         NB: the expected normalised expression is the proportion × the typical normalised total
         of the modelled genes (``rna_total``), log1p-transformed, then standardised."""
         a, a_pi, m, m_pi = self._heads(z, batch, offset)
-        if self.rna_nb and self.depth_net is not None:
+        if not rna:
+            a = None
+        elif self.rna_nb and self.depth_net is not None:
             # E[log1p(f K)], K ~ NB(prop · L, theta): L the predicted library, f = the typical
             # normalised total / L (the size factor such a spot gets)
             y = self.depth_net(self._inp(z, batch))
@@ -185,8 +189,14 @@ def expected_log1p_nb(mu: torch.Tensor, theta: torch.Tensor, f: torch.Tensor,
     if not bool(small.any()):
         return delta
     k = torch.arange(k_max, dtype=mu.dtype, device=mu.device)
-    ms = torch.where(small, mu, torch.zeros_like(mu))[..., None]
-    pmf = torch.exp(nb_log_prob(k, ms, theta.expand_as(mu)[..., None]))
+    ms = torch.where(small, mu, torch.zeros_like(mu))
+    # nb_log_prob(k, ms, theta), term by term in its order, with the log-gamma terms (which
+    # do not depend on the spot) computed once per gene and k instead of per spot
+    eps = 1e-8
+    lg = torch.lgamma(k + theta[..., None]) - torch.lgamma(theta)[..., None] - torch.lgamma(k + 1)
+    log_theta_mu = torch.log(theta + ms + eps)
+    pmf = torch.exp(lg + (theta * (torch.log(theta + eps) - log_theta_mu))[..., None]
+                    + k * (torch.log(ms + eps) - log_theta_mu)[..., None])
     fk = f[..., None] if f.dim() == mu.dim() else f
     exact = (pmf * torch.log1p(fk * k)).sum(-1)
     exact = exact + (1 - pmf.sum(-1)).clamp_min(0) * torch.log1p(f * k_max)
@@ -383,9 +393,10 @@ class JointModule(nn.Module):
         return self.encode(batch)[0]
 
     @torch.no_grad()
-    def predict(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, batch, rna: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Expected (RNA, MSI) of the batch's targets; ``rna`` False: (None, MSI)."""
         z, _ = self.encode(batch)
-        return self.decoders.mean(z, batch.batch, self.offset(batch))
+        return self.decoders.mean(z, batch.batch, self.offset(batch), rna=rna)
 
 
 class AttentionModule(JointModule):
