@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -88,6 +89,24 @@ def test_every_rule_declares_resources_and_gpu_only_for_cuda_training(tmp_path, 
     smk_files = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
     n_rules = len(re.findall(r"^rule \w+:", smk_files, re.M))
     assert len(re.findall(r"^    threads: ", smk_files, re.M)) == n_rules
+
+
+def test_impute_runtime_request_follows_the_sections_spots(tmp_path, tiny_demo_run):
+    """The impute job's ``runtime`` is read from align's coverage table once it exists (one row
+    per ST spot): a Visium HD-sized section asks for hours, a demo section for the minimum."""
+    from spatialfuse.jobcost import IMPUTE_MIN_MINUTES, impute_runtime_minutes
+
+    d = tmp_path / "wd"
+    shutil.copytree(tiny_demo_run, d, symlinks=True)  # the shared run stays as it was
+    cov = d / "results" / "demo1" / "align" / "coverage.tsv"
+    head = cov.read_text().splitlines()[0]
+    cov.write_text(head + "\n" + "".join(f"s{i}\t1.0\t4\tFalse\n" for i in range(60_000)))
+    jobs = _job_resources(smk(d, "-n", "--profile", str(PROFILE), "--forcerun", "impute").stdout)
+    runtime = {wc: int(res["runtime"]) for rule, wc, res in jobs if rule == "impute"}
+    assert set(runtime) == {"sample=demo1", "sample=demo2"}, jobs
+    fits = 5 * 3 + 5 * 1  # the default impute: 5 blocks × 3 models, 5 folds × the GNN
+    assert runtime["sample=demo1"] == impute_runtime_minutes(60_000, fits) > 2 * IMPUTE_MIN_MINUTES
+    assert runtime["sample=demo2"] == IMPUTE_MIN_MINUTES
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ rule impute:
     threads: 1
     resources:
         mem_mb=scaled(4000, per_input_mb=6),
-        runtime=scaled(60),
+        runtime=impute_runtime,
         gpu=impute_gpu_request,
     params:
         impute=config["impute"],

@@ -1,0 +1,59 @@
+"""What a job asks a cluster for, from the size of its section (Snakemake ``resources:``).
+
+Imported by the workflow when it is parsed: standard library only.
+
+The impute job is the one whose time grows with the section far beyond a fixed request: a
+Visium section (~5,000 spots) needs minutes, a Visium HD section (10^4–10^5 bins) hours. Its
+``runtime`` request is built from the measured CPU time at Visium HD sizes
+(``benchmarks/impute_scale_benchmark.py``; ``benchmarks/RESULTS.md``, "Impute at Visium HD
+sizes"), with a safety factor for slower nodes, never below the fixed minimum that every
+section of Visium size fits in.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+#: Minutes every impute job may take at least (demo and Visium sections need a few).
+IMPUTE_MIN_MINUTES = 60
+#: CPU seconds of the stage without joint models (smoothing, baselines, scores) at 10^4 spots
+#: and 2,000 scored genes, and its growth exponent in the number of spots (measured at 10^4,
+#: 2×10^4 and 4×10^4 bins: ×2.3 and ×2.5–2.6 per doubling, i.e. spots^1.2–1.35).
+IMPUTE_BASE_S_10K = 207.0
+IMPUTE_BASE_EXPONENT = 1.35
+#: CPU seconds per joint-model fit (one fold of the cross-modal or the denoising CV; 400
+#: optimiser steps): a fixed part (training is capped in steps) and a part per 10^4 spots
+#: (predictions, embeddings and hybrids of every spot). From the default models (20 fits) at
+#: 5,041 and 10^4 bins: 604 and 763 s on top of the stage without models (111 and 207 s).
+IMPUTE_FIT_S_FIXED = 22.0
+IMPUTE_FIT_S_10K = 16.0
+#: Requested time = this × the estimate (slower nodes, other jobs sharing them).
+IMPUTE_SAFETY = 2.0
+
+
+def count_rows(table: str | Path) -> int | None:
+    """Data rows of a TSV with a header (align's ``coverage.tsv`` has one per ST spot), or
+    None when the file does not exist yet: Snakemake builds the DAG before align has run and
+    evaluates a job's resources again once its inputs exist."""
+    try:
+        with open(table, "rb") as fh:
+            return max(sum(1 for _ in fh) - 1, 0)
+    except FileNotFoundError:
+        return None
+
+
+def impute_cpu_seconds(n_spots: int, n_fits: int) -> float:
+    """Estimated CPU seconds of the impute job for ``n_spots`` spots and ``n_fits`` joint-model
+    fits (folds × models of the cross-modal CV + folds × models of the denoising CV)."""
+    x = max(n_spots, 0) / 1e4
+    return (IMPUTE_BASE_S_10K * x ** IMPUTE_BASE_EXPONENT
+            + n_fits * (IMPUTE_FIT_S_FIXED + IMPUTE_FIT_S_10K * x))
+
+
+def impute_runtime_minutes(n_spots: int | None, n_fits: int, attempt: int = 1) -> int:
+    """Minutes to request for the impute job: the estimate × :data:`IMPUTE_SAFETY`, at least
+    :data:`IMPUTE_MIN_MINUTES`, times the attempt (a job retried after running out of time
+    asks for more). ``n_spots`` None (not known yet): the minimum."""
+    est = 0.0 if n_spots is None else IMPUTE_SAFETY * impute_cpu_seconds(n_spots, n_fits) / 60
+    return int(math.ceil(max(IMPUTE_MIN_MINUTES, est) * max(int(attempt), 1)))

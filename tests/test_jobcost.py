@@ -1,0 +1,42 @@
+"""Cluster requests that grow with the section: the impute job's runtime (spatialfuse.jobcost)."""
+
+from __future__ import annotations
+
+import pytest
+
+from spatialfuse import jobcost
+from spatialfuse.jobcost import count_rows, impute_cpu_seconds, impute_runtime_minutes
+
+
+def test_count_rows_reads_the_spots_of_a_coverage_table_and_none_before_it_exists(tmp_path):
+    f = tmp_path / "coverage.tsv"
+    assert count_rows(f) is None  # align has not run yet: the DAG is built before it
+    f.write_text("\tmsi_coverage\tmsi_n_pixels\tmsi_low_coverage\n"
+                 + "".join(f"s{i}\t1.0\t8\tFalse\n" for i in range(413)))
+    assert count_rows(f) == 413
+    f.write_text("\tmsi_coverage\n")
+    assert count_rows(f) == 0
+
+
+def test_impute_runtime_is_the_minimum_for_visium_sizes_and_grows_for_visium_hd():
+    # the default impute: 5 blocks × 3 models + 5 folds × 1 denoising model
+    fits = 20
+    assert impute_runtime_minutes(None, fits) == jobcost.IMPUTE_MIN_MINUTES
+    assert impute_runtime_minutes(500, fits) == jobcost.IMPUTE_MIN_MINUTES
+    assert impute_runtime_minutes(5_000, fits) == jobcost.IMPUTE_MIN_MINUTES  # one Visium area
+    hd = [impute_runtime_minutes(n, fits) for n in (40_000, 80_000, 165_000)]
+    assert hd[0] > jobcost.IMPUTE_MIN_MINUTES and hd == sorted(hd) and len(set(hd)) == 3
+    # the estimate × the safety factor, rounded up
+    est = impute_cpu_seconds(165_000, fits)
+    assert hd[2] == pytest.approx(jobcost.IMPUTE_SAFETY * est / 60, abs=1)
+    # fewer model fits, less time; none at all: the baselines' measured growth alone
+    assert impute_runtime_minutes(165_000, 0) < hd[2]
+    assert impute_cpu_seconds(40_000, 0) == pytest.approx(
+        jobcost.IMPUTE_BASE_S_10K * 4 ** jobcost.IMPUTE_BASE_EXPONENT)
+
+
+def test_impute_runtime_scales_with_the_attempt():
+    """A job retried after running out of time (profiles/slurm: retries 1) asks for more."""
+    for n in (None, 1_000, 80_000):
+        assert impute_runtime_minutes(n, 20, attempt=2) == pytest.approx(
+            2 * impute_runtime_minutes(n, 20, attempt=1), abs=1)
