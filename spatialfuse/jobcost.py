@@ -43,6 +43,13 @@ def count_rows(table: str | Path) -> int | None:
         return None
 
 
+def impute_model_fits(impute: dict) -> int:
+    """Joint-model fits of an impute job, from its validated config section (schema defaults
+    filled in): blocks × ``models`` of the cross-modal CV + folds × ``denoise_models``."""
+    return (int(impute["n_blocks"]) * len(impute["models"])
+            + int(impute["denoise_folds"]) * len(impute["denoise_models"]))
+
+
 def impute_cpu_seconds(n_spots: int, n_fits: int) -> float:
     """Estimated CPU seconds of the impute job for ``n_spots`` spots and ``n_fits`` joint-model
     fits (folds × models of the cross-modal CV + folds × models of the denoising CV)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spatialfuse import jobcost
-from spatialfuse.jobcost import count_rows, impute_cpu_seconds, impute_runtime_minutes
+from spatialfuse.jobcost import (count_rows, impute_cpu_seconds, impute_model_fits,
+                                 impute_runtime_minutes)
 
 
 def test_count_rows_reads_the_spots_of_a_coverage_table_and_none_before_it_exists(tmp_path):
@@ -40,3 +41,11 @@ def test_impute_runtime_scales_with_the_attempt():
     for n in (None, 1_000, 80_000):
         assert impute_runtime_minutes(n, 20, attempt=2) == pytest.approx(
             2 * impute_runtime_minutes(n, 20, attempt=1), abs=1)
+
+
+def test_impute_model_fits_counts_both_cross_validations():
+    imp = {"n_blocks": 5, "models": ["vae", "gnn", "transformer"], "denoise_folds": 5,
+           "denoise_models": ["gnn"]}
+    assert impute_model_fits(imp) == 20  # the default config
+    assert impute_model_fits({**imp, "models": [], "denoise_models": []}) == 0
+    assert impute_model_fits({**imp, "n_blocks": 8, "denoise_folds": 3}) == 8 * 3 + 3

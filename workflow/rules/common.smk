@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from spatialfuse.config import ibd_beside
-from spatialfuse.jobcost import count_rows, impute_runtime_minutes
+from spatialfuse.jobcost import count_rows, impute_model_fits, impute_runtime_minutes
 
 
 wildcard_constraints:
@@ -123,11 +123,8 @@ def impute_runtime(wildcards, input, attempt):
     """Minutes for the impute job: grows with the section's spots (align's coverage table has
     one row per ST spot; read once align has written it) and the joint-model fits of its two
     cross-validations (spatialfuse.jobcost), at least 60, times the attempt."""
-    imp = config["impute"]
-    n_fits = imp.get("n_blocks", 5) * len(imp.get("models", [])) + imp.get(
-        "denoise_folds", 5
-    ) * len(imp.get("denoise_models", []))
-    return impute_runtime_minutes(count_rows(input.coverage), n_fits, attempt)
+    fits = impute_model_fits(config["impute"])
+    return impute_runtime_minutes(count_rows(input.coverage), fits, attempt)
 
 
 def scaled(base, per_input_mb=0):
