@@ -31,7 +31,12 @@ def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int = 1, dropout: float 
     return nn.Sequential(*layers)
 
 
-def nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+#: Guard added inside the negative binomial's logarithms (:func:`nb_log_prob`,
+#: :func:`expected_log1p_nb`).
+NB_EPS = 1e-8
+
+
+def nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = NB_EPS) -> torch.Tensor:
     """Negative-binomial log-likelihood (mean ``mu``, inverse dispersion ``theta``), elementwise."""
     log_theta_mu = torch.log(theta + mu + eps)
     return (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)
@@ -192,7 +197,7 @@ def expected_log1p_nb(mu: torch.Tensor, theta: torch.Tensor, f: torch.Tensor,
     ms = torch.where(small, mu, torch.zeros_like(mu))
     # nb_log_prob(k, ms, theta), term by term in its order, with the log-gamma terms (which
     # do not depend on the spot) computed once per gene and k instead of per spot
-    eps = 1e-8
+    eps = NB_EPS
     lg = torch.lgamma(k + theta[..., None]) - torch.lgamma(theta)[..., None] - torch.lgamma(k + 1)
     log_theta_mu = torch.log(theta + ms + eps)
     pmf = torch.exp(lg + (theta * (torch.log(theta + eps) - log_theta_mu))[..., None]
