@@ -7,7 +7,10 @@ Visium section (~5,000 spots) needs minutes, a Visium HD section (10^4–10^5 bi
 ``runtime`` request is built from the measured CPU time at Visium HD sizes
 (``benchmarks/impute_scale_benchmark.py``; ``benchmarks/RESULTS.md``, "Impute at Visium HD
 sizes"), with a safety factor for slower nodes, never below the fixed minimum that every
-section of Visium size fits in.
+section of Visium size fits in. Its ``mem_mb`` request grows with the spots too (peak memory
+measured the same way): a request by input file size alone cannot tell a sparse HD file's
+10^5 bins, each of which becomes a dense row of the scored genes in every method's
+prediction.
 """
 
 from __future__ import annotations
@@ -64,3 +67,55 @@ def impute_runtime_minutes(n_spots: int | None, n_fits: int, attempt: int = 1) -
     asks for more). ``n_spots`` None (not known yet): the minimum."""
     est = 0.0 if n_spots is None else IMPUTE_SAFETY * impute_cpu_seconds(n_spots, n_fits) / 60
     return int(math.ceil(max(IMPUTE_MIN_MINUTES, est) * max(int(attempt), 1)))
+
+
+#: Peak memory of the stage without joint models at 10^4 spots (MB), growing linearly with the
+#: spots, for :data:`IMPUTE_MEM_GENES` scored genes (measured at 5,041, 10^4, 19,881 and
+#: 4×10^4 bins: 1.33, 2.16, 3.8 and 7.12 GB).
+IMPUTE_MEM_MB_FIXED = 500.0
+IMPUTE_MEM_MB_10K = 1650.0
+#: What the joint models add: a fixed part once any is fitted (torch, one fit's own arrays)
+#: and, per model of the cross-modal CV, per 10^4 spots (its out-of-fold predictions of every
+#: spot, its own and its ``<model>_ridge`` hybrid's, held until the CV ends, and what its fits
+#: hold meanwhile). From the default models (3 cross-modal + the denoising GNN) at 5,041 and
+#: 10^4 bins: 2.63 and 4.17 GB peak, i.e. 1.30 and 2.01 GB above the stage without models.
+IMPUTE_MODEL_MEM_MB_FIXED = 580.0
+IMPUTE_MODEL_MEM_MB_10K = 477.0
+#: Scored genes of those measurements: the per-spot parts scale with the genes scored.
+IMPUTE_MEM_GENES = 2000
+#: Requested memory = this × the estimate.
+IMPUTE_MEM_SAFETY = 1.5
+
+
+def impute_scored_genes(config: dict) -> int:
+    """Genes the impute job predicts and scores, from the validated config: the highly
+    variable genes of ``ingest.st.n_top_genes``, at most ``impute.n_top_genes`` (an upper
+    bound: a section may have fewer genes)."""
+    n = int(config["ingest"]["st"]["n_top_genes"])
+    cap = config["impute"].get("n_top_genes")
+    return n if cap is None else min(n, int(cap))
+
+
+def impute_mem_mb(n_spots: int | None, n_models: int, any_models: bool,
+                  genes: int = IMPUTE_MEM_GENES) -> float:
+    """Estimated peak memory (MB) of the impute job for ``n_spots`` spots, ``n_models`` joint
+    models in the cross-modal CV, ``any_models`` (any joint model fitted at all, denoising
+    included) and ``genes`` scored genes; 0 when ``n_spots`` is None (not known yet)."""
+    if n_spots is None:
+        return 0.0
+    x = max(n_spots, 0) / 1e4 * max(genes, 1) / IMPUTE_MEM_GENES
+    est = IMPUTE_MEM_MB_FIXED + IMPUTE_MEM_MB_10K * x
+    if any_models:
+        est += IMPUTE_MODEL_MEM_MB_FIXED + n_models * IMPUTE_MODEL_MEM_MB_10K * x
+    return est
+
+
+def impute_mem_request_mb(n_spots: int | None, impute: dict, genes: int, floor_mb: float,
+                          attempt: int = 1) -> int:
+    """``mem_mb`` to request for the impute job: the estimate for the section's spots ×
+    :data:`IMPUTE_MEM_SAFETY`, at least ``floor_mb`` (the rule's request by input size), times
+    the attempt (a job retried after running out of memory asks for more)."""
+    n_models = len(impute["models"])
+    any_models = bool(impute["models"] or impute["denoise_models"])
+    est = IMPUTE_MEM_SAFETY * impute_mem_mb(n_spots, n_models, any_models, genes)
+    return int(math.ceil(max(float(floor_mb), est) * max(int(attempt), 1)))

@@ -1,12 +1,16 @@
-"""Cluster requests that grow with the section: the impute job's runtime (spatialfuse.jobcost)."""
+"""Cluster requests that grow with the section: the impute job's runtime and memory
+(spatialfuse.jobcost)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from spatialfuse import jobcost
-from spatialfuse.jobcost import (count_rows, impute_cpu_seconds, impute_model_fits,
-                                 impute_runtime_minutes)
+from spatialfuse.jobcost import (count_rows, impute_cpu_seconds, impute_mem_mb,
+                                 impute_mem_request_mb, impute_model_fits,
+                                 impute_runtime_minutes, impute_scored_genes)
 
 
 def test_count_rows_reads_the_spots_of_a_coverage_table_and_none_before_it_exists(tmp_path):
@@ -49,3 +53,42 @@ def test_impute_model_fits_counts_both_cross_validations():
     assert impute_model_fits(imp) == 20  # the default config
     assert impute_model_fits({**imp, "models": [], "denoise_models": []}) == 0
     assert impute_model_fits({**imp, "n_blocks": 8, "denoise_folds": 3}) == 8 * 3 + 3
+
+
+#: Peak RSS measured by benchmarks/impute_scale_benchmark.py (benchmarks/RESULTS.md, "Impute
+#: at Visium HD sizes"): (bins, cross-modal models, MB), 2,000 genes, the denoising GNN with
+#: the models.
+MEASURED_PEAK_MB = [(5_041, 0, 1_330), (10_000, 0, 2_160), (19_881, 0, 3_800), (40_000, 0, 7_120),
+                    (5_041, 3, 2_630), (10_000, 3, 4_170)]
+
+
+def test_impute_memory_estimate_follows_the_measured_peaks():
+    for n, models, mb in MEASURED_PEAK_MB:
+        assert impute_mem_mb(n, models, models > 0) == pytest.approx(mb, rel=0.1), (n, models)
+
+
+def test_impute_memory_request_is_the_floor_at_visium_sizes_and_grows_for_visium_hd():
+    imp = {"models": ["vae", "gnn", "transformer"], "denoise_models": ["gnn"]}
+    floor = 4000 + 6 * 12.5  # the rule's request by input size, for a 12.5 MB input
+    assert impute_mem_request_mb(None, imp, 2000, floor) == math.ceil(floor)  # before align
+    assert impute_mem_request_mb(5_000, imp, 2000, floor) == math.ceil(floor)  # one Visium area
+    hd = [impute_mem_request_mb(n, imp, 2000, floor) for n in (40_000, 80_000, 165_000)]
+    assert hd[0] > floor and hd == sorted(hd) and len(set(hd)) == 3
+    assert hd[2] == math.ceil(jobcost.IMPUTE_MEM_SAFETY * impute_mem_mb(165_000, 3, True))
+    # fewer genes scored, fewer or no models: less memory; a retry asks for twice as much
+    assert impute_mem_request_mb(165_000, imp, 500, floor) < hd[2]
+    assert impute_mem_request_mb(165_000, {**imp, "models": ["vae"]}, 2000, floor) < hd[2]
+    none = {"models": [], "denoise_models": []}
+    assert impute_mem_request_mb(165_000, none, 2000, floor) < hd[2]
+    assert impute_mem_request_mb(165_000, imp, 2000, floor, attempt=2) == pytest.approx(
+        2 * hd[2], abs=2)
+    assert impute_mem_request_mb(None, imp, 2000, floor, attempt=2) == math.ceil(2 * floor)
+
+
+def test_impute_scored_genes_are_the_highly_variable_genes_at_most_the_impute_cap():
+    def cfg(hvg, cap):
+        return {"ingest": {"st": {"n_top_genes": hvg}}, "impute": {"n_top_genes": cap}}
+
+    assert impute_scored_genes(cfg(2000, None)) == 2000
+    assert impute_scored_genes(cfg(2000, 500)) == 500
+    assert impute_scored_genes(cfg(300, 500)) == 300

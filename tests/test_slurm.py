@@ -9,6 +9,7 @@ never returns cannot hang the suite.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -92,9 +93,11 @@ def test_every_rule_declares_resources_and_gpu_only_for_cuda_training(tmp_path, 
 
 
 def test_impute_runtime_request_follows_the_sections_spots(tmp_path, tiny_demo_run):
-    """The impute job's ``runtime`` is read from align's coverage table once it exists (one row
-    per ST spot): a Visium HD-sized section asks for hours, a demo section for the minimum."""
-    from spatialfuse.jobcost import IMPUTE_MIN_MINUTES, impute_runtime_minutes
+    """The impute job's ``runtime`` and ``mem_mb`` are read from align's coverage table once it
+    exists (one row per ST spot): a Visium HD-sized section asks for hours and tens of GB, a
+    demo section for the minimum."""
+    from spatialfuse.jobcost import (IMPUTE_MEM_SAFETY, IMPUTE_MIN_MINUTES, impute_mem_mb,
+                                     impute_runtime_minutes)
 
     d = tmp_path / "wd"
     shutil.copytree(tiny_demo_run, d, symlinks=True)  # the shared run stays as it was
@@ -107,6 +110,12 @@ def test_impute_runtime_request_follows_the_sections_spots(tmp_path, tiny_demo_r
     fits = 5 * 3 + 5 * 1  # the default impute: 5 blocks × 3 models, 5 folds × the GNN
     assert runtime["sample=demo1"] == impute_runtime_minutes(60_000, fits) > 2 * IMPUTE_MIN_MINUTES
     assert runtime["sample=demo2"] == IMPUTE_MIN_MINUTES
+    # memory likewise: the HD-sized section asks for its estimated peak (the default config:
+    # 3 cross-modal models, 2,000 scored genes), the demo section for the floor by input size
+    mem = {wc: int(res["mem_mb"]) for rule, wc, res in jobs if rule == "impute"}
+    est = math.ceil(IMPUTE_MEM_SAFETY * impute_mem_mb(60_000, 3, True, 2000))
+    assert mem["sample=demo1"] == est > 16_000
+    assert 4000 <= mem["sample=demo2"] < 5000
 
 
 @pytest.fixture(scope="module")

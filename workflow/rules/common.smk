@@ -2,7 +2,13 @@
 from pathlib import Path
 
 from spatialfuse.config import ibd_beside
-from spatialfuse.jobcost import count_rows, impute_model_fits, impute_runtime_minutes
+from spatialfuse.jobcost import (
+    count_rows,
+    impute_mem_request_mb,
+    impute_model_fits,
+    impute_runtime_minutes,
+    impute_scored_genes,
+)
 
 
 wildcard_constraints:
@@ -125,6 +131,19 @@ def impute_runtime(wildcards, input, attempt):
     cross-validations (spatialfuse.jobcost), at least 60, times the attempt."""
     fits = impute_model_fits(config["impute"])
     return impute_runtime_minutes(count_rows(input.coverage), fits, attempt)
+
+
+def impute_mem(wildcards, input, attempt):
+    """MB for the impute job: its peak memory estimated from the section's spots (align's
+    coverage table), the scored genes and the joint models (spatialfuse.jobcost), at least
+    4,000 MB + 6 per MB of input, times the attempt."""
+    return impute_mem_request_mb(
+        count_rows(input.coverage),
+        config["impute"],
+        impute_scored_genes(config),
+        floor_mb=4000 + 6 * input.size_mb,
+        attempt=attempt,
+    )
 
 
 def scaled(base, per_input_mb=0):

@@ -29,7 +29,7 @@ rule impute:
         "../../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=scaled(4000, per_input_mb=6),
+        mem_mb=impute_mem,
         runtime=impute_runtime,
         gpu=impute_gpu_request,
     params:
