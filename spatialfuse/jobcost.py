@@ -76,11 +76,12 @@ IMPUTE_MEM_MB_FIXED = 500.0
 IMPUTE_MEM_MB_10K = 1650.0
 #: What the joint models add: a fixed part once any is fitted (torch, one fit's own arrays)
 #: and, per model of the cross-modal CV, per 10^4 spots (its out-of-fold predictions of every
-#: spot, its own and its ``<model>_ridge`` hybrid's, held until the CV ends, and what its fits
-#: hold meanwhile). From the default models (3 cross-modal + the denoising GNN) at 5,041 and
-#: 10^4 bins: 2.63 and 4.17 GB peak, i.e. 1.30 and 2.01 GB above the stage without models.
-IMPUTE_MODEL_MEM_MB_FIXED = 580.0
-IMPUTE_MODEL_MEM_MB_10K = 477.0
+#: spot, its own and its ``<model>_ridge`` hybrid's, held until the CV ends). From the default
+#: models (3 cross-modal + the denoising GNN) at 5,041 and 10^4 bins: 2.27 and 3.45 GB peak,
+#: 0.94 and 1.29 GB above the stage without models (whose peaks were measured before its
+#: out-of-fold arrays became float32: an upper bound).
+IMPUTE_MODEL_MEM_MB_FIXED = 584.0
+IMPUTE_MODEL_MEM_MB_10K = 235.0
 #: Scored genes of those measurements: the per-spot parts scale with the genes scored.
 IMPUTE_MEM_GENES = 2000
 #: Requested memory = this × the estimate.

@@ -59,7 +59,7 @@ def test_impute_model_fits_counts_both_cross_validations():
 #: at Visium HD sizes"): (bins, cross-modal models, MB), 2,000 genes, the denoising GNN with
 #: the models.
 MEASURED_PEAK_MB = [(5_041, 0, 1_330), (10_000, 0, 2_160), (19_881, 0, 3_800), (40_000, 0, 7_120),
-                    (5_041, 3, 2_630), (10_000, 3, 4_170)]
+                    (5_041, 3, 2_270), (10_000, 3, 3_450)]
 
 
 def test_impute_memory_estimate_follows_the_measured_peaks():

@@ -202,7 +202,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                             fold_fit={"depth_head": p["depth_head"]})
     for name in den_models:
         t0 = time.perf_counter()
-        P = {"rna": np.full(Xr.shape, np.nan), "msi": np.full(Xm.shape, np.nan)}
+        P = {"rna": np.full(Xr.shape, np.nan, np.float32),  # float32: the layer it becomes
+             "msi": np.full(Xm.shape, np.nan, np.float32)}
         for f in np.unique(dfolds):
             test = dfolds == f
             out, _, _ = model_fold(name, rna, msi, ~test, test, dparams[name],
@@ -215,7 +216,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             parts.append(_rows(sc, mod, "denoise", method, feats))
             denoise[mod][method] = {**summarise(sc),
                                     "seconds": round(time.perf_counter() - t0, 3)}
-            a.layers[Key.layers.imputed(method)] = P[mod].astype(np.float32)
+            a.layers[Key.layers.imputed(method)] = P[mod]
     metrics["denoise"] = denoise
     metrics["denoise_cv"] = {"scheme": "random_spots", "n_folds": int(len(np.unique(dfolds))),
                              "models": den_models, "depth_head": p["depth_head"]}
@@ -273,8 +274,9 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             parts.append(_rows(sc, tgt, task, f"{method}_from_{src}", feats))
             cross[task][method] = {**summarise(sc, spatial), "seconds": round(secs[method], 3)}
             tgt_ad = msi if tgt == "msi" else rna_out
-            tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = P[tgt].astype(np.float32)
-            P[tgt] = None  # kept as its float32 layer: the float64 copy is not read again
+            # the out-of-fold predictions are float32 already: the layer is that array, and
+            # its scores above are the layer's own
+            tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = P[tgt]
 
         def best_of(methods, key="median_pearson", res=cross[task]):
             """The method with the highest ``key`` (NaN ranks last; the first of ties)."""
