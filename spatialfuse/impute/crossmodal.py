@@ -369,8 +369,8 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         preds[SPARSE_BASELINE], secs[SPARSE_BASELINE] = P, elapsed(t0, pcs0)
         log.info("impute: sparse cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
     for name in models:
-        # out-of-fold arrays only for the methods this run makes: at 10^4 spots × 2,000 genes
-        # each is 160 MB (float64), three per model
+        # out-of-fold arrays only for the methods this run makes (80 MB each at 10^4 spots ×
+        # 2,000 genes): the hybrids' and the sparse hybrids' only when asked for
         P = _empty(Xr, Xm)
         H = _empty(Xr, Xm) if hybrid else None
         L = _empty(Xr, Xm) if sparse else None
