@@ -724,17 +724,18 @@ def test_shared_components_are_timed_apart_from_the_methods(monkeypatch):
     real = crossmodal._pcs
 
     def slow_pcs(*a, **k):
-        time.sleep(0.05)
+        time.sleep(0.1)
         return real(*a, **k)
 
     monkeypatch.setattr(crossmodal, "_pcs", slow_pcs)
     rna, msi = _paired_synthetic(n_side=10)
     params = {"n_blocks": 3, "models": [], "denoise_models": [], "denoise_folds": 3}
     _, _, metrics, _ = run_impute(rna, msi, params, seed=0)
-    # 3 folds × 2 directions, computed once each
-    assert metrics["cv"]["components_seconds"] >= 6 * 0.05
+    # 3 folds × 2 directions, computed once each (ridge alone takes ~0.02 s here; charged
+    # with the components it took > 0.6 s)
+    assert metrics["cv"]["components_seconds"] >= 6 * 0.1
     for task in ("rna_to_msi", "msi_to_rna"):
-        assert metrics["crossmodal"][task]["ridge"]["seconds"] < 0.25
+        assert metrics["crossmodal"][task]["ridge"]["seconds"] < 0.4
 
 
 def _partly_measured(seed: int = 0):
