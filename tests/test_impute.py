@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -303,10 +304,25 @@ def test_run_impute_layers_scores_and_no_overwrite():
     assert cm["rna_to_msi"]["ridge"]["median_pearson"] > 0.3
     assert metrics["denoise"]["msi"]["graph_smooth"]["median_pearson"] > 0.5
     assert metrics["cv"]["n_blocks"] == 3 and metrics["cv"]["buffer_um"] > 0
-    # deterministic
-    _, m3, _, _ = run_impute(rna, msi, params, seed=0, model_params=mp, device="cpu")
-    key = Key.layers.imputed("vae_from_rna")
-    np.testing.assert_array_equal(m2.layers[key], m3.layers[key])
+    # deterministic, and the same to the bit with the fold fits in two worker processes
+    r3, m3, metrics3, table3 = run_impute(rna, msi, params, seed=0, model_params=mp,
+                                          device="cpu", workers=2)
+    for a, b in ((r2, r3), (m2, m3)):
+        assert set(a.layers) == set(b.layers)
+        for key in a.layers:
+            np.testing.assert_array_equal(a.layers[key], b.layers[key], err_msg=key)
+    pd.testing.assert_frame_equal(table, table3)
+    assert (json.dumps(_without_seconds(metrics), sort_keys=True)  # NaN-safe
+            == json.dumps(_without_seconds(metrics3), sort_keys=True))
+
+
+def _without_seconds(d):
+    """A metrics dict without its timings (the one part that varies from run to run)."""
+    if isinstance(d, dict):
+        return {k: _without_seconds(v) for k, v in d.items() if "seconds" not in k}
+    if isinstance(d, list):
+        return [_without_seconds(v) for v in d]
+    return d
 
 
 def test_too_wide_buffer_is_a_clear_error():
@@ -895,3 +911,24 @@ def test_unmeasured_spots_average_genes_with_the_nearest_measured_msi_where_the_
     # the CV's OOF layer of the chosen method is required (the MSI run_impute returns)
     with pytest.raises(ValueError, match="imputed_ridge_from_rna"):
         predict_unmeasured(st, rna, msi, metrics, table, params, seed=0)
+
+
+def test_a_fit_worker_killed_is_a_clear_memory_error_not_a_hang():
+    """A worker process that dies (the kernel's out-of-memory killer) ends the stage with an
+    error that says what to change, instead of the pool's bare BrokenProcessPool."""
+    import os
+    import signal
+
+    from spatialfuse.impute.fitpool import FoldFits
+    from spatialfuse.impute.stage import _model_params
+
+    rna, msi = _paired_synthetic()
+    test = np.arange(rna.n_obs) % 2 == 0
+    params = _model_params(["vae"], {}, 200, 1.0)["vae"]
+    jobs = [dict(name="vae", train=~test, test=test, params=params, seed=0)] * 2
+    with FoldFits(rna, msi, workers=2) as fits:
+        results = fits.map(jobs)
+        for pid in list(fits._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(MemoryError, match=r"--set-threads impute=1"):
+            next(results)

@@ -47,6 +47,7 @@ import time
 import numpy as np
 
 from .cv import spatial_blocks
+from .fitpool import FoldFits
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,8 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   n_top_genes: int | None = None, seed: int = 0, device: str = "cpu",
                   hybrid: str | None = "stack", transductive: bool = False,
                   sparse: bool = False, xy: np.ndarray | None = None,
-                  sparse_margin: float | None = SPARSE_MARGIN, directions=DIRECTIONS):
+                  sparse_margin: float | None = SPARSE_MARGIN, directions=DIRECTIONS,
+                  fits=None):
     """Out-of-fold predictions of every method in both ``directions`` ((source, target)
     pairs; the target of a direction left out stays NaN and its source is never read).
 
@@ -306,11 +308,13 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     the ``<model>_sparse`` hybrids (:func:`sparse_fold`; needs the spot positions ``xy`` for
     its choices on spatial blocks of the training spots; ``sparse_margin``: its ``margin``
     over the ``ridge`` baseline or the ``<model>_ridge`` hybrid, None = the lasso for every
-    target).
+    target); ``fits``: a :class:`.fitpool.FoldFits` over ``rna_ad``/``msi_ad`` that runs the
+    models' fold fits (in worker processes when it has more than one worker; the same numbers
+    either way); None: one after the other in this process.
 
     Returns ``{method: {"msi": (spots × m/z), "rna": (spots × genes)}}`` and per-method seconds
-    (each method's own; the source components that the baselines and hybrids share are under
-    :data:`COMPONENTS`).
+    (each method's own; a joint model's are the sum of its fits', wherever they ran; the source
+    components that the baselines and hybrids share are under :data:`COMPONENTS`).
     """
     model_params = model_params or {}
     preds: dict[str, dict[str, np.ndarray]] = {}
@@ -368,6 +372,13 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                 P[tgt][test] = sparse_predict(f, train, test, src)
         preds[SPARSE_BASELINE], secs[SPARSE_BASELINE] = P, elapsed(t0, pcs0)
         log.info("impute: sparse cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
+    # every model's fold fits at once (side by side when ``fits`` has workers), their results
+    # taken in order: model by model, fold by fold
+    fitted = (fits or FoldFits(rna_ad, msi_ad)).map(
+        dict(name=name, train=train, test=folds == f, params=model_params.get(name, {}),
+             n_top_genes=n_top_genes, seed=seed, device=device, transductive=transductive,
+             sources=tuple(src for src, _ in directions))
+        for name in models for f, train in train_masks.items())
     for name in models:
         # out-of-fold arrays only for the methods this run makes (80 MB each at 10^4 spots ×
         # 2,000 genes): the hybrids' and the sparse hybrids' only when asked for
@@ -377,10 +388,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         total = t_sparse = 0.0
         for f, train in train_masks.items():
             test = folds == f
-            out, genes, s = model_fold(name, rna_ad, msi_ad, train, test,
-                                       model_params.get(name, {}), n_top_genes=n_top_genes,
-                                       seed=seed, device=device, transductive=transductive,
-                                       sources=tuple(src for src, _ in directions))
+            out, genes, s = next(fitted)
             if gene_index is not None and len(genes) != len(gene_index):
                 raise ValueError(f"{name}: the model's genes differ from the scored genes")
             for src, tgt in directions:

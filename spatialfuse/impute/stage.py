@@ -46,9 +46,9 @@ from .crossmodal import (
     DIRECTIONS,
     SPARSE_BASELINE,
     crossmodal_cv,
-    model_fold,
 )
 from .cv import auto_buffer_um, heldout_distances, spatial_blocks, training_masks
+from .fitpool import FoldFits
 from .scores import (
     SPATIAL_MORAN_MIN,
     feature_clusters,
@@ -148,22 +148,24 @@ def _rows(scores: pd.DataFrame, modality: str, task: str, method: str, features)
 
 
 def run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int = 0,
-               model_params: dict | None = None, device: str = "cpu"):
+               model_params: dict | None = None, device: str = "cpu", workers: int = 1):
     """Denoise both modalities and predict each from the other, scored on held-out data.
 
     ``params``: the impute config section (missing keys take :data:`DEFAULTS`);
-    ``model_params``: the model config sections of the joint models in ``params["models"]``.
-    Returns (rna, msi, metrics, per-feature table); the inputs are not modified. Runs on one
-    CPU thread (BLAS included), so the numbers do not depend on the cores a job gets.
+    ``model_params``: the model config sections of the joint models in ``params["models"]``;
+    ``workers``: processes for the joint models' fold fits (:class:`.fitpool.FoldFits`).
+    Returns (rna, msi, metrics, per-feature table); the inputs are not modified. Every
+    computation runs on one CPU thread (BLAS included), here and in each worker, so the
+    numbers depend neither on the cores a job gets nor on ``workers``.
     """
     from ..models.api import fixed_threads
 
-    with fixed_threads():
-        return _run_impute(rna, msi, params, seed, model_params, device)
+    with fixed_threads(), FoldFits(rna, msi, workers, device) as fits:
+        return _run_impute(rna, msi, params, seed, model_params, device, fits)
 
 
 def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
-                model_params: dict | None, device: str):
+                model_params: dict | None, device: str, fits: FoldFits):
     p = {**DEFAULTS, **(params or {})}
     t_start = time.perf_counter()
     xy = np.asarray(rna.obsm[Key.obsm.spatial], float)
@@ -200,22 +202,26 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
     dparams = _model_params(den_models, model_params or {}, p["model_max_steps"],
                             p["kl_weight"], msi_weight=p["msi_weight"],
                             fold_fit={"depth_head": p["depth_head"]})
+    dsplit = [(f, dfolds == f) for f in np.unique(dfolds)]
+    fitted = fits.map(dict(name=name, train=~test, test=test, params=dparams[name],
+                           n_top_genes=p["n_top_genes"], seed=seed, device=device)
+                      for name in den_models for _, test in dsplit)
     for name in den_models:
-        t0 = time.perf_counter()
+        seconds = 0.0  # the model's fits (summed wherever they ran) and their scores
         P = {"rna": np.full(Xr.shape, np.nan, np.float32),  # float32: the layer it becomes
              "msi": np.full(Xm.shape, np.nan, np.float32)}
-        for f in np.unique(dfolds):
-            test = dfolds == f
-            out, _, _ = model_fold(name, rna, msi, ~test, test, dparams[name],
-                                   n_top_genes=p["n_top_genes"], seed=seed, device=device)
+        for _, test in dsplit:
+            out, _, s = next(fitted)
             P["rna"][test], P["msi"][test] = out["rna"], out["msi"]
+            seconds += s
+        t0 = time.perf_counter()
         method = f"{name}_reconstruction"
         for mod, a, Y, feats in (("rna", rna_out, Xr, gene_names),
                                  ("msi", msi, Xm, msi.var_names)):
             sc = feature_scores(P[mod], Y, xy)
             parts.append(_rows(sc, mod, "denoise", method, feats))
-            denoise[mod][method] = {**summarise(sc),
-                                    "seconds": round(time.perf_counter() - t0, 3)}
+            denoise[mod][method] = {
+                **summarise(sc), "seconds": round(seconds + time.perf_counter() - t0, 3)}
             a.layers[Key.layers.imputed(method)] = P[mod]
     metrics["denoise"] = denoise
     metrics["denoise_cv"] = {"scheme": "random_spots", "n_folds": int(len(np.unique(dfolds))),
@@ -256,7 +262,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         ridge_alpha=p["ridge_alpha"], knn_k=int(p["knn_k"]), n_top_genes=p["n_top_genes"],
         seed=seed, device=device, transductive=bool(p["transductive"]),
         sparse=bool(p["sparse_links"]), xy=xy,
-        sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]))
+        sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]),
+        fits=fits)
     del Sr, Sm  # the baselines' smoothed sources: two more spots × features arrays
     baselines = [m for m in (*BASELINES, SPARSE_BASELINE) if m in preds]
     cross: dict = {}

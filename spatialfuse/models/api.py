@@ -273,10 +273,11 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
         tr, va = split_validation(np.nonzero(fit_mask)[0], float(p["val_fraction"]), seed)
         if len(extra):  # trained on their source only; validation stays on fitting spots
             tr = np.union1d(tr, extra)
-        log.info("%s: %d fitting spots (%d train, %d validation), %d held out (%d of them "
-                 "training on their %s only), %d genes, %d m/z, device %s", name,
-                 fit_mask.sum(), len(tr) - len(extra), len(va), n - fit_mask.sum(), len(extra),
-                 transductive or "-", inputs.rna.shape[1], inputs.msi.shape[1], dev)
+        held = (f"{n - fit_mask.sum()} held out ({len(extra)} of them training on their "
+                f"{transductive} only)" if transductive else f"{n - fit_mask.sum()} held out")
+        log.info("%s: %d fitting spots (%d train, %d validation), %s, %d genes, %d m/z, "
+                 "device %s", name, fit_mask.sum(), len(tr) - len(extra), len(va), held,
+                 inputs.rna.shape[1], inputs.msi.shape[1], dev)
         train_log, summary = train_module(
             module, batcher, data.base_visible, tr, va, max_epochs=int(p["max_epochs"]),
             lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), patience=int(p["patience"]),

@@ -1,0 +1,130 @@
+"""The impute stage's joint-model fits, in this process or in parallel worker processes.
+
+Both cross-validations of the stage (denoising and cross-modal) refit each joint model once per
+fold: 20 fits with the defaults, 85–90 % of the job's time at Visium HD sizes. The fits of one
+run are independent of each other, so :class:`FoldFits` runs them side by side in ``workers``
+processes. Each fit runs on one CPU thread there as here, from the same inputs and seed, so the
+numbers are the same to the bit however many workers there are (``tests/test_impute.py``
+checks it); only the time changes.
+
+Workers are *spawned* (a fresh interpreter each, not a fork of this one: torch's and the BLAS
+libraries' thread pools are not safe across ``fork``). Each reads the paired AnnData once, when
+it starts, from h5ad copies in a temporary folder (removed at the end), and its log records come back to this process's handlers (the rule's log
+file), so each fit's progress lines appear as they would in one process. A GPU (``device``
+``cuda``) keeps the fits in this process, one after the other: they would share one device.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import multiprocessing as mp
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Self
+
+log = logging.getLogger(__name__)
+
+_DATA: dict = {}  # in a worker: the paired AnnData, set once by _start_worker
+
+
+def _start_worker(folder: str, queue, level: int) -> None:
+    """Worker initialiser: read the inputs, send every log record back through ``queue``."""
+    import anndata as ad
+
+    _DATA["rna"] = ad.read_h5ad(Path(folder) / "rna.h5ad")
+    _DATA["msi"] = ad.read_h5ad(Path(folder) / "msi.h5ad")
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(logging.handlers.QueueHandler(queue))
+    root.setLevel(level)
+
+
+def _fit_in_worker(job: dict):
+    from ..models.api import fixed_threads
+    from .crossmodal import model_fold
+
+    with fixed_threads():  # one thread, as run_impute's own fits
+        return model_fold(rna=_DATA["rna"], msi=_DATA["msi"], **job)
+
+
+class FoldFits:
+    """Runs :func:`.crossmodal.model_fold` jobs (its keyword arguments but ``rna``/``msi``).
+
+    ``workers`` <= 1, or ``device`` ``cuda``: one after the other in this process. Otherwise in
+    that many spawned processes, started on first use and kept for every later :meth:`map` of
+    the same ``with`` block. Results come back in the order of the jobs.
+    """
+
+    def __init__(self, rna, msi, workers: int = 1, device: str = "cpu"):
+        from ..models.api import resolve_device
+
+        self.rna, self.msi = rna, msi
+        self.workers = 1 if resolve_device(device) == "cuda" else max(int(workers or 1), 1)
+        self._pool = None
+        self._listener = None
+        self._folder = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        # the inputs travel as files: an AnnData taken from a MuData does not unpickle, and a
+        # worker that fails while it starts hangs the pool instead of breaking it
+        self._folder = tempfile.mkdtemp(prefix="spatialfuse-fits-")
+        self.rna.write_h5ad(Path(self._folder) / "rna.h5ad")
+        self.msi.write_h5ad(Path(self._folder) / "msi.h5ad")
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        root = logging.getLogger()
+        self._listener = logging.handlers.QueueListener(queue, *root.handlers,
+                                                        respect_handler_level=True)
+        self._listener.start()
+        log.info("impute: joint-model fits in %d worker processes (one thread each)",
+                 self.workers)
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                         initializer=_start_worker,
+                                         initargs=(self._folder, queue,
+                                                   root.getEffectiveLevel()))
+
+    def map(self, jobs: Iterable[dict]) -> Iterator[tuple]:
+        """``model_fold``'s result for each job, in order (all jobs are submitted at once)."""
+        jobs = list(jobs)
+        if self.workers <= 1 or len(jobs) <= 1:
+            from .crossmodal import model_fold
+
+            return (model_fold(rna=self.rna, msi=self.msi, **job) for job in jobs)
+        if self._pool is None:
+            self._start()
+        return self._results(self._pool.map(_fit_in_worker, jobs))
+
+    def _results(self, results: Iterator[tuple]) -> Iterator[tuple]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            yield from results
+        except BrokenProcessPool as e:  # a worker killed, most often for memory
+            raise MemoryError(
+                f"impute: a worker process of the joint-model fits ended abruptly ({e}); "
+                f"the usual cause is memory (each of the {self.workers} workers holds torch, "
+                "the paired data and one fit; any other cause is printed above). Give the job "
+                "more memory or fewer threads (snakemake --set-threads impute=1).") from e
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
