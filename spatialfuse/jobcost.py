@@ -10,7 +10,9 @@ sizes"), with a safety factor for slower nodes, never below the fixed minimum th
 section of Visium size fits in. Its ``mem_mb`` request grows with the spots too (peak memory
 measured the same way): a request by input file size alone cannot tell a sparse HD file's
 10^5 bins, each of which becomes a dense row of the scored genes in every method's
-prediction.
+prediction. Its ``threads`` are the worker processes its joint-model fold fits run in
+(:func:`impute_workers`): they shorten the time (rounds of fits side by side) and each adds
+its own memory; the numbers computed do not depend on them.
 """
 
 from __future__ import annotations
@@ -46,11 +48,32 @@ def count_rows(table: str | Path) -> int | None:
         return None
 
 
-def impute_model_fits(impute: dict) -> int:
-    """Joint-model fits of an impute job, from its validated config section (schema defaults
-    filled in): blocks × ``models`` of the cross-modal CV + folds × ``denoise_models``."""
-    return (int(impute["n_blocks"]) * len(impute["models"])
-            + int(impute["denoise_folds"]) * len(impute["denoise_models"]))
+def impute_model_fits(impute: dict, workers: int = 1) -> int:
+    """Joint-model fits of an impute job one after the other, from its validated config
+    section (schema defaults filled in): blocks × ``models`` of the cross-modal CV + folds ×
+    ``denoise_models``, each CV's fits shared out among ``workers`` processes (rounds of
+    ``workers`` fits side by side: all of them with 1)."""
+    w = max(int(workers), 1)
+    return (math.ceil(int(impute["n_blocks"]) * len(impute["models"]) / w)
+            + math.ceil(int(impute["denoise_folds"]) * len(impute["denoise_models"]) / w))
+
+
+#: Most worker processes an impute job's fold fits run in (its ``threads``; Snakemake caps
+#: them at ``--cores``, ``--set-threads impute=N`` overrides).
+IMPUTE_MAX_WORKERS = 4
+
+
+def impute_workers(impute: dict, device: str) -> int:
+    """Threads for the impute job: processes its joint-model fold fits run in side by side
+    (:class:`spatialfuse.impute.fitpool.FoldFits`), at most :data:`IMPUTE_MAX_WORKERS` and
+    the fits of its larger cross-validation; 1 without joint models and with ``device``
+    ``cuda`` (the fits share the one GPU, one after the other). The numbers do not depend on
+    it: every fit runs on one thread from the same seed wherever it runs."""
+    if device == "cuda":
+        return 1
+    per_cv = [int(impute["n_blocks"]) * len(impute["models"]),
+              int(impute["denoise_folds"]) * len(impute["denoise_models"])]
+    return max(1, min(IMPUTE_MAX_WORKERS, max(per_cv)))
 
 
 def impute_cpu_seconds(n_spots: int, n_fits: int) -> float:
@@ -82,6 +105,14 @@ IMPUTE_MEM_MB_10K = 1650.0
 #: out-of-fold arrays became float32: an upper bound).
 IMPUTE_MODEL_MEM_MB_FIXED = 584.0
 IMPUTE_MODEL_MEM_MB_10K = 235.0
+#: Each worker process of the fold fits (``workers`` > 1; the parent then fits nothing, and
+#: its estimate above stays an upper bound): torch, the paired data, then one fit at a time
+#: (the model's weights and optimiser state grow with the genes, its arrays with spots ×
+#: genes). Largest worker's peak with the default models, 2 workers: 1.37 and 1.45 GB at
+#: 2,500 and 5,041 bins × 2,000 genes; 0.61 GB at 400 spots × 300 genes.
+IMPUTE_WORKER_MEM_MB_FIXED = 600.0
+IMPUTE_WORKER_MEM_MB_GENES = 690.0  # per IMPUTE_MEM_GENES scored genes
+IMPUTE_WORKER_MEM_MB_10K = 320.0
 #: Scored genes of those measurements: the per-spot parts scale with the genes scored.
 IMPUTE_MEM_GENES = 2000
 #: Requested memory = this × the estimate.
@@ -98,25 +129,30 @@ def impute_scored_genes(config: dict) -> int:
 
 
 def impute_mem_mb(n_spots: int | None, n_models: int, any_models: bool,
-                  genes: int = IMPUTE_MEM_GENES) -> float:
+                  genes: int = IMPUTE_MEM_GENES, workers: int = 1) -> float:
     """Estimated peak memory (MB) of the impute job for ``n_spots`` spots, ``n_models`` joint
     models in the cross-modal CV, ``any_models`` (any joint model fitted at all, denoising
-    included) and ``genes`` scored genes; 0 when ``n_spots`` is None (not known yet)."""
+    included), ``genes`` scored genes and ``workers`` fit processes (more than 1: each adds
+    its own); 0 when ``n_spots`` is None (not known yet)."""
     if n_spots is None:
         return 0.0
     x = max(n_spots, 0) / 1e4 * max(genes, 1) / IMPUTE_MEM_GENES
     est = IMPUTE_MEM_MB_FIXED + IMPUTE_MEM_MB_10K * x
     if any_models:
         est += IMPUTE_MODEL_MEM_MB_FIXED + n_models * IMPUTE_MODEL_MEM_MB_10K * x
+        if workers > 1:
+            est += workers * (IMPUTE_WORKER_MEM_MB_FIXED + IMPUTE_WORKER_MEM_MB_10K * x
+                              + IMPUTE_WORKER_MEM_MB_GENES * max(genes, 1) / IMPUTE_MEM_GENES)
     return est
 
 
 def impute_mem_request_mb(n_spots: int | None, impute: dict, genes: int, floor_mb: float,
-                          attempt: int = 1) -> int:
-    """``mem_mb`` to request for the impute job: the estimate for the section's spots ×
-    :data:`IMPUTE_MEM_SAFETY`, at least ``floor_mb`` (the rule's request by input size), times
-    the attempt (a job retried after running out of memory asks for more)."""
+                          attempt: int = 1, workers: int = 1) -> int:
+    """``mem_mb`` to request for the impute job: the estimate for the section's spots and
+    ``workers`` (its threads) × :data:`IMPUTE_MEM_SAFETY`, at least ``floor_mb`` (the rule's
+    request by input size), times the attempt (a job retried after running out of memory asks
+    for more)."""
     n_models = len(impute["models"])
     any_models = bool(impute["models"] or impute["denoise_models"])
-    est = IMPUTE_MEM_SAFETY * impute_mem_mb(n_spots, n_models, any_models, genes)
+    est = IMPUTE_MEM_SAFETY * impute_mem_mb(n_spots, n_models, any_models, genes, workers)
     return int(math.ceil(max(float(floor_mb), est) * max(int(attempt), 1)))

@@ -1,7 +1,7 @@
 """Determinism: the demo run twice with the same config and seed on CPU gives identical numbers.
 
 The second run uses one core instead of two, so jobs run in another order and with other
-neighbours. Timing metrics (``seconds`` and the like, see ``workflow_utils.TIMING_METRIC``) are
+neighbours, and the impute job fits its joint models in one process instead of two workers. Timing metrics (``seconds`` and the like, see ``workflow_utils.TIMING_METRIC``) are
 excluded explicitly; everything else in ``results/aggregate/metrics.tsv`` and the key arrays of
 every stage must match exactly.
 """

@@ -10,7 +10,8 @@ import pytest
 from spatialfuse import jobcost
 from spatialfuse.jobcost import (count_rows, impute_cpu_seconds, impute_mem_mb,
                                  impute_mem_request_mb, impute_model_fits,
-                                 impute_runtime_minutes, impute_scored_genes)
+                                 impute_runtime_minutes, impute_scored_genes,
+                                 impute_workers)
 
 
 def test_count_rows_reads_the_spots_of_a_coverage_table_and_none_before_it_exists(tmp_path):
@@ -53,6 +54,21 @@ def test_impute_model_fits_counts_both_cross_validations():
     assert impute_model_fits(imp) == 20  # the default config
     assert impute_model_fits({**imp, "models": [], "denoise_models": []}) == 0
     assert impute_model_fits({**imp, "n_blocks": 8, "denoise_folds": 3}) == 8 * 3 + 3
+    # in worker processes: rounds of fits side by side, each CV's apart
+    assert impute_model_fits(imp, workers=4) == 4 + 2  # 15 fits in 4 rounds, 5 in 2
+    assert impute_model_fits(imp, workers=5) == 3 + 1
+    assert impute_model_fits(imp, workers=64) == 2
+
+
+def test_impute_threads_are_fit_workers_capped_and_one_without_models_or_on_a_gpu():
+    imp = {"n_blocks": 5, "models": ["vae", "gnn", "transformer"], "denoise_folds": 5,
+           "denoise_models": ["gnn"]}
+    assert impute_workers(imp, "cpu") == jobcost.IMPUTE_MAX_WORKERS
+    assert impute_workers(imp, "auto") == jobcost.IMPUTE_MAX_WORKERS
+    assert impute_workers(imp, "cuda") == 1  # the fits share the one GPU
+    assert impute_workers({**imp, "models": [], "denoise_models": []}, "cpu") == 1
+    assert impute_workers({**imp, "n_blocks": 2, "models": ["vae"], "denoise_folds": 3,
+                           "denoise_models": []}, "cpu") == 2  # no more than one CV's fits
 
 
 #: Peak RSS measured by benchmarks/impute_scale_benchmark.py (benchmarks/RESULTS.md, "Impute
@@ -92,3 +108,21 @@ def test_impute_scored_genes_are_the_highly_variable_genes_at_most_the_impute_ca
     assert impute_scored_genes(cfg(2000, None)) == 2000
     assert impute_scored_genes(cfg(2000, 500)) == 500
     assert impute_scored_genes(cfg(300, 500)) == 300
+
+
+#: Largest fit worker's peak RSS (benchmarks/RESULTS.md, "Parallel fold fits"): (spots, genes,
+#: MB), the default models, 2 workers.
+MEASURED_WORKER_PEAK_MB = [(2_500, 2000, 1_370), (5_041, 2000, 1_450), (400, 300, 613)]
+
+
+def test_impute_memory_counts_each_fit_worker():
+    for n, genes, mb in MEASURED_WORKER_PEAK_MB:
+        per_worker = (impute_mem_mb(n, 3, True, genes, workers=2)
+                      - impute_mem_mb(n, 3, True, genes)) / 2
+        assert mb * 0.95 <= per_worker <= mb * 1.2, (n, genes, per_worker)  # not below
+    imp = {"models": ["vae", "gnn", "transformer"], "denoise_models": ["gnn"]}
+    req = [impute_mem_request_mb(40_000, imp, 2000, 4000, workers=w) for w in (1, 2, 4)]
+    assert req == sorted(req) and len(set(req)) == 3
+    # one worker is the job's own process: nothing added; no models: no workers to count
+    assert impute_mem_mb(40_000, 3, True, workers=1) == impute_mem_mb(40_000, 3, True)
+    assert impute_mem_mb(40_000, 0, False, workers=4) == impute_mem_mb(40_000, 0, False)

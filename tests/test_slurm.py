@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_localhost import Cluster, missing_tools
+from slurm_localhost import NODE_CPUS, Cluster, missing_tools
 from workflow_utils import REPO, assert_same_results, make_workdir, smk, smk_cmd
 
 pytestmark = pytest.mark.workflow
@@ -116,6 +116,15 @@ def test_impute_runtime_request_follows_the_sections_spots(tmp_path, tiny_demo_r
     est = math.ceil(IMPUTE_MEM_SAFETY * impute_mem_mb(60_000, 3, True, 2000))
     assert mem["sample=demo1"] == est > 16_000
     assert 4000 <= mem["sample=demo2"] < 5000
+    # with 4 threads (a dry run has 1 core unless told): the fits in 4 worker processes, in
+    # rounds (15 cross-modal fits in 4, 5 denoising fits in 2), each worker's memory on top
+    jobs = _job_resources(smk(d, "-n", "--profile", str(PROFILE), "--forcerun", "impute",
+                              "--cores", "4").stdout)
+    res4 = {wc: res for rule, wc, res in jobs if rule == "impute"}
+    assert int(res4["sample=demo1"]["runtime"]) == impute_runtime_minutes(60_000, 4 + 2)
+    assert impute_runtime_minutes(60_000, 4 + 2) < runtime["sample=demo1"]
+    assert int(res4["sample=demo1"]["mem_mb"]) == math.ceil(
+        IMPUTE_MEM_SAFETY * impute_mem_mb(60_000, 3, True, 2000, workers=4)) > est
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +149,10 @@ def run_on_slurm(cluster: Cluster, d: Path, *args, limit_s: int = 840):
     adds 10 s per check that finds nothing finished): the demo's jobs take ~12 s in SLURM.
     """
     cmd = ["timeout", "-k", "20", str(limit_s)] + smk_cmd(
-        d, "--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "5", *args)
+        d, "--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "5",
+        # the impute job asks for up to 4 CPUs (its fit workers); this node has NODE_CPUS, and
+        # sbatch refuses a job no node can hold: what a site with small nodes sets too
+        "--set-threads", f"impute={NODE_CPUS}", *args)
     return subprocess.run(cmd, env=cluster.env(), capture_output=True, text=True,
                           timeout=limit_s + 60)
 

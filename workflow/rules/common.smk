@@ -8,6 +8,7 @@ from spatialfuse.jobcost import (
     impute_model_fits,
     impute_runtime_minutes,
     impute_scored_genes,
+    impute_workers,
 )
 
 
@@ -125,24 +126,33 @@ def impute_gpu_request(wildcards):
     )
 
 
-def impute_runtime(wildcards, input, attempt):
+def impute_threads(wildcards):
+    """Threads for the impute job: worker processes of its joint-model fold fits (at most 4,
+    1 without joint models or with device cuda; spatialfuse.jobcost). Snakemake caps them at
+    --cores; --set-threads impute=N overrides. The numbers are the same for any N."""
+    return impute_workers(config["impute"], config["device"])
+
+
+def impute_runtime(wildcards, input, attempt, threads):
     """Minutes for the impute job: grows with the section's spots (align's coverage table has
     one row per ST spot; read once align has written it) and the joint-model fits of its two
-    cross-validations (spatialfuse.jobcost), at least 60, times the attempt."""
-    fits = impute_model_fits(config["impute"])
+    cross-validations, shared out among its threads (spatialfuse.jobcost), at least 60, times
+    the attempt."""
+    fits = impute_model_fits(config["impute"], threads)
     return impute_runtime_minutes(count_rows(input.coverage), fits, attempt)
 
 
-def impute_mem(wildcards, input, attempt):
+def impute_mem(wildcards, input, attempt, threads):
     """MB for the impute job: its peak memory estimated from the section's spots (align's
-    coverage table), the scored genes and the joint models (spatialfuse.jobcost), at least
-    4,000 MB + 6 per MB of input, times the attempt."""
+    coverage table), the scored genes, the joint models and the fit workers (its threads;
+    spatialfuse.jobcost), at least 4,000 MB + 6 per MB of input, times the attempt."""
     return impute_mem_request_mb(
         count_rows(input.coverage),
         config["impute"],
         impute_scored_genes(config),
         floor_mb=4000 + 6 * input.size_mb,
         attempt=attempt,
+        workers=threads,
     )
 
 

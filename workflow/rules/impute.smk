@@ -27,7 +27,7 @@ rule impute:
         "results/benchmarks/impute/{sample}.tsv"
     conda:
         "../../envs/core.yaml"
-    threads: 1
+    threads: impute_threads
     resources:
         mem_mb=impute_mem,
         runtime=impute_runtime,
