@@ -9,8 +9,9 @@ checks it); only the time changes.
 
 Workers are *spawned* (a fresh interpreter each, not a fork of this one: torch's and the BLAS
 libraries' thread pools are not safe across ``fork``). Each reads the paired AnnData once, when
-it starts, from h5ad copies in a temporary folder (removed at the end), and its log records come back to this process's handlers (the rule's log
-file), so each fit's progress lines appear as they would in one process. A GPU (``device``
+it starts, from h5ad copies in a temporary folder (``$TMPDIR``, removed at the end), and its
+log records come back to this process's handlers (the rule's log file), so each fit's progress
+lines appear as they would in one process. A GPU (``device``
 ``cuda``) keeps the fits in this process, one after the other: they would share one device.
 """
 
