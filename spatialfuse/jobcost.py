@@ -51,11 +51,17 @@ def count_rows(table: str | Path) -> int | None:
 def impute_model_fits(impute: dict, workers: int = 1) -> int:
     """Joint-model fits of an impute job one after the other, from its validated config
     section (schema defaults filled in): blocks × ``models`` of the cross-modal CV + folds ×
-    ``denoise_models``, each CV's fits shared out among ``workers`` processes (rounds of
-    ``workers`` fits side by side: all of them with 1)."""
+    ``denoise_models``, shared out among ``workers`` processes (rounds of ``workers`` fits
+    side by side: all of them with 1). The stage submits both CVs' fits together, so they
+    share the rounds."""
     w = max(int(workers), 1)
-    return (math.ceil(int(impute["n_blocks"]) * len(impute["models"]) / w)
-            + math.ceil(int(impute["denoise_folds"]) * len(impute["denoise_models"]) / w))
+    return math.ceil(_impute_fits(impute) / w)
+
+
+def _impute_fits(impute: dict) -> int:
+    """Joint-model fits of an impute job: blocks × models + denoising folds × models."""
+    return (int(impute["n_blocks"]) * len(impute["models"])
+            + int(impute["denoise_folds"]) * len(impute["denoise_models"]))
 
 
 #: Most worker processes an impute job's fold fits run in (its ``threads``; Snakemake caps
@@ -66,14 +72,12 @@ IMPUTE_MAX_WORKERS = 4
 def impute_workers(impute: dict, device: str) -> int:
     """Threads for the impute job: processes its joint-model fold fits run in side by side
     (:class:`spatialfuse.impute.fitpool.FoldFits`), at most :data:`IMPUTE_MAX_WORKERS` and
-    the fits of its larger cross-validation; 1 without joint models and with ``device``
-    ``cuda`` (the fits share the one GPU, one after the other). The numbers do not depend on
-    it: every fit runs on one thread from the same seed wherever it runs."""
+    its fits (both cross-validations'); 1 without joint models and with ``device`` ``cuda``
+    (the fits share the one GPU, one after the other). The numbers do not depend on it:
+    every fit runs on one thread from the same seed wherever it runs."""
     if device == "cuda":
         return 1
-    per_cv = [int(impute["n_blocks"]) * len(impute["models"]),
-              int(impute["denoise_folds"]) * len(impute["denoise_models"])]
-    return max(1, min(IMPUTE_MAX_WORKERS, max(per_cv)))
+    return max(1, min(IMPUTE_MAX_WORKERS, _impute_fits(impute)))
 
 
 def impute_cpu_seconds(n_spots: int, n_fits: int) -> float:

@@ -931,4 +931,55 @@ def test_a_fit_worker_killed_is_a_clear_memory_error_not_a_hang():
         for pid in list(fits._pool._processes):
             os.kill(pid, signal.SIGKILL)
         with pytest.raises(MemoryError, match=r"--set-threads impute=1"):
-            next(results)
+            results.take("vae", test)
+
+
+def test_a_failing_stage_stops_its_running_fits():
+    """The fits are submitted when the stage starts; if the stage fails meanwhile, its error
+    must not wait for them (minutes each at HD sizes): the workers are stopped at once."""
+    import signal
+
+    from spatialfuse.impute.fitpool import FoldFits
+    from spatialfuse.impute.stage import _model_params
+
+    rna, msi = _paired_synthetic()
+    test = np.arange(rna.n_obs) % 2 == 0
+    params = {**_model_params(["vae"], {}, 100_000, 1.0)["vae"], "max_epochs": 100_000,
+              "patience": 100_000}
+    jobs = [dict(name="vae", train=~test, test=test, params=params, seed=0)] * 2
+    with pytest.raises(ValueError, match="the stage failed"):
+        with FoldFits(rna, msi, workers=2) as fits:
+            fits.map(jobs)
+            procs = list(fits._pool._processes.values())
+            raise ValueError("the stage failed")
+    assert procs and all(p.exitcode == -signal.SIGTERM for p in procs)
+    assert fits._folder is None  # the inputs' copies removed
+
+
+def test_fit_results_out_of_step_fail_loudly():
+    """The stage submits the fits of both CVs at its start and takes each result where it
+    uses it; taking a result for another model or fold than the next job is a bug that must
+    stop the stage, not hand it another fold's predictions."""
+    from spatialfuse.impute.fitpool import FoldFits
+    from spatialfuse.impute.stage import _model_params
+
+    rna, msi = _paired_synthetic()
+    test = np.arange(rna.n_obs) % 2 == 0
+    params = _model_params(["vae"], {}, 5, 1.0)["vae"]
+    jobs = [dict(name="vae", train=~test, test=test, params=params, seed=0),
+            dict(name="vae", train=test, test=~test, params=params, seed=0)]
+    with FoldFits(rna, msi, workers=1) as fits:
+        results = fits.map(jobs)
+        with pytest.raises(RuntimeError, match="out of step: expected a gnn fit"):
+            results.take("gnn", test)
+    with FoldFits(rna, msi, workers=1) as fits:
+        results = fits.map(jobs)
+        with pytest.raises(RuntimeError, match="out of step"):
+            results.take("vae", ~test)  # the second job's fold, asked for first
+    with FoldFits(rna, msi, workers=1) as fits:
+        results = fits.map(jobs)
+        out, genes, _ = results.take("vae", test)
+        assert out["msi"].shape == (int(test.sum()), msi.n_vars)
+        results.take("vae", ~test)
+        with pytest.raises(RuntimeError, match="the next submitted is none"):
+            results.take("vae", test)

@@ -54,10 +54,10 @@ def test_impute_model_fits_counts_both_cross_validations():
     assert impute_model_fits(imp) == 20  # the default config
     assert impute_model_fits({**imp, "models": [], "denoise_models": []}) == 0
     assert impute_model_fits({**imp, "n_blocks": 8, "denoise_folds": 3}) == 8 * 3 + 3
-    # in worker processes: rounds of fits side by side, each CV's apart
-    assert impute_model_fits(imp, workers=4) == 4 + 2  # 15 fits in 4 rounds, 5 in 2
-    assert impute_model_fits(imp, workers=5) == 3 + 1
-    assert impute_model_fits(imp, workers=64) == 2
+    # in worker processes: rounds of fits side by side, both CVs' fits submitted together
+    assert impute_model_fits(imp, workers=4) == 5  # 20 fits in 5 rounds
+    assert impute_model_fits(imp, workers=3) == 7
+    assert impute_model_fits(imp, workers=64) == 1
 
 
 def test_impute_threads_are_fit_workers_capped_and_one_without_models_or_on_a_gpu():
@@ -68,7 +68,9 @@ def test_impute_threads_are_fit_workers_capped_and_one_without_models_or_on_a_gp
     assert impute_workers(imp, "cuda") == 1  # the fits share the one GPU
     assert impute_workers({**imp, "models": [], "denoise_models": []}, "cpu") == 1
     assert impute_workers({**imp, "n_blocks": 2, "models": ["vae"], "denoise_folds": 3,
-                           "denoise_models": []}, "cpu") == 2  # no more than one CV's fits
+                           "denoise_models": []}, "cpu") == 2  # no more than its fits
+    assert impute_workers({**imp, "n_blocks": 2, "models": ["vae"], "denoise_folds": 1,
+                           "denoise_models": ["gnn"]}, "cpu") == 3  # both CVs' fits at once
 
 
 #: Peak RSS measured by benchmarks/impute_scale_benchmark.py (benchmarks/RESULTS.md, "Impute

@@ -117,12 +117,12 @@ def test_impute_runtime_request_follows_the_sections_spots(tmp_path, tiny_demo_r
     assert mem["sample=demo1"] == est > 16_000
     assert 4000 <= mem["sample=demo2"] < 5000
     # with 4 threads (a dry run has 1 core unless told): the fits in 4 worker processes, in
-    # rounds (15 cross-modal fits in 4, 5 denoising fits in 2), each worker's memory on top
+    # rounds (both CVs' 20 fits submitted together: 5 rounds), each worker's memory on top
     jobs = _job_resources(smk(d, "-n", "--profile", str(PROFILE), "--forcerun", "impute",
                               "--cores", "4").stdout)
     res4 = {wc: res for rule, wc, res in jobs if rule == "impute"}
-    assert int(res4["sample=demo1"]["runtime"]) == impute_runtime_minutes(60_000, 4 + 2)
-    assert impute_runtime_minutes(60_000, 4 + 2) < runtime["sample=demo1"]
+    assert int(res4["sample=demo1"]["runtime"]) == impute_runtime_minutes(60_000, 5)
+    assert impute_runtime_minutes(60_000, 5) < runtime["sample=demo1"]
     assert int(res4["sample=demo1"]["mem_mb"]) == math.ceil(
         IMPUTE_MEM_SAFETY * impute_mem_mb(60_000, 3, True, 2000, workers=4)) > est
 

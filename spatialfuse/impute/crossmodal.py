@@ -250,6 +250,19 @@ def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params:
     return out, inputs.rna_features, time.perf_counter() - t0
 
 
+def model_fold_jobs(models, model_params: dict, folds: np.ndarray,
+                    train_masks: dict[int, np.ndarray], *, n_top_genes: int | None = None,
+                    seed: int = 0, device: str = "cpu", transductive: bool = False,
+                    directions=DIRECTIONS) -> list[dict]:
+    """The :func:`model_fold` keyword arguments (but ``rna``/``msi``) of the cross-modal CV's
+    fits: model by model, fold by fold, the order in which :func:`crossmodal_cv` takes their
+    results."""
+    return [dict(name=name, train=train, test=folds == f, params=model_params.get(name, {}),
+                 n_top_genes=n_top_genes, seed=seed, device=device, transductive=transductive,
+                 sources=tuple(src for src, _ in directions))
+            for name in models for f, train in train_masks.items()]
+
+
 def source_embedding(fm, source: str) -> np.ndarray:
     """Latent of every spot inferred from modality ``source`` alone (the other modality hidden
     at every spot, training spots included), so training and held-out spots get the latent
@@ -295,7 +308,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   hybrid: str | None = "stack", transductive: bool = False,
                   sparse: bool = False, xy: np.ndarray | None = None,
                   sparse_margin: float | None = SPARSE_MARGIN, directions=DIRECTIONS,
-                  fits=None):
+                  fits=None, fitted=None):
     """Out-of-fold predictions of every method in both ``directions`` ((source, target)
     pairs; the target of a direction left out stays NaN and its source is never read).
 
@@ -310,7 +323,9 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     over the ``ridge`` baseline or the ``<model>_ridge`` hybrid, None = the lasso for every
     target); ``fits``: a :class:`.fitpool.FoldFits` over ``rna_ad``/``msi_ad`` that runs the
     models' fold fits (in worker processes when it has more than one worker; the same numbers
-    either way); None: one after the other in this process.
+    either way); None: one after the other in this process; ``fitted``: those fits already
+    submitted (a :class:`.fitpool.Submitted` of :func:`model_fold_jobs` with these arguments,
+    as :func:`.stage.run_impute` does at its start), instead of submitting them here.
 
     Returns ``{method: {"msi": (spots × m/z), "rna": (spots × genes)}}`` and per-method seconds
     (each method's own; a joint model's are the sum of its fits', wherever they ran; the source
@@ -374,11 +389,10 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         log.info("impute: sparse cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
     # every model's fold fits at once (side by side when ``fits`` has workers), their results
     # taken in order: model by model, fold by fold
-    fitted = (fits or FoldFits(rna_ad, msi_ad)).map(
-        dict(name=name, train=train, test=folds == f, params=model_params.get(name, {}),
-             n_top_genes=n_top_genes, seed=seed, device=device, transductive=transductive,
-             sources=tuple(src for src, _ in directions))
-        for name in models for f, train in train_masks.items())
+    if fitted is None and models:
+        fitted = (fits or FoldFits(rna_ad, msi_ad)).map(model_fold_jobs(
+            models, model_params, folds, train_masks, n_top_genes=n_top_genes, seed=seed,
+            device=device, transductive=transductive, directions=directions))
     for name in models:
         # out-of-fold arrays only for the methods this run makes (80 MB each at 10^4 spots ×
         # 2,000 genes): the hybrids' and the sparse hybrids' only when asked for
@@ -388,7 +402,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         total = t_sparse = 0.0
         for f, train in train_masks.items():
             test = folds == f
-            out, genes, s = next(fitted)
+            out, genes, s = fitted.take(name, test)
             if gene_index is not None and len(genes) != len(gene_index):
                 raise ValueError(f"{name}: the model's genes differ from the scored genes")
             for src, tgt in directions:

@@ -5,7 +5,9 @@ fold: 20 fits with the defaults, 85–90 % of the job's time at Visium HD sizes.
 run are independent of each other, so :class:`FoldFits` runs them side by side in ``workers``
 processes. Each fit runs on one CPU thread there as here, from the same inputs and seed, so the
 numbers are the same to the bit however many workers there are (``tests/test_impute.py``
-checks it); only the time changes.
+checks it); only the time changes. The stage submits the fits of both cross-validations when
+it starts, so the workers fit while it smooths, scores and fits the baselines; it takes each
+result (:meth:`Submitted.take`) when it gets to it.
 
 Workers are *spawned* (a fresh interpreter each, not a fork of this one: torch's and the BLAS
 libraries' thread pools are not safe across ``fork``). Each reads the paired AnnData once, when
@@ -25,6 +27,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,33 @@ def _fit_in_worker(job: dict):
     from .crossmodal import model_fold
 
     with fixed_threads():  # one thread, as run_impute's own fits
-        return model_fold(rna=_DATA["rna"], msi=_DATA["msi"], **job)
+        out, genes, seconds = model_fold(rna=_DATA["rna"], msi=_DATA["msi"], **job)
+    # the predictions become float32 layers (the same rounding here as there); halved, the
+    # results that wait for the stage to take them hold half the memory
+    for key in ("rna", "msi"):
+        if key in out:
+            out[key] = out[key].astype(np.float32)
+    return out, genes, seconds
+
+
+class Submitted:
+    """Results of submitted fits, taken in the order of their jobs. Each :meth:`take` names the
+    fit it expects (model and held-out spots), so a consumer out of step with the jobs fails
+    loudly instead of taking another fold's predictions."""
+
+    def __init__(self, jobs: list[dict], results: Iterator[tuple]):
+        self._jobs = iter(jobs)
+        self._results = results
+
+    def take(self, name: str, test: np.ndarray) -> tuple:
+        """The next result (``model_fold``'s), which must be model ``name``'s fit holding out
+        ``test``."""
+        job = next(self._jobs, None)
+        if job is None or job["name"] != name or not np.array_equal(job["test"], test):
+            raise RuntimeError(
+                f"impute: joint-model fit results out of step: expected a {name} fit, the next "
+                f"submitted is {'none' if job is None else job['name']} (a bug, please report)")
+        return next(self._results)
 
 
 class FoldFits:
@@ -72,8 +102,10 @@ class FoldFits:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        # the stage failed: the fits still running are of no use, so they are stopped instead
+        # of holding the error back until they finish (minutes each at Visium HD sizes)
+        self.close(abort=exc_type is not None)
 
     def _start(self) -> None:
         from concurrent.futures import ProcessPoolExecutor
@@ -96,16 +128,18 @@ class FoldFits:
                                          initargs=(self._folder, queue,
                                                    root.getEffectiveLevel()))
 
-    def map(self, jobs: Iterable[dict]) -> Iterator[tuple]:
-        """``model_fold``'s result for each job, in order (all jobs are submitted at once)."""
+    def map(self, jobs: Iterable[dict]) -> Submitted:
+        """``model_fold``'s result for each job, in order: all jobs are submitted to the workers
+        now; in this process (one worker) each runs when its result is taken."""
         jobs = list(jobs)
         if self.workers <= 1 or len(jobs) <= 1:
             from .crossmodal import model_fold
 
-            return (model_fold(rna=self.rna, msi=self.msi, **job) for job in jobs)
+            return Submitted(jobs, (model_fold(rna=self.rna, msi=self.msi, **job)
+                                    for job in jobs))
         if self._pool is None:
             self._start()
-        return self._results(self._pool.map(_fit_in_worker, jobs))
+        return Submitted(jobs, self._results(self._pool.map(_fit_in_worker, jobs)))
 
     def _results(self, results: Iterator[tuple]) -> Iterator[tuple]:
         from concurrent.futures.process import BrokenProcessPool
@@ -119,8 +153,13 @@ class FoldFits:
                 "the paired data and one fit; any other cause is printed above). Give the job "
                 "more memory or fewer threads (snakemake --set-threads impute=1).") from e
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers (``abort``: at once, their running fits lost) and remove the
+        inputs' copies."""
         if self._pool is not None:
+            if abort:
+                for proc in list((self._pool._processes or {}).values()):
+                    proc.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._listener is not None:

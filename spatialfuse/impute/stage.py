@@ -46,6 +46,7 @@ from .crossmodal import (
     DIRECTIONS,
     SPARSE_BASELINE,
     crossmodal_cv,
+    model_fold_jobs,
 )
 from .cv import auto_buffer_um, heldout_distances, spatial_blocks, training_masks
 from .fitpool import FoldFits
@@ -180,8 +181,27 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                      "n_mz": int(msi.n_vars), "k": k, "alpha": alpha}
     parts = []
 
-    # ---- denoising within each modality, scored on spots the smoother did not see
+    # every joint-model fit of both CVs is submitted now: the workers (if any) fit while this
+    # process smooths, scores and fits the baselines, and each result is taken where it is used
     dfolds = heldout_spot_folds(rna.n_obs, int(p["denoise_folds"]), seed)
+    den_models = [m for m in p["denoise_models"] if m in MODEL_NAMES]
+    dparams = _model_params(den_models, model_params or {}, p["model_max_steps"],
+                            p["kl_weight"], msi_weight=p["msi_weight"],
+                            fold_fit={"depth_head": p["depth_head"]})
+    dsplit = [(f, dfolds == f) for f in np.unique(dfolds)]
+    den_jobs = [dict(name=name, train=~test, test=test, params=dparams[name],
+                     n_top_genes=p["n_top_genes"], seed=seed, device=device)
+                for name in den_models for _, test in dsplit]
+    folds, masks, buffer = cv_folds(xy, p, seed)
+    models = [m for m in p["models"] if m in MODEL_NAMES]
+    mparams = _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
+                            p["block_mask_prob"], msi_weight=p["msi_weight"],
+                            fold_fit={k: p[k] for k in FOLD_FIT_KEYS})
+    cross_jobs = model_fold_jobs(models, mparams, folds, masks, n_top_genes=p["n_top_genes"],
+                                 seed=seed, device=device, transductive=bool(p["transductive"]))
+    fitted = fits.map(den_jobs + cross_jobs)
+
+    # ---- denoising within each modality, scored on spots the smoother did not see
     denoise: dict = {}
     for name, a, Xs, feats in (("rna", rna_out, Xr, gene_names), ("msi", msi, Xm, msi.var_names)):
         a.layers[Key.layers.imputed("knn_smooth")] = knn_smooth(Xs, xy, k, alpha).astype(np.float32)
@@ -198,20 +218,12 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                                          "median_strength": float(np.median(ch["strength"]))}
     # model-based reconstruction: each hidden spot's modality predicted by a joint model that
     # never saw the spot, from the spot's other modality and its neighbours (J-invariant)
-    den_models = [m for m in p["denoise_models"] if m in MODEL_NAMES]
-    dparams = _model_params(den_models, model_params or {}, p["model_max_steps"],
-                            p["kl_weight"], msi_weight=p["msi_weight"],
-                            fold_fit={"depth_head": p["depth_head"]})
-    dsplit = [(f, dfolds == f) for f in np.unique(dfolds)]
-    fitted = fits.map(dict(name=name, train=~test, test=test, params=dparams[name],
-                           n_top_genes=p["n_top_genes"], seed=seed, device=device)
-                      for name in den_models for _, test in dsplit)
     for name in den_models:
         seconds = 0.0  # the model's fits (summed wherever they ran) and their scores
         P = {"rna": np.full(Xr.shape, np.nan, np.float32),  # float32: the layer it becomes
              "msi": np.full(Xm.shape, np.nan, np.float32)}
         for _, test in dsplit:
-            out, _, s = next(fitted)
+            out, _, s = fitted.take(name, test)
             P["rna"][test], P["msi"][test] = out["rna"], out["msi"]
             seconds += s
         t0 = time.perf_counter()
@@ -249,12 +261,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         "note": "each feature group hides its own random spot folds; model reconstructions "
                 "are the hidden-spot ones (they saw none of the spot's own modality)"}
 
-    # ---- cross-modal prediction, spatially blocked CV
-    folds, masks, buffer = cv_folds(xy, p, seed)
-    models = [m for m in p["models"] if m in MODEL_NAMES]
-    mparams = _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
-                            p["block_mask_prob"], msi_weight=p["msi_weight"],
-                            fold_fit={k: p[k] for k in FOLD_FIT_KEYS})
+    # ---- cross-modal prediction, spatially blocked CV (the models' fits submitted above)
     Sr, Sm = knn_smooth(Xr, xy, k, alpha), knn_smooth(Xm, xy, k, alpha)
     preds, secs = crossmodal_cv(
         Xr, Xm, Sr, Sm, folds, masks, baselines=BASELINES, models=models, model_params=mparams,
@@ -263,7 +270,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         seed=seed, device=device, transductive=bool(p["transductive"]),
         sparse=bool(p["sparse_links"]), xy=xy,
         sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]),
-        fits=fits)
+        fitted=fitted)
     del Sr, Sm  # the baselines' smoothed sources: two more spots × features arrays
     baselines = [m for m in (*BASELINES, SPARSE_BASELINE) if m in preds]
     cross: dict = {}
