@@ -54,14 +54,9 @@ def impute_model_fits(impute: dict, workers: int = 1) -> int:
     ``denoise_models``, shared out among ``workers`` processes (rounds of ``workers`` fits
     side by side: all of them with 1). The stage submits both CVs' fits together, so they
     share the rounds."""
-    w = max(int(workers), 1)
-    return math.ceil(_impute_fits(impute) / w)
-
-
-def _impute_fits(impute: dict) -> int:
-    """Joint-model fits of an impute job: blocks × models + denoising folds × models."""
-    return (int(impute["n_blocks"]) * len(impute["models"])
+    fits = (int(impute["n_blocks"]) * len(impute["models"])
             + int(impute["denoise_folds"]) * len(impute["denoise_models"]))
+    return math.ceil(fits / max(int(workers), 1))
 
 
 #: Most worker processes an impute job's fold fits run in (its ``threads``; Snakemake caps
@@ -77,7 +72,7 @@ def impute_workers(impute: dict, device: str) -> int:
     every fit runs on one thread from the same seed wherever it runs."""
     if device == "cuda":
         return 1
-    return max(1, min(IMPUTE_MAX_WORKERS, _impute_fits(impute)))
+    return max(1, min(IMPUTE_MAX_WORKERS, impute_model_fits(impute)))
 
 
 def impute_cpu_seconds(n_spots: int, n_fits: int) -> float:
