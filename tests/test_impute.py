@@ -944,7 +944,9 @@ def test_a_failing_stage_stops_its_running_fits():
 
     rna, msi = _paired_synthetic()
     test = np.arange(rna.n_obs) % 2 == 0
-    params = {**_model_params(["vae"], {}, 100_000, 1.0)["vae"], "max_epochs": 100_000,
+    # long enough to be running when the stage fails, short enough that a pool left to
+    # finish them (the old behaviour) ends in minutes with exit code 0 and fails the test
+    params = {**_model_params(["vae"], {}, 3_000, 1.0)["vae"], "max_epochs": 100_000,
               "patience": 100_000}
     jobs = [dict(name="vae", train=~test, test=test, params=params, seed=0)] * 2
     with pytest.raises(ValueError, match="the stage failed"):

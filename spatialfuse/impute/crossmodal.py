@@ -254,9 +254,9 @@ def model_fold_jobs(models, model_params: dict, folds: np.ndarray,
                     train_masks: dict[int, np.ndarray], *, n_top_genes: int | None = None,
                     seed: int = 0, device: str = "cpu", transductive: bool = False,
                     directions=DIRECTIONS) -> list[dict]:
-    """The :func:`model_fold` keyword arguments (but ``rna``/``msi``) of the cross-modal CV's
-    fits: model by model, fold by fold, the order in which :func:`crossmodal_cv` takes their
-    results."""
+    """The :func:`model_fold` keyword arguments (but ``rna``/``msi``) of a CV's fits: model by
+    model, fold by fold (``train_masks``' order), the order in which :func:`crossmodal_cv` and
+    the denoising CV take their results."""
     return [dict(name=name, train=train, test=folds == f, params=model_params.get(name, {}),
                  n_top_genes=n_top_genes, seed=seed, device=device, transductive=transductive,
                  sources=tuple(src for src, _ in directions))
@@ -308,7 +308,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   hybrid: str | None = "stack", transductive: bool = False,
                   sparse: bool = False, xy: np.ndarray | None = None,
                   sparse_margin: float | None = SPARSE_MARGIN, directions=DIRECTIONS,
-                  fits=None, fitted=None):
+                  fitted=None):
     """Out-of-fold predictions of every method in both ``directions`` ((source, target)
     pairs; the target of a direction left out stays NaN and its source is never read).
 
@@ -321,11 +321,10 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     the ``<model>_sparse`` hybrids (:func:`sparse_fold`; needs the spot positions ``xy`` for
     its choices on spatial blocks of the training spots; ``sparse_margin``: its ``margin``
     over the ``ridge`` baseline or the ``<model>_ridge`` hybrid, None = the lasso for every
-    target); ``fits``: a :class:`.fitpool.FoldFits` over ``rna_ad``/``msi_ad`` that runs the
-    models' fold fits (in worker processes when it has more than one worker; the same numbers
-    either way); None: one after the other in this process; ``fitted``: those fits already
-    submitted (a :class:`.fitpool.Submitted` of :func:`model_fold_jobs` with these arguments,
-    as :func:`.stage.run_impute` does at its start), instead of submitting them here.
+    target); ``fitted``: the models' fold fits already submitted (a
+    :class:`.fitpool.Submitted` of :func:`model_fold_jobs` with these arguments, as
+    :func:`.stage.run_impute` does at its start, in worker processes when it has them; the
+    same numbers either way); None: they run here, one after the other.
 
     Returns ``{method: {"msi": (spots × m/z), "rna": (spots × genes)}}`` and per-method seconds
     (each method's own; a joint model's are the sum of its fits', wherever they ran; the source
@@ -387,10 +386,9 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                 P[tgt][test] = sparse_predict(f, train, test, src)
         preds[SPARSE_BASELINE], secs[SPARSE_BASELINE] = P, elapsed(t0, pcs0)
         log.info("impute: sparse cross-modal CV in %.1fs", secs[SPARSE_BASELINE])
-    # every model's fold fits at once (side by side when ``fits`` has workers), their results
-    # taken in order: model by model, fold by fold
+    # the models' fold fits, their results taken in order: model by model, fold by fold
     if fitted is None and models:
-        fitted = (fits or FoldFits(rna_ad, msi_ad)).map(model_fold_jobs(
+        fitted = FoldFits(rna_ad, msi_ad).map(model_fold_jobs(
             models, model_params, folds, train_masks, n_top_genes=n_top_genes, seed=seed,
             device=device, transductive=transductive, directions=directions))
     for name in models:

@@ -76,9 +76,11 @@ class Submitted:
         ``test``."""
         job = next(self._jobs, None)
         if job is None or job["name"] != name or not np.array_equal(job["test"], test):
+            nxt = "none" if job is None else (
+                f"a {job['name']} fit" + (" of another fold" if job["name"] == name else ""))
             raise RuntimeError(
                 f"impute: joint-model fit results out of step: expected a {name} fit, the next "
-                f"submitted is {'none' if job is None else job['name']} (a bug, please report)")
+                f"submitted is {nxt} (a bug, please report)")
         return next(self._results)
 
 
@@ -157,7 +159,7 @@ class FoldFits:
         """Stop the workers (``abort``: at once, their running fits lost) and remove the
         inputs' copies."""
         if self._pool is not None:
-            if abort:
+            if abort:  # the executor has no public way to stop running tasks
                 for proc in list((self._pool._processes or {}).values()):
                     proc.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)

@@ -189,9 +189,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                             p["kl_weight"], msi_weight=p["msi_weight"],
                             fold_fit={"depth_head": p["depth_head"]})
     dsplit = [(f, dfolds == f) for f in np.unique(dfolds)]
-    den_jobs = [dict(name=name, train=~test, test=test, params=dparams[name],
-                     n_top_genes=p["n_top_genes"], seed=seed, device=device)
-                for name in den_models for _, test in dsplit]
+    den_jobs = model_fold_jobs(den_models, dparams, dfolds, {f: ~test for f, test in dsplit},
+                               n_top_genes=p["n_top_genes"], seed=seed, device=device)
     folds, masks, buffer = cv_folds(xy, p, seed)
     models = [m for m in p["models"] if m in MODEL_NAMES]
     mparams = _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
