@@ -958,6 +958,24 @@ def test_a_failing_stage_stops_its_running_fits():
     assert fits._folder is None  # the inputs' copies removed
 
 
+def test_stopping_the_workers_uses_the_public_method_where_python_has_one():
+    """Python 3.14's ``ProcessPoolExecutor.terminate_workers`` is used where it exists; the
+    private process table only before it."""
+    from types import SimpleNamespace
+
+    from spatialfuse.impute.fitpool import _terminate_workers
+
+    calls = []
+    proc = SimpleNamespace(terminate=lambda: calls.append("private"))
+    _terminate_workers(SimpleNamespace(terminate_workers=lambda: calls.append("public"),
+                                       _processes={1: proc}))
+    assert calls == ["public"]
+    _terminate_workers(SimpleNamespace(_processes={1: proc, 2: proc}))
+    assert calls == ["public", "private", "private"]
+    _terminate_workers(SimpleNamespace(_processes=None))  # a pool that never started a worker
+    assert calls == ["public", "private", "private"]
+
+
 def test_fit_results_out_of_step_fail_loudly():
     """The stage submits the fits of both CVs at its start and takes each result where it
     uses it; taking a result for another model or fold than the next job is a bug that must

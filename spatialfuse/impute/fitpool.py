@@ -159,9 +159,8 @@ class FoldFits:
         """Stop the workers (``abort``: at once, their running fits lost) and remove the
         inputs' copies."""
         if self._pool is not None:
-            if abort:  # the executor has no public way to stop running tasks
-                for proc in list((self._pool._processes or {}).values()):
-                    proc.terminate()
+            if abort:
+                _terminate_workers(self._pool)
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._listener is not None:
@@ -170,3 +169,15 @@ class FoldFits:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+
+
+def _terminate_workers(pool) -> None:
+    """SIGTERM every worker process of ``pool`` (a ``ProcessPoolExecutor``), their running
+    tasks lost. Python 3.14 has a public method for it; before that the executor has no public
+    way to stop running tasks, and its process table is read instead."""
+    stop = getattr(pool, "terminate_workers", None)
+    if stop is not None:
+        stop()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
