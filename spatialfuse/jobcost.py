@@ -105,13 +105,14 @@ IMPUTE_MEM_MB_10K = 1650.0
 IMPUTE_MODEL_MEM_MB_FIXED = 584.0
 IMPUTE_MODEL_MEM_MB_10K = 235.0
 #: Each worker process of the fold fits (``workers`` > 1; the parent then fits nothing, and
-#: its estimate above stays an upper bound): torch, the paired data, then one fit at a time
-#: (the model's weights and optimiser state grow with the genes, its arrays with spots ×
-#: genes). Largest worker's peak with the default models, 2 workers: 1.37 and 1.45 GB at
-#: 2,500 and 5,041 bins × 2,000 genes; 0.61 GB at 400 spots × 300 genes.
+#: its estimate above stays an upper bound: 1.09, 1.66 and 2.97 GB measured at 2,500, 5,041
+#: and 10^4 bins with 2 workers): torch, the paired data, then one fit at a time (the model's
+#: weights and optimiser state grow with the genes, its arrays with spots × genes). Largest
+#: worker's peak with the default models, 2 workers: 1.37, 1.45 and 1.81 GB at 2,500, 5,041
+#: and 10^4 bins × 2,000 genes; 0.61 GB at 400 spots × 300 genes.
 IMPUTE_WORKER_MEM_MB_FIXED = 600.0
-IMPUTE_WORKER_MEM_MB_GENES = 690.0  # per IMPUTE_MEM_GENES scored genes
-IMPUTE_WORKER_MEM_MB_10K = 320.0
+IMPUTE_WORKER_MEM_MB_GENES = 550.0  # per IMPUTE_MEM_GENES scored genes
+IMPUTE_WORKER_MEM_MB_10K = 730.0
 #: Scored genes of those measurements: the per-spot parts scale with the genes scored.
 IMPUTE_MEM_GENES = 2000
 #: Requested memory = this × the estimate.

@@ -114,7 +114,10 @@ def test_impute_scored_genes_are_the_highly_variable_genes_at_most_the_impute_ca
 
 #: Largest fit worker's peak RSS (benchmarks/RESULTS.md, "Parallel fold fits"): (spots, genes,
 #: MB), the default models, 2 workers.
-MEASURED_WORKER_PEAK_MB = [(2_500, 2000, 1_370), (5_041, 2000, 1_450), (400, 300, 613)]
+MEASURED_WORKER_PEAK_MB = [(2_500, 2000, 1_370), (5_041, 2000, 1_450), (10_000, 2000, 1_810),
+                           (400, 300, 613)]
+#: The job's own process beside 2 workers (same runs): (spots, genes, MB).
+MEASURED_MAIN_PEAK_MB = [(2_500, 2000, 1_090), (5_041, 2000, 1_660), (10_000, 2000, 2_970)]
 
 
 def test_impute_memory_counts_each_fit_worker():
@@ -122,6 +125,8 @@ def test_impute_memory_counts_each_fit_worker():
         per_worker = (impute_mem_mb(n, 3, True, genes, workers=2)
                       - impute_mem_mb(n, 3, True, genes)) / 2
         assert mb * 0.95 <= per_worker <= mb * 1.2, (n, genes, per_worker)  # not below
+    for n, genes, mb in MEASURED_MAIN_PEAK_MB:  # the one-process estimate bounds the parent
+        assert mb <= impute_mem_mb(n, 3, True, genes) <= mb * 1.6, (n, genes)
     imp = {"models": ["vae", "gnn", "transformer"], "denoise_models": ["gnn"]}
     req = [impute_mem_request_mb(40_000, imp, 2000, 4000, workers=w) for w in (1, 2, 4)]
     assert req == sorted(req) and len(set(req)) == 3
