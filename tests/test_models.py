@@ -262,3 +262,17 @@ def test_impute_fits_keep_the_metabolite_decoder_at_full_weight():
     assert all(p[n]["msi_weight"] == 1.0 for n in NEURAL)
     kept = _model_params(NEURAL, sections, 200, 0.1, msi_weight=None)
     assert all(kept[n]["msi_weight"] == DEFAULTS[n]["msi_weight"] == 0.5 for n in NEURAL)
+
+
+def test_size_factors_are_read_off_the_counts_and_a_spot_without_counts_gets_the_median():
+    import warnings
+
+    from spatialfuse.models.data import _size_factors
+
+    counts = np.array([[4.0, 2.0, 0.0], [0.0, 0.0, 0.0], [3.0, 0.0, 9.0], [1.0, 1.0, 1.0]])
+    f_true = np.array([0.5, np.nan, 0.25, 2.0])
+    lognorm = np.log1p(counts * np.nan_to_num(f_true)[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the all-zero spot must not warn (it is expected)
+        f = _size_factors(lognorm, counts)
+    assert f == pytest.approx([0.5, 0.5, 0.25, 2.0])  # the empty spot: the median of the others

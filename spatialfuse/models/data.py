@@ -15,6 +15,7 @@ Standardised values map back to log-normalised units with :meth:`ModelInputs.to_
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -83,8 +84,12 @@ def _size_factors(lognorm: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Per spot f with lognorm = log1p(counts * f), read off the nonzero entries (median)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(counts > 0, np.expm1(lognorm) / counts, np.nan)
-    f = np.nanmedian(np.where(np.isfinite(ratio), ratio, np.nan), axis=1) \
-        if np.isfinite(ratio).any() else np.ones(len(counts))
+    if np.isfinite(ratio).any():
+        with warnings.catch_warnings():  # a spot without counts: NaN, filled below
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            f = np.nanmedian(np.where(np.isfinite(ratio), ratio, np.nan), axis=1)
+    else:
+        f = np.ones(len(counts))
     return np.nan_to_num(f, nan=np.nanmedian(f) if np.isfinite(f).any() else 1.0).astype(np.float32)
 
 
