@@ -420,7 +420,8 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
              oracle: bool = False, params: dict | None = None, fast: bool = False,
              block: dict | None = None, median_ref: bool = False) -> list[dict]:
     """All methods on one case. ``params``: align config overrides for our methods; ``median_ref``:
-    also the affine fitted to the truth for the lowest median TRE (slow: ~1 min a case); ``fast``:
+    also the affine fitted to the truth for the lowest median TRE (slow: a Nelder–Mead over
+    every tissue pixel's error); ``fast``:
     only the automatic registration and the references (no QC/flag checks); ``block``: also the
     block-matching diagnostic with these :func:`local_shifts` arguments (its windows in
     ``rows[0]["block_windows"]``)."""
@@ -461,12 +462,12 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
                      landmark_loo_um=d["landmark_loo_error_um_median"]))
     # the ceiling of any affine: least squares on the per-pixel truth (tissue pixels)
     t = sim["msi_pixels"][sim["msi_pixels"]["tissue_fraction"] >= 0.5]
-    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy())
+    src, dst = t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy()
+    A = fit_affine(src, dst)
     rows.append(dict(base, method="best-affine (truth fit)", cpu_s=0.0,
                      **tre(Transform(A, meta={"method": "truth_affine"}), sim, msi)))
     if median_ref:
-        M = median_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy(),
-                          A)
+        M = median_affine(src, dst, A)
         rows.append(dict(base, method="best-affine for the median (truth fit)", cpu_s=0.0,
                          **tre(Transform(M, meta={"method": "truth_median_affine"}), sim, msi)))
     for peer in peers:
@@ -528,7 +529,7 @@ def main(argv=None) -> pd.DataFrame:
                          "the Hessian-weighted average of the windows, default 300)")
     ap.add_argument("--median-affine", action="store_true",
                     help="also the affine fitted to the truth for the lowest MEDIAN TRE (least squares "
-                         "minimises the mean square, not the median the target is set on; ~1 min a case)")
+                         "minimises the mean square, not the median the target is set on; slow)")
     ap.add_argument("--peers-only", action="store_true",
                     help="run only the peers (and the landmark/best-affine references), not ours")
     args = ap.parse_args(argv)
