@@ -23,6 +23,10 @@ Methods, on the same cases:
   that start itself, before SpatialMETA fits anything, is reported on its own row). Its CPU
   time is the fit's (VAE + alignment; one torch thread).
 
+Each found affine (ours, the landmark one) is also compared with the truth's best affine, its
+offset split into shift, rotation, scale and anisotropy, with the mean ± standard error of each
+over the cases: a shared bias of the fit would show there (``affine_offset``).
+
 QC flag: each case's automatic registration is counted as flagged or not against "wrong"
 (median TRE > 100 µm), and three deliberately wrong placements of each found transform (rotated
 180°, mirrored, shifted 300 µm) must all be flagged.
@@ -416,6 +420,29 @@ def tre_table_median(T, sim, inp) -> float:
     return truth_error_table(T, sim["msi_pixels"], obs, inp.pixel_um)["truth_error_um_median"]
 
 
+def affine_offset(A_found: np.ndarray, A_ref: np.ndarray, st_xy: np.ndarray) -> dict:
+    """How a found affine (MSI µm → ST µm, 3×3) differs from a reference one (the truth's best
+    affine), split into parts: its shift at the centroid of ``st_xy`` (the tissue, ST frame),
+    rotation, isotropic scale and anisotropy (ratio of the singular values) of ``A_found ∘
+    A_ref⁻¹``, and the four linear components of ``A_ref⁻¹ ∘ A_found`` in the MSI raster's own
+    axes (in %), where a bias of the MSI side (its pixel grid, its partial-volume estimate)
+    would show as the same sign in every case."""
+    D = np.asarray(A_found, float) @ np.linalg.inv(A_ref)
+    L = D[:2, :2]
+    U, s, Vt = np.linalg.svd(L)
+    R = U @ Vt
+    c = np.asarray(st_xy, float).mean(0)
+    shift = L @ c + D[:2, 2] - c
+    E = (np.linalg.inv(A_ref) @ np.asarray(A_found, float))[:2, :2] - np.eye(2)
+    return dict(offset_shift_x_um=float(shift[0]), offset_shift_y_um=float(shift[1]),
+                offset_shift_um=float(np.hypot(*shift)),
+                offset_rotation_deg=float(np.degrees(np.arctan2(R[1, 0], R[0, 0]))),
+                offset_scale_pct=float((np.sqrt(abs(np.linalg.det(L))) - 1) * 100),
+                offset_anisotropy_pct=float((s[0] / s[1] - 1) * 100),
+                offset_msi_xx_pct=float(E[0, 0] * 100), offset_msi_yy_pct=float(E[1, 1] * 100),
+                offset_msi_xy_pct=float(E[0, 1] * 100), offset_msi_yx_pct=float(E[1, 0] * 100))
+
+
 def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
              oracle: bool = False, params: dict | None = None, fast: bool = False,
              block: dict | None = None, median_ref: bool = False) -> list[dict]:
@@ -441,7 +468,7 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         out = fn()
         return out, time.process_time() - t0
 
-    inps = {}
+    inps, T_found = {}, {}
     ours = (("spatialfuse", params, None),
             ("spatialfuse-affine", {**params, "nonrigid": False}, None),
             ("spatialfuse+landmarks", params, lm))
@@ -455,17 +482,22 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         (T, _), cpu = timed(reg)
         if method == "spatialfuse":
             T_auto = T
+        T_found[method] = T
         rows.append(dict(base, method=method, cpu_s=cpu, **tre(T, sim, msi)))
     (T, d), cpu = timed(lambda: register_landmarks(lm[["st_x_um", "st_y_um"]].to_numpy(),
                                                     lm[["msi_x_um", "msi_y_um"]].to_numpy()))
     rows.append(dict(base, method="landmark-affine", cpu_s=cpu, **tre(T, sim, msi),
                      landmark_loo_um=d["landmark_loo_error_um_median"]))
+    T_found["landmark-affine"] = T
     # the ceiling of any affine: least squares on the per-pixel truth (tissue pixels)
     t = sim["msi_pixels"][sim["msi_pixels"]["tissue_fraction"] >= 0.5]
     src, dst = t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy()
     A = fit_affine(src, dst)
     rows.append(dict(base, method="best-affine (truth fit)", cpu_s=0.0,
                      **tre(Transform(A, meta={"method": "truth_affine"}), sim, msi)))
+    for r in rows:  # each found affine against the truth's best one
+        if r["method"] in T_found:
+            r.update(affine_offset(T_found[r["method"]].affine, A, dst))
     if median_ref:
         M = median_affine(src, dst, A)
         rows.append(dict(base, method="best-affine for the median (truth fit)", cpu_s=0.0,
@@ -572,6 +604,7 @@ def main(argv=None) -> pd.DataFrame:
     print(summary.round(2).to_string())
     print("\nAll cases:")
     print(overall.round(2).to_string())
+    print_affine_offsets(df)
     sf = df[df["method"] == "spatialfuse"]
     if sf.empty:
         return df
@@ -599,6 +632,26 @@ def main(argv=None) -> pd.DataFrame:
         print(f"10 um pixels ({int(big['msi_pixels'].median())} pixels): align CPU "
               f"{big['align_cpu_s'].median():.1f}s median")
     return df
+
+
+def print_affine_offsets(df: pd.DataFrame) -> None:
+    """Each method's found affine against the truth's best affine, over the cases: the size of
+    each part (median), and the mean ± standard error of the signed parts, to tell a bias
+    shared by the cases (a mean several standard errors from 0) from case-by-case scatter."""
+    if "offset_shift_um" not in df:
+        return
+    print("\nFound affine vs the truth's best affine (per case: shift at the tissue centroid, "
+          "rotation, isotropic scale, anisotropy; MSI-axis components of the linear part):")
+    for method, g in df.dropna(subset=["offset_shift_um"]).groupby("method", sort=False):
+        def ms(col):
+            v = g[col].to_numpy()
+            return f"{v.mean():+.2f} ± {v.std(ddof=1) / np.sqrt(len(v)):.2f}" if len(v) > 1 else f"{v[0]:+.2f}"
+        print(f"  {method} ({len(g)} cases): shift median {g['offset_shift_um'].median():.1f} um "
+              f"(mean x {ms('offset_shift_x_um')}, y {ms('offset_shift_y_um')} um); rotation median "
+              f"|{g['offset_rotation_deg'].abs().median():.2f}| deg (mean {ms('offset_rotation_deg')}); "
+              f"scale mean {ms('offset_scale_pct')} %; anisotropy median "
+              f"{g['offset_anisotropy_pct'].median():.2f} %; MSI axes xx {ms('offset_msi_xx_pct')}, "
+              f"yy {ms('offset_msi_yy_pct')}, xy {ms('offset_msi_xy_pct')}, yx {ms('offset_msi_yx_pct')} %")
 
 
 def _print_oracle(sf: pd.DataFrame) -> None:

@@ -88,3 +88,27 @@ def test_histology_diagnostic_outline_is_unbiased_and_cells_sit_where_the_image_
 
     loose = ndimage.gaussian_filter(np.linalg.norm(img - bgc, axis=2), 1.0) > 0.15
     assert loose.sum() > mask.sum() * 1.005
+
+
+def test_affine_offset_splits_a_known_error_into_its_parts():
+    rng = np.random.default_rng(0)
+    th = np.deg2rad(37.0)
+    A_ref = np.array([[np.cos(th), -np.sin(th), 500.0], [np.sin(th), np.cos(th), -200.0], [0, 0, 1]])
+    st_xy = rng.uniform(1000, 3000, (200, 2))
+    c = st_xy.mean(0)
+    # an error in the ST frame about the tissue centroid: 0.5 deg, +1 % scale, then a 6/-8 um shift
+    a = np.deg2rad(0.5)
+    L = 1.01 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    D = np.eye(3)
+    D[:2, :2], D[:2, 2] = L, c - L @ c + np.array([6.0, -8.0])
+    o = ab.affine_offset(D @ A_ref, A_ref, st_xy)
+    assert np.isclose(o["offset_shift_x_um"], 6.0) and np.isclose(o["offset_shift_y_um"], -8.0)
+    assert np.isclose(o["offset_shift_um"], 10.0)
+    assert np.isclose(o["offset_rotation_deg"], 0.5) and np.isclose(o["offset_scale_pct"], 1.0)
+    assert abs(o["offset_anisotropy_pct"]) < 1e-9
+    # a stretch of the MSI raster's own x axis by 2 % shows as anisotropy and in its xx component only
+    S = np.diag([1.02, 1.0, 1.0])
+    o = ab.affine_offset(A_ref @ S, A_ref, st_xy)
+    assert np.isclose(o["offset_msi_xx_pct"], 2.0) and np.isclose(o["offset_anisotropy_pct"], 2.0)
+    assert np.allclose([o["offset_msi_yy_pct"], o["offset_msi_xy_pct"], o["offset_msi_yx_pct"]], 0.0, atol=1e-9)
+    assert abs(o["offset_rotation_deg"]) < 1e-9
