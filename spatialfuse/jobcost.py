@@ -48,6 +48,21 @@ def count_rows(table: str | Path) -> int | None:
         return None
 
 
+def input_mb(paths) -> float:
+    """MiB of a job's input files (``input`` of a resource function), as Snakemake's
+    ``input.size_mb`` counts them, but read directly: files not written yet count 0 (Snakemake
+    evaluates a job's resources again once its inputs exist). ``input.size_mb`` itself starts an
+    asynchronous size lookup that fails inside ``snakemake --report`` (its DAG is built in an
+    event loop already) and leaves a "coroutine was never awaited" RuntimeWarning per rule."""
+    total = 0
+    for p in paths:
+        try:
+            total += Path(p).stat().st_size
+        except FileNotFoundError:
+            continue
+    return total / 1024 / 1024
+
+
 def impute_model_fits(impute: dict, workers: int = 1) -> int:
     """Joint-model fits of an impute job one after the other, from its validated config
     section (schema defaults filled in): blocks × ``models`` of the cross-modal CV + folds ×

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from spatialfuse import jobcost
-from spatialfuse.jobcost import (count_rows, impute_cpu_seconds, impute_mem_mb,
+from spatialfuse.jobcost import (count_rows, impute_cpu_seconds, input_mb, impute_mem_mb,
                                  impute_mem_request_mb, impute_model_fits,
                                  impute_runtime_minutes, impute_scored_genes,
                                  impute_workers)
@@ -22,6 +22,17 @@ def test_count_rows_reads_the_spots_of_a_coverage_table_and_none_before_it_exist
     assert count_rows(f) == 413
     f.write_text("\tmsi_coverage\n")
     assert count_rows(f) == 0
+
+
+def test_input_mb_sums_the_existing_inputs_in_mib_and_skips_those_not_written_yet(tmp_path):
+    a, b = tmp_path / "a.h5ad", tmp_path / "b.imzML"
+    a.write_bytes(b"x" * 3 * 1024 * 1024)
+    b.write_bytes(b"y" * 512 * 1024)
+    assert input_mb([str(a), str(b)]) == pytest.approx(3.5)
+    # a file of an upstream job that has not run yet counts nothing (resources are evaluated
+    # again once it exists)
+    assert input_mb([str(a), str(tmp_path / "later.h5mu")]) == pytest.approx(3.0)
+    assert input_mb([]) == 0
 
 
 def test_impute_runtime_is_the_minimum_for_visium_sizes_and_grows_for_visium_hd():

@@ -4,6 +4,7 @@ from pathlib import Path
 from spatialfuse.config import ibd_beside
 from spatialfuse.jobcost import (
     count_rows,
+    input_mb,
     impute_mem_request_mb,
     impute_model_fits,
     impute_runtime_minutes,
@@ -150,7 +151,7 @@ def impute_mem(wildcards, input, attempt, threads):
         count_rows(input.coverage),
         config["impute"],
         impute_scored_genes(config),
-        floor_mb=4000 + 6 * input.size_mb,
+        floor_mb=4000 + 6 * input_mb(input),
         attempt=attempt,
         workers=threads,
     )
@@ -163,7 +164,7 @@ def scaled(base, per_input_mb=0):
     if not per_input_mb:
         return lambda wildcards, attempt: int(base * attempt)
     return lambda wildcards, input, attempt: int(
-        (base + per_input_mb * input.size_mb) * attempt
+        (base + per_input_mb * input_mb(input)) * attempt
     )
 
 
