@@ -98,6 +98,22 @@ def test_cohort_tables_and_figures(cohort):
     assert w > 300 and h > 200
 
 
+def test_cohort_table_rows_follow_q_then_effect_or_effect_alone_without_tests():
+    from spatialfuse.report.summary import _cohort_order
+
+    t = pd.DataFrame({"feature": list("abcd"), "log2fc": [0.1, -3.0, 1.0, 2.0],
+                      "qval": [0.5, 0.01, np.nan, 0.01]})
+    out, order = _cohort_order(t)
+    # by q (NaN last), equal q by the larger |log2fc|
+    assert list(out["feature"]) == ["b", "d", "a", "c"] and order == "by qval"
+    # one sample per condition: no q-values at all, so the largest effects come first
+    out, order = _cohort_order(t.assign(qval=np.nan))
+    assert list(out["feature"]) == ["b", "d", "c", "a"]
+    assert order.startswith("by the largest |log2fc|") and "no qval" in order
+    out, order = _cohort_order(t[["feature"]])
+    assert list(out["feature"]) == list("abcd") and order == ""
+
+
 def test_summary_opens_with_flags_and_is_self_contained(cohort):
     html = cohort["html"].read_text(encoding="utf-8")
     i_flag, i_cards = html.index("Needs attention"), html.index("Results per sample")

@@ -236,6 +236,26 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
             + (f"<b>Best metabolite–gene links</b><ol>{lis}</ol>" if lis else "") + "</div>")
 
 
+def _cohort_order(t: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Rows of a cohort table in the order the report shows them, and that order in words: by
+    q-value (ties by the largest absolute effect); by the largest absolute effect when no row
+    has a q-value (one sample per condition: effects only); as written otherwise."""
+    low = {c.lower(): c for c in t.columns}
+    qcol = next((low[c] for c in ("qval", "q", "padj", "fdr") if c in low), None)
+    ecol = next((low[c] for c in ("log2fc", "logfc", "effect") if c in low), None)
+    q = pd.to_numeric(t[qcol], errors="coerce") if qcol else None
+    e = pd.to_numeric(t[ecol], errors="coerce").abs() if ecol else None
+    if q is not None and q.notna().any():
+        keys = pd.DataFrame({"q": q, "e": -e if e is not None else 0.0})
+        idx = keys.sort_values(["q", "e"], na_position="last", kind="stable").index
+        return t.loc[idx], f"by {html.escape(qcol)}"
+    if e is not None and e.notna().any():
+        idx = e.sort_values(ascending=False, na_position="last", kind="stable").index
+        why = f" (no {html.escape(qcol)}: too few samples to test)" if qcol else ""
+        return t.loc[idx], f"by the largest |{html.escape(ecol)}|{why}"
+    return t, ""
+
+
 def _cohort_section(paths: list[str], captions: dict[str, str]) -> str:
     out = []
     for p in paths:
@@ -247,11 +267,9 @@ def _cohort_section(paths: list[str], captions: dict[str, str]) -> str:
                               html.escape(f"Cohort comparison ({p.name})")))
         elif p.suffix.lower() in (".tsv", ".csv", ".txt"):
             t = pd.read_csv(p, sep="\t" if p.suffix.lower() != ".csv" else ",")
-            qcol = next((c for c in t.columns if c.lower() in ("qval", "q", "padj", "fdr")), None)
-            if qcol:
-                t = t.sort_values(qcol)
+            t, order = _cohort_order(t)
             tid = f"cohort-{p.stem}"
-            shown = f"; the first 200 by {html.escape(qcol)}" if qcol and len(t) > 200 else ""
+            shown = f"; the first 200 {order}" if order and len(t) > 200 else ""
             out.append(f"<h3>{html.escape(p.name)}</h3><p class='muted'>{len(t):,} rows{shown}"
                        f".</p>{filter_box(tid)}{table_html(t.head(200), table_id=tid)}")
     return "".join(out)
