@@ -150,6 +150,21 @@ def condition_differences(profiles: dict[str, dict[str, pd.DataFrame]],
                            na_position="last").reset_index(drop=True)
 
 
+def by_evidence(t: pd.DataFrame, qcol: str | None = "qval", ecol: str | None = "log2fc") -> pd.DataFrame:
+    """Rows of a condition table, strongest evidence first: by q-value, equal q by the larger
+    absolute effect; by the absolute effect alone when no row has a q-value (one sample per
+    condition: effects only). Missing values last; columns that are absent are skipped."""
+    keys = {}
+    if qcol in t.columns and pd.to_numeric(t[qcol], errors="coerce").notna().any():
+        keys["q"] = pd.to_numeric(t[qcol], errors="coerce")
+    if ecol in t.columns:
+        keys["e"] = -pd.to_numeric(t[ecol], errors="coerce").abs()
+    if not keys:
+        return t
+    k = pd.DataFrame(keys, index=t.index)
+    return t.loc[k.sort_values(list(keys), na_position="last", kind="stable").index]
+
+
 def _with_qval(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with a ``qval`` column: BH over the rows that have a p-value (NaN elsewhere)."""
     ok = df["pval"].notna().to_numpy()

@@ -20,6 +20,7 @@ from ..plots import (
     savefig,
     spot_size,
 )
+from .conditions import by_evidence
 
 #: metrics whose key says they are a registration error in µm (truth, landmarks, ...)
 ERROR_SUFFIX = "_um_median"
@@ -459,11 +460,9 @@ def conditions_figure(feats: pd.DataFrame, abund: pd.DataFrame, path, fdr: float
     fig, axes = plt.subplots(1, len(mods) + 1, figsize=(6.5 * len(mods) + 3.6, 4.2),
                              squeeze=False, gridspec_kw={"width_ratios": [5] * len(mods) + [2]})
     for ax, mod in zip(axes[0], mods):
-        sub = f[f["modality"] == mod].copy()
-        sub["abs"] = sub["log2fc"].abs()
+        sub = f[f["modality"] == mod]
         tested = sub["pval"].notna().any()
-        order = sub.sort_values(["qval", "abs"] if tested else ["abs"],
-                                ascending=[True, False] if tested else [False], kind="stable")
+        order = by_evidence(sub)
         feats_top = list(dict.fromkeys(order["feature"]))[:top]
         M = sub.pivot_table(index="domain", columns="feature", values="log2fc").reindex(
             columns=feats_top)

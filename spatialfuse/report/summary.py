@@ -19,6 +19,7 @@ import yaml
 
 from . import provenance
 from .aggregate import ResultsTree, collect_flags, read_json
+from .conditions import by_evidence
 from .html import (
     CSS,
     JS,
@@ -237,22 +238,16 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
 
 
 def _cohort_order(t: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Rows of a cohort table in the order the report shows them, and that order in words: by
-    q-value (ties by the largest absolute effect); by the largest absolute effect when no row
-    has a q-value (one sample per condition: effects only); as written otherwise."""
+    """Rows of a cohort table in the order the report shows them (:func:`.conditions.by_evidence`)
+    and that order in words."""
     low = {c.lower(): c for c in t.columns}
     qcol = next((low[c] for c in ("qval", "q", "padj", "fdr") if c in low), None)
     ecol = next((low[c] for c in ("log2fc", "logfc", "effect") if c in low), None)
-    q = pd.to_numeric(t[qcol], errors="coerce") if qcol else None
-    e = pd.to_numeric(t[ecol], errors="coerce").abs() if ecol else None
-    if q is not None and q.notna().any():
-        keys = pd.DataFrame({"q": q, "e": -e if e is not None else 0.0})
-        idx = keys.sort_values(["q", "e"], na_position="last", kind="stable").index
-        return t.loc[idx], f"by {html.escape(qcol)}"
-    if e is not None and e.notna().any():
-        idx = e.sort_values(ascending=False, na_position="last", kind="stable").index
+    if qcol and pd.to_numeric(t[qcol], errors="coerce").notna().any():
+        return by_evidence(t, qcol, ecol), f"by {html.escape(qcol)}"
+    if ecol and pd.to_numeric(t[ecol], errors="coerce").notna().any():
         why = f" (no {html.escape(qcol)}: too few samples to test)" if qcol else ""
-        return t.loc[idx], f"by the largest |{html.escape(ecol)}|{why}"
+        return by_evidence(t, qcol, ecol), f"by the largest |{html.escape(ecol)}|{why}"
     return t, ""
 
 
