@@ -17,7 +17,8 @@ st = ad.read_h5ad(sm.input.st)
 msi = ad.read_h5ad(sm.input.msi)
 landmarks = read_landmarks(sm.input.landmarks[0], sample) if sm.input.landmarks else None
 truth = sm.input.truth[0] if sm.input.truth else None
-out = run_align(st, msi, sm.params.align, sample=sample, landmarks=landmarks, truth_dir=truth)
+out = run_align(st, msi, sm.params.align, sample=sample, landmarks=landmarks, truth_dir=truth,
+                seed=int(sm.params.seed))
 out["transform"].save(sm.output.transform)
 out["msi_aligned"].write_h5ad(sm.output.msi_aligned, compression="gzip")
 write_paired(sm.output.paired, out["rna"], out["msi_spots"], uns={"sample": sample})

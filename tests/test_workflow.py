@@ -115,7 +115,7 @@ def _with_downstream(*rules: str) -> set[str]:
     ("domains", {"domains__refine": True}, ["domains"]),
     ("interpret", {"interpret__fdr": 0.1}, ["interpret"]),
     ("report", {"report__title": "Another title"}, ["report"]),
-    ("seed", {"seed": 1}, ["simulate_demo", "impute", "model", "domains", "interpret"]),
+    ("seed", {"seed": 1}, ["simulate_demo", "align", "impute", "model", "domains", "interpret"]),
     ("device", {"device": "cpu"}, ["model", "impute"]),
 ])
 def test_selective_rerun(demo_run, section, edit, first_rules):

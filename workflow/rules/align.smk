@@ -32,5 +32,6 @@ rule align:
     params:
         align=config["align"],
         info=sample_info,
+        seed=config["seed"],
     script:
         "../../scripts/align.py"
