@@ -62,7 +62,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spatialfuse.align.qc import error_summary, truth_error_table  # noqa: E402
-from spatialfuse.align.register import register_landmarks  # noqa: E402
+from spatialfuse.align.register import affine_uncertainty, register_landmarks  # noqa: E402
 from spatialfuse.align.stage import (  # noqa: E402
     DEFAULTS,
     assess_registration,
@@ -434,7 +434,9 @@ def affine_offset(A_found: np.ndarray, A_ref: np.ndarray, st_xy: np.ndarray) -> 
     c = np.asarray(st_xy, float).mean(0)
     shift = L @ c + D[:2, 2] - c
     E = (np.linalg.inv(A_ref) @ np.asarray(A_found, float))[:2, :2] - np.eye(2)
-    return dict(offset_shift_x_um=float(shift[0]), offset_shift_y_um=float(shift[1]),
+    xy = np.asarray(st_xy, float)
+    rms = float(np.sqrt(np.mean(np.sum((xy @ L.T + D[:2, 2] - xy) ** 2, 1))))
+    return dict(offset_rms_um=rms, offset_shift_x_um=float(shift[0]), offset_shift_y_um=float(shift[1]),
                 offset_shift_um=float(np.hypot(*shift)),
                 offset_rotation_deg=float(np.degrees(np.arctan2(R[1, 0], R[0, 0]))),
                 offset_scale_pct=float((np.sqrt(abs(np.linalg.det(L))) - 1) * 100),
@@ -468,7 +470,7 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         out = fn()
         return out, time.process_time() - t0
 
-    inps, T_found = {}, {}
+    inps, T_found, diags = {}, {}, {}
     ours = (("spatialfuse", params, None),
             ("spatialfuse-affine", {**params, "nonrigid": False}, None),
             ("spatialfuse+landmarks", params, lm))
@@ -479,7 +481,7 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
             inps[method] = inp
             return register(inp, mparams, landmarks=landmarks, sample=c["name"])
 
-        (T, _), cpu = timed(reg)
+        (T, diags[method]), cpu = timed(reg)
         if method == "spatialfuse":
             T_auto = T
         T_found[method] = T
@@ -515,6 +517,13 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         bw = block_diagnostic(inps["spatialfuse"], sim, T_auto.affine, c["name"], **block)
         rows[0]["block_windows"] = bw.assign(warp_um=base["warp_um"], pixel_um=base["pixel_um"])
     if fast:
+        if "spatialfuse" in inps:  # the stage's uncertainty estimate, as run_align computes it
+            d = diags["spatialfuse"]
+            u = affine_uncertainty(inps["spatialfuse"].pts, inps["spatialfuse"].raster, T_auto.affine,
+                                   float(d["levels_um"][-1]), halves=int(pp["uncertainty_halves"]),
+                                   seed=0, feature_weight=float(pp["feature_weight"]),
+                                   balance=bool(d.get("balanced_fit", {}).get("accepted", False)))
+            rows[0]["affine_uncertainty_um"] = u.get("affine_uncertainty_um")
         if oracle:
             rows[0].update(warp_oracle(inps["spatialfuse"], sim, T_auto.affine))
         return rows
@@ -524,6 +533,7 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
     rows[0]["similarity"] = out["qc"].get("feature_similarity")
     rows[0]["placement_margin"] = out["qc"].get("placement_margin")
     rows[0]["dice"] = out["qc"].get("tissue_dice")
+    rows[0]["affine_uncertainty_um"] = out["qc"].get("affine_uncertainty_um")
     inp = inps["spatialfuse"]
     wrong = deliberately_wrong(T_auto, inp.raster.tissue_xy)
     rows[0]["wrong_flagged"] = sum(assess_registration(inp, W, params)["flagged"] for W in wrong.values())
@@ -608,6 +618,7 @@ def main(argv=None) -> pd.DataFrame:
     sf = df[df["method"] == "spatialfuse"]
     if sf.empty:
         return df
+    print_uncertainty(sf)
     if "align_cpu_s" not in sf:  # --fast
         print(f"\nspatialfuse: median TRE <= 1/2 pixel in {(sf['tre_px'] <= 0.5).sum()}/{len(sf)} cases")
         _print_oracle(sf)
@@ -632,6 +643,24 @@ def main(argv=None) -> pd.DataFrame:
         print(f"10 um pixels ({int(big['msi_pixels'].median())} pixels): align CPU "
               f"{big['align_cpu_s'].median():.1f}s median")
     return df
+
+
+def print_uncertainty(sf: pd.DataFrame) -> None:
+    """The stage's own uncertainty estimate (qc.json ``affine_uncertainty_um``: the affine
+    refitted on halves of the section) against what it should predict: the found affine's
+    RMS distance from the truth's best affine over the tissue, and the whole median TRE (which
+    a smooth warp adds to)."""
+    if "affine_uncertainty_um" not in sf or sf["affine_uncertainty_um"].isna().all():
+        return
+    u = sf["affine_uncertainty_um"].astype(float)
+    ratio = sf["offset_rms_um"] / u
+    print(f"\nuncertainty estimate (affine refitted on halves): median {u.median():.1f} um "
+          f"({u.min():.1f}-{u.max():.1f}); affine's distance from the truth's affine median "
+          f"{sf['offset_rms_um'].median():.1f} um; rank correlation with it "
+          f"{u.corr(sf['offset_rms_um'], method='spearman'):.2f}, with the median TRE "
+          f"{u.corr(sf['truth_error_um_median'], method='spearman'):.2f}; distance / estimate "
+          f"median {ratio.median():.2f} ({ratio.min():.2f}-{ratio.max():.2f}), within x2 in "
+          f"{int(((ratio >= 0.5) & (ratio <= 2)).sum())}/{len(sf)} cases")
 
 
 def print_affine_offsets(df: pd.DataFrame) -> None:

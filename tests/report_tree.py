@@ -74,7 +74,8 @@ def build_tree(root: Path, samples=("a", "b"), models=("pca", "vae"), *, truth_f
               "spots_covered": len(xy) - (30 if flagged else 0),
               "warnings": ["tissue overlap (Dice 0.41) is below align.min_dice=0.6: the "
                            "registration may be wrong"] if flagged else [],
-              "flagged": flagged, "new_key_from_align": {"nested": 1.5, "text": "x"}}
+              "flagged": flagged, "new_key_from_align": {"nested": 1.5, "text": "x"},
+              "affine_uncertainty_um": 7.3}
         if s in truth_for:
             qc.update(truth_error_um_median=12.5, truth_error_um_p90=30.0)
         _write_json(d / "align/qc.json", qc)

@@ -174,6 +174,12 @@ def test_automatic_registration_on_demo(small_ingested, small_demo_files):
     assert qc["truth_error_um_median"] < 0.75 * px  # a wrong rotation gives 100s of µm
     assert qc["tissue_dice"] > 0.85 and not qc["flagged"] and qc["warnings"] == []
     assert qc["feature_similarity"] > qc["feature_similarity_null"]
+    # how well the data pin the affine: its refits on halves of the section scatter by less
+    # than a spot pitch (tens of µm on this small section), and the scatter is in qc.json
+    unc = qc["affine_uncertainty"]
+    assert unc["halves"] == 8 and len(unc["half_moved_um"]) == 8
+    assert 0 < qc["affine_uncertainty_um"] < 100.0
+    assert qc["affine_uncertainty_um"] == pytest.approx(np.sqrt(np.mean(np.square(unc["half_moved_um"]))))
     # the B-spline is kept only when it passes its cross-validation; when kept, its fitted
     # inverse must agree with the forward map
     assert "nonrigid_check" in qc
@@ -287,6 +293,50 @@ def test_landmarks_reported_with_leave_one_out(small_ingested, small_demo_files)
     assert qc["method"] == "landmarks_affine" and qc["n_landmarks"] == 8
     assert 0 < qc["landmark_loo_error_um_median"] < 60
     assert qc["truth_error_um_median"] < 60
+
+
+def test_affine_uncertainty_is_seeded_and_switchable(small_ingested):
+    """The half-sample refits draw their halves from the run's seed: the same seed gives the
+    same number, another seed other halves; ``uncertainty_halves: 0`` and the methods that fit
+    no affine to the images leave it out."""
+    import dataclasses
+
+    from spatialfuse.align.register import affine_uncertainty
+    from spatialfuse.align.stage import prepare_inputs, register
+
+    st, msi = small_ingested["st"], small_ingested["msi"]
+    inp = prepare_inputs(st, msi, 8, 0)
+    T, diag = register(inp, {"nonrigid": False})
+    sigma = diag["levels_um"][-1]
+    a = affine_uncertainty(inp.pts, inp.raster, T.affine, sigma, seed=1)
+    b = affine_uncertainty(inp.pts, inp.raster, T.affine, sigma, seed=1)
+    c = affine_uncertainty(inp.pts, inp.raster, T.affine, sigma, seed=2)
+    assert a["half_moved_um"] == b["half_moved_um"] and a["half_moved_um"] != c["half_moved_um"]
+    assert a["block_um"] == pytest.approx(4 * inp.pts.pitch_um) and a["blocks"] >= 4
+    # squares as wide as the section: nothing to resample, said so instead of a number
+    one = affine_uncertainty(dataclasses.replace(inp.pts, pitch_um=1e5), inp.raster, T.affine, sigma)
+    assert one["affine_uncertainty_um"] is None and "too few" in one["reason"]
+    off = run_align(st, msi, {"nonrigid": False, "uncertainty_halves": 0}, sample="s")["qc"]
+    assert "affine_uncertainty_um" not in off
+    ident = run_align(st, msi, {"method": "identity"}, sample="s")["qc"]
+    assert "affine_uncertainty_um" not in ident
+
+
+def test_poorly_determined_affine_is_flagged(small_ingested, monkeypatch, caplog):
+    """Halves of the section that move the affine by more than a spot pitch flag the sample,
+    loudly, like the other registration checks."""
+    import spatialfuse.align.stage as stage
+    from spatialfuse.align.stage import uncertainty_warning
+
+    assert uncertainty_warning(None, 100.0) is None and uncertainty_warning(99.0, 100.0) is None
+    assert "poorly determined" in uncertainty_warning(150.0, 100.0)
+    monkeypatch.setattr(stage, "affine_uncertainty",
+                        lambda *a, **k: {"halves": 8, "affine_uncertainty_um": 250.0})
+    with caplog.at_level("WARNING"):
+        qc = run_align(small_ingested["st"], small_ingested["msi"], {"nonrigid": False},
+                       sample="loose")["qc"]
+    assert qc["flagged"] and any("poorly determined" in w for w in qc["warnings"])
+    assert "REGISTRATION FLAGGED (loose)" in caplog.text and "250 um" in caplog.text
 
 
 def test_wrong_registration_is_flagged(small_ingested, caplog):

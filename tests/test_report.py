@@ -131,6 +131,7 @@ def test_summary_opens_with_flags_and_is_self_contained(cohort):
     assert re.search(r'data-i="0"[^>]*>truth</button>', html) and ">vae</button>" in html
     assert html.count(">truth</button>") == 1  # sample b has no truth: no empty truth layer
     for needle in ("registration error (µm, median)", "ARI pca", "ARI vae",
+                   "registration uncertainty</dt><dd>±7.3 µm",
                    'table class="sortable"',
                    "Input checksums", "Run time per rule", "&quot;model.vae.seed&quot;: 3",
                    "Every installed Python package", "Strongest metabolite",

@@ -198,6 +198,9 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
     kv = []
     if "tissue_dice" in q:
         kv.append(("tissue overlap (Dice)", f"{q['tissue_dice']:.2f}"))
+    if isinstance(q.get("affine_uncertainty_um"), (int, float)):
+        kv.append(("registration uncertainty", f"±{q['affine_uncertainty_um']:.1f} µm (affine refitted "
+                   "on halves of the section; a smooth warp adds to it)"))
     for k in _error_keys(q):
         p90 = q.get(k.replace("_median", "_p90"))
         what = k.replace("_error_um_median", "").replace("_", " ")
