@@ -155,6 +155,7 @@ def test_report_without_truth_conditions_pathways_or_training(tmp_path):
     assert "passed every stage" in html and "Needs attention" not in html
     glance = html.split('id="glance"')[1].split("</table>")[0]
     assert "ARI" not in glance and "registration error" not in glance and "Dice" in glance
+    assert "registration uncertainty (µm)" in glance and "7.3" in glance
     assert ">truth</button>" not in html
     assert "Cohort comparison" in html and html.index("0.01") < html.index("0.2")
 

@@ -79,6 +79,8 @@ def _glance(samples, conditions, qc, interp, metrics, flags) -> pd.DataFrame:
             row["condition"] = conditions.get(s, "")
         row["spots paired"] = q.get("spots_covered")
         row["tissue Dice"] = q.get("tissue_dice")
+        if q.get("affine_uncertainty_um") is not None:
+            row["registration uncertainty (µm)"] = q["affine_uncertainty_um"]
         for k in _error_keys(q):
             what = k.replace("_error_um_median", "").replace("_", " ")
             label = "registration error (µm, median)" if what == "truth" else \
