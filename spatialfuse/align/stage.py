@@ -368,7 +368,7 @@ def uncertainty_warning(uncertainty_um: float | None, pitch_um: float) -> str | 
     """A warning when the affine moves by more than one spot pitch between halves of the
     section (:func:`~.register.affine_uncertainty`): the data do not pin the registration down
     at the scale of the spots. (On the benchmark's 20 correct registrations the spread is
-    5–38 µm against a 100 µm pitch.)"""
+    5.8–35 µm against a 100 µm pitch.)"""
     if uncertainty_um is None or uncertainty_um <= pitch_um:
         return None
     return (f"the registration is poorly determined: refitted on halves of the section, the "
