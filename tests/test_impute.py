@@ -216,6 +216,37 @@ def test_ridge_on_embedding_never_reads_heldout_targets():
     assert np.min(columnwise_corr(ridge_on_embedding(Z, Y3, ~test, test), Y3[test])) > 0.95
 
 
+def test_ridge_cv_matches_leave_one_out_ridge():
+    """The one-penalty ridge of the baselines and hybrids: the penalty RidgeCV would choose and
+    its predictions, from a leave-one-out error summed over targets without forming each
+    penalty's residuals (checked against explicit leave-one-out refits too)."""
+    from sklearn.linear_model import Ridge, RidgeCV
+
+    from spatialfuse.impute.crossmodal import RIDGE_ALPHAS, ridge_cv_predict
+
+    rng = np.random.default_rng(3)
+    for n, p, t, noise in [(60, 5, 3, 1.0), (30, 40, 7, 0.5), (200, 12, 150, 3.0),
+                           (80, 6, 1, 0.05)]:
+        X = rng.normal(size=(n, p)) * rng.uniform(0.1, 10, p)
+        X[:, 0] = 2.0  # a constant input: no variance, no effect
+        Y = X @ rng.normal(size=(p, t)) + noise * rng.normal(size=(n, t)) + 5
+        Xn = rng.normal(size=(9, p))
+        got = ridge_cv_predict(X, Y, Xn)
+        ref = RidgeCV(alphas=RIDGE_ALPHAS).fit(X, Y).predict(Xn).reshape(got.shape)
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
+        assert ridge_cv_predict(X, Y[:, 0], Xn).shape == (9,)
+    # the chosen penalty minimises the explicit leave-one-out error (last data set)
+    loo = []
+    for a in RIDGE_ALPHAS:
+        e = 0.0
+        for i in range(n):
+            keep = np.arange(n) != i
+            e += float(((Ridge(alpha=a).fit(X[keep], Y[keep]).predict(X[i:i + 1]) - Y[i]) ** 2).sum())
+        loo.append(e)
+    best = Ridge(alpha=RIDGE_ALPHAS[int(np.argmin(loo))]).fit(X, Y).predict(Xn).reshape(9, -1)
+    np.testing.assert_allclose(ridge_cv_predict(X, Y, Xn), best, rtol=1e-8)
+
+
 def test_heldout_entries_hide_each_entry_once_and_recover_smooth_maps():
     from spatialfuse.impute.smooth import heldout_entry_folds, heldout_entry_predictions
     from spatialfuse.metrics import columnwise_corr
@@ -450,6 +481,20 @@ def test_expected_log1p_nb_matches_the_distribution_and_rises_with_depth():
     lib = torch.tensor([[1000.0], [4000.0]], dtype=torch.float64)
     e = expected_log1p_nb(1e-4 * lib, torch.tensor([1.0], dtype=torch.float64), 5000.0 / lib)
     assert float(e[1, 0]) > 1.5 * float(e[0, 0])
+    # across dispersions from near-geometric to near-Poisson and means up to the exact
+    # sum's limit (the probabilities come from a recurrence, not per-k log-gamma terms)
+    rng = np.random.default_rng(0)
+    mu = rng.uniform(0.001, 7.9, (6, 5))
+    theta = np.array([0.02, 0.3, 2.0, 30.0, 1000.0])
+    f = rng.uniform(0.2, 5.0, (6, 1))
+    got = expected_log1p_nb(*(torch.tensor(a) for a in (mu, theta, f))).numpy()
+    for i in range(6):
+        for j in range(5):
+            t = theta[j]
+            pmf = nbinom.pmf(k[:64], t, t / (t + mu[i, j]))
+            ref = (pmf * np.log1p(f[i, 0] * k[:64])).sum() + max(1 - pmf.sum(), 0) * np.log1p(
+                f[i, 0] * 64)
+            assert got[i, j] == pytest.approx(ref, rel=1e-6), (i, j)  # NB_EPS guards
 
 
 def test_source_only_batches_hide_the_other_modality_everywhere_from_unmasked_inputs():

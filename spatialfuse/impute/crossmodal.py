@@ -66,6 +66,41 @@ LASSO_INNER_BLOCKS = 4
 SPARSE_MARGIN = 2.0
 
 
+def ridge_cv_predict(X: np.ndarray, Y: np.ndarray, X_new: np.ndarray,
+                     alphas=RIDGE_ALPHAS) -> np.ndarray:
+    """Ridge regression of every column of ``Y`` on ``X`` (unpenalised intercept), one penalty
+    for all columns chosen from ``alphas`` by the leave-one-out squared error summed over
+    rows and columns; predictions at ``X_new``. The model and the choice of scikit-learn's
+    ``RidgeCV(alphas)`` (efficient leave-one-out), to rounding.
+
+    Faster when ``Y`` has many columns: with the centred ``X`` = U S Vᵀ, a row's residuals
+    summed over the columns are ‖y_i‖² − 2 (u_i∘d)·a_i + (u_i∘d) B (u_i∘d)ᵀ (d = s²/(s²+α),
+    A = Y Yᵀ U, B = UᵀY YᵀU), so each penalty costs rows × rank², not rows × columns (2,000
+    genes: 14 s → 0.8 s for 16,000 rows × 46 inputs on one thread)."""
+    X, Y, X_new = (np.asarray(a, np.float64) for a in (X, Y, X_new))
+    if Y.ndim == 1:
+        return ridge_cv_predict(X, Y[:, None], X_new, alphas)[:, 0]
+    n = len(X)
+    xm, ym = X.mean(0), Y.mean(0)
+    Yc = Y - ym
+    U, s, Vt = np.linalg.svd(X - xm, full_matrices=False)
+    Q = U.T @ Yc  # (rank, columns)
+    A, B = Yc @ Q.T, Q @ Q.T  # (rows, rank), (rank, rank)
+    yy = np.einsum("ij,ij->i", Yc, Yc)
+    s2 = s ** 2
+    best, best_err = None, np.inf
+    for alpha in np.asarray(alphas, np.float64):
+        d = s2 / (s2 + alpha)
+        W = U * d
+        rss = yy - 2 * np.einsum("ij,ij->i", W, A) + np.einsum("ij,ij->i", W @ B, W)
+        h = 1.0 / n + np.einsum("ij,ij->i", U, W)
+        err = float((np.maximum(rss, 0.0) / (1.0 - h) ** 2).sum())
+        if err < best_err:  # ties: the first (smallest) penalty, as RidgeCV
+            best, best_err = alpha, err
+    coef = Vt.T @ ((s / (s2 + best))[:, None] * Q)  # (inputs, columns)
+    return (X_new - xm) @ coef + ym
+
+
 def _pcs(S: np.ndarray, train: np.ndarray, n_comps: int, seed: int):
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -85,10 +120,11 @@ def baseline_fold(method: str, S: np.ndarray, Y: np.ndarray, train: np.ndarray, 
     depend only on ``S``, ``train``, ``n_comps`` and ``seed``)."""
     Z = _pcs(S, train, n_comps, seed) if Z is None else Z
     if method == "ridge":
-        from sklearn.linear_model import Ridge, RidgeCV
+        if ridge_alpha is None:
+            return ridge_cv_predict(Z[train], Y[train], Z[test])
+        from sklearn.linear_model import Ridge
 
-        m = RidgeCV(alphas=RIDGE_ALPHAS) if ridge_alpha is None else Ridge(alpha=float(ridge_alpha))
-        return m.fit(Z[train], Y[train]).predict(Z[test])
+        return Ridge(alpha=float(ridge_alpha)).fit(Z[train], Y[train]).predict(Z[test])
     if method == "knn":
         from sklearn.neighbors import KNeighborsRegressor
 
@@ -138,7 +174,7 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import RidgeCV, lasso_path
+    from sklearn.linear_model import lasso_path
 
     train, test = np.asarray(train, bool), np.asarray(test, bool)
     mu, sd = F[train].mean(0), F[train].std(0)
@@ -190,8 +226,7 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
             e = (pred - Yt[b][:, :, None]) ** 2
             err += e.sum(0)
             if Bt is not None:
-                fitted = RidgeCV(alphas=RIDGE_ALPHAS).fit(Bt[a], Yt[a])
-                e -= ((fitted.predict(Bt[b]) - Yt[b]) ** 2)[:, :, None]
+                e -= ((ridge_cv_predict(Bt[a], Yt[a], Bt[b]) - Yt[b]) ** 2)[:, :, None]
                 d1, d2, m = d1 + e.sum(0), d2 + (e ** 2).sum(0), m + len(e)
         k = np.argmin(err, 1)  # ties (targets nothing predicts): the first, strongest
         best = grid[k]
@@ -210,7 +245,7 @@ def sparse_fold(F: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np.ndarra
     out = np.empty((int(test.sum()), len(k)))
     out[:, cols] = (Z[test] - xm) @ W.T + ym[cols]
     if Bt is not None and len(cols) < len(k):
-        ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(Bt, Yt).predict(np.asarray(base, float)[test])
+        ridge = ridge_cv_predict(Bt, Yt, np.asarray(base, float)[test])
         out[:, ~lasso] = ridge[:, ~lasso]
     return out
 
@@ -275,11 +310,8 @@ def ridge_on_embedding(Z: np.ndarray, Y: np.ndarray, train: np.ndarray, test: np
     """Ridge from a model's source-only latent ``Z`` (standardised on the ``train`` rows),
     next to the baseline's source components ``pcs`` when given, to the targets, fitted on
     ``train`` rows (penalty by leave-one-out on them)."""
-    from sklearn.linear_model import RidgeCV
-
     F = embedding_inputs(Z, train, pcs)
-    m = RidgeCV(alphas=RIDGE_ALPHAS).fit(F[train], Y[train])
-    return m.predict(F[test])
+    return ridge_cv_predict(F[train], Y[train], F[test])
 
 
 def embedding_inputs(Z: np.ndarray, train: np.ndarray, pcs: np.ndarray | None = None):
