@@ -33,8 +33,12 @@ IMPUTE_BASE_EXPONENT = 1.35
 #: 5,041 and 10^4 bins: 604 and 763 s on top of the stage without models (111 and 207 s).
 IMPUTE_FIT_S_FIXED = 22.0
 IMPUTE_FIT_S_10K = 16.0
-#: Requested time = this × the estimate (slower nodes, other jobs sharing them).
-IMPUTE_SAFETY = 2.0
+#: Requested time = this × the estimate (slower nodes, other jobs sharing them). The constants
+#: above were fitted on the fastest day of a shared 2-core host; one-process runs of the default
+#: models measured since took 1.96 × the estimate (19,881 bins, 2026-12-03), 1.70 × and, after
+#: two speed-ups, 1.42 × (19,881 bins, 2026-12-04), 1.50 × (40,000 bins, beside other work): a
+#: request of 2 × left as little as 2 % to spare, 3 × leaves ≥ 1.5 × over every one of them.
+IMPUTE_SAFETY = 3.0
 
 
 def count_rows(table: str | Path) -> int | None:
