@@ -17,6 +17,10 @@ the peak before it and the job's peak are both printed. ``--unmeasured-method M`
 step use M (a method the CV ran, e.g. ``gnn``) instead of the CV's winner, to measure it where
 a joint model wins (it is then refitted on every paired bin, in the job's own process).
 
+``--smoothing-only`` times only the stage's graph smoothing (the held-out choice of strength,
+the smoothing itself and the held-out entries, both modalities, as the stage calls them) once
+per ``--solve-chunk`` size, in one process, and prints how far each result is from the first.
+
     python benchmarks/impute_scale_benchmark.py --side 100 --genes 2000   # 10,000 bins, ~4 min
     python benchmarks/impute_scale_benchmark.py --side 141 --genes 2000   # 19,881 bins
 
@@ -71,6 +75,39 @@ def synthetic_section(side: int, n_genes: int, n_mz: int, pitch_um: float, seed:
     return rna, msi
 
 
+def smoothing_only(args) -> list[dict]:
+    """The stage's graph-smoothing calls on both modalities, timed per solve chunk size."""
+    from spatialfuse.impute import smooth
+    from spatialfuse.impute.stage import DEFAULTS, ENTRY_GROUPS
+    from spatialfuse.models.api import fixed_threads
+
+    rna, msi = synthetic_section(args.side, args.genes, args.mz, args.pitch)
+    xy = rna.obsm[Key.obsm.spatial]
+    p, seed = DEFAULTS, 0
+    k, strengths, nf = int(p["k"]), p["strengths"], int(p["denoise_folds"])
+    mats = {"rna": smooth._dense(rna.X), "msi": smooth._dense(msi.X)}
+    first, rows = None, []
+    for chunk in args.solve_chunk or [smooth.SOLVE_CHUNK]:
+        smooth.SOLVE_CHUNK = chunk
+        t0, w0, res = time.process_time(), time.perf_counter(), []
+        with fixed_threads():
+            for X in mats.values():
+                dfolds = smooth.heldout_spot_folds(len(X), nf, seed)
+                ch = smooth.choose_strength(X, xy, dfolds, strengths, k)
+                res += [ch["heldout"], smooth.graph_smooth(X, xy, ch["strength"], k)]
+                groups, efolds = smooth.heldout_entry_folds(*X.shape, nf, ENTRY_GROUPS, seed)
+                res += list(smooth.heldout_entry_predictions(X, xy, groups, efolds,
+                                                             strengths, k).values())
+        out = {"spots": len(xy), "genes": args.genes, "mz": args.mz, "solve_chunk": chunk,
+               "cpu_s": round(time.process_time() - t0, 1),
+               "wall_s": round(time.perf_counter() - w0, 1)}
+        first = first or res
+        out["max_abs_diff_vs_first"] = float(max(np.abs(a - b).max() for a, b in zip(res, first)))
+        print("\t".join(f"{k}={v}" for k, v in out.items()), flush=True)
+        rows.append(out)
+    return rows
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=100, help="bins per side (spots = side²)")
@@ -91,7 +128,13 @@ def main(argv=None) -> dict:
                     help="predict the unmeasured bins with this genes -> metabolites method "
                          "(e.g. gnn) instead of the CV's winner: the cost where a joint model "
                          "wins and is refitted on every paired bin")
+    ap.add_argument("--smoothing-only", action="store_true",
+                    help="time only the graph smoothing's solves, once per --solve-chunk")
+    ap.add_argument("--solve-chunk", type=int, nargs="+", default=None,
+                    help="right-hand sides per sparse solve (default: the stage's)")
     args = ap.parse_args(argv)
+    if args.smoothing_only:
+        return smoothing_only(args)
     if args.unmeasured_method:  # checked before the run, not after hours of it
         from spatialfuse.impute.unmeasured import method_parts
 
