@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import stats
 
 from .graph import knn_graph
 
@@ -42,12 +41,49 @@ def label_continuity(xy: np.ndarray, labels, k: int = 6) -> dict:
     return {"neighbour_agreement": agree, "chaos_um": float(tot / n) if n else float("nan")}
 
 
+#: Values :func:`column_ranks` handles at a time (its copies stay a few times this, in bytes × 8).
+RANK_BLOCK = 1 << 20
+
+
+def column_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks (1 … n) within each column of an (n × p) array, ties given their average rank, a
+    column holding a NaN all NaN: ``scipy.stats.rankdata(a, axis=0)``, to the bit, in less
+    time and memory. Columns go a block at a time (:data:`RANK_BLOCK` values), each sorted as
+    contiguous rows, the runs of ties found on the flattened sorted values."""
+    a = np.asarray(a, float)
+    n, p = a.shape
+    out = np.empty((n, p))
+    if n == 0:
+        return out
+    step = max(1, RANK_BLOCK // n)
+    for j0 in range(0, p, step):
+        A = np.ascontiguousarray(a[:, j0:j0 + step].T)
+        q = len(A)
+        # flat positions of each row's sorted values (the order inside a run of ties does not
+        # matter: the run shares its average rank)
+        flat = np.argsort(A, axis=1)
+        flat += (np.arange(q) * n)[:, None]
+        flat = flat.ravel()
+        s = A.ravel()[flat]
+        starts = np.ones(q * n, bool)
+        np.not_equal(s[1:], s[:-1], out=starts[1:])
+        starts[::n] = True  # every row starts a run
+        first = np.flatnonzero(starts)
+        last = np.append(first[1:], q * n) - 1
+        average = (first + last) / 2.0 - (first // n) * n + 1.0
+        ranks = np.empty(q * n)
+        ranks[flat] = average[np.cumsum(starts) - 1]
+        ranks = ranks.reshape(q, n)
+        ranks[np.isnan(A).any(1)] = np.nan
+        out[:, j0:j0 + step] = ranks.T
+    return out
+
+
 def columnwise_corr(a: np.ndarray, b: np.ndarray, method: str = "pearson") -> np.ndarray:
     """Correlation of matching columns of two (n × p) arrays; NaN where a column is constant."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if method == "spearman":
-        a = stats.rankdata(a, axis=0)
-        b = stats.rankdata(b, axis=0)
+        a, b = column_ranks(a), column_ranks(b)
     a = a - a.mean(0)
     b = b - b.mean(0)
     den = np.sqrt((a * a).sum(0) * (b * b).sum(0))

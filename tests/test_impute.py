@@ -216,6 +216,31 @@ def test_ridge_on_embedding_never_reads_heldout_targets():
     assert np.min(columnwise_corr(ridge_on_embedding(Z, Y3, ~test, test), Y3[test])) > 0.95
 
 
+def test_column_ranks_equal_scipys_average_ranks(monkeypatch):
+    """The Spearman scores' ranks are scipy's rankdata (average ties, NaN columns NaN) to the
+    bit: counts full of ties, continuous values, a constant column, a NaN, any block size."""
+    from scipy import stats
+
+    from spatialfuse import metrics
+
+    rng = np.random.default_rng(5)
+    a = rng.poisson(0.6, (300, 9)).astype(float)  # mostly zeros: long runs of ties
+    a[:, 1] = rng.normal(size=300)
+    a[:, 2] = 4.0
+    a[7, 3] = np.nan
+    a[:, 4] = np.round(rng.normal(size=300), 1)
+    want = stats.rankdata(a, axis=0)
+    for block in (metrics.RANK_BLOCK, 300 * 4, 300, 1):
+        monkeypatch.setattr(metrics, "RANK_BLOCK", block)
+        np.testing.assert_array_equal(metrics.column_ranks(a), want)
+    for shape in ((1, 3), (0, 2), (4, 0)):
+        b = rng.normal(size=shape)
+        np.testing.assert_array_equal(metrics.column_ranks(b), stats.rankdata(b, axis=0))
+    sp_r = [stats.spearmanr(a[:, j], a[:, 0]).statistic for j in (1, 4)]
+    np.testing.assert_allclose(metrics.columnwise_corr(a[:, [1, 4]], a[:, [0, 0]], "spearman"),
+                               sp_r, rtol=1e-12)
+
+
 def test_ridge_cv_matches_leave_one_out_ridge():
     """The one-penalty ridge of the baselines and hybrids: the penalty RidgeCV would choose and
     its predictions, from a leave-one-out error summed over targets without forming each

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from ..metrics import bh_fdr
+from ..metrics import bh_fdr, column_ranks
 
 COLUMNS = ["modality", "domain", "feature", "mean_in", "mean_out", "pct_in", "pct_out",
            "log2fc", "auroc", "pval", "qval"]
@@ -35,7 +35,7 @@ def ovr_wilcoxon(X: np.ndarray, codes: np.ndarray, n_groups: int) -> tuple[np.nd
     """One-vs-rest Wilcoxon rank-sum of every column of ``X`` (n × F) for every group
     (``codes`` in 0..n_groups−1). Returns U (groups × F, for "in the group") and two-sided p."""
     n = X.shape[0]
-    R = stats.rankdata(X, axis=0)
+    R = column_ranks(X)
     ind = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_groups, n))
     n1 = np.asarray(ind.sum(1), dtype=np.float64)  # (groups, 1)
     n2 = n - n1
