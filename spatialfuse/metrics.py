@@ -41,7 +41,7 @@ def label_continuity(xy: np.ndarray, labels, k: int = 6) -> dict:
     return {"neighbour_agreement": agree, "chaos_um": float(tot / n) if n else float("nan")}
 
 
-#: Values :func:`column_ranks` handles at a time (its copies stay a few times this, in bytes × 8).
+#: Values :func:`column_ranks` ranks at a time: its temporary arrays stay a few times this long.
 RANK_BLOCK = 1 << 20
 
 
