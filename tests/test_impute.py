@@ -260,6 +260,10 @@ def test_ridge_cv_matches_leave_one_out_ridge():
         ref = RidgeCV(alphas=RIDGE_ALPHAS).fit(X, Y).predict(Xn).reshape(got.shape)
         np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
         assert ridge_cv_predict(X, Y[:, 0], Xn).shape == (9,)
+        # one candidate (a configured impute.ridge_alpha) is plain ridge with that penalty
+        fixed = Ridge(alpha=3.0).fit(X, Y).predict(Xn).reshape(got.shape)
+        np.testing.assert_allclose(ridge_cv_predict(X, Y, Xn, (3.0,)), fixed, rtol=1e-9,
+                                   atol=1e-9 * np.abs(fixed).max())
     # the chosen penalty minimises the explicit leave-one-out error (last data set)
     loo = []
     for a in RIDGE_ALPHAS:

@@ -119,12 +119,9 @@ def baseline_fold(method: str, S: np.ndarray, Y: np.ndarray, train: np.ndarray, 
     (standardisation and PCA included). ``Z``: those components when already computed (they
     depend only on ``S``, ``train``, ``n_comps`` and ``seed``)."""
     Z = _pcs(S, train, n_comps, seed) if Z is None else Z
-    if method == "ridge":
-        if ridge_alpha is None:
-            return ridge_cv_predict(Z[train], Y[train], Z[test])
-        from sklearn.linear_model import Ridge
-
-        return Ridge(alpha=float(ridge_alpha)).fit(Z[train], Y[train]).predict(Z[test])
+    if method == "ridge":  # a fixed penalty is the one-candidate choice
+        alphas = RIDGE_ALPHAS if ridge_alpha is None else (float(ridge_alpha),)
+        return ridge_cv_predict(Z[train], Y[train], Z[test], alphas)
     if method == "knn":
         from sklearn.neighbors import KNeighborsRegressor
 

@@ -69,7 +69,7 @@ def laplacian(xy: np.ndarray, k: int = 6) -> sp.csc_matrix:
 #: Right-hand sides solved at a time. SuperLU's triangular solves run fastest on a block that
 #: stays in cache: per column, 16 at a time took 1.1 ms at 19,881 spots and 2.7 ms at 40,000,
 #: against 2.2 and 5.0 ms 256 at a time (``benchmarks/impute_scale_benchmark.py
-#: --smoothing-only``); 8–32 are within 15 % of it from 10,000 to 90,000 spots.
+#: --smoothing-only``); 16 was within 9 % of the fastest of 1–256 from 10,000 to 90,000 spots.
 SOLVE_CHUNK = 16
 
 
