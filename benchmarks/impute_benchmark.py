@@ -518,8 +518,9 @@ def main() -> None:
             col].max()
         lb = lk[lk["method"].isin(BASELINE_NAMES)].groupby(["seed", "sample", "task"])[
             col].max()
-        wins = (lm > lb).groupby(level="task").agg(["sum", "count"])
-        print(f"model wins on linked features ({what}) per task:", wins.to_dict("index"))
+        if len(lm):  # a baselines-only run (impute.models=[]) has nothing to compare
+            wins = (lm > lb.reindex(lm.index)).groupby(level="task").agg(["sum", "count"])
+            print(f"model wins on linked features ({what}) per task:", wins.to_dict("index"))
     if strata:
         print_truth_strata(pd.DataFrame(strata))
     if vs_truth:
