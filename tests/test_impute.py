@@ -199,6 +199,44 @@ def test_model_fold_never_reads_heldout_targets(extra, transductive):
     assert a["z_from_rna"].shape == (rna.n_obs, 4)
 
 
+def test_seed_ensemble_averages_one_fit_per_model_seed():
+    """impute.model_seeds: each fold's model is fitted once per seed (seed, seed + 1, ...) and
+    the decoder's and the hybrid's predictions are the mean of those fits'; one seed is the
+    plain run, bit for bit; the baselines do not change."""
+    from spatialfuse.impute.crossmodal import crossmodal_cv, model_fold, model_fold_jobs
+    from spatialfuse.impute.cv import spatial_blocks, training_masks
+    from spatialfuse.impute.smooth import knn_smooth
+
+    rna, msi = _paired_synthetic()
+    xy = rna.obsm[Key.obsm.spatial]
+    folds = spatial_blocks(xy, 3, 0)
+    masks = training_masks(xy, folds, 0.0)
+    Xr, Xm = np.asarray(rna.X, float), np.asarray(msi.X, float)
+    params = {"vae": {"max_steps": 10, "hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
+
+    def run(seed, n):
+        return crossmodal_cv(Xr, Xm, knn_smooth(Xr, xy), knn_smooth(Xm, xy), folds, masks,
+                             models=("vae",), model_params=params, rna_ad=rna, msi_ad=msi,
+                             n_comps=5, seed=seed, model_seeds=n)[0]
+
+    jobs = model_fold_jobs(("vae",), params, folds, masks, seed=4, n_seeds=2)
+    assert [j["seed"] for j in jobs] == [4, 5] * 3  # fold by fold, one fit per seed
+    one, other, both = run(0, 1), run(1, 1), run(0, 2)
+    plain = crossmodal_cv(Xr, Xm, knn_smooth(Xr, xy), knn_smooth(Xm, xy), folds, masks,
+                          models=("vae",), model_params=params, rna_ad=rna, msi_ad=msi,
+                          n_comps=5, seed=0)[0]
+    for method in ("vae", "vae_ridge", "ridge"):
+        for tgt in ("msi", "rna"):
+            np.testing.assert_array_equal(plain[method][tgt], one[method][tgt])
+            mean = (one[method][tgt].astype(float) + other[method][tgt].astype(float)) / 2
+            np.testing.assert_allclose(both[method][tgt], mean, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(one["vae"]["msi"], other["vae"]["msi"])  # the seeds do differ
+    f = next(iter(masks))  # and one seed's prediction is that seed's fold fit itself
+    fit1 = model_fold("vae", rna, msi, masks[f], folds == f, params["vae"], seed=1)[0]
+    np.testing.assert_allclose(other["vae"]["msi"][folds == f], fit1["msi"], rtol=1e-6)
+    np.testing.assert_array_equal(both["ridge"]["msi"], one["ridge"]["msi"])
+
+
 def test_ridge_on_embedding_never_reads_heldout_targets():
     from spatialfuse.impute.crossmodal import ridge_on_embedding
     from spatialfuse.metrics import columnwise_corr

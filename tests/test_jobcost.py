@@ -67,6 +67,7 @@ def test_impute_model_fits_counts_both_cross_validations():
     assert impute_model_fits({**imp, "n_blocks": 8, "denoise_folds": 3}) == 8 * 3 + 3
     # in worker processes: rounds of fits side by side, both CVs' fits submitted together
     assert impute_model_fits(imp, workers=4) == 5  # 20 fits in 5 rounds
+    assert impute_model_fits({**imp, "model_seeds": 3}) == 5 * 3 * 3 + 5  # seed ensemble
     assert impute_model_fits(imp, workers=3) == 7
     assert impute_model_fits(imp, workers=64) == 1
 

@@ -285,14 +285,15 @@ def model_fold(name: str, rna, msi, train: np.ndarray, test: np.ndarray, params:
 def model_fold_jobs(models, model_params: dict, folds: np.ndarray,
                     train_masks: dict[int, np.ndarray], *, n_top_genes: int | None = None,
                     seed: int = 0, device: str = "cpu", transductive: bool = False,
-                    directions=DIRECTIONS) -> list[dict]:
+                    directions=DIRECTIONS, n_seeds: int = 1) -> list[dict]:
     """The :func:`model_fold` keyword arguments (but ``rna``/``msi``) of a CV's fits: model by
-    model, fold by fold (``train_masks``' order), the order in which :func:`crossmodal_cv` and
+    model, fold by fold (``train_masks``' order), and with ``n_seeds`` > 1 each fold's fit once
+    per model seed ``seed``, ``seed + 1``, … — the order in which :func:`crossmodal_cv` and
     the denoising CV take their results."""
     return [dict(name=name, train=train, test=folds == f, params=model_params.get(name, {}),
-                 n_top_genes=n_top_genes, seed=seed, device=device, transductive=transductive,
-                 sources=tuple(src for src, _ in directions))
-            for name in models for f, train in train_masks.items()]
+                 n_top_genes=n_top_genes, seed=seed + r, device=device,
+                 transductive=transductive, sources=tuple(src for src, _ in directions))
+            for name in models for f, train in train_masks.items() for r in range(int(n_seeds))]
 
 
 def source_embedding(fm, source: str) -> np.ndarray:
@@ -337,7 +338,7 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
                   hybrid: str | None = "stack", transductive: bool = False,
                   sparse: bool = False, xy: np.ndarray | None = None,
                   sparse_margin: float | None = SPARSE_MARGIN, directions=DIRECTIONS,
-                  fitted=None):
+                  fitted=None, model_seeds: int = 1):
     """Out-of-fold predictions of every method in both ``directions`` ((source, target)
     pairs; the target of a direction left out stays NaN and its source is never read).
 
@@ -353,7 +354,10 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     target); ``fitted``: the models' fold fits already submitted (a
     :class:`.fitpool.Submitted` of :func:`model_fold_jobs` with these arguments, as
     :func:`.stage.run_impute` does at its start, in worker processes when it has them; the
-    same numbers either way); None: they run here, one after the other.
+    same numbers either way); None: they run here, one after the other. ``model_seeds``: each
+    fold's model fitted that many times, with model seeds ``seed``, ``seed + 1``, …; a joint
+    model's prediction (and each of its hybrids') is the mean of those fits' (a seed ensemble:
+    a fit on a few hundred training spots varies from seed to seed, the baselines do not).
 
     Returns ``{method: {"msi": (spots × m/z), "rna": (spots × genes)}}`` and per-method seconds
     (each method's own; a joint model's are the sum of its fits', wherever they ran; the source
@@ -419,7 +423,8 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
     if fitted is None and models:
         fitted = FoldFits(rna_ad, msi_ad).map(model_fold_jobs(
             models, model_params, folds, train_masks, n_top_genes=n_top_genes, seed=seed,
-            device=device, transductive=transductive, directions=directions))
+            device=device, transductive=transductive, directions=directions,
+            n_seeds=model_seeds))
     for name in models:
         # out-of-fold arrays only for the methods this run makes (80 MB each at 10^4 spots ×
         # 2,000 genes): the hybrids' and the sparse hybrids' only when asked for
@@ -427,24 +432,34 @@ def crossmodal_cv(Xr: np.ndarray, Xm: np.ndarray, Sr: np.ndarray, Sm: np.ndarray
         H = _empty(Xr, Xm) if hybrid else None
         L = _empty(Xr, Xm) if sparse else None
         total = t_sparse = 0.0
+        arrays = {"decoder": P, "hybrid": H, "sparse": L}
+        n_fits = max(int(model_seeds), 1)
         for f, train in train_masks.items():
             test = folds == f
-            out, genes, s = fitted.take(name, test)
-            if gene_index is not None and len(genes) != len(gene_index):
-                raise ValueError(f"{name}: the model's genes differ from the scored genes")
-            for src, tgt in directions:
-                P[tgt][test] = out[tgt]
-                if hybrid:
-                    S, Y = (Sr, Xm) if src == "rna" else (Sm, Xr)
-                    H[tgt][test] = ridge_on_embedding(
-                        out[f"z_from_{src}"], Y, train, test,
-                        pcs(src, f, train) if hybrid == "stack" else None)
-            if sparse:
-                t1, pcs1 = time.perf_counter(), pcs_secs[0]
+            sums: dict = {}  # (kind, target): the fold's predictions summed over its fits
+
+            def add(kind, tgt, values):
+                sums[kind, tgt] = sums.get((kind, tgt), 0.0) + np.asarray(values, np.float64)
+
+            for _ in range(n_fits):  # one fit per model seed (a seed ensemble)
+                out, genes, s = fitted.take(name, test)
+                if gene_index is not None and len(genes) != len(gene_index):
+                    raise ValueError(f"{name}: the model's genes differ from the scored genes")
                 for src, tgt in directions:
-                    L[tgt][test] = sparse_predict(f, train, test, src, out[f"z_from_{src}"])
-                t_sparse += elapsed(t1, pcs1)
-            total += s
+                    add("decoder", tgt, out[tgt])
+                    if hybrid:
+                        add("hybrid", tgt, ridge_on_embedding(
+                            out[f"z_from_{src}"], Xm if tgt == "msi" else Xr, train, test,
+                            pcs(src, f, train) if hybrid == "stack" else None))
+                if sparse:
+                    t1, pcs1 = time.perf_counter(), pcs_secs[0]
+                    for src, tgt in directions:
+                        add("sparse", tgt, sparse_predict(f, train, test, src,
+                                                          out[f"z_from_{src}"]))
+                    t_sparse += elapsed(t1, pcs1)
+                total += s
+            for (kind, tgt), v in sums.items():  # the mean; one fit: its values, bit for bit
+                arrays[kind][tgt][test] = v / n_fits
         preds[name], secs[name] = P, total
         if hybrid:
             preds[f"{name}_ridge"], secs[f"{name}_ridge"] = H, total

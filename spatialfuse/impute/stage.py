@@ -77,7 +77,8 @@ DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_al
                 n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
                 denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0,
                 depth_head=True, cross_weight=0.0, linear_path=False, transductive=False,
-                sparse_links=False, sparse_margin=2.0, unmeasured_extrapolation="auto")
+                sparse_links=False, sparse_margin=2.0, unmeasured_extrapolation="auto",
+                model_seeds=1)
 #: Impute keys passed to the cross-modal per-fold fits as model parameters (opt-in model
 #: behaviour that only impute's fits use; see :func:`_model_params`); ``depth_head`` also goes
 #: to the denoising fits.
@@ -197,7 +198,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                             p["block_mask_prob"], msi_weight=p["msi_weight"],
                             fold_fit={k: p[k] for k in FOLD_FIT_KEYS})
     cross_jobs = model_fold_jobs(models, mparams, folds, masks, n_top_genes=p["n_top_genes"],
-                                 seed=seed, device=device, transductive=bool(p["transductive"]))
+                                 seed=seed, device=device, transductive=bool(p["transductive"]),
+                                 n_seeds=int(p["model_seeds"]))
     fitted = fits.map(den_jobs + cross_jobs)
 
     # ---- denoising within each modality, scored on spots the smoother did not see
@@ -269,7 +271,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         seed=seed, device=device, transductive=bool(p["transductive"]),
         sparse=bool(p["sparse_links"]), xy=xy,
         sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]),
-        fitted=fitted)
+        fitted=fitted, model_seeds=int(p["model_seeds"]))
     del Sr, Sm  # the baselines' smoothed sources: two more spots × features arrays
     baselines = [m for m in (*BASELINES, SPARSE_BASELINE) if m in preds]
     cross: dict = {}
@@ -337,6 +339,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                      "kl_weight": p["kl_weight"], "block_mask_prob": p["block_mask_prob"],
                      "msi_weight": p["msi_weight"], **{k: p[k] for k in FOLD_FIT_KEYS},
                      "transductive": bool(p["transductive"]),
+                     "model_seeds": int(p["model_seeds"]),
                      # the source components every baseline and hybrid reads, computed once
                      # per fold and direction (not in any one method's seconds)
                      "components_seconds": round(secs[COMPONENTS], 3),

@@ -234,7 +234,7 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
             seed=seed, device=device, hybrid=parts["hybrid"],
             transductive=bool(p["transductive"]), sparse=parts["sparse"], xy=xy,
             sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]),
-            directions=(("rna", "msi"),))
+            directions=(("rna", "msi"),), model_seeds=int(p["model_seeds"]))
         pred = preds[method]["msi"][unmeasured]  # float32 already; the mask copies it
         extra = extrapolate_idw(xy[measured], Xm[measured], xy[unmeasured]).astype(np.float32)
         both = combine_standardised(pred, extra).astype(np.float32)
