@@ -134,6 +134,11 @@ IMPUTE_MODEL_MEM_MB_10K = 235.0
 IMPUTE_WORKER_MEM_MB_FIXED = 600.0
 IMPUTE_WORKER_MEM_MB_GENES = 550.0  # per IMPUTE_MEM_GENES scored genes
 IMPUTE_WORKER_MEM_MB_10K = 730.0
+#: Each seed beyond the first of ``impute.model_seeds``, per cross-modal model and 10^4 spots ×
+#: 2,000 genes: its fits' results may wait in the parent until the CV takes them, their
+#: out-of-fold predictions (float32, every spot once: 80 MB) and latents. The size of those
+#: arrays, not a measured peak; the first seed's results are inside the measured lines above.
+IMPUTE_SEED_MEM_MB_10K = 90.0
 #: Scored genes of those measurements: the per-spot parts scale with the genes scored.
 IMPUTE_MEM_GENES = 2000
 #: Requested memory = this × the estimate.
@@ -150,17 +155,18 @@ def impute_scored_genes(config: dict) -> int:
 
 
 def impute_mem_mb(n_spots: int | None, n_models: int, any_models: bool,
-                  genes: int = IMPUTE_MEM_GENES, workers: int = 1) -> float:
+                  genes: int = IMPUTE_MEM_GENES, workers: int = 1, model_seeds: int = 1) -> float:
     """Estimated peak memory (MB) of the impute job for ``n_spots`` spots, ``n_models`` joint
     models in the cross-modal CV, ``any_models`` (any joint model fitted at all, denoising
-    included), ``genes`` scored genes and ``workers`` fit processes (more than 1: each adds
-    its own); 0 when ``n_spots`` is None (not known yet)."""
+    included), ``genes`` scored genes, ``workers`` fit processes (more than 1: each adds
+    its own) and ``model_seeds`` fits per fold; 0 when ``n_spots`` is None (not known yet)."""
     if n_spots is None:
         return 0.0
     x = max(n_spots, 0) / 1e4 * max(genes, 1) / IMPUTE_MEM_GENES
     est = IMPUTE_MEM_MB_FIXED + IMPUTE_MEM_MB_10K * x
     if any_models:
         est += IMPUTE_MODEL_MEM_MB_FIXED + n_models * IMPUTE_MODEL_MEM_MB_10K * x
+        est += (max(int(model_seeds), 1) - 1) * n_models * IMPUTE_SEED_MEM_MB_10K * x
         if workers > 1:
             est += workers * (IMPUTE_WORKER_MEM_MB_FIXED + IMPUTE_WORKER_MEM_MB_10K * x
                               + IMPUTE_WORKER_MEM_MB_GENES * max(genes, 1) / IMPUTE_MEM_GENES)
@@ -175,5 +181,6 @@ def impute_mem_request_mb(n_spots: int | None, impute: dict, genes: int, floor_m
     for more)."""
     n_models = len(impute["models"])
     any_models = bool(impute["models"] or impute["denoise_models"])
-    est = IMPUTE_MEM_SAFETY * impute_mem_mb(n_spots, n_models, any_models, genes, workers)
+    est = IMPUTE_MEM_SAFETY * impute_mem_mb(n_spots, n_models, any_models, genes, workers,
+                                            int(impute.get("model_seeds", 1)))
     return int(math.ceil(max(float(floor_mb), est) * max(int(attempt), 1)))

@@ -115,6 +115,10 @@ def test_impute_memory_request_is_the_floor_at_visium_sizes_and_grows_for_visium
     assert impute_mem_request_mb(165_000, imp, 2000, floor, attempt=2) == pytest.approx(
         2 * hd[2], abs=2)
     assert impute_mem_request_mb(None, imp, 2000, floor, attempt=2) == math.ceil(2 * floor)
+    # a seed ensemble's waiting results: more, by the size of their arrays
+    three = impute_mem_request_mb(165_000, {**imp, "model_seeds": 3}, 2000, floor)
+    assert three == math.ceil(jobcost.IMPUTE_MEM_SAFETY * (
+        impute_mem_mb(165_000, 3, True) + 2 * 3 * jobcost.IMPUTE_SEED_MEM_MB_10K * 16.5))
 
 
 def test_impute_scored_genes_are_the_highly_variable_genes_at_most_the_impute_cap():
