@@ -42,7 +42,7 @@ def section_predictions(paired: Path, config: Path, seeds, models, workers: int 
     from spatialfuse.impute.fitpool import FoldFits
     from spatialfuse.impute.smooth import knn_smooth
     from spatialfuse.impute.stage import (
-        DEFAULTS, FOLD_FIT_KEYS, _dense, _model_params, cv_folds, scored_genes)
+        DEFAULTS, _dense, crossmodal_fit_params, cv_folds, scored_genes)
     from spatialfuse.io import read_paired
     from spatialfuse.models.api import fixed_threads
 
@@ -54,9 +54,7 @@ def section_predictions(paired: Path, config: Path, seeds, models, workers: int 
     genes = scored_genes(rna, p["n_top_genes"])
     Xr, Xm = _dense(rna[:, genes].X), _dense(msi.X)
     folds, masks, _ = cv_folds(xy, p, stage_seed)
-    mparams = _model_params(models, {m: cfg["model"].get(m, {}) for m in models},
-                            p["model_max_steps"], p["kl_weight"], p["block_mask_prob"],
-                            msi_weight=p["msi_weight"], fold_fit={k: p[k] for k in FOLD_FIT_KEYS})
+    mparams = crossmodal_fit_params(models, {m: cfg["model"].get(m, {}) for m in models}, p)
     Sr, Sm = knn_smooth(Xr, xy, p["k"], p["alpha"]), knn_smooth(Xm, xy, p["k"], p["alpha"])
     runs = {}
     with fixed_threads(), FoldFits(rna, msi, workers, "cpu") as fits:

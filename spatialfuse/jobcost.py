@@ -70,9 +70,9 @@ def input_mb(paths) -> float:
 def impute_model_fits(impute: dict, workers: int = 1) -> int:
     """Joint-model fits of an impute job one after the other, from its validated config
     section (schema defaults filled in): blocks × ``models`` × ``model_seeds`` of the
-    cross-modal CV + folds × ``denoise_models``, shared out among ``workers`` processes (rounds of ``workers`` fits
-    side by side: all of them with 1). The stage submits both CVs' fits together, so they
-    share the rounds."""
+    cross-modal CV + folds × ``denoise_models``, shared out among ``workers`` processes
+    (rounds of ``workers`` fits side by side: all of them with 1). The stage submits both
+    CVs' fits together, so they share the rounds."""
     fits = (int(impute["n_blocks"]) * len(impute["models"]) * int(impute.get("model_seeds", 1))
             + int(impute["denoise_folds"]) * len(impute["denoise_models"]))
     return math.ceil(fits / max(int(workers), 1))

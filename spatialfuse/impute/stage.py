@@ -130,6 +130,16 @@ def _model_params(names, model_params: dict, max_steps, kl_weight,
     return out
 
 
+def crossmodal_fit_params(models, model_params: dict | None, p: dict) -> dict:
+    """The model parameters of the cross-modal CV's fold fits for the impute settings ``p``
+    (:data:`DEFAULTS` filled in): each model's config section with impute's step cap, KL and
+    metabolite weights, block masking and :data:`FOLD_FIT_KEYS` (see :func:`_model_params`);
+    the same for the stage, the unmeasured spots' refit and the benchmarks."""
+    return _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
+                         p["block_mask_prob"], msi_weight=p["msi_weight"],
+                         fold_fit={k: p[k] for k in FOLD_FIT_KEYS})
+
+
 def cv_folds(xy: np.ndarray, p: dict, seed: int) -> tuple[np.ndarray, dict[int, np.ndarray], float]:
     """The cross-modal CV's held-out block per spot, training spots per block and buffer (µm)
     for the impute settings ``p``: the same for every caller given the spots and the seed."""
@@ -194,9 +204,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                                n_top_genes=p["n_top_genes"], seed=seed, device=device)
     folds, masks, buffer = cv_folds(xy, p, seed)
     models = [m for m in p["models"] if m in MODEL_NAMES]
-    mparams = _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
-                            p["block_mask_prob"], msi_weight=p["msi_weight"],
-                            fold_fit={k: p[k] for k in FOLD_FIT_KEYS})
+    mparams = crossmodal_fit_params(models, model_params, p)
     cross_jobs = model_fold_jobs(models, mparams, folds, masks, n_top_genes=p["n_top_genes"],
                                  seed=seed, device=device, transductive=bool(p["transductive"]),
                                  n_seeds=int(p["model_seeds"]))

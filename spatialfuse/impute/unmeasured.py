@@ -42,10 +42,9 @@ from .smooth import knn_smooth
 from .scores import feature_scores
 from .stage import (
     DEFAULTS,
-    FOLD_FIT_KEYS,
     MODEL_NAMES,
     _dense,
-    _model_params,
+    crossmodal_fit_params,
     cv_folds,
     scored_genes,
 )
@@ -222,9 +221,7 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
         k, alpha = int(p["k"]), float(p["alpha"])
         parts = method_parts(method)
         models = parts["models"]
-        mparams = _model_params(models, model_params or {}, p["model_max_steps"],
-                                p["kl_weight"], p["block_mask_prob"], msi_weight=p["msi_weight"],
-                                fold_fit={key: p[key] for key in FOLD_FIT_KEYS})
+        mparams = crossmodal_fit_params(models, model_params, p)
         folds = np.where(unmeasured, 0, -1)
         preds, _ = crossmodal_cv(
             Xr, Xm, knn_smooth(Xr, xy, k, alpha), np.zeros_like(Xm), folds, {0: measured},
