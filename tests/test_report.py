@@ -98,6 +98,47 @@ def test_cohort_tables_and_figures(cohort):
     assert w > 300 and h > 200
 
 
+def test_imputation_figure_shows_a_crossmodal_method_and_every_methods_median(cohort):
+    """The per-sample panel is a genes -> metabolites method (the best one), never a denoising
+    method that scored higher because it read the metabolites; the summary table has one row
+    per task and method, cross-modal first, with each sample's median."""
+    from spatialfuse.report.aggregate import imputation_pairs
+    from spatialfuse.report.figures import method_medians
+
+    pair, scores = imputation_pairs(cohort["tree"], "a")
+    assert pair["method"] == "genes → metabolites by vae"  # not gnn_reconstruction (+0.1)
+    vae = scores[scores["method"] == "vae_from_rna"]["pearson_r"]
+    assert pair["median_r"] == pytest.approx(vae.median())
+    assert np.isfinite(pair["measured"]).all() and len(pair["predicted"]) == len(pair["measured"])
+    both = pd.concat([scores.assign(sample="a"), scores.assign(sample="b").iloc[:12]])
+    table = method_medians(both, ["a", "b"])
+    assert list(table.index) == ["genes → metabolites: ridge", "genes → metabolites: vae",
+                                 "metabolites, hidden spots: knn_smooth",
+                                 "metabolites, hidden spots: gnn_reconstruction"]
+    assert table.loc["genes → metabolites: vae", "a"] == pytest.approx(vae.median())
+    assert np.isnan(table.loc["genes → metabolites: vae", "b"])  # b lacks it: not 0
+
+
+def test_metrics_figure_compares_best_baseline_with_best_model_per_direction():
+    from spatialfuse.report.figures import crossmodal_best
+
+    rows = [("s1", "impute", "crossmodal.rna_to_msi.ridge.median_pearson", 0.10),
+            ("s1", "impute", "crossmodal.rna_to_msi.knn.median_pearson", 0.12),
+            ("s1", "impute", "crossmodal.rna_to_msi.vae.median_pearson", 0.15),
+            ("s1", "impute", "crossmodal.rna_to_msi.gnn_ridge.median_pearson", 0.11),
+            ("s1", "impute", "crossmodal.rna_to_msi.model_minus_baseline_median_pearson", 0.03),
+            ("s1", "impute", "crossmodal.msi_to_rna.ridge.median_pearson", 0.05),
+            ("s1", "impute", "crossmodal.msi_to_rna.vae.median_pearson", 0.04),
+            ("s1", "impute", "denoise.msi.knn_smooth.median_pearson", 0.80),
+            ("s1", "model", "crossmodal.rna_to_msi.vae.median_pearson", 0.99)]
+    m = pd.DataFrame(rows, columns=["sample", "stage", "metric", "value"])
+    best = crossmodal_best(m).set_index("metric")["value"]
+    assert best.to_dict() == {"genes → metabolites: best baseline": 0.12,
+                              "genes → metabolites: best model-based": 0.15,
+                              "metabolites → genes: best baseline": 0.05,
+                              "metabolites → genes: best model-based": 0.04}
+
+
 def test_cohort_table_rows_follow_q_then_effect_or_effect_alone_without_tests():
     from spatialfuse.report.summary import _cohort_order
 

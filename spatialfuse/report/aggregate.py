@@ -25,6 +25,9 @@ from .latent import joint_umap
 log = logging.getLogger(__name__)
 
 
+#: The genes → metabolites task of ``feature_scores.tsv`` and its methods' name suffix.
+CROSS_TASK, CROSS_SUFFIX = "rna_to_msi", "_from_rna"
+
 #: Per-sample outputs this stage and the report read (the contract in DESIGN.md)
 LAYOUT = {
     "ingest_qc": "{sample}/ingest/qc.json",
@@ -210,21 +213,23 @@ def cohort_pathways(paths: dict[str, Path], fdr: float, per_query: int = 5) -> p
 
 def imputation_pairs(tree: ResultsTree, s: str, max_points: int = 200_000, seed: int = 0):
     """Measured vs held-out predicted metabolite values of one sample, z-scored with each
-    metabolite's measured mean and SD (so shrunken predictions show as a flatter cloud)."""
+    metabolite's measured mean and SD (so shrunken predictions show as a flatter cloud), for the
+    genes → metabolites method with the best median held-out r (the denoising methods, which
+    read the metabolites themselves, are not candidates)."""
     scores = pd.read_csv(tree.path("feature_scores", s), sep="\t")
     if not tree.path("imputed", s).exists() or scores.empty:
         return None, scores
     import mudata as md
 
     msi = md.read_h5ad(str(tree.path("imputed", s)), Key.mod.msi)
-    msi_methods = [m for m in dict.fromkeys(scores.loc[scores["modality"] == Key.mod.msi, "method"])
-                   if Key.layers.imputed(m) in msi.layers]
-    cross = [m for m in msi_methods if "smooth" not in m] or msi_methods
+    on_msi = scores[scores["modality"] == Key.mod.msi]
+    cross_rows = (on_msi[on_msi["task"] == CROSS_TASK] if "task" in on_msi
+                  else on_msi[on_msi["method"].astype(str).str.endswith(CROSS_SUFFIX)])
+    cross = [m for m in dict.fromkeys(cross_rows["method"]) if Key.layers.imputed(m) in msi.layers]
     if not cross:
         return None, scores
-    # the cross-modal method with the best median held-out r (ties: the first listed)
-    on_msi = scores[scores["modality"] == Key.mod.msi]
-    med = {m: on_msi.loc[on_msi["method"] == m, "pearson_r"].median() for m in cross}
+    # the best median held-out r (ties: the first listed)
+    med = {m: cross_rows.loc[cross_rows["method"] == m, "pearson_r"].median() for m in cross}
     method = max(cross, key=lambda m: np.nan_to_num(med[m], nan=-np.inf))
     X = msi.X.toarray() if sp.issparse(msi.X) else np.asarray(msi.X, float)
     P = msi.layers[Key.layers.imputed(method)]
@@ -235,10 +240,9 @@ def imputation_pairs(tree: ResultsTree, s: str, max_points: int = 200_000, seed:
     if Zm.size > max_points:
         idx = np.random.default_rng(seed).choice(Zm.size, max_points, replace=False)
         Zm, Zp = Zm[idx], Zp[idx]
-    r = scores.loc[(scores["modality"] == Key.mod.msi) & (scores["method"] == method), "pearson_r"]
-    label = "genes → metabolites" if "rna" in method else method
-    return {"measured": Zm, "predicted": Zp, "method": f"{label} ({method})",
-            "median_r": float(np.nanmedian(r)) if len(r) else float("nan")}, scores
+    name = method[:-len(CROSS_SUFFIX)] if method.endswith(CROSS_SUFFIX) else method
+    return {"measured": Zm, "predicted": Zp, "method": f"genes → metabolites by {name}",
+            "median_r": float(med[method])}, scores
 
 
 # ---------------------------------------------------------------- the stage

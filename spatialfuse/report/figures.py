@@ -234,16 +234,66 @@ def umap_figure(umap: pd.DataFrame, models: list[str], path) -> None:
     savefig(fig, path)
 
 
+#: Tasks of ``feature_scores.tsv`` in the order the imputation figure lists them, with a label
+#: (``{mod}``: the modality's name).
+IMPUTE_TASKS = (("rna_to_msi", "genes → metabolites"), ("msi_to_rna", "metabolites → genes"),
+                ("denoise", "{mod}, hidden spots"), ("heldout_entries", "{mod}, hidden entries"))
+MODALITY_NAMES = {"rna": "genes", "msi": "metabolites"}
+
+
+def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
+    """Median held-out Pearson r of every task and method (rows, labelled "task: method",
+    cross-modal prediction first, then denoising and hidden entries per modality) in every
+    sample (columns; NaN where a sample lacks the method). ``scores``: sample, modality, task,
+    method, pearson_r (without ``task``, rows are "modality: method")."""
+    if scores.empty:
+        return pd.DataFrame(columns=samples, dtype=float)
+    sc = scores.copy()
+    if "task" not in sc:
+        sc["task"] = sc["modality"]
+    order = {t: i for i, (t, _) in enumerate(IMPUTE_TASKS)}
+    keys = sc[["task", "modality", "method"]].drop_duplicates()
+    keys = keys.assign(_o=keys["task"].map(order).fillna(len(order)),
+                       _m=keys["modality"].map({"rna": 0, "msi": 1}).fillna(2))
+    keys = keys.sort_values(["_o", "_m"], kind="stable")
+    med = sc.groupby(["task", "modality", "method", "sample"])["pearson_r"].median()
+    labels = dict(IMPUTE_TASKS)
+    rows, index = [], []
+    for task, mod, meth in keys[["task", "modality", "method"]].itertuples(index=False):
+        name = str(meth)
+        for suffix in ("_from_rna", "_from_msi"):
+            name = name[:-len(suffix)] if name.endswith(suffix) else name
+        head = labels.get(task, f"{task}").format(mod=MODALITY_NAMES.get(mod, mod))
+        index.append(f"{head}: {name}")
+        rows.append([med.get((task, mod, meth, s), np.nan) for s in samples])
+    return pd.DataFrame(rows, index=index, columns=samples, dtype=float)
+
+
 def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> None:
-    """Per sample: measured vs held-out predicted metabolite intensity, every spot × metabolite
-    (per-metabolite z-scores, density), then the per-feature held-out correlation of every
-    method across samples.
+    """Per sample: measured vs held-out predicted metabolite intensity of the best genes →
+    metabolites method, every spot × metabolite (per-metabolite z-scores, density); below, the
+    median held-out r of every method in every sample (:func:`method_medians`), the best of
+    each task in bold.
 
     ``pairs``: sample → {"measured", "predicted" (1-D z-scores), "method", "median_r"};
-    ``scores``: sample, modality, method, feature, pearson_r."""
-    samples = list(pairs)
-    fig, axes = _grid(len(samples) + 1, ncol_max=4, w=3.6, h=3.4)
-    for ax, s in zip(axes, samples):
+    ``scores``: sample, modality, task, method, feature, pearson_r."""
+    from matplotlib.gridspec import GridSpec
+
+    samples = list(dict.fromkeys([*pairs, *(scores["sample"] if len(scores) else [])]))
+    table = method_medians(scores, samples)
+    n = len(pairs)
+    ncol = max(1, min(n, 4))
+    nrow = int(np.ceil(n / ncol)) if n else 0
+    heat_h = 0.6 + 0.19 * len(table) if len(table) else 0.0
+    width = max(3.6 * ncol, 3.6 + 0.75 * len(samples))
+    if not nrow and not len(table):
+        placeholder(path, "No imputation scores to show.")
+        return
+    fig = plt.figure(figsize=(width, 3.4 * nrow + heat_h + (0.4 if nrow and heat_h else 0)))
+    gs = GridSpec(nrow + (1 if heat_h else 0), ncol, figure=fig,
+                  height_ratios=[3.4] * nrow + ([heat_h] if heat_h else []))
+    for i, s in enumerate(pairs):
+        ax = fig.add_subplot(gs[i // ncol, i % ncol])
         p = pairs[s]
         meas, pred = np.asarray(p["measured"]), np.asarray(p["predicted"])
         ok = np.isfinite(meas) & np.isfinite(pred)
@@ -262,30 +312,32 @@ def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> Non
                      f"r = {p['median_r']:.2f}", fontsize=8.5)
         ax.set_xlabel("measured (z-score per metabolite)")
         ax.set_ylabel("predicted, held-out (z-score)")
-    ax = axes[len(samples)]
-    if len(scores):
-        groups = list(scores.groupby(["modality", "method"], sort=True))
-        data, names = [], []
-        for (mod, meth), g in groups:
-            for s in samples:
-                v = g.loc[g["sample"] == s, "pearson_r"].dropna().to_numpy()
-                if len(v):
-                    data.append(v)
-                    names.append((f"{mod}: {meth}", s))
-        if data:
-            cols = category_colours(samples)
-            pos = np.arange(len(data))
-            bp = ax.boxplot(data, positions=pos, widths=0.6, showfliers=False, patch_artist=True)
-            for patch, (_, s) in zip(bp["boxes"], names):
-                patch.set_facecolor(cols[s])
-                patch.set_alpha(0.7)
-            ax.set_xticks(pos, [f"{m}\n{s}" for m, s in names], rotation=60, ha="right",
-                          fontsize=6)
-            ax.axhline(0, color="#999999", lw=0.6)
-            ax.set_ylabel("held-out Pearson r per feature")
-            ax.set_title("held-out accuracy per feature")
-    else:
-        ax.axis("off")
+    if heat_h:
+        ax = fig.add_subplot(gs[nrow, :])
+        V = table.to_numpy(float)
+        lim = max(0.1, float(np.nanmax(np.abs(V)))) if np.isfinite(V).any() else 1.0
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#E0E0E0")
+        im = ax.imshow(np.ma.masked_invalid(V), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
+        heads = [lab.split(": ")[0] for lab in table.index]
+        for j in range(V.shape[1]):  # the best method of each task, per sample, in bold
+            for head in dict.fromkeys(heads):
+                rows = [i for i, h in enumerate(heads) if h == head]
+                col = V[rows, j]
+                best = rows[int(np.nanargmax(col))] if np.isfinite(col).any() else None
+                for i in rows:
+                    if np.isfinite(V[i, j]):
+                        ax.text(j, i, f"{V[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
+                                fontweight="bold" if i == best else "normal",
+                                color="white" if abs(V[i, j]) > 0.6 * lim else "black")
+        for i in range(1, len(heads)):
+            if heads[i] != heads[i - 1]:
+                ax.axhline(i - 0.5, color="white", lw=2)
+        ax.set_yticks(range(len(table)), table.index, fontsize=7)
+        ax.set_xticks(range(len(samples)), samples, rotation=30, ha="right", fontsize=7.5)
+        ax.spines[:].set_visible(False)
+        fig.colorbar(im, ax=ax, label="median held-out r", fraction=0.04, pad=0.01)
+        ax.set_title("median held-out Pearson r per feature, every method (bold: the best of "
+                     "its task)", fontsize=8.5)
     fig.tight_layout()
     savefig(fig, path)
 
@@ -397,6 +449,28 @@ def composition_figure(spots: pd.DataFrame, model: str, conditions: dict[str, st
     savefig(fig, path)
 
 
+def crossmodal_best(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per sample and direction, the best baseline's and the best model-based method's median
+    held-out r (pooled over the blocks), from the impute stage's metrics (long table: sample,
+    stage, metric, value; metrics ``crossmodal.<task>.<method>.median_pearson``). Returns
+    sample, metric (a label such as "genes → metabolites: best baseline"), value."""
+    from ..impute.crossmodal import BASELINES, SPARSE_BASELINE
+
+    base = {*BASELINES, SPARSE_BASELINE}
+    imp = metrics[(metrics["stage"] == "impute")
+                  & metrics["metric"].str.startswith("crossmodal.")
+                  & metrics["metric"].str.endswith(".median_pearson")]
+    parts = imp["metric"].str.split(".")
+    imp = imp[parts.str.len() == 4].assign(task=parts.str[1], method=parts.str[2])
+    rows = []
+    for task, head in IMPUTE_TASKS[:2]:
+        for kind, pick in (("best baseline", True), ("best model-based", False)):
+            sel = imp[(imp["task"] == task) & (imp["method"].isin(base) == pick)]
+            for smp, v in sel.groupby("sample", sort=False)["value"].max().items():
+                rows.append((smp, f"{head}: {kind}", float(v)))
+    return pd.DataFrame(rows, columns=["sample", "metric", "value"])
+
+
 def metrics_figure(metrics: pd.DataFrame, path) -> None:
     """Registration error (µm, or Dice), domain ARI per model, held-out imputation r."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -437,10 +511,17 @@ def metrics_figure(metrics: pd.DataFrame, path) -> None:
         axes[1].text(0.5, 0.5, "no ground truth:\nno domain accuracy", ha="center", va="center",
                      transform=axes[1].transAxes)
         axes[1].set_axis_off()
-    imp = metrics[(metrics["stage"] == "impute") & metrics["metric"].str.endswith("median_pearson")]
-    bars(axes[2], imp, "metric", lambda k: k.replace(".median_pearson", "").replace("_", " "))
-    axes[2].set_ylabel("median held-out Pearson r")
-    axes[2].set_title("imputation / prediction")
+    imp = crossmodal_best(metrics)
+    if len(imp):
+        bars(axes[2], imp, "metric")
+        axes[2].axhline(0, color="#999999", lw=0.6)
+        axes[2].legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        axes[2].set_ylabel("median held-out Pearson r")
+        axes[2].set_title("cross-modal prediction (blocked CV)")
+    else:
+        axes[2].text(0.5, 0.5, "no cross-modal prediction", ha="center", va="center",
+                     transform=axes[2].transAxes)
+        axes[2].set_axis_off()
     fig.tight_layout()
     savefig(fig, path)
 
