@@ -240,7 +240,7 @@ def imputation_pairs(tree: ResultsTree, s: str, max_points: int = 200_000, seed:
     if Zm.size > max_points:
         idx = np.random.default_rng(seed).choice(Zm.size, max_points, replace=False)
         Zm, Zp = Zm[idx], Zp[idx]
-    name = method[:-len(CROSS_SUFFIX)] if method.endswith(CROSS_SUFFIX) else method
+    name = method.removesuffix(CROSS_SUFFIX)
     return {"measured": Zm, "predicted": Zp, "method": f"genes → metabolites by {name}",
             "median_r": float(med[method])}, scores
 

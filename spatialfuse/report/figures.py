@@ -122,17 +122,27 @@ def registration_figure(overlays: dict[str, dict], qc: dict[str, dict], path) ->
     if err_keys:
         w = 0.8 / len(err_keys)
         cols = category_colours(err_keys)
+        top = 0.0
         for j, k in enumerate(err_keys):
             med = np.array([qc.get(s, {}).get(k, np.nan) for s in samples], float)
             p90 = np.array([qc.get(s, {}).get(k.replace("_median", "_p90"), np.nan)
                             for s in samples], float)
             yerr = np.vstack([np.zeros_like(med), np.where(np.isfinite(p90), p90 - med, 0)])
             ax.bar(x + j * w, med, w, yerr=yerr, capsize=3, color=cols[k],
-                   label=k.replace(ERROR_SUFFIX, "").replace("_", " ") + " (median, bar to p90)")
+                   label=k.replace(ERROR_SUFFIX, "").replace("_", " "))
+            both = np.r_[med, p90]
+            top = max(top, float(np.nanmax(both)) if np.isfinite(both).any() else 0.0)
+        if top > 0:  # the whiskers (90th percentiles) inside the axes
+            ax.set_ylim(0, 1.1 * top)
         ax.set_xticks(x + w * (len(err_keys) - 1) / 2, samples, rotation=45, ha="right")
-        ax.set_ylabel("registration error (µm)")
+        ax.set_ylabel("registration error (µm)\nbar: median, whisker: 90th percentile",
+                      fontsize=8)
         ax.set_title("registration error")
-        ax.legend(frameon=False, fontsize=7)
+        if len(err_keys) > 1:  # beside the axes, clear of the whiskers
+            ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        else:
+            ax.set_title("registration error ("
+                         + err_keys[0].replace(ERROR_SUFFIX, "").replace("_", " ") + ")")
     else:
         dice = [qc.get(s, {}).get("tissue_dice", np.nan) for s in samples]
         ax.bar(x, dice, color="#0072B2")
@@ -260,9 +270,7 @@ def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
     labels = dict(IMPUTE_TASKS)
     rows, index = [], []
     for task, mod, meth in keys[["task", "modality", "method"]].itertuples(index=False):
-        name = str(meth)
-        for suffix in ("_from_rna", "_from_msi"):
-            name = name[:-len(suffix)] if name.endswith(suffix) else name
+        name = str(meth).removesuffix("_from_rna").removesuffix("_from_msi")
         head = labels.get(task, f"{task}").format(mod=MODALITY_NAMES.get(mod, mod))
         index.append(f"{head}: {name}")
         rows.append([med.get((task, mod, meth, s), np.nan) for s in samples])
@@ -391,7 +399,8 @@ def pathway_figure(pathways: pd.DataFrame, path, fdr: float = 0.05, top: int = 2
     sc = ax.scatter(x, y, s=12 + 12 * p["overlap"].astype(float), c=score, cmap="viridis",
                     edgecolors=np.where(p["qval"] <= fdr, "k", "none"), linewidths=0.6)
     ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(rows)), [r[:60] for r in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), [r if len(r) <= 60 else r[:59] + "…" for r in rows],
+                  fontsize=7)
     ax.set_xlim(-0.5, len(cols) - 0.5)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     fig.colorbar(sc, ax=ax, label="−log10 q", fraction=0.05, pad=0.02)
