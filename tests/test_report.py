@@ -119,6 +119,15 @@ def test_imputation_figure_shows_a_crossmodal_method_and_every_methods_median(co
     assert np.isnan(table.loc["genes → metabolites: vae", "b"])  # b lacks it: not 0
 
 
+def test_link_recovery_text_says_when_there_is_no_precision():
+    from spatialfuse.report.summary import link_recovery_text
+
+    lr = {"true_positives": 1, "true_links_tested": 81, "precision": 0.25}
+    assert link_recovery_text(lr) == "1/81 (precision 0.25)"
+    lr.update(true_positives=0, precision=float("nan"))  # nothing called significant
+    assert link_recovery_text(lr) == "0/81 (no link called significant, so no precision)"
+
+
 def test_metrics_figure_compares_best_baseline_with_best_model_per_direction():
     from spatialfuse.report.figures import crossmodal_best
 

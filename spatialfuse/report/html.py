@@ -37,7 +37,7 @@ h3{margin:22px 0 6px}
 .badge{font-size:.72em;font-weight:600;padding:2px 7px;border-radius:10px;background:#e3e8ee;
  color:#333}
 .badge.bad{background:#b2182b;color:#fff}.badge.good{background:#2e7d32;color:#fff}
-.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;font-size:.88em;margin:8px 0}
+.kv{display:grid;grid-template-columns:fit-content(40%) 1fr;gap:2px 12px;font-size:.88em;margin:8px 0}
 .kv dt{color:#555}.kv dd{margin:0;font-variant-numeric:tabular-nums}
 .layers button{font:inherit;font-size:.8em;border:1px solid #9aa5b1;background:#fff;
  border-radius:4px;padding:2px 8px;margin:0 4px 4px 0;cursor:pointer}

@@ -12,6 +12,7 @@ import datetime as dt
 import html
 import json
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -142,6 +143,15 @@ def _recovered(lr: dict) -> str:
     return f"{lr.get('true_positives')}/{lr.get('true_links_tested')}"
 
 
+def link_recovery_text(lr: dict) -> str:
+    """"true links found / tested (precision)"; with no link called significant the precision
+    is undefined (NaN in the stage's JSON) and the text says so."""
+    prec = lr.get("precision")
+    if isinstance(prec, (int, float)) and math.isfinite(prec):
+        return f"{_recovered(lr)} (precision {prec:.2f})"
+    return f"{_recovered(lr)} (no link called significant, so no precision)"
+
+
 def _n(v) -> str:
     return f"{v:,}" if isinstance(v, int) else ("?" if v is None else str(v))
 
@@ -226,8 +236,7 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
     kv += prediction_lines(imp or {})
     lr = it.get("link_recovery")
     if lr:
-        kv.append(("known links recovered",
-                   _recovered(lr) + f" (precision {lr.get('precision', float('nan')):.2f})"))
+        kv.append(("known links recovered", link_recovery_text(lr)))
     dl = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in kv)
     links = it.get("top_associations") or []
     lis = "".join(f"<li>{html.escape(_link_text(r))}"
