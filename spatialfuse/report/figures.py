@@ -285,23 +285,26 @@ def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> Non
 
     ``pairs``: sample → {"measured", "predicted" (1-D z-scores), "method", "median_r"};
     ``scores``: sample, modality, task, method, feature, pearson_r."""
-    from matplotlib.gridspec import GridSpec
-
     samples = list(dict.fromkeys([*pairs, *(scores["sample"] if len(scores) else [])]))
     table = method_medians(scores, samples)
     n = len(pairs)
     ncol = max(1, min(n, 4))
     nrow = int(np.ceil(n / ncol)) if n else 0
-    heat_h = 0.6 + 0.19 * len(table) if len(table) else 0.0
-    width = max(3.6 * ncol, 3.6 + 0.75 * len(samples))
-    if not nrow and not len(table):
+    heat_h = 0.9 + 0.22 * len(table) if len(table) else 0.0
+    if not nrow and not heat_h:
         placeholder(path, "No imputation scores to show.")
         return
-    fig = plt.figure(figsize=(width, 3.4 * nrow + heat_h + (0.4 if nrow and heat_h else 0)))
-    gs = GridSpec(nrow + (1 if heat_h else 0), ncol, figure=fig,
-                  height_ratios=[3.4] * nrow + ([heat_h] if heat_h else []))
-    for i, s in enumerate(pairs):
-        ax = fig.add_subplot(gs[i // ncol, i % ncol])
+    # the panels and the table in sub-figures of their own, so that the table's long row
+    # labels do not squeeze the panels above them
+    heights = [h for h in (3.3 * nrow, heat_h) if h]
+    fig = plt.figure(figsize=(max(3.3 * ncol, 4.0 + 0.9 * len(samples), 7.0), sum(heights)),
+                     layout="constrained")
+    subs = list(np.atleast_1d(fig.subfigures(len(heights), 1, height_ratios=heights)))
+    top = subs[0] if nrow else None
+    panels = top.subplots(nrow, ncol, squeeze=False).ravel() if nrow else []
+    for ax in panels[n:]:
+        ax.axis("off")
+    for ax, s in zip(panels, pairs):
         p = pairs[s]
         meas, pred = np.asarray(p["measured"]), np.asarray(p["predicted"])
         ok = np.isfinite(meas) & np.isfinite(pred)
@@ -316,12 +319,12 @@ def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> Non
         ax.set_ylim(-3, 3)
         ax.set_aspect("equal")
         r = np.corrcoef(meas[ok], pred[ok])[0, 1]
-        ax.set_title(f"{s}: {p['method']}\npooled r = {r:.2f}, median per metabolite "
-                     f"r = {p['median_r']:.2f}", fontsize=8.5)
+        ax.set_title(f"{s}\n{p['method']}\npooled r {r:.2f}, median per metabolite "
+                     f"{p['median_r']:.2f}", fontsize=7.5)
         ax.set_xlabel("measured (z-score per metabolite)")
         ax.set_ylabel("predicted, held-out (z-score)")
     if heat_h:
-        ax = fig.add_subplot(gs[nrow, :])
+        ax = subs[-1].subplots()
         V = table.to_numpy(float)
         lim = max(0.1, float(np.nanmax(np.abs(V)))) if np.isfinite(V).any() else 1.0
         cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#E0E0E0")
@@ -334,19 +337,18 @@ def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> Non
                 best = rows[int(np.nanargmax(col))] if np.isfinite(col).any() else None
                 for i in rows:
                     if np.isfinite(V[i, j]):
-                        ax.text(j, i, f"{V[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
+                        ax.text(j, i, f"{V[i, j]:.2f}", ha="center", va="center", fontsize=8,
                                 fontweight="bold" if i == best else "normal",
                                 color="white" if abs(V[i, j]) > 0.6 * lim else "black")
         for i in range(1, len(heads)):
             if heads[i] != heads[i - 1]:
                 ax.axhline(i - 0.5, color="white", lw=2)
-        ax.set_yticks(range(len(table)), table.index, fontsize=7)
-        ax.set_xticks(range(len(samples)), samples, rotation=30, ha="right", fontsize=7.5)
+        ax.set_yticks(range(len(table)), table.index, fontsize=8)
+        ax.set_xticks(range(len(samples)), samples, rotation=30, ha="right", fontsize=8)
         ax.spines[:].set_visible(False)
-        fig.colorbar(im, ax=ax, label="median held-out r", fraction=0.04, pad=0.01)
+        subs[-1].colorbar(im, ax=ax, label="median held-out r", fraction=0.04, pad=0.01)
         ax.set_title("median held-out Pearson r per feature, every method (bold: the best of "
                      "its task)", fontsize=8.5)
-    fig.tight_layout()
     savefig(fig, path)
 
 
