@@ -67,3 +67,42 @@ def test_interpret_outputs(paired, small_demo_files):
     assert {"modality", "domain", "feature", "qval"} <= set(out["markers"].columns)
     assert out["associations"]["qval"].between(0, 1).all()
     assert "link_recovery" in out["summary"]
+
+
+def test_alignment_overlay_draws_a_subset_of_many_pixels_at_their_size(tmp_path):
+    """The overlay draws at most ``max_pixels`` MSI pixels, each as large as a pixel after the
+    fitted scale, and the ST spots at their diameter; coverage is on a fixed 0-1 scale."""
+    import anndata as ad
+    import matplotlib
+    import pandas as pd
+
+    from spatialfuse.plots import stages
+
+    gx, gy = np.meshgrid(np.arange(60), np.arange(60))
+    msi = ad.AnnData(np.zeros((3600, 1), np.float32))
+    msi.obsm[Key.obsm.spatial] = np.c_[gx.ravel(), gy.ravel()] * 20.0
+    msi.obs[Key.obs.on_tissue] = True
+    st = ad.AnnData(np.zeros((25, 1), np.float32))
+    sx, sy = np.meshgrid(np.arange(5), np.arange(5))
+    st.obsm[Key.obsm.spatial] = np.c_[sx.ravel(), sy.ravel()] * 250.0 + 100
+    cov = pd.DataFrame({Key.obs.coverage: np.ones(25)}, index=st.obs_names)
+    qc = {"tissue_dice": 0.9, "spot_diameter_um": 100.0, "msi_pixel_size_um": 20.0,
+          "transform": {"mean_scale": 1.5}}
+    drawn = []
+    real_scatter = matplotlib.axes.Axes.scatter
+
+    def scatter(self, x, y, s=None, **kw):
+        drawn.append((len(np.atleast_1d(x)), np.atleast_1d(s)[0], kw.get("label")))
+        return real_scatter(self, x, y, s=s, **kw)
+
+    matplotlib.axes.Axes.scatter = scatter
+    try:
+        stages.alignment_overlay_figure(st, msi, cov, qc, tmp_path / "o.png", "s",
+                                        max_pixels=500)
+    finally:
+        matplotlib.axes.Axes.scatter = real_scatter
+    assert (tmp_path / "o.png").stat().st_size > 0
+    (n_px, s_px, _), (n_st, s_st, _) = drawn[0], drawn[1]
+    assert n_px == 500 and n_st == 25
+    # marker areas scale with the squared sizes: 30 um pixels, 100 um spots
+    assert s_st / s_px == pytest.approx((100 / 30) ** 2, rel=1e-6)

@@ -95,24 +95,39 @@ def ingest_qc_figure(st, msi, path, sample: str, qc: dict | None = None) -> None
 
 
 def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, path,
-                             sample: str) -> None:
-    """ST spots with MSI tissue pixels mapped into the ST frame, and per-spot coverage."""
+                             sample: str, max_pixels: int = 200_000, seed: int = 0) -> None:
+    """ST spots with MSI tissue pixels mapped into the ST frame, and per-spot coverage, both at
+    their true size (MSI pixel side × the fitted scale; the ST spot diameter); more than
+    ``max_pixels`` tissue pixels are drawn as a seeded random subset."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     ax = axes[0]
-    xy = msi_aligned.obsm[Key.obsm.spatial]
+    xy = np.asarray(msi_aligned.obsm[Key.obsm.spatial])[:, :2]
     on = msi_aligned.obs[Key.obs.on_tissue].to_numpy(bool)
-    ax.scatter(xy[on, 0], xy[on, 1], s=2, c="#D55E00", alpha=0.35, linewidths=0,
-               label="MSI tissue pixels (aligned)")
-    sxy = st.obsm[Key.obsm.spatial]
-    ax.scatter(sxy[:, 0], sxy[:, 1], s=6, facecolors="none", edgecolors="#0072B2", linewidths=0.5,
+    mxy = xy[on]
+    if len(mxy) > max_pixels:
+        mxy = mxy[np.random.default_rng(seed).choice(len(mxy), max_pixels, replace=False)]
+    sxy = np.asarray(st.obsm[Key.obsm.spatial])[:, :2]
+    both = np.vstack([sxy, mxy]) if len(mxy) else sxy
+    ax.set_aspect("equal")
+    spot_um = float(qc.get("spot_diameter_um")
+                    or st.uns.get(Key.uns.spatialfuse, {}).get("spot_diameter_um", 55.0))
+    scale = float((qc.get("transform") or {}).get("mean_scale", 1.0) or 1.0)
+    pixel_um = float(qc.get("msi_pixel_size_um") or 10.0) * scale
+    ax.scatter(mxy[:, 0], mxy[:, 1], s=spot_size(both, ax, pixel_um), marker="s", c="#E69F00",
+               alpha=0.45, linewidths=0, rasterized=True, label="MSI tissue pixels (aligned)")
+    ax.scatter(sxy[:, 0], sxy[:, 1], s=spot_size(both, ax, spot_um), facecolors="none",
+               edgecolors="#0072B2", linewidths=0.5, rasterized=len(sxy) > 20_000,
                label="ST spots")
     _frame(ax, f"{sample}: registration overlay — Dice {qc.get('tissue_dice', float('nan')):.2f}"
            + (f", truth error {qc['truth_error_um_median']:.1f} µm" if "truth_error_um_median" in qc
               else ""))
-    ax.legend(fontsize=7, loc="upper right", markerscale=3)
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.06), ncol=2, frameon=False,
+              markerscale=1.0)
     cov = coverage.loc[st.obs_names, Key.obs.coverage].to_numpy()
-    plot_values(axes[1], sxy, np.clip(cov, 0, 1), "fraction of each spot covered by MSI",
-                cmap="magma", label="coverage")
+    axes[1].set_aspect("equal")
+    sc = plot_values(axes[1], sxy, np.clip(cov, 0, 1), "fraction of each spot covered by MSI",
+                     diameter_um=spot_um, cmap="viridis", label="coverage")
+    sc.set_clim(0, 1)  # a fraction: the same scale on every section, full coverage or not
     fig.tight_layout()
     savefig(fig, path)
 
