@@ -484,7 +484,7 @@ def crossmodal_best(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def metrics_figure(metrics: pd.DataFrame, path) -> None:
     """Registration error (µm, or Dice), domain ARI per model, held-out imputation r."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
     samples = list(dict.fromkeys(metrics["sample"]))
     x = np.arange(len(samples))
 
@@ -497,8 +497,8 @@ def metrics_figure(metrics: pd.DataFrame, path) -> None:
             ax.bar(x + j * w, [v.get(s, np.nan) for s in samples], w, label=label_of(g),
                    color=cols[g])
         ax.set_xticks(x + w * (len(groups) - 1) / 2, samples, rotation=45, ha="right")
-        if groups:
-            ax.legend(frameon=False, fontsize=7)
+        if len(groups) > 1:  # beside the axes, clear of the bars; one series: the axis says it
+            ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         return groups
 
     reg = metrics[(metrics["stage"] == "align") & metrics["metric"].str.endswith(ERROR_SUFFIX)]
@@ -518,6 +518,13 @@ def metrics_figure(metrics: pd.DataFrame, path) -> None:
         axes[1].set_ylabel("ARI vs truth")
         axes[1].set_ylim(0, 1)
         axes[1].set_title("domain recovery")
+    elif len(cont := metrics[(metrics["stage"] == "domains")
+                             & (metrics["metric"] == "neighbour_agreement")]):
+        # no truth: how spatially coherent each model's domains are instead
+        bars(axes[1], cont, "model")
+        axes[1].set_ylabel("neighbour pairs in the same domain")
+        axes[1].set_ylim(0, 1)
+        axes[1].set_title("domain continuity (no truth to score against)")
     else:
         axes[1].text(0.5, 0.5, "no ground truth:\nno domain accuracy", ha="center", va="center",
                      transform=axes[1].transAxes)
@@ -526,7 +533,6 @@ def metrics_figure(metrics: pd.DataFrame, path) -> None:
     if len(imp):
         bars(axes[2], imp, "metric")
         axes[2].axhline(0, color="#999999", lw=0.6)
-        axes[2].legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         axes[2].set_ylabel("median held-out Pearson r")
         axes[2].set_title("cross-modal prediction (blocked CV)")
     else:
