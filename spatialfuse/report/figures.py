@@ -137,10 +137,10 @@ def registration_figure(overlays: dict[str, dict], qc: dict[str, dict], path) ->
         ax.set_xticks(x + w * (len(err_keys) - 1) / 2, samples, rotation=45, ha="right")
         ax.set_ylabel("registration error (µm)\nbar: median, whisker: 90th percentile",
                       fontsize=8)
-        ax.set_title("registration error")
         if len(err_keys) > 1:  # beside the axes, clear of the whiskers
+            ax.set_title("registration error")
             ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        else:
+        else:  # one kind: the title names it
             ax.set_title("registration error ("
                          + err_keys[0].replace(ERROR_SUFFIX, "").replace("_", " ") + ")")
     else:
@@ -483,7 +483,9 @@ def crossmodal_best(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def metrics_figure(metrics: pd.DataFrame, path) -> None:
-    """Registration error (µm, or Dice), domain ARI per model, held-out imputation r."""
+    """Registration error (µm, or Dice); domain ARI per model (or, without a truth, the
+    domains' neighbour agreement); per direction of cross-modal prediction the best baseline's
+    and the best model-based method's median held-out r (:func:`crossmodal_best`)."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
     samples = list(dict.fromkeys(metrics["sample"]))
     x = np.arange(len(samples))
