@@ -141,8 +141,8 @@ def registration_figure(overlays: dict[str, dict], qc: dict[str, dict], path) ->
             ax.set_title("registration error")
             ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         else:  # one kind: the title names it
-            ax.set_title("registration error ("
-                         + err_keys[0].replace(ERROR_SUFFIX, "").replace("_", " ") + ")")
+            ax.set_title("registration error (" + err_keys[0].replace(ERROR_SUFFIX, "")
+                         .replace("_error", "").replace("_", " ") + ")")
     else:
         dice = [qc.get(s, {}).get("tissue_dice", np.nan) for s in samples]
         ax.bar(x, dice, color="#0072B2")
