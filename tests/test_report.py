@@ -242,6 +242,14 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
     assert label.startswith("metabolites → genes")
     assert text == ("pooled: gnn 0.03 vs ridge 0.03, +0.001 [-0.004, +0.006] tie; "
                     "within blocks: gnn 0.04 vs ridge 0.05, -0.009 [-0.017, -0.001] worse")
+    # where the best maps are: said only when the stage named a best method
+    imp["crossmodal"]["msi_to_rna"]["best_method"] = "gnn_ridge"
+    imp["crossmodal"]["rna_to_msi"] = {"best_method": "ridge"}
+    assert prediction_lines(imp)[-1] == (
+        "best predicted maps (impute/imputed.h5mu)",
+        "metabolites from genes: msi layer imputed_ridge_from_rna; "
+        "genes from metabolites: rna layer imputed_gnn_ridge_from_msi")
+    del imp["crossmodal"]["rna_to_msi"], imp["crossmodal"]["msi_to_rna"]["best_method"]
     # spots the MSI missed: said only when there are some
     imp["unmeasured_spots"] = {"n_spots": 0}
     assert len(prediction_lines(imp)) == 1

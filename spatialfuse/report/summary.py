@@ -18,9 +18,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..constants import Key
 from . import provenance
 from .aggregate import ResultsTree, collect_flags, read_json
 from .conditions import by_evidence
+from .figures import MODALITY_NAMES
 from .html import (
     CSS,
     JS,
@@ -181,6 +183,16 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
                          f"{v['verdict']}")
         if parts:
             out.append((f"{label}, held-out r (best model vs best baseline)", "; ".join(parts)))
+    # where the best predicted maps are, for whoever takes them further
+    maps = []
+    for task, _ in PREDICTION_TASKS:
+        best = ((imp.get("crossmodal") or {}).get(task) or {}).get("best_method")
+        if isinstance(best, str) and best:
+            src, tgt = task.split("_to_")
+            maps.append(f"{MODALITY_NAMES[tgt]} from {MODALITY_NAMES[src]}: {tgt} layer "
+                        f"{Key.layers.imputed(f'{best}_from_{src}')}")
+    if maps:
+        out.append(("best predicted maps (impute/imputed.h5mu)", "; ".join(maps)))
     un = imp.get("unmeasured_spots") or {}
     if un.get("n_spots"):
         held = un.get("heldout_pearson_median", float("nan"))
