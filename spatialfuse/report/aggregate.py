@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 #: The genes → metabolites task of ``feature_scores.tsv`` and its methods' name suffix.
-CROSS_TASK, CROSS_SUFFIX = "rna_to_msi", "_from_rna"
+CROSS_TASK, CROSS_SUFFIX = figures.PREDICTION_TASKS[0][0], "_from_rna"
 
 #: Per-sample outputs this stage and the report read (the contract in DESIGN.md)
 LAYOUT = {

@@ -244,10 +244,13 @@ def umap_figure(umap: pd.DataFrame, models: list[str], path) -> None:
     savefig(fig, path)
 
 
+#: The cross-modal directions of impute's metrics.json and feature_scores.tsv, as the report
+#: names them.
+PREDICTION_TASKS = (("rna_to_msi", "genes → metabolites"), ("msi_to_rna", "metabolites → genes"))
 #: Tasks of ``feature_scores.tsv`` in the order the imputation figure lists them, with a label
 #: (``{mod}``: the modality's name).
-IMPUTE_TASKS = (("rna_to_msi", "genes → metabolites"), ("msi_to_rna", "metabolites → genes"),
-                ("denoise", "{mod}, hidden spots"), ("heldout_entries", "{mod}, hidden entries"))
+IMPUTE_TASKS = (*PREDICTION_TASKS, ("denoise", "{mod}, hidden spots"),
+                ("heldout_entries", "{mod}, hidden entries"))
 MODALITY_NAMES = {"rna": "genes", "msi": "metabolites"}
 
 
@@ -474,7 +477,7 @@ def crossmodal_best(metrics: pd.DataFrame) -> pd.DataFrame:
     parts = imp["metric"].str.split(".")
     imp = imp[parts.str.len() == 4].assign(task=parts.str[1], method=parts.str[2])
     rows = []
-    for task, head in IMPUTE_TASKS[:2]:
+    for task, head in PREDICTION_TASKS:
         for kind, pick in (("best baseline", True), ("best model-based", False)):
             sel = imp[(imp["task"] == task) & (imp["method"].isin(base) == pick)]
             for smp, v in sel.groupby("sample", sort=False)["value"].max().items():

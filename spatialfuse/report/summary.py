@@ -22,7 +22,7 @@ from ..constants import Key
 from . import provenance
 from .aggregate import ResultsTree, collect_flags, read_json
 from .conditions import by_evidence
-from .figures import MODALITY_NAMES
+from .figures import MODALITY_NAMES, PREDICTION_TASKS
 from .html import (
     CSS,
     JS,
@@ -156,10 +156,6 @@ def link_recovery_text(lr: dict) -> str:
 
 def _n(v) -> str:
     return f"{v:,}" if isinstance(v, int) else ("?" if v is None else str(v))
-
-
-#: the cross-modal directions of impute's metrics.json, as the report names them
-PREDICTION_TASKS = (("rna_to_msi", "genes → metabolites"), ("msi_to_rna", "metabolites → genes"))
 
 
 def prediction_lines(imp: dict) -> list[tuple[str, str]]:
