@@ -81,6 +81,13 @@ def spot_size(xy: np.ndarray, ax, diameter_um: float = 55.0) -> float:
     return max(1.0, (diameter_um * pt_per_um) ** 2)
 
 
+def aligned_pixel_um(qc: dict) -> float:
+    """Side (µm) of an MSI pixel in the ST frame: its raster step × the registration's mean
+    scale, from the align stage's ``qc.json``."""
+    return float(qc.get("msi_pixel_size_um", 10.0)) * float(
+        qc.get("transform", {}).get("mean_scale", 1.0))
+
+
 def plot_labels(ax, xy: np.ndarray, labels, title: str | None = None, diameter_um: float = 55.0,
                 legend: bool = True):
     """Spots coloured by integer domain label (colours from :func:`domain_colours`)."""

@@ -7,7 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
-from . import _frame, placeholder, plot_labels, plot_values, plt, savefig, spot_size
+from . import _frame, aligned_pixel_um, placeholder, plot_labels, plot_values, plt, savefig, spot_size
 
 
 def _dense(X):
@@ -109,10 +109,8 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
     sxy = np.asarray(st.obsm[Key.obsm.spatial])[:, :2]
     both = np.vstack([sxy, mxy]) if len(mxy) else sxy
     ax.set_aspect("equal")
-    spot_um = float(qc.get("spot_diameter_um")
-                    or st.uns.get(Key.uns.spatialfuse, {}).get("spot_diameter_um", 55.0))
-    scale = float((qc.get("transform") or {}).get("mean_scale", 1.0) or 1.0)
-    pixel_um = float(qc.get("msi_pixel_size_um") or 10.0) * scale
+    spot_um = float(qc.get("spot_diameter_um", 55.0))  # the align stage's qc has both sizes
+    pixel_um = aligned_pixel_um(qc)
     ax.scatter(mxy[:, 0], mxy[:, 1], s=spot_size(both, ax, pixel_um), marker="s", c="#E69F00",
                alpha=0.45, linewidths=0, rasterized=True, label="MSI tissue pixels (aligned)")
     ax.scatter(sxy[:, 0], sxy[:, 1], s=spot_size(both, ax, spot_um), facecolors="none",

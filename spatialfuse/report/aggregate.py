@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
+from ..plots import aligned_pixel_um
 from . import figures
 from .domains import harmonise_domains
 from .latent import joint_umap
@@ -223,8 +224,7 @@ def imputation_pairs(tree: ResultsTree, s: str, max_points: int = 200_000, seed:
 
     msi = md.read_h5ad(str(tree.path("imputed", s)), Key.mod.msi)
     on_msi = scores[scores["modality"] == Key.mod.msi]
-    cross_rows = (on_msi[on_msi["task"] == CROSS_TASK] if "task" in on_msi
-                  else on_msi[on_msi["method"].astype(str).str.endswith(CROSS_SUFFIX)])
+    cross_rows = on_msi[on_msi["task"] == CROSS_TASK]
     cross = [m for m in dict.fromkeys(cross_rows["method"]) if Key.layers.imputed(m) in msi.layers]
     if not cross:
         return None, scores
@@ -316,10 +316,8 @@ def run_aggregate(
             a.file.close()
         if len(mxy) > 30000:
             mxy = mxy[rng.choice(len(mxy), 30000, replace=False)]
-        scale = qc[s].get("transform", {}).get("mean_scale", 1.0)
         overlays[s] = {"st_xy": st[Key.obsm.spatial][:, :2], "msi_xy": mxy[:, :2],
-                       "spot_diameter_um": diam[s],
-                       "pixel_um": float(qc[s].get("msi_pixel_size_um", 10.0)) * float(scale)}
+                       "spot_diameter_um": diam[s], "pixel_um": aligned_pixel_um(qc[s])}
     figures.registration_figure(overlays, qc, outputs["registration_figure"])
 
     # models: training curves and the joint UMAP

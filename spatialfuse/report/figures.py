@@ -258,18 +258,15 @@ def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
     """Median held-out Pearson r of every task and method (rows, labelled "task: method",
     cross-modal prediction first, then denoising and hidden entries per modality) in every
     sample (columns; NaN where a sample lacks the method). ``scores``: sample, modality, task,
-    method, pearson_r (without ``task``, rows are "modality: method")."""
+    method, pearson_r (the impute stage's ``feature_scores.tsv`` rows)."""
     if scores.empty:
         return pd.DataFrame(columns=samples, dtype=float)
-    sc = scores.copy()
-    if "task" not in sc:
-        sc["task"] = sc["modality"]
     order = {t: i for i, (t, _) in enumerate(IMPUTE_TASKS)}
-    keys = sc[["task", "modality", "method"]].drop_duplicates()
+    keys = scores[["task", "modality", "method"]].drop_duplicates()
     keys = keys.assign(_o=keys["task"].map(order).fillna(len(order)),
                        _m=keys["modality"].map({"rna": 0, "msi": 1}).fillna(2))
     keys = keys.sort_values(["_o", "_m"], kind="stable")
-    med = sc.groupby(["task", "modality", "method", "sample"])["pearson_r"].median()
+    med = scores.groupby(["task", "modality", "method", "sample"])["pearson_r"].median()
     labels = dict(IMPUTE_TASKS)
     rows, index = [], []
     for task, mod, meth in keys[["task", "modality", "method"]].itertuples(index=False):
