@@ -262,3 +262,33 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
     assert prediction_lines(imp)[-1] == (
         "spots without MSI", "120: metabolites predicted from genes by ridge, averaged with the "
         "nearest measured spots (better on the held-out blocks) (held-out median r 0.31)")
+
+
+def test_each_samples_umap_depends_on_its_own_embedding_only_and_tiles_do_not_overlap():
+    """Per-section models have unrelated latent axes, so each sample is projected on its own:
+    changing one sample's embedding leaves the other's coordinates as they were (a pooled
+    projection would move both), and the tiles drawing them side by side are disjoint."""
+    from spatialfuse.report.latent import sample_umaps, tile_samples
+
+    rng = np.random.default_rng(0)
+    a = (np.array([f"a{i}" for i in range(60)]), rng.normal(size=(60, 8)))
+    b = (np.array([f"b{i}" for i in range(80)]), rng.normal(size=(80, 8)) + 5)
+    c = (np.array([f"c{i}" for i in range(50)]), rng.normal(size=(50, 8)))
+    u1 = sample_umaps({"a": a, "b": b, "c": c}, seed=3, max_spots=150)
+    u2 = sample_umaps({"a": a, "b": (b[0], b[1][:, ::-1] * 3), "c": c}, seed=3, max_spots=150)
+    assert list(u1.columns) == ["sample", "barcode", "umap1", "umap2"]
+    assert u1.groupby("sample").size().to_dict() == {"a": 50, "b": 50, "c": 50}  # 150 shared
+    for s in ("a", "c"):
+        pd.testing.assert_frame_equal(u1[u1["sample"] == s], u2[u2["sample"] == s])
+    assert not np.allclose(u1.loc[u1["sample"] == "b", "umap1"], u2.loc[u2["sample"] == "b", "umap1"])
+    tiled, origin = tile_samples(u1)
+    assert list(origin) == ["a", "b", "c"]
+    boxes = {s: (g["x"].min(), g["x"].max(), g["y"].min(), g["y"].max())
+             for s, g in tiled.groupby("sample")}
+    for s, (x0, x1, y0, y1) in boxes.items():
+        ox, oy = origin[s]
+        assert ox - 1e-9 <= x0 and x1 <= ox + 1 + 1e-9 and oy - 1e-9 <= y0 and y1 <= oy + 1 + 1e-9
+        assert max(x1 - x0, y1 - y0) == pytest.approx(1.0)  # scaled to the tile, shape kept
+    for s, t in [("a", "b"), ("a", "c"), ("b", "c")]:
+        (ax0, ax1, ay0, ay1), (bx0, bx1, by0, by1) = boxes[s], boxes[t]
+        assert ax1 < bx0 or bx1 < ax0 or ay1 < by0 or by1 < ay0

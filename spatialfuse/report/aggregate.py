@@ -21,7 +21,7 @@ from ..constants import Key
 from ..plots import aligned_pixel_um
 from . import figures
 from .domains import harmonise_domains
-from .latent import joint_umap
+from .latent import sample_umaps
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ def run_aggregate(
                        "spot_diameter_um": diam[s], "pixel_um": aligned_pixel_um(qc[s])}
     figures.registration_figure(overlays, qc, outputs["registration_figure"])
 
-    # models: training curves and the joint UMAP
+    # models: training curves and each sample's UMAP of each model's embedding
     logs = {}
     for s in samples:
         for m in models:
@@ -336,7 +336,7 @@ def run_aggregate(
             bc, obsm = _read_obsm(tree.path("embedding", s, m), [Key.obsm.embedding(m)])
             if Key.obsm.embedding(m) in obsm:
                 emb[s] = (bc, obsm[Key.obsm.embedding(m)])
-        u = joint_umap(emb, seed=seed, max_spots=int(params.get("umap_max_spots", 20000)))
+        u = sample_umaps(emb, seed=seed, max_spots=int(params.get("umap_max_spots", 20000)))
         emb.clear()
         if len(u):
             dom = spots.set_index(["sample", "barcode"])[m]

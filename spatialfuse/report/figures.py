@@ -21,6 +21,7 @@ from ..plots import (
     spot_size,
 )
 from .conditions import by_evidence
+from .latent import tile_samples
 
 #: metrics whose key says they are a registration error in µm (truth, landmarks, ...)
 ERROR_SUFFIX = "_um_median"
@@ -205,41 +206,41 @@ def training_figure(logs: dict[tuple[str, str], pd.DataFrame], path) -> None:
 
 
 def umap_figure(umap: pd.DataFrame, models: list[str], path) -> None:
-    """Rows: models; left: UMAP of the joint embeddings coloured by matched domain, right:
-    the same coloured by sample. ``umap``: model, sample, barcode, umap1, umap2, domain."""
+    """One panel per model: every sample's own UMAP of that model's joint embedding
+    (:func:`~spatialfuse.report.latent.sample_umaps`), side by side on tiles named for the
+    sample, coloured by matched domain. ``umap``: model, sample, barcode, umap1, umap2,
+    domain."""
     models = [m for m in models if (umap["model"] == m).any()] if len(umap) else []
     if not models:
         placeholder(path, "No embedding to project.")
         return
-    samples = list(dict.fromkeys(umap["sample"]))
-    scol = category_colours(samples)
-    fig, axes = plt.subplots(len(models), 2, figsize=(9.2, 3.9 * len(models)), squeeze=False)
-    size = max(1.5, min(12.0, 6000 / max(len(umap) / len(models), 1)))
-    for i, m in enumerate(models):
-        u = umap[umap["model"] == m]
-        ax = axes[i, 0]
+    n_samples = umap["sample"].nunique()
+    ncol = max(1, int(np.ceil(np.sqrt(n_samples))))
+    nrow = int(np.ceil(n_samples / ncol))
+    side = min(3.2, max(1.6, 7.0 / ncol))  # inches per tile
+    fig, axes = plt.subplots(len(models), 1, squeeze=False,
+                             figsize=(side * ncol + 2.0, (side * nrow * 1.05 + 0.6) * len(models)))
+    for ax, m in zip(axes[:, 0], models):
+        u, origin = tile_samples(umap[umap["model"] == m])
+        size = max(1.5, min(12.0, 3000 / max(len(u) / max(len(origin), 1), 1)))
         lab = u["domain"].fillna(-1).astype(int).to_numpy()
-        for k, c in domain_colours(lab[lab >= 0]).items():
+        cols = domain_colours(lab[lab >= 0])
+        if (lab < 0).any():
+            ax.scatter(u["x"][lab < 0], u["y"][lab < 0], s=size, c="#bbbbbb", linewidths=0,
+                       rasterized=True, label="none")
+        for k, c in cols.items():
             sel = lab == k
-            ax.scatter(u["umap1"][sel], u["umap2"][sel], s=size, c=c, linewidths=0, label=str(k),
+            ax.scatter(u["x"][sel], u["y"][sel], s=size, c=c, linewidths=0, label=str(k),
                        rasterized=True)
+        for s, (ox, oy) in origin.items():
+            ax.add_patch(plt.Rectangle((ox - 0.03, oy - 0.03), 1.06, 1.06, fill=False, lw=0.6,
+                                       ec="#999999"))
+            ax.text(ox + 0.5, oy + 1.06, s, ha="center", va="bottom", fontsize=8)
         ax.legend(title="domain (matched)", frameon=False, fontsize=7, markerscale=1.5,
                   loc="center left", bbox_to_anchor=(1.0, 0.5))
-        ax.set_title(f"{m}: joint embedding, by domain")
-        ax = axes[i, 1]
-        order = np.random.default_rng(0).permutation(len(u))  # no sample drawn wholly on top
-        uu = u.iloc[order]
-        ax.scatter(uu["umap1"], uu["umap2"], s=size, c=uu["sample"].map(scol), linewidths=0,
-                   rasterized=True)
-        ax.legend(handles=[plt.Line2D([], [], marker="o", ls="", color=c, label=s)
-                           for s, c in scol.items()], title="sample", frameon=False, fontsize=7,
-                  loc="center left", bbox_to_anchor=(1.0, 0.5))
-        ax.set_title(f"{m}: joint embedding, by sample")
-        for ax in axes[i]:
-            ax.set_xlabel("UMAP 1")
-            ax.set_ylabel("UMAP 2")
-            ax.set_xticks([])
-            ax.set_yticks([])
+        ax.set_title(f"{m}: joint embedding of each sample (its own UMAP)", fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
     fig.tight_layout()
     savefig(fig, path)
 
