@@ -51,11 +51,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from spatialfuse.impute.scores import feature_clusters, paired_median_difference  # noqa: E402
-from spatialfuse.impute.crossmodal import BASELINES, SPARSE_BASELINE  # noqa: E402
+from spatialfuse.impute.crossmodal import BASELINES, REFERENCES, SPARSE_BASELINE  # noqa: E402
 from spatialfuse.constants import Key  # noqa: E402
 
 #: Methods that read no joint model (the rest are model-based).
 BASELINE_NAMES = [*BASELINES, SPARSE_BASELINE]
+#: Neither model-based nor a baseline: the baselines and the CV's location-only reference.
+NOT_MODEL = [*BASELINE_NAMES, *REFERENCES]
 #: Suffixes of the hybrids (a readout of a joint model's latent stacked with a baseline's inputs).
 HYBRID_SUFFIXES = ("_ridge", "_sparse")
 
@@ -343,6 +345,8 @@ def truth_strata_scores(wd: Path, seed: int) -> tuple[list[dict], list[dict]]:
             # features whose truth varies (what the other modality can know; no measurement noise)
             varies = have & (E.std(0) > 1e-9)
             for method in dict.fromkeys(sub["method"]):
+                if method in REFERENCES:  # the location reference keeps no layer
+                    continue
                 P = np.asarray(a.layers[Key.layers.imputed(method)][:, a.var_names.get_indexer(feats)], float)
                 sc = feature_scores(P[:, varies], E[:, varies], xy, blocks=blocks)
                 for j, f in enumerate(np.asarray(feats)[varies]):
@@ -374,8 +378,8 @@ def print_truth_scores(tt: pd.DataFrame) -> None:
             med = g.groupby("method")[col].median()
             run_med = g.groupby(["seed", "sample", "method"])[col].median().unstack()
             base_cols = [m for m in run_med.columns if m in BASELINE_NAMES]
-            hyb = [m for m in run_med.columns if m not in BASELINE_NAMES and m.endswith(HYBRID_SUFFIXES)]
-            dec = [m for m in run_med.columns if m not in BASELINE_NAMES and m not in hyb]
+            hyb = [m for m in run_med.columns if m not in NOT_MODEL and m.endswith(HYBRID_SUFFIXES)]
+            dec = [m for m in run_med.columns if m not in NOT_MODEL and m not in hyb]
             best_b = run_med[base_cols].max(1)
             wins = {w: int((run_med[c].max(1) > best_b).sum()) for w, c in
                     (("model", dec + hyb), ("decoder", dec), ("hybrid", hyb)) if c}
@@ -421,7 +425,7 @@ def print_truth_strata(ts: pd.DataFrame) -> None:
                                            ("any baseline", BASELINE_NAMES))):
                 med = g.groupby("method")[col].median()
                 base = med[med.index.isin(bset)]
-                mod = med[~med.index.isin(BASELINE_NAMES + ["oracle"])]
+                mod = med[~med.index.isin(NOT_MODEL + ["oracle"])]
                 if not len(base) or not len(mod) or (bname == "any baseline"
                                                      and SPARSE_BASELINE not in med.index):
                     continue
@@ -471,7 +475,7 @@ def main() -> None:
     pd.set_option("display.width", 160)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     cross = df[df["task"].isin(["rna_to_msi", "msi_to_rna"])]
-    models = cross[~cross["method"].isin(BASELINE_NAMES)]
+    models = cross[~cross["method"].isin(NOT_MODEL)]
     base = cross[cross["method"].isin(BASELINE_NAMES)]
     for col, what in (("median_r", "all scored features"),
                       ("median_r_spatial", "spatially structured features (Moran's I >= 0.2)"),
@@ -514,7 +518,7 @@ def main() -> None:
         print(f"\nmedian held-out {what} over the truly linked features (truth links.tsv):")
         print(lk.pivot_table(index=["seed", "sample", "task"], columns="method",
                              values=col).to_string(float_format=lambda v: f"{v:.3f}"))
-        lm = lk[~lk["method"].isin(BASELINE_NAMES)].groupby(["seed", "sample", "task"])[
+        lm = lk[~lk["method"].isin(NOT_MODEL)].groupby(["seed", "sample", "task"])[
             col].max()
         lb = lk[lk["method"].isin(BASELINE_NAMES)].groupby(["seed", "sample", "task"])[
             col].max()

@@ -314,6 +314,35 @@ def test_ridge_cv_matches_leave_one_out_ridge():
     np.testing.assert_allclose(ridge_cv_predict(X, Y, Xn), best, rtol=1e-8)
 
 
+def test_location_reference_reads_training_targets_only_and_extrapolates_smooth_fields():
+    """The location-only reference of the blocked CV predicts each held-out block from its
+    fold's training spots by position alone: changing the targets of the held-out block and
+    of the buffer changes nothing, changing a training spot's target does; a field smoother
+    than the blocks is extrapolated into them (which is why it is scored), white noise is not."""
+    from spatialfuse.impute.cv import location_cv, spatial_blocks, training_masks
+    from spatialfuse.impute.scores import feature_scores
+
+    xy = _hex_grid(20)
+    rng = np.random.default_rng(1)
+    Y = np.c_[_field(xy, 3000, 0.3), _field(xy, 2500, 1.7), rng.normal(size=(len(xy), 2))]
+    folds = spatial_blocks(xy, 4, seed=0)
+    masks = training_masks(xy, folds, 200.0)
+    P = location_cv(Y, xy, folds, masks)
+    assert P.dtype == np.float32 and np.isfinite(P).all()  # every spot is held out once
+    Y2 = Y.copy()
+    f0 = int(folds[0])
+    not_train = ~masks[f0]
+    Y2[not_train] = 1e3  # the held-out block and its buffer, any values
+    P2 = location_cv(Y2, xy, folds, {f0: masks[f0]})
+    np.testing.assert_array_equal(P2[folds == f0], P[folds == f0])
+    Y3 = Y.copy()
+    Y3[masks[f0]] += 5.0  # every training spot of the fold
+    assert not np.allclose(location_cv(Y3, xy, folds, {f0: masks[f0]})[folds == f0],
+                           P[folds == f0])
+    r = feature_scores(P.astype(float), Y, xy, blocks=folds)["pearson_r_block"].to_numpy()
+    assert r[:2].min() > 0.5 and np.abs(r[2:]).max() < 0.3
+
+
 def test_heldout_entries_hide_each_entry_once_and_recover_smooth_maps():
     from spatialfuse.impute.smooth import heldout_entry_folds, heldout_entry_predictions
     from spatialfuse.metrics import columnwise_corr
@@ -402,6 +431,17 @@ def test_run_impute_layers_scores_and_no_overwrite():
     assert cm["rna_to_msi"]["ridge"]["median_pearson"] > 0.3
     assert metrics["denoise"]["msi"]["graph_smooth"]["median_pearson"] > 0.5
     assert metrics["cv"]["n_blocks"] == 3 and metrics["cv"]["buffer_um"] > 0
+    # the location-only reference is scored beside the methods, as neither kind: no layer,
+    # never the best method, never in a verdict
+    for task in cm:
+        assert np.isfinite(cm[task]["location"]["median_pearson_block"])
+        assert "location" not in (cm[task]["best_method"], cm[task]["best_model_method"])
+        assert all(cm[task][f"{w}_vs_baselines{x}"]["method"] != "location"
+                   for w in ("model", "decoder") for x in ("", "_spatial", "_block"))
+        assert (table[(table["task"] == task) & (table["method"] == "location")]["feature"].nunique()
+                == cm[task]["location"]["n_features"])
+    assert not any("location" in key for a in (r2, m2) for key in a.layers)
+    assert metrics["cv"]["reference"].startswith("location:")
     # deterministic, and the same to the bit with the fold fits in two worker processes
     r3, m3, metrics3, table3 = run_impute(rna, msi, params, seed=0, model_params=mp,
                                           device="cpu", workers=2)
@@ -961,7 +1001,8 @@ def test_unmeasured_spots_average_genes_with_the_nearest_measured_msi_where_the_
     that (held-out blocks, extrapolated from their fold's training spots), so ``auto`` averages
     the two, and the average predicts the held-back quarter better than the genes alone."""
     from spatialfuse.impute import predict_unmeasured, run_impute
-    from spatialfuse.impute.unmeasured import combine_standardised, extrapolate_idw
+    from spatialfuse.impute.cv import extrapolate_idw
+    from spatialfuse.impute.unmeasured import combine_standardised
 
     # the parts: inverse-distance weights, and an average of standardised columns
     src = np.array([[0.0, 0.0], [100.0, 0.0]])

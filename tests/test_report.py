@@ -100,8 +100,9 @@ def test_cohort_tables_and_figures(cohort):
 
 def test_imputation_figure_shows_a_crossmodal_method_and_every_methods_median(cohort):
     """The per-sample panel is a genes -> metabolites method (the best one), never a denoising
-    method that scored higher because it read the metabolites; the summary table has one row
-    per task and method, cross-modal first, with each sample's median."""
+    method that scored higher because it read the metabolites, nor the location-only
+    reference; the summary table has one row per task and method, cross-modal first (the
+    reference last in its task), with each sample's median."""
     from spatialfuse.report.aggregate import imputation_pairs
     from spatialfuse.report.figures import method_medians
 
@@ -113,6 +114,7 @@ def test_imputation_figure_shows_a_crossmodal_method_and_every_methods_median(co
     both = pd.concat([scores.assign(sample="a"), scores.assign(sample="b").iloc[:12]])
     table = method_medians(both, ["a", "b"])
     assert list(table.index) == ["genes → metabolites: ridge", "genes → metabolites: vae",
+                                 "genes → metabolites: location only (reference)",
                                  "metabolites, hidden spots: knn_smooth",
                                  "metabolites, hidden spots: gnn_reconstruction"]
     assert table.loc["genes → metabolites: vae", "a"] == pytest.approx(vae.median())
@@ -138,12 +140,14 @@ def test_metrics_figure_compares_best_baseline_with_best_model_per_direction():
             ("s1", "impute", "crossmodal.rna_to_msi.model_minus_baseline_median_pearson", 0.5),
             ("s1", "impute", "crossmodal.msi_to_rna.ridge.median_pearson", 0.05),
             ("s1", "impute", "crossmodal.msi_to_rna.vae.median_pearson", 0.04),
+            ("s1", "impute", "crossmodal.rna_to_msi.location.median_pearson", 0.30),
             ("s1", "impute", "denoise.msi.knn_smooth.median_pearson", 0.80),
             ("s1", "model", "crossmodal.rna_to_msi.vae.median_pearson", 0.99)]
     m = pd.DataFrame(rows, columns=["sample", "stage", "metric", "value"])
     best = crossmodal_best(m).set_index("metric")["value"]
     assert best.to_dict() == {"genes → metabolites: best baseline": 0.12,
                               "genes → metabolites: best model-based": 0.15,
+                              "genes → metabolites: location only (reference)": 0.30,
                               "metabolites → genes: best baseline": 0.05,
                               "metabolites → genes: best model-based": 0.04}
 
@@ -242,6 +246,11 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
     assert label.startswith("metabolites → genes")
     assert text == ("pooled: gnn 0.03 vs ridge 0.03, +0.001 [-0.004, +0.006] tie; "
                     "within blocks: gnn 0.04 vs ridge 0.05, -0.009 [-0.017, -0.001] worse")
+    # and what location alone scored on the same blocks, when the stage scored it
+    imp["crossmodal"]["msi_to_rna"]["location"] = {"median_pearson": 0.004,
+                                                   "median_pearson_block": 0.021}
+    assert prediction_lines(imp)[0][1].endswith(
+        "worse; location alone (reference): pooled 0.00, within blocks 0.02")
     # where the best maps are: said only when the stage named a best method
     imp["crossmodal"]["msi_to_rna"]["best_method"] = "gnn_ridge"
     imp["crossmodal"]["rna_to_msi"] = {"best_method": "ridge"}

@@ -55,6 +55,10 @@ DIRECTIONS = (("rna", "msi"), ("msi", "rna"))  # (source, target)
 BASELINES = ("ridge", "knn")
 #: The sparse baseline added by ``sparse=True`` (a baseline: it reads no model).
 SPARSE_BASELINE = "sparse"
+#: The location-only reference of the blocked CV (:func:`.cv.location_cv`): scored beside
+#: the methods, but neither a baseline nor model-based, never ``best_method``, no layer.
+LOCATION = "location"
+REFERENCES = (LOCATION,)
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
 #: Key of the seconds spent in the shared source components (one SVD per fold and direction).
 COMPONENTS = "components"

@@ -13,7 +13,7 @@ from measured spots at which the cross-validation scored it: spots further out a
 
 The genes are not the only evidence: the measured MSI next to an unmeasured region also tells
 what its metabolites are likely to be. Each metabolite is therefore also *extrapolated* from
-the nearest measured spots (inverse-distance weights, :func:`extrapolate_idw`), and the two
+the nearest measured spots (inverse-distance weights, :func:`.cv.extrapolate_idw`), and the two
 are averaged with equal weight after standardising each over the unmeasured spots
 (:func:`combine_standardised`). Whether that average is used is decided on the same
 cross-validation (``impute.unmeasured_extrapolation: auto``): every held-out block's
@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 from ..constants import Key
 from ..errors import InputError
 from .crossmodal import BASELINES, SPARSE_BASELINE, crossmodal_cv
+from .cv import extrapolate_idw
 from .smooth import knn_smooth
 from .scores import feature_scores
 from .stage import (
@@ -52,24 +53,10 @@ from .stage import (
 log = logging.getLogger(__name__)
 
 
-#: Measured spots an extrapolated value is averaged from (inverse-distance weights).
-IDW_NEIGHBOURS = 6
 #: Layer names (``imputed_<name>``) of the extrapolation and of the average.
 EXTRAPOLATION = "extrapolated_from_msi"
 #: The ``unmeasured_extrapolation`` settings.
 EXTRAPOLATION_MODES = ("auto", "always", "never")
-
-
-def extrapolate_idw(xy_from: np.ndarray, Y_from: np.ndarray, xy_to: np.ndarray,
-                    k: int = IDW_NEIGHBOURS) -> np.ndarray:
-    """Each row of ``xy_to`` gets the inverse-square-distance weighted mean of ``Y_from`` at
-    its ``k`` nearest points of ``xy_from`` (µm; distances below 1 µm count as 1 µm)."""
-    xy_from, xy_to = np.asarray(xy_from, float), np.asarray(xy_to, float)
-    k = int(min(k, len(xy_from)))
-    d, i = cKDTree(xy_from).query(xy_to, k=k)
-    d, i = d.reshape(len(xy_to), k), i.reshape(len(xy_to), k)
-    w = 1.0 / np.maximum(d, 1.0) ** 2
-    return np.einsum("nk,nkf->nf", w, np.asarray(Y_from, float)[i]) / w.sum(1)[:, None]
 
 
 def combine_standardised(G: np.ndarray, E: np.ndarray) -> np.ndarray:

@@ -172,16 +172,20 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     if extra:
         _unmeasured_note(axes[3, 3], unmeasured)
     ax = axes[0, 3]
+    from ..impute.crossmodal import LOCATION
+
     cross = table[table["method"].str.contains("_from_")]
-    groups = [(m, g["pearson_r"].dropna().to_numpy())
+    groups = [(m.replace("_from_rna", ": genes → metabolites")
+               .replace("_from_msi", ": metabolites → genes"), g["pearson_r"].dropna().to_numpy())
               for m, g in cross.groupby("method", sort=True)]
+    # the blocked CV's location-only reference of each direction, last (not a method)
+    for mod, what in (("msi", "metabolites"), ("rna", "genes")):
+        ref = table[(table["method"] == LOCATION) & (table["modality"] == mod)]
+        groups.append((f"{what} by location only (reference)", ref["pearson_r"].dropna().to_numpy()))
     groups = [(m, v) for m, v in groups if len(v)]
     if groups:
         ax.boxplot([v for _, v in groups], orientation="horizontal", showfliers=False)
-        ax.set_yticks(np.arange(1, len(groups) + 1),
-                      [m.replace("_from_rna", ": genes → metabolites")
-                       .replace("_from_msi", ": metabolites → genes") for m, _ in groups],
-                      fontsize=8)
+        ax.set_yticks(np.arange(1, len(groups) + 1), [m for m, _ in groups], fontsize=8)
         ax.axvline(0, color="#BBBBBB", lw=0.8)
         ax.set_xlabel("held-out Pearson r per feature")
         ax.set_title("all methods, blocked CV", fontsize=9)

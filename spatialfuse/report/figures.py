@@ -255,23 +255,34 @@ IMPUTE_TASKS = (*PREDICTION_TASKS, ("denoise", "{mod}, hidden spots"),
 MODALITY_NAMES = {"rna": "genes", "msi": "metabolites"}
 
 
+#: How the imputation table names the blocked CV's location-only reference (not a method:
+#: never in bold).
+REFERENCE_LABEL = "location only (reference)"
+
+
 def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
     """Median held-out Pearson r of every task and method (rows, labelled "task: method",
     cross-modal prediction first, then denoising and hidden entries per modality) in every
     sample (columns; NaN where a sample lacks the method). ``scores``: sample, modality, task,
-    method, pearson_r (the impute stage's ``feature_scores.tsv`` rows)."""
+    method, pearson_r (the impute stage's ``feature_scores.tsv`` rows). The location-only
+    reference of the cross-modal CV comes last in its task, labelled
+    :data:`REFERENCE_LABEL`."""
+    from ..impute.crossmodal import REFERENCES
+
     if scores.empty:
         return pd.DataFrame(columns=samples, dtype=float)
     order = {t: i for i, (t, _) in enumerate(IMPUTE_TASKS)}
     keys = scores[["task", "modality", "method"]].drop_duplicates()
     keys = keys.assign(_o=keys["task"].map(order).fillna(len(order)),
-                       _m=keys["modality"].map({"rna": 0, "msi": 1}).fillna(2))
-    keys = keys.sort_values(["_o", "_m"], kind="stable")
+                       _m=keys["modality"].map({"rna": 0, "msi": 1}).fillna(2),
+                       _r=keys["method"].isin(REFERENCES))
+    keys = keys.sort_values(["_o", "_m", "_r"], kind="stable")
     med = scores.groupby(["task", "modality", "method", "sample"])["pearson_r"].median()
     labels = dict(IMPUTE_TASKS)
     rows, index = [], []
     for task, mod, meth in keys[["task", "modality", "method"]].itertuples(index=False):
-        name = str(meth).removesuffix("_from_rna").removesuffix("_from_msi")
+        name = (REFERENCE_LABEL if meth in REFERENCES
+                else str(meth).removesuffix("_from_rna").removesuffix("_from_msi"))
         head = labels.get(task, f"{task}").format(mod=MODALITY_NAMES.get(mod, mod))
         index.append(f"{head}: {name}")
         rows.append([med.get((task, mod, meth, s), np.nan) for s in samples])
@@ -334,8 +345,9 @@ def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> Non
         for j in range(V.shape[1]):  # the best method of each task, per sample, in bold
             for head in dict.fromkeys(heads):
                 rows = [i for i, h in enumerate(heads) if h == head]
-                col = V[rows, j]
-                best = rows[int(np.nanargmax(col))] if np.isfinite(col).any() else None
+                cand = [i for i in rows if not table.index[i].endswith(REFERENCE_LABEL)]
+                col = V[cand, j]
+                best = cand[int(np.nanargmax(col))] if np.isfinite(col).any() else None
                 for i in rows:
                     if np.isfinite(V[i, j]):
                         ax.text(j, i, f"{V[i, j]:.2f}", ha="center", va="center", fontsize=8,
@@ -349,7 +361,7 @@ def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> Non
         ax.spines[:].set_visible(False)
         subs[-1].colorbar(im, ax=ax, label="median held-out r", fraction=0.04, pad=0.01)
         ax.set_title("median held-out Pearson r per feature, every method (bold: the best of "
-                     "its task)", fontsize=8.5)
+                     "its task; location only: a reference, not a method)", fontsize=8.5)
     savefig(fig, path)
 
 
@@ -463,21 +475,24 @@ def composition_figure(spots: pd.DataFrame, model: str, conditions: dict[str, st
 
 def crossmodal_best(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per sample and direction, the best baseline's and the best model-based method's median
-    held-out r (pooled over the blocks), from the impute stage's metrics (long table: sample,
-    stage, metric, value; metrics ``crossmodal.<task>.<method>.median_pearson``). Returns
-    sample, metric (a label such as "genes → metabolites: best baseline"), value."""
-    from ..impute.crossmodal import BASELINES, SPARSE_BASELINE
+    held-out r (pooled over the blocks), and the location-only reference's, from the impute
+    stage's metrics (long table: sample, stage, metric, value; metrics
+    ``crossmodal.<task>.<method>.median_pearson``). Returns sample, metric (a label such as
+    "genes → metabolites: best baseline"), value."""
+    from ..impute.crossmodal import BASELINES, REFERENCES, SPARSE_BASELINE
 
-    base = {*BASELINES, SPARSE_BASELINE}
+    kinds = {**{m: "best baseline" for m in (*BASELINES, SPARSE_BASELINE)},
+             **{m: "location only (reference)" for m in REFERENCES}}
     imp = metrics[(metrics["stage"] == "impute")
                   & metrics["metric"].str.startswith("crossmodal.")
                   & metrics["metric"].str.endswith(".median_pearson")]
     parts = imp["metric"].str.split(".")
     imp = imp[parts.str.len() == 4].assign(task=parts.str[1], method=parts.str[2])
+    imp = imp.assign(kind=imp["method"].map(kinds).fillna("best model-based"))
     rows = []
     for task, head in PREDICTION_TASKS:
-        for kind, pick in (("best baseline", True), ("best model-based", False)):
-            sel = imp[(imp["task"] == task) & (imp["method"].isin(base) == pick)]
+        for kind in ("best baseline", "best model-based", "location only (reference)"):
+            sel = imp[(imp["task"] == task) & (imp["kind"] == kind)]
             for smp, v in sel.groupby("sample", sort=False)["value"].max().items():
                 rows.append((smp, f"{head}: {kind}", float(v)))
     return pd.DataFrame(rows, columns=["sample", "metric", "value"])
@@ -486,7 +501,8 @@ def crossmodal_best(metrics: pd.DataFrame) -> pd.DataFrame:
 def metrics_figure(metrics: pd.DataFrame, path) -> None:
     """Registration error (µm, or Dice); domain ARI per model (or, without a truth, the
     domains' neighbour agreement); per direction of cross-modal prediction the best baseline's
-    and the best model-based method's median held-out r (:func:`crossmodal_best`)."""
+    and the best model-based method's median held-out r, and location alone's
+    (:func:`crossmodal_best`)."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
     samples = list(dict.fromkeys(metrics["sample"]))
     x = np.arange(len(samples))

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from ..constants import Key
+from ..impute.crossmodal import LOCATION
 from . import provenance
 from .aggregate import ResultsTree, collect_flags, read_json
 from .conditions import by_evidence
@@ -162,7 +163,8 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
     """Per direction: the best model-based method against the best baseline on held-out r,
     pooled and within blocks, with the paired interval and its verdict (impute's
     ``model_vs_baselines``), e.g. ``pooled: vae 0.14 vs ridge 0.11, +0.030 [+0.008, +0.049]
-    better``. Directions without that comparison (no models run) are left out."""
+    better``, then what location alone scored there (the CV's reference, impute's
+    ``location``). Directions without that comparison (no models run) are left out."""
     out = []
     for task, label in PREDICTION_TASKS:
         res = (imp.get("crossmodal") or {}).get(task) or {}
@@ -177,6 +179,11 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
             parts.append(f"{where}: {v['method']} {rm:.2f} vs {v['baseline']} {rb:.2f}, "
                          f"{v['difference']:+.3f} [{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}] "
                          f"{v['verdict']}")
+        loc = res.get(LOCATION)
+        if parts and isinstance(loc, dict):  # what location alone scored on the same blocks
+            parts.append("location alone (reference): " + ", ".join(
+                f"{where} {loc.get(f'median_pearson{suffix}', float('nan')):.2f}"
+                for suffix, where in (("", "pooled"), ("_block", "within blocks"))))
         if parts:
             out.append((f"{label}, held-out r (best model vs best baseline)", "; ".join(parts)))
     # where the best predicted maps are, for whoever takes them further
