@@ -89,8 +89,7 @@ def location_cv(Y: np.ndarray, xy: np.ndarray, folds: np.ndarray,
     so this is the part of a method's held-out r that location alone would give; what a
     method scores beyond it is what the other modality adds. Returns spots × features
     (float32; NaN outside the held-out blocks)."""
-    Y = np.asarray(Y, float)
-    folds = np.asarray(folds)
+    Y, xy, folds = np.asarray(Y, float), np.asarray(xy, float), np.asarray(folds)
     out = np.full(Y.shape, np.nan, np.float32)
     for f, train in train_masks.items():
         test = folds == f
