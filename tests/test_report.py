@@ -250,7 +250,7 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
     imp["crossmodal"]["msi_to_rna"]["location"] = {"median_pearson": 0.004,
                                                    "median_pearson_block": 0.021}
     assert prediction_lines(imp)[0][1].endswith(
-        "worse; location alone (reference): pooled 0.00, within blocks 0.02")
+        "worse; location only (reference): pooled 0.00, within blocks 0.02")
     # where the best maps are: said only when the stage named a best method
     imp["crossmodal"]["msi_to_rna"]["best_method"] = "gnn_ridge"
     imp["crossmodal"]["rna_to_msi"] = {"best_method": "ridge"}

@@ -138,6 +138,8 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     the ST spots without MSI, :func:`spatialfuse.impute.predict_unmeasured`): when it has spots,
     a fourth row shows those metabolites over the whole section, measured where the MSI covers
     a spot and predicted (outlined) where it does not, on one colour scale."""
+    from ..impute.crossmodal import LOCATION
+
     sub = table[(table["modality"] == "msi") & (table["method"] == method)]
     sub = sub.dropna(subset=["pearson_r"])
     sub = sub.sort_values("pearson_r", ascending=False)
@@ -172,8 +174,6 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     if extra:
         _unmeasured_note(axes[3, 3], unmeasured)
     ax = axes[0, 3]
-    from ..impute.crossmodal import LOCATION
-
     cross = table[table["method"].str.contains("_from_")]
     groups = [(m.replace("_from_rna", ": genes → metabolites")
                .replace("_from_msi", ": metabolites → genes"), g["pearson_r"].dropna().to_numpy())

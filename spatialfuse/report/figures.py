@@ -482,7 +482,7 @@ def crossmodal_best(metrics: pd.DataFrame) -> pd.DataFrame:
     from ..impute.crossmodal import BASELINES, REFERENCES, SPARSE_BASELINE
 
     kinds = {**{m: "best baseline" for m in (*BASELINES, SPARSE_BASELINE)},
-             **{m: "location only (reference)" for m in REFERENCES}}
+             **{m: REFERENCE_LABEL for m in REFERENCES}}
     imp = metrics[(metrics["stage"] == "impute")
                   & metrics["metric"].str.startswith("crossmodal.")
                   & metrics["metric"].str.endswith(".median_pearson")]
@@ -491,7 +491,7 @@ def crossmodal_best(metrics: pd.DataFrame) -> pd.DataFrame:
     imp = imp.assign(kind=imp["method"].map(kinds).fillna("best model-based"))
     rows = []
     for task, head in PREDICTION_TASKS:
-        for kind in ("best baseline", "best model-based", "location only (reference)"):
+        for kind in ("best baseline", "best model-based", REFERENCE_LABEL):
             sel = imp[(imp["task"] == task) & (imp["kind"] == kind)]
             for smp, v in sel.groupby("sample", sort=False)["value"].max().items():
                 rows.append((smp, f"{head}: {kind}", float(v)))

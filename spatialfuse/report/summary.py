@@ -181,7 +181,7 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
                          f"{v['verdict']}")
         loc = res.get(LOCATION)
         if parts and isinstance(loc, dict):  # what location alone scored on the same blocks
-            parts.append("location alone (reference): " + ", ".join(
+            parts.append("location only (reference): " + ", ".join(
                 f"{where} {loc.get(f'median_pearson{suffix}', float('nan')):.2f}"
                 for suffix, where in (("", "pooled"), ("_block", "within blocks"))))
         if parts:
