@@ -67,7 +67,8 @@ def extrapolate_idw(xy_from: np.ndarray, Y_from: np.ndarray, xy_to: np.ndarray,
                     k: int = IDW_NEIGHBOURS) -> np.ndarray:
     """Each row of ``xy_to`` gets the inverse-square-distance weighted mean of ``Y_from`` at
     its ``k`` nearest points of ``xy_from`` (µm; distances below 1 µm count as 1 µm).
-    Memory: one ``xy_to`` × features array besides the result (neighbour by neighbour)."""
+    Memory: one ``xy_to`` × features array besides the result, neighbour by neighbour (at
+    4,000 × 2,000: 129 MB peak against 449 MB for all ``k`` neighbours' values at once)."""
     xy_from, xy_to = np.asarray(xy_from, float), np.asarray(xy_to, float)
     Y_from = np.asarray(Y_from, float)
     k = int(min(k, len(xy_from)))
@@ -75,9 +76,13 @@ def extrapolate_idw(xy_from: np.ndarray, Y_from: np.ndarray, xy_to: np.ndarray,
     d, i = d.reshape(len(xy_to), k), i.reshape(len(xy_to), k)
     w = 1.0 / np.maximum(d, 1.0) ** 2
     out = np.zeros((len(xy_to), Y_from.shape[1]))
+    part = np.empty_like(out)  # each neighbour's values in turn, scaled in place
     for j in range(k):
-        out += w[:, j:j + 1] * Y_from[i[:, j]]
-    return out / w.sum(1)[:, None]
+        np.take(Y_from, i[:, j], axis=0, out=part, mode="clip")  # "raise" would buffer a copy
+        part *= w[:, j:j + 1]
+        out += part
+    out /= w.sum(1)[:, None]
+    return out
 
 
 def location_cv(Y: np.ndarray, xy: np.ndarray, folds: np.ndarray,
