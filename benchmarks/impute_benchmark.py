@@ -112,8 +112,8 @@ def run_seed(wd: Path, seed: int, cores: str, edits: list[str],
              ) -> tuple[list[dict], list[dict]]:
     """Run the demo (or the semi-real sections) up to impute with this seed and config edits.
     Returns per section × task × method the median scores, and per section × task the paired
-    comparisons of metrics.json (``<who>_vs_baselines<suffix>``). ``report_only``: run nothing,
-    read the results already in ``wd``."""
+    comparisons of metrics.json (``<who>_vs_baselines<suffix>``, ``<kind>_vs_location<suffix>``).
+    ``report_only``: run nothing, read the results already in ``wd``."""
     if report_only:
         if not (wd / "results").is_dir():
             raise SystemExit(f"--report-only: no results in {wd}")
@@ -144,10 +144,13 @@ def _collect(wd: Path, seed: int) -> tuple[list[dict], list[dict]]:
                 "job_cpu_s": float(bench["cpu_time"].iloc[-1]) if "cpu_time" in bench else np.nan}
         for task, res in m["crossmodal"].items():
             for method, v in res.items():
-                if isinstance(v, dict) and "verdict" in v:  # <who>_vs_baselines<suffix>
+                if isinstance(v, dict) and "verdict" in v:
+                    # <who>_vs_baselines<suffix>, or <who>_vs_location<suffix> (its comparator
+                    # is the location reference, kept in the same column)
                     verdicts.append({**base, "task": task, "comparison": method,
-                                     **{k: v[k] for k in ("method", "baseline", "difference",
-                                                          "ci95_low", "ci95_high", "verdict")}})
+                                     "baseline": v.get("baseline", v.get("reference")),
+                                     **{k: v[k] for k in ("method", "difference", "ci95_low",
+                                                          "ci95_high", "verdict")}})
                 elif isinstance(v, dict):
                     rows.append({**base, "task": task, "method": method,
                                  "median_r": v["median_pearson"],
@@ -182,14 +185,15 @@ def measured_clusters(res: Path, task: str, feats: tuple[str, ...]) -> np.ndarra
 
 def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
     """The per-run comparisons pooled over all runs: each run's chosen pair (best model-based
-    or best decoder, best baseline) scored on the same features (feature_scores.tsv), and the
+    or best decoder, best baseline; or each kind's best method and the location reference)
+    scored on the same features (feature_scores.tsv), and the
     difference of the medians over all runs' features, with a 95 % bootstrap interval that
     resamples each run's clusters of co-varying features within the run (runs as strata), as
     the pipeline's own verdicts do. Spatial subsets are not in the TSV, so only all features,
     pooled and within-block r."""
-    print("\npooled over runs: median r of the chosen model-based method minus that of the best "
-          "baseline, all features of all runs (95 % interval: clusters of co-varying features "
-          "resampled within runs):")
+    print("\npooled over runs: median r of the chosen method minus that of its comparator (the "
+          "best baseline, or location alone for <kind>_vs_location), all features of all runs "
+          "(95 % interval: clusters of co-varying features resampled within runs):")
     scores = {(s, n): pd.read_csv(root / f"seed{s}" / "results" / n / "impute"
                                   / "feature_scores.tsv", sep="\t")
               for s, n in vd[["seed", "sample"]].drop_duplicates().itertuples(index=False)}
@@ -202,7 +206,9 @@ def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
             fs = scores[(r.seed, r.sample)]
             fs = fs[fs["task"] == task].pivot_table(index="feature", columns="method", values=col)
             a.append(fs[f"{r.method}_from_{src}"].to_numpy(float))
-            b.append(fs[f"{r.baseline}_from_{src}"].to_numpy(float))
+            # a reference (location) is scored under its own name, a method as <m>_from_<src>
+            b.append(fs[r.baseline if r.baseline in REFERENCES else f"{r.baseline}_from_{src}"]
+                     .to_numpy(float))
             run.append(np.full(len(fs), i))
             clus.append(measured_clusters(root / f"seed{r.seed}" / "results" / r.sample / "impute",
                                           task, tuple(fs.index)))
@@ -501,9 +507,9 @@ def main() -> None:
                   .to_dict("index"))
     if verdicts:
         vd = pd.DataFrame(verdicts)
-        print("\nbest model-based / best decoder vs best baseline, paired per feature (difference "
-              "of median r, 95 % bootstrap interval over features; better/worse = interval "
-              "above/below 0):")
+        print("\nbest model-based / best decoder vs best baseline, and each kind's best method vs "
+              "location alone, paired per feature (difference of median r, 95 % bootstrap "
+              "interval over features; better/worse = interval above/below 0):")
         print(vd[["seed", "sample", "task", "comparison", "method", "baseline", "difference",
                   "ci95_low", "ci95_high", "verdict"]].to_string(
                       index=False, float_format=lambda v: f"{v:.3f}"))

@@ -440,6 +440,18 @@ def test_run_impute_layers_scores_and_no_overwrite():
                    for w in ("model", "decoder") for x in ("", "_spatial", "_block"))
         assert (table[(table["task"] == task) & (table["method"] == "location")]["feature"].nunique()
                 == cm[task]["location"]["n_features"])
+        # ... but each kind's best method is set against it, paired on the same features
+        for who, pool in (("baseline", ("ridge", "knn")), ("model", ("vae", "vae_ridge")),
+                          ("decoder", ("vae",))):
+            for suffix in ("", "_spatial", "_block"):
+                v = cm[task][f"{who}_vs_location{suffix}"]
+                key = f"median_pearson{suffix}"
+                assert v["reference"] == "location" and v["method"] in pool
+                assert v["method"] == max(pool, key=lambda m: cm[task][m][key])
+                assert v["verdict"] in ("better", "worse", "tie") and v["n_features"] > 0
+            v = cm[task][f"{who}_vs_location_block"]
+            assert np.isclose(v["difference"], cm[task][v["method"]]["median_pearson_block"]
+                              - cm[task]["location"]["median_pearson_block"])
     assert not any("location" in key for a in (r2, m2) for key in a.layers)
     assert metrics["cv"]["reference"].startswith("location:")
     # deterministic, and the same to the bit with the fold fits in two worker processes
@@ -927,6 +939,10 @@ def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path, c
     params = {"n_blocks": 3, "models": [], "denoise_models": []}
     _, m2, metrics, table = run_impute(rna, msi, params, seed=0)
     assert metrics["cv"]["heldout_distance_um"]["max"] > 0
+    # without joint models only the baselines are set against location alone
+    cm = metrics["crossmodal"]["rna_to_msi"]
+    assert cm["baseline_vs_location_block"]["method"] in ("ridge", "knn")
+    assert not any(k.startswith(("model_", "decoder_")) for k in cm)
     st0 = st.X.copy()
     cov = pd.DataFrame({Key.obs.coverage: np.where(st.obs_names.isin(rna.obs_names), 1.0, 0.1)},
                        index=st.obs_names)

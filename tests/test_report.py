@@ -251,6 +251,16 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
                                                    "median_pearson_block": 0.021}
     assert prediction_lines(imp)[0][1].endswith(
         "worse; location only (reference): pooled 0.00, within blocks 0.02")
+    # and how far the best model-based method and the best baseline are above it
+    imp["crossmodal"]["msi_to_rna"]["model_vs_location_block"] = {
+        "method": "gnn", "reference": "location", "difference": 0.02, "ci95_low": 0.012,
+        "ci95_high": 0.027, "verdict": "better"}
+    imp["crossmodal"]["msi_to_rna"]["baseline_vs_location_block"] = {
+        "method": "ridge", "reference": "location", "difference": 0.029, "ci95_low": -0.002,
+        "ci95_high": 0.04, "verdict": "tie"}
+    assert prediction_lines(imp)[0][1].endswith(
+        "worse; location only (reference): pooled 0.00, within blocks 0.02; above location "
+        "within blocks: gnn +0.020 [+0.012, +0.027] better, ridge +0.029 [-0.002, +0.040] tie")
     # where the best maps are: said only when the stage named a best method
     imp["crossmodal"]["msi_to_rna"]["best_method"] = "gnn_ridge"
     imp["crossmodal"]["rna_to_msi"] = {"best_method": "ridge"}

@@ -302,11 +302,12 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
             # its scores above are the layer's own
             tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = P[tgt]
         # the reference: what the target's location alone gives under the same blocks (no
-        # layer, no verdict; a method's lead over it is what the source modality adds)
+        # layer, never best, not a baseline; a method's lead over it, `<kind>_vs_location`
+        # below, is what the source modality adds)
         t0 = time.perf_counter()
-        sc = feature_scores(location_cv(Y, xy, folds, masks), Y, xy, blocks=folds)
-        parts.append(_rows(sc, tgt, task, LOCATION, feats))
-        cross[task][LOCATION] = {**summarise(sc, spatial),
+        loc = feature_scores(location_cv(Y, xy, folds, masks), Y, xy, blocks=folds)
+        parts.append(_rows(loc, tgt, task, LOCATION, feats))
+        cross[task][LOCATION] = {**summarise(loc, spatial),
                                  "seconds": round(time.perf_counter() - t0, 3)}
 
         def best_of(methods, key="median_pearson", res=cross[task]):
@@ -315,20 +316,34 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
 
         cross[task]["best_method"] = best_of(list(preds))
         model_methods = [m for m in preds if m not in baselines]
-        if model_methods:
-            # the joint models' own predictions ("decoder") apart from all model-based ones: the
-            # <model>_ridge hybrids stack the baseline's components with the latent, so a
-            # hybrid win is partly the baseline's
-            dec = [m for m in model_methods if m in MODEL_NAMES]
-            for suffix in ("", "_spatial", "_block"):
-                key = f"median_pearson{suffix}"
+        # the joint models' own predictions ("decoder") apart from all model-based ones: the
+        # <model>_ridge hybrids stack the baseline's components with the latent, so a hybrid
+        # win is partly the baseline's
+        dec = [m for m in model_methods if m in MODEL_NAMES]
+        for suffix in ("", "_spatial", "_block"):
+            key = f"median_pearson{suffix}"
+            # the point estimates, and whether a lead is more than the spread of the
+            # per-feature scores allows (paired per feature, bootstrap over clusters of
+            # co-varying features; see paired_median_difference)
+            col = "pearson_r_block" if suffix == "_block" else "pearson_r"
+            keep = spatial if suffix == "_spatial" else np.ones(len(spatial), bool)
+
+            def paired(m: str, ref: pd.DataFrame) -> dict:
+                return paired_median_difference(per_feature[m][col].to_numpy(float)[keep],
+                                                ref[col].to_numpy(float)[keep],
+                                                seed=seed, clusters=clusters[keep])
+
+            # each kind's best method against location alone: what the source modality adds
+            # to spatial extrapolation, with the same paired interval as the verdicts below
+            for who, pool in (("baseline", baselines), ("model", model_methods),
+                              ("decoder", dec)):
+                if pool:
+                    m = best_of(pool, key)
+                    cross[task][f"{who}_vs_location{suffix}"] = {
+                        "method": m, "reference": LOCATION, **paired(m, loc)}
+            if model_methods:
                 b = best_of(baselines, key)
                 base = cross[task][b][key]
-                # the point estimates, and whether the lead is more than the spread of the
-                # per-feature scores allows (paired per feature, bootstrap over clusters of
-                # co-varying features; see paired_median_difference)
-                col = "pearson_r_block" if suffix == "_block" else "pearson_r"
-                keep = spatial if suffix == "_spatial" else np.ones(len(spatial), bool)
                 for who, pool in (("model", model_methods), ("decoder", dec)):
                     if not pool:
                         continue
@@ -337,10 +352,9 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                         lead = float(cross[task][m][key] - base)
                         cross[task][f"model_minus_baseline_{key}"] = lead
                     cross[task][f"{who}_beats_baselines{suffix}"] = bool(cross[task][m][key] > base)
-                    cmp = paired_median_difference(per_feature[m][col].to_numpy(float)[keep],
-                                                   per_feature[b][col].to_numpy(float)[keep],
-                                                   seed=seed, clusters=clusters[keep])
-                    cross[task][f"{who}_vs_baselines{suffix}"] = {"method": m, "baseline": b, **cmp}
+                    cross[task][f"{who}_vs_baselines{suffix}"] = {
+                        "method": m, "baseline": b, **paired(m, per_feature[b])}
+        if model_methods:
             cross[task]["best_model_method"] = best_of(model_methods)
     metrics["crossmodal"] = cross
     n_train = [int(m.sum()) for m in masks.values()]
@@ -364,7 +378,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                      "reference": f"{LOCATION}: each held-out spot's target from the "
                                   "nearest training spots by position alone (no source "
                                   "modality); what a method scores above it is what the "
-                                  "source adds to spatial extrapolation"}
+                                  "source adds to spatial extrapolation "
+                                  "(<baseline|model|decoder>_vs_location)"}
     metrics["seconds"] = round(time.perf_counter() - t_start, 3)
     table = pd.concat(parts, ignore_index=True)
     for task, res in cross.items():

@@ -164,7 +164,9 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
     pooled and within blocks, with the paired interval and its verdict (impute's
     ``model_vs_baselines``), e.g. ``pooled: vae 0.14 vs ridge 0.11, +0.030 [+0.008, +0.049]
     better``, then what location alone scored there (the CV's reference, impute's
-    ``location``). Directions without that comparison (no models run) are left out."""
+    ``location``) and how far the best model-based method and the best baseline are above it
+    within blocks (``<kind>_vs_location_block``). Directions without the model comparison (no
+    models run) are left out."""
     out = []
     for task, label in PREDICTION_TASKS:
         res = (imp.get("crossmodal") or {}).get(task) or {}
@@ -184,6 +186,15 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
             parts.append("location only (reference): " + ", ".join(
                 f"{where} {loc.get(f'median_pearson{suffix}', float('nan')):.2f}"
                 for suffix, where in (("", "pooled"), ("_block", "within blocks"))))
+            # and how far each kind's best method is above it within blocks, where location
+            # is at its strongest: what the source modality adds
+            above = [f"{v['method']} {v['difference']:+.3f} [{v['ci95_low']:+.3f}, "
+                     f"{v['ci95_high']:+.3f}] {v['verdict']}"
+                     for who in ("model", "baseline")
+                     if isinstance(v := res.get(f"{who}_vs_location_block"), dict)
+                     and "verdict" in v]
+            if above:
+                parts.append("above location within blocks: " + ", ".join(above))
         if parts:
             out.append((f"{label}, held-out r (best model vs best baseline)", "; ".join(parts)))
     # where the best predicted maps are, for whoever takes them further
