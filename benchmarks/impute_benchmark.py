@@ -53,6 +53,9 @@ sys.path.insert(0, str(REPO))
 from spatialfuse.impute.scores import feature_clusters, paired_median_difference  # noqa: E402
 from spatialfuse.impute.crossmodal import BASELINES, REFERENCES, SPARSE_BASELINE  # noqa: E402
 from spatialfuse.constants import Key  # noqa: E402
+# mudata's reader as the pipeline sets it (no obs/var pulled on update, and none of the
+# FutureWarnings each read_h5mu otherwise prints)
+import spatialfuse.io.paired  # noqa: E402, F401
 
 #: Methods that read no joint model (the rest are model-based).
 BASELINE_NAMES = [*BASELINES, SPARSE_BASELINE]
