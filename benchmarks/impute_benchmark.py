@@ -50,6 +50,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from spatialfuse.impute.pooled import pooled_verdicts  # noqa: E402
 from spatialfuse.impute.scores import feature_clusters, paired_median_difference  # noqa: E402
 from spatialfuse.impute.crossmodal import BASELINES, REFERENCES, SPARSE_BASELINE  # noqa: E402
 from spatialfuse.constants import Key  # noqa: E402
@@ -186,43 +187,35 @@ def measured_clusters(res: Path, task: str, feats: tuple[str, ...]) -> np.ndarra
     return feature_clusters(np.asarray(X.toarray() if hasattr(X, "toarray") else X, float))
 
 
-def pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
-    """The per-run comparisons pooled over all runs: each run's chosen pair (best model-based
-    or best decoder, best baseline; or each kind's best method and the location reference)
-    scored on the same features (feature_scores.tsv), and the
-    difference of the medians over all runs' features, with a 95 % bootstrap interval that
-    resamples each run's clusters of co-varying features within the run (runs as strata), as
-    the pipeline's own verdicts do. Spatial subsets are not in the TSV, so only all features,
-    pooled and within-block r."""
+def print_pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
+    """The per-run comparisons pooled over all runs, as the report's cohort table pools a
+    study's samples (:func:`spatialfuse.impute.pooled.pooled_verdicts`: each run's chosen pair
+    scored on the same features of feature_scores.tsv, a 95 % bootstrap interval resampling
+    each run's clusters of co-varying features within the run). Runs whose feature_scores.tsv
+    predates its ``cluster`` column get the clusters of their measured maps. Spatial subsets
+    are not in the TSV, so only all features, pooled and within-block r."""
     print("\npooled over runs: median r of the chosen method minus that of its comparator (the "
           "best baseline, or location alone for <kind>_vs_location), all features of all runs "
           "(95 % interval: clusters of co-varying features resampled within runs):")
-    scores = {(s, n): pd.read_csv(root / f"seed{s}" / "results" / n / "impute"
-                                  / "feature_scores.tsv", sep="\t")
-              for s, n in vd[["seed", "sample"]].drop_duplicates().itertuples(index=False)}
-    for (task, comp), g in vd[~vd["comparison"].str.endswith("_spatial")].groupby(
-            ["task", "comparison"]):
-        col = "pearson_r_block" if comp.endswith("_block") else "pearson_r"
-        src = task.split("_to_")[0]
-        a, b, run, clus = [], [], [], []
-        for i, r in enumerate(g.itertuples()):
-            fs = scores[(r.seed, r.sample)]
-            fs = fs[fs["task"] == task].pivot_table(index="feature", columns="method", values=col)
-            a.append(fs[f"{r.method}_from_{src}"].to_numpy(float))
-            # a reference (location) is scored under its own name, a method as <m>_from_<src>
-            b.append(fs[r.baseline if r.baseline in REFERENCES else f"{r.baseline}_from_{src}"]
-                     .to_numpy(float))
-            run.append(np.full(len(fs), i))
-            clus.append(measured_clusters(root / f"seed{r.seed}" / "results" / r.sample / "impute",
-                                          task, tuple(fs.index)))
-        A, B = np.concatenate(a), np.concatenate(b)
-        v = paired_median_difference(A, B, strata=np.concatenate(run), clusters=np.concatenate(clus))
-        ok = np.isfinite(A) & np.isfinite(B)
-        print(f"  {task:11s} {comp:28s} {v['n_features']:5d} features ({v['n_clusters']} clusters): "
-              f"{np.median(A[ok]):.3f} vs "
-              f"{np.median(B[ok]):.3f}, difference {v['difference']:+.3f} "
-              f"[{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}] {v['verdict']}")
-
+    metrics, scores = {}, {}
+    for s, n in vd[["seed", "sample"]].drop_duplicates().itertuples(index=False):
+        res = root / f"seed{s}" / "results" / n / "impute"
+        metrics[(s, n)] = json.loads((res / "metrics.json").read_text())
+        fs = pd.read_csv(res / "feature_scores.tsv", sep="\t")
+        if "cluster" not in fs:
+            fs["cluster"] = np.nan
+            for task in ("rna_to_msi", "msi_to_rna"):
+                on = fs["task"] == task
+                feats = tuple(dict.fromkeys(fs.loc[on, "feature"]))
+                lab = dict(zip(feats, measured_clusters(res, task, feats)))
+                fs.loc[on, "cluster"] = fs.loc[on, "feature"].map(lab)
+        scores[(s, n)] = fs
+    pv = pooled_verdicts(metrics, scores)
+    for r in pv.sort_values(["task", "comparison", "score"]).itertuples():
+        print(f"  {r.task:11s} {r.comparison:22s} {r.score:13s} {r.n_features:5d} features "
+              f"({r.n_clusters} clusters): {r.median_method:.3f} vs {r.median_comparator:.3f}, "
+              f"difference {r.difference:+.3f} [{r.ci95_low:+.3f}, {r.ci95_high:+.3f}] "
+              f"{r.verdict}")
 
 def _truth_folders(wd: Path):
     """(sample, truth folder, impute results folder) for each row of ``wd``'s samples sheet."""
@@ -519,7 +512,7 @@ def main() -> None:
         counts = vd.groupby(["task", "comparison"])["verdict"].value_counts().unstack(fill_value=0)
         print("\nverdicts per task and comparison (runs):")
         print(counts.to_string())
-        pooled_verdicts(vd, root)
+        print_pooled_verdicts(vd, root)
     for col, what in (("median_r_linked", "pooled r"), ("median_r_block_linked", "within-block r")):
         if not linked:
             break

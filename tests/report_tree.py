@@ -193,7 +193,8 @@ def build_tree(root: Path, samples=("a", "b"), models=("pca", "vae"), *, truth_f
     return info
 
 
-AGGREGATE_NAMES = ["metrics", "spots", "matching", "links", "pathways", "domains_figure",
+AGGREGATE_NAMES = ["metrics", "spots", "matching", "links", "pathways", "prediction",
+                   "domains_figure",
                    "composition_figure", "registration_figure", "training_figure", "umap_figure",
                    "imputation_figure", "associations_figure", "pathways_figure", "metrics_figure"]
 

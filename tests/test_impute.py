@@ -1172,3 +1172,48 @@ def test_fit_results_out_of_step_fail_loudly():
         results.take("vae", ~test)
         with pytest.raises(RuntimeError, match="the next submitted is none"):
             results.take("vae", test)
+
+
+def test_pooled_verdicts_pool_each_samples_chosen_pair_within_samples():
+    from spatialfuse.impute.pooled import pooled_verdicts
+
+    rng = np.random.default_rng(0)
+
+    def sample(n, lead, method, clusters=True):
+        base = rng.normal(0.2, 0.1, n)
+        t = pd.DataFrame({"task": "rna_to_msi", "feature": [f"f{i}" for i in range(n)] * 3,
+                          "method": np.repeat(["ridge_from_rna", f"{method}_from_rna",
+                                               "location"], n),
+                          "pearson_r": np.r_[base, base + lead + rng.normal(0, 0.01, n),
+                                             base - 0.1],
+                          "pearson_r_block": np.r_[base, base, base]})
+        if clusters:  # one cluster per sample: all its features move together
+            t["cluster"] = 0
+        return t
+
+    scores = {"a": sample(40, 0.05, "vae"), "b": sample(60, 0.05, "gnn", clusters=False),
+              "c": sample(30, 0.05, "vae")}
+
+    def cm(method, with_location=True):
+        out = {"model_vs_baselines": {"method": method, "baseline": "ridge"},
+               "model_vs_baselines_block": {"method": method, "baseline": "ridge"}}
+        if with_location:
+            out["baseline_vs_location"] = {"method": "ridge", "reference": "location"}
+        return {"crossmodal": {"rna_to_msi": out}}
+
+    metrics = {"a": cm("vae"), "b": cm("gnn"), "c": cm("vae", with_location=False)}
+    pv = pooled_verdicts(metrics, scores).set_index(["comparison", "score"])
+    row = pv.loc[("model_vs_baselines", "pooled")]
+    assert row["samples"] == 3 and row["method"] == "vae (2), gnn" and row["comparator"] == "ridge (3)"
+    assert row["n_features"] == 130 and row["verdict"] == "better"
+    # a's and c's features are one cluster each, b's have none: each its own
+    assert row["n_clusters"] == 1 + 60 + 1
+    assert abs(row["difference"] - 0.05) < 0.01
+    # within blocks the methods are equal feature by feature: no lead
+    assert pv.loc[("model_vs_baselines", "within blocks"), "difference"] == 0
+    assert pv.loc[("model_vs_baselines", "within blocks"), "verdict"] == "tie"
+    # the location reference is read under its own name; c has no such comparison
+    loc = pv.loc[("baseline_vs_location", "pooled")]
+    assert loc["samples"] == 2 and loc["comparator"] == "location (2)"
+    assert np.isclose(loc["difference"], 0.1) and loc["verdict"] == "better"
+    assert ("decoder_vs_baselines", "pooled") not in pv.index

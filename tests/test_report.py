@@ -91,6 +91,12 @@ def test_cohort_tables_and_figures(cohort):
     assert links["n_samples_significant"].iloc[0] == 2  # the planted link, significant in both
     pw = pd.read_csv(out["pathways"], sep="\t")
     assert set(pw["sample"]) == {"a", "b"} and pw["qval"].is_monotonic_increasing
+    # each sample's verdict (VAE over ridge by exactly 0.03 on every metabolite) pooled
+    pv = pd.read_csv(out["prediction"], sep="\t")
+    (row,) = pv[(pv["comparison"] == "model_vs_baselines") & (pv["score"] == "pooled")].itertuples()
+    assert (row.task, row.samples, row.method, row.comparator) == ("rna_to_msi", 2, "vae (2)",
+                                                                   "ridge (2)")
+    assert np.isclose(row.difference, 0.03) and row.verdict == "better"
     # the VAE's training curves give a real figure, not the "no curves" placeholder
     from PIL import Image
 
@@ -190,7 +196,7 @@ def test_summary_opens_with_flags_and_is_self_contained(cohort):
                    "Input checksums", "Run time per rule", "&quot;model.vae.seed&quot;: 3",
                    "Every installed Python package", "Strongest metabolite",
                    "genes → metabolites, held-out r (best model vs best baseline)",
-                   "+0.030 [+0.010, +0.050] better"):
+                   "+0.030 [+0.010, +0.050] better", "Held-out prediction across samples"):
         assert needle in html, needle
     # the models benchmark, run on these results, is shown as a table with its rows
     bench = html.split("Joint models against published peers")[1].split("</table>")[0]

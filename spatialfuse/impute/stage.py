@@ -154,10 +154,16 @@ def cv_folds(xy: np.ndarray, p: dict, seed: int) -> tuple[np.ndarray, dict[int, 
     return folds, masks, buffer
 
 
-def _rows(scores: pd.DataFrame, modality: str, task: str, method: str, features) -> pd.DataFrame:
-    return scores.assign(modality=modality, task=task, method=method, feature=list(features)
-                         ).reindex(columns=["modality", "task", "method", "feature", "pearson_r",
-                                            "spearman_r", "ssim", "pearson_r_block"])
+def _rows(scores: pd.DataFrame, modality: str, task: str, method: str, features,
+          clusters: np.ndarray | None = None) -> pd.DataFrame:
+    """``feature_scores.tsv``'s rows of one method; ``clusters``: the cross-modal tasks'
+    clusters of co-varying target features (the verdicts' bootstrap units, so that pooling
+    over samples can resample them too; empty for the other tasks)."""
+    out = scores.assign(modality=modality, task=task, method=method, feature=list(features),
+                        cluster=pd.array(clusters if clusters is not None
+                                         else [None] * len(scores), dtype="Int64"))
+    return out.reindex(columns=["modality", "task", "method", "feature", "pearson_r",
+                                "spearman_r", "ssim", "pearson_r_block", "cluster"])
 
 
 def run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int = 0,
@@ -295,7 +301,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         for method, P in preds.items():
             sc = feature_scores(P[tgt], Y, xy, blocks=folds)
             per_feature[method] = sc
-            parts.append(_rows(sc, tgt, task, f"{method}_from_{src}", feats))
+            parts.append(_rows(sc, tgt, task, f"{method}_from_{src}", feats, clusters))
             cross[task][method] = {**summarise(sc, spatial), "seconds": round(secs[method], 3)}
             tgt_ad = msi if tgt == "msi" else rna_out
             # the out-of-fold predictions are float32 already: the layer is that array, and
@@ -306,7 +312,7 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         # below, is what the source modality adds)
         t0 = time.perf_counter()
         loc = feature_scores(location_cv(Y, xy, folds, masks), Y, xy, blocks=folds)
-        parts.append(_rows(loc, tgt, task, LOCATION, feats))
+        parts.append(_rows(loc, tgt, task, LOCATION, feats, clusters))
         cross[task][LOCATION] = {**summarise(loc, spatial),
                                  "seconds": round(time.perf_counter() - t0, 3)}
 

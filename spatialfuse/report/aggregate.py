@@ -261,7 +261,9 @@ def run_aggregate(
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """Write every cohort table and figure named in ``outputs`` (keys: metrics, spots,
-    matching, links, pathways and the figure names of :mod:`.figures`)."""
+    matching, links, pathways, optionally prediction (the impute verdicts pooled over the
+    samples, :func:`~spatialfuse.impute.pooled.pooled_verdicts`) and the figure names of
+    :mod:`.figures`)."""
     params = params or {}
     truth, conditions = truth or {}, conditions or {}
     reference_model = reference_model if reference_model in models else models[0]
@@ -354,6 +356,12 @@ def run_aggregate(
         scores.append(sc.assign(sample=s))
     figures.imputation_figure(pairs, pd.concat(scores, ignore_index=True) if scores else
                               pd.DataFrame(), outputs["imputation_figure"])
+    if "prediction" in outputs:  # the samples' verdicts pooled: a study-level answer
+        from ..impute.pooled import pooled_verdicts
+
+        verdicts = pooled_verdicts({s: read_json(tree.path("impute_metrics", s)) for s in samples},
+                                   {s: sc for s, sc in zip(samples, scores)}, seed=seed)
+        verdicts.to_csv(outputs["prediction"], sep="\t", index=False)
 
     # biology
     links = top_links({s: tree.path("associations", s) for s in samples},

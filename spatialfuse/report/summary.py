@@ -424,6 +424,14 @@ def build_summary(
 
     # 4. tables
     parts.append("<h2 id='tables'>Tables</h2>")
+    if "prediction" in aggregate and Path(aggregate["prediction"]).exists():
+        pv = pd.read_csv(aggregate["prediction"], sep="\t")
+        if len(pv):
+            parts.append(f"<h3>Held-out prediction across samples</h3>"
+                         f"<p class='muted'>{caption_html(captions.get('prediction_table', ''))}"
+                         "</p>" + table_html(pv, table_id="prediction", formats={
+                             **{c: "{:+.3f}" for c in ("difference", "ci95_low", "ci95_high")},
+                             **{c: "{:.3f}" for c in ("median_method", "median_comparator")}}))
     if "links" in aggregate and Path(aggregate["links"]).exists():
         links = pd.read_csv(aggregate["links"], sep="\t")
         parts.append("<h3>Strongest metabolite–gene links across samples</h3>"

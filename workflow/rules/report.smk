@@ -7,6 +7,7 @@ AGGREGATE = {
     "matching": "results/aggregate/domain_matching.tsv",
     "links": "results/aggregate/links.tsv",
     "pathways": "results/aggregate/pathways.tsv",
+    "prediction": "results/aggregate/prediction.tsv",
     "domains_figure": "results/aggregate/figures/domains.png",
     "composition_figure": "results/aggregate/figures/composition.png",
     "registration_figure": "results/aggregate/figures/registration.png",
@@ -90,6 +91,12 @@ rule aggregate:
             AGGREGATE["pathways"],
             caption="../report/pathways_table.rst",
             category="5. Biology",
+            subcategory="All samples",
+        ),
+        prediction=report(
+            AGGREGATE["prediction"],
+            caption="../report/prediction_table.rst",
+            category="3. Imputation",
             subcategory="All samples",
         ),
         domains_figure=report(
