@@ -1195,7 +1195,7 @@ def test_pooled_verdicts_pool_each_samples_chosen_pair_within_samples():
               "c": sample(30, 0.05, "vae")}
 
     def cm(method, with_location=True):
-        out = {"model_vs_baselines": {"method": method, "baseline": "ridge"},
+        out = {"model_vs_baselines": {"method": method, "baseline": "ridge", "verdict": "tie"},
                "model_vs_baselines_block": {"method": method, "baseline": "ridge"}}
         if with_location:
             out["baseline_vs_location"] = {"method": "ridge", "reference": "location"}
@@ -1206,6 +1206,9 @@ def test_pooled_verdicts_pool_each_samples_chosen_pair_within_samples():
     row = pv.loc[("model_vs_baselines", "pooled")]
     assert row["samples"] == 3 and row["method"] == "vae (2), gnn" and row["comparator"] == "ridge (3)"
     assert row["n_features"] == 130 and row["verdict"] == "better"
+    # ... where each sample alone said tie: the row keeps the samples' own verdicts
+    assert row["sample_verdicts"] == "tie (3)"
+    assert pv.loc[("model_vs_baselines", "within blocks"), "sample_verdicts"] == "n/a (3)"
     # a's and c's features are one cluster each, b's have none: each its own
     assert row["n_clusters"] == 1 + 60 + 1
     assert abs(row["difference"] - 0.05) < 0.01

@@ -97,6 +97,7 @@ def test_cohort_tables_and_figures(cohort):
     assert (row.task, row.samples, row.method, row.comparator) == ("rna_to_msi", 2, "vae (2)",
                                                                    "ridge (2)")
     assert np.isclose(row.difference, 0.03) and row.verdict == "better"
+    assert row.sample_verdicts == "better (2)"
     # the VAE's training curves give a real figure, not the "no curves" placeholder
     from PIL import Image
 

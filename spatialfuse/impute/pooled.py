@@ -46,13 +46,14 @@ def pooled_verdicts(metrics: dict[str, dict], scores: dict[str, pd.DataFrame],
     is used when present; without it each feature is its own cluster). Samples without the
     comparison, or without either method's scores, are left out of that row. Returns one row
     per task, comparison and score with the samples pooled, the methods and comparators they
-    chose, both pooled medians, the difference with its 95 % interval and the verdict."""
+    chose, the samples' own verdicts (e.g. ``tie (3), better``), both pooled medians, the
+    difference with its 95 % interval and the verdict."""
     rows = []
     for task in dict.fromkeys(t for m in metrics.values() for t in (m.get("crossmodal") or {})):
         src = task.split("_to_")[0]
         for comp in COMPARISONS:
             for suffix, label, col in SCORES:
-                a, b, strata, clusters, who, vs = [], [], [], [], [], []
+                a, b, strata, clusters, who, vs, own = [], [], [], [], [], [], []
                 for i, (s, m) in enumerate(metrics.items()):
                     v = ((m.get("crossmodal") or {}).get(task) or {}).get(comp + suffix)
                     sc = scores.get(s)
@@ -75,6 +76,7 @@ def pooled_verdicts(metrics: dict[str, dict], scores: dict[str, pd.DataFrame],
                     clusters.append(c.astype(int))
                     who.append(v["method"])
                     vs.append(ref)
+                    own.append(str(v.get("verdict", "n/a")))
                 if not a:
                     continue
                 A, B = np.concatenate(a), np.concatenate(b)
@@ -84,12 +86,15 @@ def pooled_verdicts(metrics: dict[str, dict], scores: dict[str, pd.DataFrame],
                 rows.append({"task": task, "comparison": comp, "score": label,
                              "samples": len(a), "method": _counts(who),
                              "comparator": _counts(vs),
+                             # each sample's own verdict: how many agree, apart from the pool
+                             "sample_verdicts": _counts(own),
                              "median_method": float(np.median(A[ok])) if ok.any() else np.nan,
                              "median_comparator": float(np.median(B[ok])) if ok.any() else np.nan,
                              **{k: v[k] for k in ("difference", "ci95_low", "ci95_high",
                                                   "verdict", "n_features")},
                              "n_clusters": v.get("n_clusters", 0)})
-    cols = ["task", "comparison", "score", "samples", "method", "comparator", "median_method",
+    cols = ["task", "comparison", "score", "samples", "method", "comparator", "sample_verdicts",
+            "median_method",
             "median_comparator", "difference", "ci95_low", "ci95_high", "verdict", "n_features",
             "n_clusters"]
     return pd.DataFrame(rows, columns=cols)
