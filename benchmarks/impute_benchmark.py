@@ -217,6 +217,7 @@ def print_pooled_verdicts(vd: pd.DataFrame, root: Path) -> None:
               f"difference {r.difference:+.3f} [{r.ci95_low:+.3f}, {r.ci95_high:+.3f}] "
               f"{r.verdict}")
 
+
 def _truth_folders(wd: Path):
     """(sample, truth folder, impute results folder) for each row of ``wd``'s samples sheet."""
     sheet = pd.read_csv(wd / "config" / "samples.tsv", sep="\t").set_index("sample")

@@ -59,6 +59,14 @@ SPARSE_BASELINE = "sparse"
 #: the methods, but neither a baseline nor model-based, never ``best_method``, no layer.
 LOCATION = "location"
 REFERENCES = (LOCATION,)
+
+
+def score_column(method: str, source: str) -> str:
+    """A cross-modal method's name in ``feature_scores.tsv`` (and, for a method, its layer):
+    ``<method>_from_<source>``; a reference (location) under its own name."""
+    return method if method in REFERENCES else f"{method}_from_{source}"
+
+
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
 #: Key of the seconds spent in the shared source components (one SVD per fold and direction).
 COMPONENTS = "components"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .crossmodal import REFERENCES
+from .crossmodal import score_column
 from .scores import paired_median_difference
 
 #: The comparisons of ``metrics.json`` pooled here, in the order they are reported
@@ -23,12 +23,6 @@ from .scores import paired_median_difference
 COMPARISONS = ("model_vs_baselines", "decoder_vs_baselines", "model_vs_location",
                "decoder_vs_location", "baseline_vs_location")
 SCORES = (("", "pooled", "pearson_r"), ("_block", "within blocks", "pearson_r_block"))
-
-
-def score_column(method: str, source: str) -> str:
-    """A method's name in ``feature_scores.tsv``: ``<method>_from_<source>``; a reference
-    (location) under its own name."""
-    return method if method in REFERENCES else f"{method}_from_{source}"
 
 
 def _counts(names: list[str]) -> str:

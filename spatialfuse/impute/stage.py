@@ -48,6 +48,7 @@ from .crossmodal import (
     SPARSE_BASELINE,
     crossmodal_cv,
     model_fold_jobs,
+    score_column,
 )
 from .cv import auto_buffer_um, heldout_distances, location_cv, spatial_blocks, training_masks
 from .fitpool import FoldFits
@@ -301,18 +302,18 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
         for method, P in preds.items():
             sc = feature_scores(P[tgt], Y, xy, blocks=folds)
             per_feature[method] = sc
-            parts.append(_rows(sc, tgt, task, f"{method}_from_{src}", feats, clusters))
+            parts.append(_rows(sc, tgt, task, score_column(method, src), feats, clusters))
             cross[task][method] = {**summarise(sc, spatial), "seconds": round(secs[method], 3)}
             tgt_ad = msi if tgt == "msi" else rna_out
             # the out-of-fold predictions are float32 already: the layer is that array, and
             # its scores above are the layer's own
-            tgt_ad.layers[Key.layers.imputed(f"{method}_from_{src}")] = P[tgt]
+            tgt_ad.layers[Key.layers.imputed(score_column(method, src))] = P[tgt]
         # the reference: what the target's location alone gives under the same blocks (no
         # layer, never best, not a baseline; a method's lead over it, `<kind>_vs_location`
         # below, is what the source modality adds)
         t0 = time.perf_counter()
         loc = feature_scores(location_cv(Y, xy, folds, masks), Y, xy, blocks=folds)
-        parts.append(_rows(loc, tgt, task, LOCATION, feats, clusters))
+        parts.append(_rows(loc, tgt, task, score_column(LOCATION, src), feats, clusters))
         cross[task][LOCATION] = {**summarise(loc, spatial),
                                  "seconds": round(time.perf_counter() - t0, 3)}
 
