@@ -343,6 +343,41 @@ def test_location_reference_reads_training_targets_only_and_extrapolates_smooth_
     assert r[:2].min() > 0.5 and np.abs(r[2:]).max() < 0.3
 
 
+def test_kriging_reference_fits_each_feature_reads_training_targets_only():
+    """The second location reference krige_cv: a covariance fitted per feature (a smooth field
+    gets a long range, a short-range one a short range), training targets only (held-out and
+    buffer values change nothing), every spot held out once, and where a field varies on the
+    scale of a block it reads the inside of the block better than the nearest spots do."""
+    from spatialfuse.impute.cv import krige, krige_cv, location_cv, spatial_blocks, training_masks
+    from spatialfuse.impute.scores import feature_scores
+
+    xy = _hex_grid(24)
+    rng = np.random.default_rng(3)
+    wide = _field(xy, 3000, 0.3) + 0.05 * rng.normal(size=len(xy))
+    shorter = _field(xy, 500, 1.1) + _field(xy, 400, 2.3) + 0.1 * rng.normal(size=len(xy))
+    Y = np.c_[wide, shorter, rng.normal(size=len(xy))]
+    (_, ranges), = krige(xy, [Y], xy[:3], 100.0)
+    assert ranges[0] > ranges[1]  # the smooth field's covariance reaches further
+    folds = spatial_blocks(xy, 4, seed=0)
+    masks = training_masks(xy, folds, 200.0)
+    P, = krige_cv([Y], xy, folds, masks, 100.0, seed=0)
+    assert P.dtype == np.float32 and np.isfinite(P).all()
+    f0 = int(folds[0])
+    Y2 = Y.copy()
+    Y2[~masks[f0]] = 1e3  # the held-out block and its buffer, any values
+    np.testing.assert_array_equal(krige_cv([Y2], xy, folds, {f0: masks[f0]}, 100.0)[0][folds == f0],
+                                  P[folds == f0])
+    # a random subset of the training spots beyond max_train, the same for the same seed
+    a, = krige_cv([Y], xy, folds, masks, 100.0, seed=1, max_train=60)
+    b, = krige_cv([Y], xy, folds, masks, 100.0, seed=1, max_train=60)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, P)
+    rk = feature_scores(P.astype(float), Y, xy, blocks=folds)["pearson_r_block"].to_numpy()
+    ri = feature_scores(location_cv(Y, xy, folds, masks).astype(float), Y, xy,
+                        blocks=folds)["pearson_r_block"].to_numpy()
+    assert rk[0] > 0.5 and rk[1] > ri[1] + 0.05 and abs(rk[2]) < 0.3
+
+
 def test_heldout_entries_hide_each_entry_once_and_recover_smooth_maps():
     from spatialfuse.impute.smooth import heldout_entry_folds, heldout_entry_predictions
     from spatialfuse.metrics import columnwise_corr
@@ -431,29 +466,33 @@ def test_run_impute_layers_scores_and_no_overwrite():
     assert cm["rna_to_msi"]["ridge"]["median_pearson"] > 0.3
     assert metrics["denoise"]["msi"]["graph_smooth"]["median_pearson"] > 0.5
     assert metrics["cv"]["n_blocks"] == 3 and metrics["cv"]["buffer_um"] > 0
-    # the location-only reference is scored beside the methods, as neither kind: no layer,
+    # the location-only references are scored beside the methods, as neither kind: no layer,
     # never the best method, never in a verdict
+    refs = ("location", "location_kriging")
     for task in cm:
-        assert np.isfinite(cm[task]["location"]["median_pearson_block"])
-        assert "location" not in (cm[task]["best_method"], cm[task]["best_model_method"])
-        assert all(cm[task][f"{w}_vs_baselines{x}"]["method"] != "location"
-                   for w in ("model", "decoder") for x in ("", "_spatial", "_block"))
-        assert (table[(table["task"] == task) & (table["method"] == "location")]["feature"].nunique()
-                == cm[task]["location"]["n_features"])
-        # ... but each kind's best method is set against it, paired on the same features
+        for ref in refs:
+            assert np.isfinite(cm[task][ref]["median_pearson_block"])
+            assert ref not in (cm[task]["best_method"], cm[task]["best_model_method"])
+            assert all(cm[task][f"{w}_vs_baselines{x}"]["method"] != ref
+                       for w in ("model", "decoder") for x in ("", "_spatial", "_block"))
+            assert (table[(table["task"] == task) & (table["method"] == ref)]["feature"].nunique()
+                    == cm[task][ref]["n_features"])
+        # ... but each kind's best method is set against the stronger of them on each score,
+        # paired on the same features
         for who, pool in (("baseline", ("ridge", "knn")), ("model", ("vae", "vae_ridge")),
                           ("decoder", ("vae",))):
             for suffix in ("", "_spatial", "_block"):
                 v = cm[task][f"{who}_vs_location{suffix}"]
                 key = f"median_pearson{suffix}"
-                assert v["reference"] == "location" and v["method"] in pool
+                assert v["reference"] == max(refs, key=lambda r: cm[task][r][key])
+                assert v["method"] in pool
                 assert v["method"] == max(pool, key=lambda m: cm[task][m][key])
                 assert v["verdict"] in ("better", "worse", "tie") and v["n_features"] > 0
-            v = cm[task][f"{who}_vs_location_block"]
-            assert np.isclose(v["difference"], cm[task][v["method"]]["median_pearson_block"]
-                              - cm[task]["location"]["median_pearson_block"])
+                assert np.isclose(v["difference"], cm[task][v["method"]][key]
+                                  - cm[task][v["reference"]][key]) or suffix == "_spatial"
     assert not any("location" in key for a in (r2, m2) for key in a.layers)
     assert metrics["cv"]["reference"].startswith("location:")
+    assert "location_kriging:" in metrics["cv"]["reference"]
     # deterministic, and the same to the bit with the fold fits in two worker processes
     r3, m3, metrics3, table3 = run_impute(rna, msi, params, seed=0, model_params=mp,
                                           device="cpu", workers=2)
@@ -1181,12 +1220,12 @@ def test_pooled_verdicts_pool_each_samples_chosen_pair_within_samples():
 
     def sample(n, lead, method, clusters=True):
         base = rng.normal(0.2, 0.1, n)
-        t = pd.DataFrame({"task": "rna_to_msi", "feature": [f"f{i}" for i in range(n)] * 3,
+        t = pd.DataFrame({"task": "rna_to_msi", "feature": [f"f{i}" for i in range(n)] * 4,
                           "method": np.repeat(["ridge_from_rna", f"{method}_from_rna",
-                                               "location"], n),
+                                               "location", "location_kriging"], n),
                           "pearson_r": np.r_[base, base + lead + rng.normal(0, 0.01, n),
-                                             base - 0.1],
-                          "pearson_r_block": np.r_[base, base, base]})
+                                             base - 0.1, base - 0.3],
+                          "pearson_r_block": np.r_[base, base, base, base]})
         if clusters:  # one cluster per sample: all its features move together
             t["cluster"] = 0
         return t
@@ -1194,11 +1233,13 @@ def test_pooled_verdicts_pool_each_samples_chosen_pair_within_samples():
     scores = {"a": sample(40, 0.05, "vae"), "b": sample(60, 0.05, "gnn", clusters=False),
               "c": sample(30, 0.05, "vae")}
 
-    def cm(method, with_location=True):
+    def cm(method, with_location=True, reference="location"):
         out = {"model_vs_baselines": {"method": method, "baseline": "ridge", "verdict": "tie"},
                "model_vs_baselines_block": {"method": method, "baseline": "ridge"}}
         if with_location:
-            out["baseline_vs_location"] = {"method": "ridge", "reference": "location"}
+            out["baseline_vs_location"] = {"method": "ridge", "reference": reference}
+            out["baseline_vs_location_block"] = {"method": "ridge",
+                                                 "reference": "location_kriging"}
         return {"crossmodal": {"rna_to_msi": out}}
 
     metrics = {"a": cm("vae"), "b": cm("gnn"), "c": cm("vae", with_location=False)}
@@ -1219,4 +1260,12 @@ def test_pooled_verdicts_pool_each_samples_chosen_pair_within_samples():
     loc = pv.loc[("baseline_vs_location", "pooled")]
     assert loc["samples"] == 2 and loc["comparator"] == "location (2)"
     assert np.isclose(loc["difference"], 0.1) and loc["verdict"] == "better"
+    # each sample's own reference, whichever of the two it was set against on that score
+    assert pv.loc[("baseline_vs_location", "within blocks"), "comparator"] == "location_kriging (2)"
+    assert pv.loc[("baseline_vs_location", "within blocks"), "difference"] == 0
+    metrics["b"] = cm("gnn", reference="location_kriging")
+    loc = pooled_verdicts(metrics, scores).set_index(["comparison", "score"]).loc[
+        ("baseline_vs_location", "pooled")]
+    assert loc["comparator"] == "location, location_kriging"
+    assert 0.1 < loc["difference"] < 0.3
     assert ("decoder_vs_baselines", "pooled") not in pv.index

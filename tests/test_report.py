@@ -121,7 +121,7 @@ def test_imputation_figure_shows_a_crossmodal_method_and_every_methods_median(co
     both = pd.concat([scores.assign(sample="a"), scores.assign(sample="b").iloc[:12]])
     table = method_medians(both, ["a", "b"])
     assert list(table.index) == ["genes → metabolites: ridge", "genes → metabolites: vae",
-                                 "genes → metabolites: location only (reference)",
+                                 "genes → metabolites: location only, nearest spots (reference)",
                                  "metabolites, hidden spots: knn_smooth",
                                  "metabolites, hidden spots: gnn_reconstruction"]
     assert table.loc["genes → metabolites: vae", "a"] == pytest.approx(vae.median())
@@ -257,7 +257,14 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
     imp["crossmodal"]["msi_to_rna"]["location"] = {"median_pearson": 0.004,
                                                    "median_pearson_block": 0.021}
     assert prediction_lines(imp)[0][1].endswith(
-        "worse; location only (reference): pooled 0.00, within blocks 0.02")
+        "worse; location only (reference): pooled 0.00 (nearest spots), within blocks 0.02 "
+        "(nearest spots)")
+    # with both references, the stronger one on each score, named
+    imp["crossmodal"]["msi_to_rna"]["location_kriging"] = {"median_pearson": -0.05,
+                                                           "median_pearson_block": 0.035}
+    assert prediction_lines(imp)[0][1].endswith(
+        "worse; location only (reference): pooled 0.00 (nearest spots), within blocks 0.04 "
+        "(kriging)")
     # and how far the best model-based method and the best baseline are above it
     imp["crossmodal"]["msi_to_rna"]["model_vs_location_block"] = {
         "method": "gnn", "reference": "location", "difference": 0.02, "ci95_low": 0.012,
@@ -266,8 +273,8 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
         "method": "ridge", "reference": "location", "difference": 0.029, "ci95_low": -0.002,
         "ci95_high": 0.04, "verdict": "tie"}
     assert prediction_lines(imp)[0][1].endswith(
-        "worse; location only (reference): pooled 0.00, within blocks 0.02; above location "
-        "within blocks: gnn +0.020 [+0.012, +0.027] better, ridge +0.029 [-0.002, +0.040] tie")
+        "worse; location only (reference): pooled 0.00 (nearest spots), within blocks 0.04 "
+        "(kriging); above location within blocks: gnn +0.020 [+0.012, +0.027] better, ridge +0.029 [-0.002, +0.040] tie")
     # where the best maps are: said only when the stage named a best method
     imp["crossmodal"]["msi_to_rna"]["best_method"] = "gnn_ridge"
     imp["crossmodal"]["rna_to_msi"] = {"best_method": "ridge"}

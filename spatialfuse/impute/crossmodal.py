@@ -55,10 +55,26 @@ DIRECTIONS = (("rna", "msi"), ("msi", "rna"))  # (source, target)
 BASELINES = ("ridge", "knn")
 #: The sparse baseline added by ``sparse=True`` (a baseline: it reads no model).
 SPARSE_BASELINE = "sparse"
-#: The location-only reference of the blocked CV (:func:`.cv.location_cv`): scored beside
-#: the methods, but neither a baseline nor model-based, never ``best_method``, no layer.
+#: The location-only references of the blocked CV: the nearest training spots
+#: (:func:`.cv.location_cv`) and kriging with a covariance fitted per feature
+#: (:func:`.cv.krige_cv`). Scored beside the methods, but neither a baseline nor model-based,
+#: never ``best_method``, no layer.
 LOCATION = "location"
-REFERENCES = (LOCATION,)
+KRIGING = "location_kriging"
+REFERENCES = (LOCATION, KRIGING)
+#: How the report names them.
+REFERENCE_NAMES = {LOCATION: "nearest spots", KRIGING: "kriging"}
+
+
+def stronger_reference(res: dict, key: str = "median_pearson") -> str | None:
+    """The location reference with the higher ``key`` in one task's metrics (``res``: method
+    or reference → summary); the first of :data:`REFERENCES` on a tie, None without any.
+    Each method is set against the stronger one per score: what location alone reaches by
+    either route is not the source modality's doing."""
+    have = [r for r in REFERENCES if isinstance(res.get(r), dict)]
+    if not have:
+        return None
+    return max(have, key=lambda r: np.nan_to_num(res[r].get(key, np.nan), nan=-np.inf))
 
 
 def score_column(method: str, source: str) -> str:

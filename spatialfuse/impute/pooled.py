@@ -4,7 +4,7 @@ One section's verdict rests on its own features only: 60 ions cannot tell a lead
 their spread. A study has several sections, and its question is whether a method leads *across*
 them. :func:`pooled_verdicts` takes each sample's chosen pair from its ``metrics.json`` (the best
 model-based method or decoder against the best baseline, or each kind's best method against the
-location reference) and compares the two on all samples' features at once: the difference of
+stronger location reference it was set against) and compares the two on all samples' features at once: the difference of
 the pooled medians, with the bootstrap interval of :func:`.scores.paired_median_difference`
 resampling each sample's clusters of co-varying features within that sample (samples as
 strata). The report's cohort table and ``benchmarks/impute_benchmark.py`` both use it.

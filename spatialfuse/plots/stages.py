@@ -138,7 +138,7 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     the ST spots without MSI, :func:`spatialfuse.impute.predict_unmeasured`): when it has spots,
     a fourth row shows those metabolites over the whole section, measured where the MSI covers
     a spot and predicted (outlined) where it does not, on one colour scale."""
-    from ..impute.crossmodal import LOCATION
+    from ..impute.crossmodal import REFERENCE_NAMES, REFERENCES
 
     sub = table[(table["modality"] == "msi") & (table["method"] == method)]
     sub = sub.dropna(subset=["pearson_r"])
@@ -178,10 +178,12 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     groups = [(m.replace("_from_rna", ": genes → metabolites")
                .replace("_from_msi", ": metabolites → genes"), g["pearson_r"].dropna().to_numpy())
               for m, g in cross.groupby("method", sort=True)]
-    # the blocked CV's location-only reference of each direction, last (not a method)
+    # the blocked CV's location-only references of each direction, last (not methods)
     for mod, what in (("msi", "metabolites"), ("rna", "genes")):
-        ref = table[(table["method"] == LOCATION) & (table["modality"] == mod)]
-        groups.append((f"{what} by location only (reference)", ref["pearson_r"].dropna().to_numpy()))
+        for name in REFERENCES:
+            ref = table[(table["method"] == name) & (table["modality"] == mod)]
+            groups.append((f"{what} by location only, {REFERENCE_NAMES[name]} (reference)",
+                           ref["pearson_r"].dropna().to_numpy()))
     groups = [(m, v) for m, v in groups if len(v)]
     if groups:
         ax.boxplot([v for _, v in groups], orientation="horizontal", showfliers=False)

@@ -255,9 +255,17 @@ IMPUTE_TASKS = (*PREDICTION_TASKS, ("denoise", "{mod}, hidden spots"),
 MODALITY_NAMES = {"rna": "genes", "msi": "metabolites"}
 
 
-#: How the imputation table names the blocked CV's location-only reference (not a method:
-#: never in bold).
+#: How the imputation table names the blocked CV's location-only references (not methods:
+#: never in bold); the key-metrics panel shows the stronger of the two under this label.
 REFERENCE_LABEL = "location only (reference)"
+
+
+def reference_label(ref: str) -> str:
+    """``location only, kriging (reference)``: one reference's row label, ending like
+    :data:`REFERENCE_LABEL`'s."""
+    from ..impute.crossmodal import REFERENCE_NAMES
+
+    return f"location only, {REFERENCE_NAMES.get(ref, ref)} (reference)"
 
 
 def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
@@ -265,8 +273,8 @@ def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
     cross-modal prediction first, then denoising and hidden entries per modality) in every
     sample (columns; NaN where a sample lacks the method). ``scores``: sample, modality, task,
     method, pearson_r (the impute stage's ``feature_scores.tsv`` rows). The location-only
-    reference of the cross-modal CV comes last in its task, labelled
-    :data:`REFERENCE_LABEL`."""
+    references of the cross-modal CV come last in their task, labelled by
+    :func:`reference_label`."""
     from ..impute.crossmodal import REFERENCES
 
     if scores.empty:
@@ -281,7 +289,7 @@ def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
     labels = dict(IMPUTE_TASKS)
     rows, index = [], []
     for task, mod, meth in keys[["task", "modality", "method"]].itertuples(index=False):
-        name = (REFERENCE_LABEL if meth in REFERENCES
+        name = (reference_label(meth) if meth in REFERENCES
                 else str(meth).removesuffix("_from_rna").removesuffix("_from_msi"))
         head = labels.get(task, f"{task}").format(mod=MODALITY_NAMES.get(mod, mod))
         index.append(f"{head}: {name}")
@@ -345,7 +353,7 @@ def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> Non
         for j in range(V.shape[1]):  # the best method of each task, per sample, in bold
             for head in dict.fromkeys(heads):
                 rows = [i for i, h in enumerate(heads) if h == head]
-                cand = [i for i in rows if not table.index[i].endswith(REFERENCE_LABEL)]
+                cand = [i for i in rows if not table.index[i].endswith("(reference)")]
                 col = V[cand, j]
                 best = cand[int(np.nanargmax(col))] if np.isfinite(col).any() else None
                 for i in rows:

@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from ..constants import Key
-from ..impute.crossmodal import LOCATION
+from ..impute.crossmodal import REFERENCE_NAMES, stronger_reference
 from . import provenance
 from .aggregate import ResultsTree, collect_flags, read_json
 from .conditions import by_evidence
@@ -163,9 +163,10 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
     """Per direction: the best model-based method against the best baseline on held-out r,
     pooled and within blocks, with the paired interval and its verdict (impute's
     ``model_vs_baselines``), e.g. ``pooled: vae 0.14 vs ridge 0.11, +0.030 [+0.008, +0.049]
-    better``, then what location alone scored there (the CV's reference, impute's
-    ``location``) and how far the best model-based method and the best baseline are above it
-    within blocks (``<kind>_vs_location_block``). Directions without the model comparison (no
+    better``, then what location alone scored there (the stronger of the CV's two references
+    on each score, impute's ``location`` and ``location_kriging``, named) and how far the best
+    model-based method and the best baseline are above it within blocks
+    (``<kind>_vs_location_block``). Directions without the model comparison (no
     models run) are left out."""
     out = []
     for task, label in PREDICTION_TASKS:
@@ -181,11 +182,13 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
             parts.append(f"{where}: {v['method']} {rm:.2f} vs {v['baseline']} {rb:.2f}, "
                          f"{v['difference']:+.3f} [{v['ci95_low']:+.3f}, {v['ci95_high']:+.3f}] "
                          f"{v['verdict']}")
-        loc = res.get(LOCATION)
-        if parts and isinstance(loc, dict):  # what location alone scored on the same blocks
-            parts.append("location only (reference): " + ", ".join(
-                f"{where} {loc.get(f'median_pearson{suffix}', float('nan')):.2f}"
-                for suffix, where in (("", "pooled"), ("_block", "within blocks"))))
+        if parts and stronger_reference(res):  # what location alone scored on the same blocks
+            loc = []
+            for suffix, where in (("", "pooled"), ("_block", "within blocks")):
+                ref = stronger_reference(res, f"median_pearson{suffix}")
+                loc.append(f"{where} {res[ref].get(f'median_pearson{suffix}', float('nan')):.2f}"
+                           f" ({REFERENCE_NAMES.get(ref, ref)})")
+            parts.append("location only (reference): " + ", ".join(loc))
             # and how far each kind's best method is above it within blocks, where location
             # is at its strongest: what the source modality adds
             above = [f"{v['method']} {v['difference']:+.3f} [{v['ci95_low']:+.3f}, "
