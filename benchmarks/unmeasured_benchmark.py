@@ -10,8 +10,10 @@ noise-free shared log-mean (what the genes can know about each metabolite: basel
 effect + link field) at the unmeasured spots, next to:
 
 * ``genes`` / ``extrapolated`` / ``average``: the parts the output is chosen from (the genes
-  alone; the inverse-distance extrapolation from the nearest measured spots; their
+  alone; the extrapolation kriged from the measured spots; their
   standardised average, used where the CV says it beats the genes alone: ``output``);
+* ``extrapolated_idw`` / ``average_idw``: the same two with the extrapolation the stage used
+  until 2026-12-05 (inverse-distance weights of the 6 nearest measured spots), side by side;
 * ``nearest``: each unmeasured spot given the measured values of the nearest measured spot
   (spatial extrapolation, what one gets without the genes);
 * ``cv``: the same method's held-out predictions of the paired spots (blocked CV) against the
@@ -69,7 +71,7 @@ def _median_r(P: np.ndarray, T: np.ndarray, keep: np.ndarray) -> float:
 
 def _part_rs(un, method: str, T: np.ndarray, keep: np.ndarray) -> dict:
     """Median r of each part the prediction is made of (layers of ``unmeasured_msi.h5ad``):
-    the genes alone, the extrapolation from the nearest measured spots, their average."""
+    the genes alone, the extrapolation kriged from the measured spots, their average."""
     from spatialfuse.constants import Key
     from spatialfuse.impute.unmeasured import EXTRAPOLATION
 
@@ -78,6 +80,20 @@ def _part_rs(un, method: str, T: np.ndarray, keep: np.ndarray) -> dict:
              "r_average": Key.layers.imputed(f"{method}_from_rna_and_msi")}
     return {k: _median_r(np.asarray(un.layers[v], float), T, keep)
             for k, v in parts.items() if v in un.layers}
+
+
+def _idw_rs(un, method: str, xy_from: np.ndarray, X_from: np.ndarray, T: np.ndarray,
+            keep: np.ndarray) -> dict:
+    """The previous extrapolation, side by side: inverse-distance weights of the 6 nearest
+    measured spots (what the stage used until 2026-12-05) and its average with the genes."""
+    from spatialfuse.constants import Key
+    from spatialfuse.impute.cv import extrapolate_idw
+    from spatialfuse.impute.unmeasured import combine_standardised
+
+    E = extrapolate_idw(xy_from, X_from, np.asarray(un.obsm[Key.obsm.spatial], float))
+    G = np.asarray(un.layers[Key.layers.imputed(f"{method}_from_rna")], float)
+    return {"r_extrapolated_idw": _median_r(E, T, keep),
+            "r_average_idw": _median_r(combine_standardised(G, E), T, keep)}
 
 
 def _full_logmean(truth: Path) -> pd.DataFrame | None:
@@ -142,6 +158,8 @@ def section_rows(wd: Path, seed: int) -> list[dict]:
         row["output"] = info.get("output", "genes")
         row["r_pred"] = _median_r(pred, T_un, varies)
         row.update(_part_rs(un, info["method"], T_un, varies))
+        xy_m = np.asarray(msi.obsm["spatial"], float)
+        row.update(_idw_rs(un, info["method"], xy_m, X, T_un, varies))
         row["r_nearest"] = _median_r(X[near], T_un, varies)
         row["r_cv"] = _median_r(cv, T_pair, varies)
         # against everything but the noise (the decoy metabolites' own fields too, which the
@@ -155,6 +173,8 @@ def section_rows(wd: Path, seed: int) -> list[dict]:
             for k, P in (("pred", pred), ("nearest", X[near])):
                 row[f"full_r_{k}"] = _median_r(P, F, vf)
             row.update({f"full_{k}": v for k, v in _part_rs(un, info["method"], F, vf).items()})
+            row.update({f"full_{k}": v for k, v in
+                        _idw_rs(un, info["method"], xy_m, X, F, vf).items()})
         rows.append(row)
     return rows
 
@@ -199,6 +219,8 @@ def held_back_rows(run: Path, frac: float) -> list[dict]:
                      "output": info.get("output", "genes"),
                      "r_pred": _median_r(pred, held, varies),
                      **_part_rs(un[rna.obs_names[out]], info["method"], held, varies),
+                     **_idw_rs(un[rna.obs_names[out]], info["method"], xy[~out], X[~out], held,
+                               varies),
                      "r_nearest": _median_r(X[~out][near], held, varies),
                      "r_cv": info["heldout_pearson_median"],
                      "r_cv_block": info["heldout_pearson_block_median"]})

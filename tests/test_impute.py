@@ -1050,16 +1050,18 @@ def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path, c
     assert isinstance(out, ad.AnnData)
 
 
-def test_unmeasured_spots_average_genes_with_the_nearest_measured_msi_where_the_cv_says_so():
+def test_unmeasured_spots_average_genes_with_the_kriged_measured_msi_where_the_cv_says_so():
     """Metabolite maps carry a smooth field of their own that no gene follows: next to the
     measured region the measured MSI knows it, the genes do not. The cross-validation sees
     that (held-out blocks, extrapolated from their fold's training spots), so ``auto`` averages
     the two, and the average predicts the held-back quarter better than the genes alone."""
     from spatialfuse.impute import predict_unmeasured, run_impute
-    from spatialfuse.impute.cv import extrapolate_idw
+    from spatialfuse.impute.cv import extrapolate_idw, krige_extrapolate
+    from spatialfuse.impute.scores import spot_pitch_um
     from spatialfuse.impute.unmeasured import combine_standardised
 
-    # the parts: inverse-distance weights, and an average of standardised columns
+    # the parts: inverse-distance weights (the location reference's), kriging (the unmeasured
+    # spots' extrapolation), and an average of standardised columns
     src = np.array([[0.0, 0.0], [100.0, 0.0]])
     vals = np.array([[1.0, 10.0], [3.0, 10.0]])
     np.testing.assert_allclose(extrapolate_idw(src, vals, np.array([[50.0, 0.0]]), k=2), [[2.0, 10.0]])
@@ -1092,8 +1094,9 @@ def test_unmeasured_spots_average_genes_with_the_nearest_measured_msi_where_the_
     both = out.layers[Key.layers.imputed("ridge_from_rna_and_msi")]
     extra = out.layers[Key.layers.imputed("extrapolated_from_msi")]
     np.testing.assert_array_equal(out.X, both)
-    np.testing.assert_allclose(extra, extrapolate_idw(xy_all[measured], np.asarray(msi.X),
-                                                      xy_all[~measured]), rtol=1e-5)
+    np.testing.assert_allclose(extra, krige_extrapolate(
+        xy_all[measured], [np.asarray(msi.X)], xy_all[~measured], spot_pitch_um(xy_all))[0],
+        rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(both, combine_standardised(genes, extra), rtol=1e-4, atol=1e-4)
     assert med_r(both) > med_r(genes) + 0.05, (med_r(both), med_r(genes))
     # the quoted held-out scores are the output's own, per metabolite too

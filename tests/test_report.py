@@ -294,7 +294,7 @@ def test_prediction_lines_state_the_paired_verdict_and_skip_what_is_missing():
     imp["unmeasured_spots"].update(output="combined", n_beyond_validated_distance=0)
     assert prediction_lines(imp)[-1] == (
         "spots without MSI", "120: metabolites predicted from genes by ridge, averaged with the "
-        "nearest measured spots (better on the held-out blocks) (held-out median r 0.31)")
+        "measured MSI around them (better on the held-out blocks) (held-out median r 0.31)")
 
 
 def test_each_samples_umap_depends_on_its_own_embedding_only_and_tiles_do_not_overlap():

@@ -166,26 +166,38 @@ def krige(xy_from: np.ndarray, Ys: list[np.ndarray], xy_to: np.ndarray, pitch_um
     return out
 
 
+def krige_extrapolate(xy_from: np.ndarray, Ys: list[np.ndarray], xy_to: np.ndarray,
+                      pitch_um: float, seed: int = 0,
+                      max_train: int = KRIGE_MAX_TRAIN) -> list[np.ndarray]:
+    """Each matrix of ``Ys`` (values at ``xy_from``) kriged at ``xy_to`` (:func:`krige`,
+    covariance fitted per feature); beyond ``max_train`` source points a random subset drawn
+    with ``seed``. Returns one ``xy_to`` × features array per matrix."""
+    xy_from = np.asarray(xy_from, float)
+    idx = np.arange(len(xy_from))
+    if idx.size > max_train:
+        idx = np.sort(np.random.default_rng([seed, 29]).choice(idx, max_train, replace=False))
+    return [pred for pred, _ in krige(xy_from[idx], [np.asarray(Y, float)[idx] for Y in Ys],
+                                      xy_to, pitch_um)]
+
+
 def krige_cv(Ys: list[np.ndarray], xy: np.ndarray, folds: np.ndarray,
              train_masks: dict[int, np.ndarray], pitch_um: float, seed: int = 0,
              max_train: int = KRIGE_MAX_TRAIN) -> list[np.ndarray]:
     """The blocked CV's second location-only reference: each held-out block's target values
-    (each matrix of ``Ys``, spots × features) kriged (:func:`krige`, covariance fitted per
-    feature) from its fold's training spots (the buffer left out; beyond ``max_train`` of
-    them a random subset drawn with ``seed``). Like :func:`location_cv` it reads no other
-    modality. Returns one spots × features array per matrix (float32; NaN outside the
+    (each matrix of ``Ys``, spots × features) kriged from its fold's training spots
+    (:func:`krige_extrapolate`; the buffer left out). Like :func:`location_cv` it reads no
+    other modality. Returns one spots × features array per matrix (float32; NaN outside the
     held-out blocks)."""
     Ys = [np.asarray(Y, float) for Y in Ys]
     xy, folds = np.asarray(xy, float), np.asarray(folds)
     out = [np.full(Y.shape, np.nan, np.float32) for Y in Ys]
-    rng = np.random.default_rng([seed, 29])
     for f, train in sorted(train_masks.items()):
         test = folds == f
         idx = np.flatnonzero(np.asarray(train, bool))
         if not test.any() or idx.size < 3:
             continue
-        if idx.size > max_train:
-            idx = np.sort(rng.choice(idx, max_train, replace=False))
-        for o, (pred, _) in zip(out, krige(xy[idx], [Y[idx] for Y in Ys], xy[test], pitch_um)):
+        preds = krige_extrapolate(xy[idx], [Y[idx] for Y in Ys], xy[test], pitch_um,
+                                  seed=seed + int(f), max_train=max_train)
+        for o, pred in zip(out, preds):
             o[test] = pred
     return out

@@ -13,8 +13,10 @@ from measured spots at which the cross-validation scored it: spots further out a
 
 The genes are not the only evidence: the measured MSI next to an unmeasured region also tells
 what its metabolites are likely to be. Each metabolite is therefore also *extrapolated* from
-the nearest measured spots (inverse-distance weights, :func:`.cv.extrapolate_idw`), and the two
-are averaged with equal weight after standardising each over the unmeasured spots
+the measured spots by kriging with a covariance fitted per metabolite
+(:func:`.cv.krige_extrapolate`; it was inverse-distance weights of the nearest measured spots
+until 2026-12-05, which kriging beat at held-back regions: ``benchmarks/RESULTS.md``), and the
+two are averaged with equal weight after standardising each over the unmeasured spots
 (:func:`combine_standardised`). Whether that average is used is decided on the same
 cross-validation (``impute.unmeasured_extrapolation: auto``): every held-out block's
 out-of-fold genes prediction is averaged with that block's extrapolation from the spots outside
@@ -38,9 +40,9 @@ from scipy.spatial import cKDTree
 from ..constants import Key
 from ..errors import InputError
 from .crossmodal import BASELINES, SPARSE_BASELINE, crossmodal_cv
-from .cv import extrapolate_idw
+from .cv import krige_extrapolate
 from .smooth import knn_smooth
-from .scores import feature_scores
+from .scores import feature_scores, spot_pitch_um
 from .stage import (
     DEFAULTS,
     MODEL_NAMES,
@@ -91,12 +93,13 @@ def extrapolation_cv(rna: ad.AnnData, msi: ad.AnnData, method: str, p: dict,
     Y = _dense(msi.X).astype(float)
     G = np.asarray(msi.layers[layer], float)
     E, C = np.zeros_like(Y), np.zeros_like(Y)
+    pitch = spot_pitch_um(xy)
     for f in masks:
         held = folds == f
         # from every spot outside the block, the buffer included: an unmeasured region borders
         # measured spots too, and the block's own values are never read (the buffer keeps
         # smoothing and graph context from carrying them into a fit; nothing is fitted here)
-        E[held] = extrapolate_idw(xy[~held], Y[~held], xy[held])
+        E[held] = krige_extrapolate(xy[~held], [Y[~held]], xy[held], pitch, seed=seed + int(f))[0]
         C[held] = combine_standardised(G[held], E[held])
     return {"extrapolation": feature_scores(E, Y, xy, blocks=folds),
             "combined": feature_scores(C, Y, xy, blocks=folds)}
@@ -139,7 +142,7 @@ def predict_unmeasured(st: ad.AnnData, rna: ad.AnnData, msi: ad.AnnData, metrics
     (as run_impute returns it): the extrapolation is cross-validated with it.
 
     Returns (AnnData of the unmeasured spots × m/z — the layers ``imputed_<method>_from_rna``
-    (genes), ``imputed_extrapolated_from_msi`` (nearest measured spots) and
+    (genes), ``imputed_extrapolated_from_msi`` (kriged from the measured spots) and
     ``imputed_<method>_from_rna_and_msi`` (their standardised average), ``X`` the one chosen
     (``uns``/summary ``output``), ``var`` each metabolite's held-out r of the chosen one and of
     each part, ``obs`` the distance to the nearest measured spot —, a summary for
@@ -220,7 +223,8 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
             sparse_margin=None if p["sparse_margin"] is None else float(p["sparse_margin"]),
             directions=(("rna", "msi"),), model_seeds=int(p["model_seeds"]))
         pred = preds[method]["msi"][unmeasured]  # float32 already; the mask copies it
-        extra = extrapolate_idw(xy[measured], Xm[measured], xy[unmeasured]).astype(np.float32)
+        extra = krige_extrapolate(xy[measured], [Xm[measured]], xy[unmeasured],
+                                  spot_pitch_um(xy), seed=seed)[0].astype(np.float32)
         both = combine_standardised(pred, extra).astype(np.float32)
         out.layers[Key.layers.imputed(f"{method}_from_rna")] = pred
         out.layers[Key.layers.imputed(EXTRAPOLATION)] = extra
@@ -251,7 +255,7 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
     out.uns[Key.uns.spatialfuse] = {"prediction": {
         **summary, "note": "metabolites of ST spots without MSI coverage, predicted from their "
                            "genes (output 'genes') or averaged with an extrapolation from the "
-                           "nearest measured spots (output 'combined'); the held-out scores are "
+                           "measured spots (output 'combined'); the held-out scores are "
                            "the output's on the paired spots' blocked cross-validation, valid up "
                            "to validated_distance_um from measured spots"}}
     if unmeasured.any():
@@ -259,7 +263,7 @@ def _predict_unmeasured(st, rna, msi, metrics, table, params, seed, model_params
                  "r %.3f, within blocks %.3f; genes alone %.3f, extrapolation alone %.3f; %d "
                  "further than %.0f um from measured spots, beyond what the CV scored)",
                  summary["n_spots"], method,
-                 " averaged with the nearest measured spots" if output == "combined" else "",
+                 " averaged with the kriged measured MSI" if output == "combined" else "",
                  summary["heldout_pearson_median"], summary["heldout_pearson_block_median"],
                  *(np.nan if summary["heldout_block_median"].get(k) is None
                    else summary["heldout_block_median"][k] for k in ("genes", "extrapolation")),

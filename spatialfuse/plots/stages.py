@@ -228,7 +228,7 @@ def _unmeasured_panel(ax, xy, meas, unmeasured, feature) -> None:
     ax.set_xlim(allxy[:, 0].min() - 100, allxy[:, 0].max() + 100)
     ax.set_ylim(allxy[:, 1].max() + 100, allxy[:, 1].min() - 100)
     info = unmeasured.uns.get(Key.uns.spatialfuse, {}).get("prediction", {})
-    how = "genes + nearest\nmeasured" if info.get("output") == "combined" else "genes"
+    how = "genes + kriged\nmeasured MSI" if info.get("output") == "combined" else "genes"
     _frame(ax, f"{feature}\nmeasured, or from\n{how} (outlined)")
     ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02).set_label("log intensity",
                                                                       fontsize=8)
@@ -239,7 +239,7 @@ def _unmeasured_note(ax, unmeasured) -> None:
     r = unmeasured.var["heldout_pearson_r"].to_numpy(float)
     lines = [f"{unmeasured.n_obs} ST spots without MSI coverage",
              f"predicted from genes by {info.get('method')}"
-             + (",\naveraged with the nearest measured spots" if info.get("output") == "combined"
+             + (",\naveraged with the measured MSI around them" if info.get("output") == "combined"
                 else ""),
              f"(fitted on {info.get('n_measured_spots')} measured spots)",
              f"held-out median r {info.get('heldout_pearson_median', float('nan')):.2f} "

@@ -216,7 +216,7 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
         beyond = un.get("n_beyond_validated_distance", 0)
         out.append(("spots without MSI", (
             f"{_n(un['n_spots'])}: metabolites predicted from genes by {un.get('method')}"
-            + (", averaged with the nearest measured spots (better on the held-out blocks)"
+            + (", averaged with the measured MSI around them (better on the held-out blocks)"
                if un.get("output") == "combined" else "")
             + f" (held-out median r {held:.2f})"
             + (f"; {_n(beyond)} further from measured spots than the CV scored "
