@@ -66,6 +66,12 @@ REFERENCES = (LOCATION, KRIGING)
 REFERENCE_NAMES = {LOCATION: "nearest spots", KRIGING: "kriging"}
 
 
+def reference_label(ref: str) -> str:
+    """``location only, kriging (reference)``: how the report's tables and figures label one
+    reference (every label ends in ``(reference)``)."""
+    return f"location only, {REFERENCE_NAMES.get(ref, ref)} (reference)"
+
+
 def stronger_reference(res: dict, key: str = "median_pearson") -> str | None:
     """The location reference with the higher ``key`` in one task's metrics (``res``: method
     or reference → summary); the first of :data:`REFERENCES` on a tie, None without any.

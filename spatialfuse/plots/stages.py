@@ -138,7 +138,7 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     the ST spots without MSI, :func:`spatialfuse.impute.predict_unmeasured`): when it has spots,
     a fourth row shows those metabolites over the whole section, measured where the MSI covers
     a spot and predicted (outlined) where it does not, on one colour scale."""
-    from ..impute.crossmodal import REFERENCE_NAMES, REFERENCES
+    from ..impute.crossmodal import REFERENCES, reference_label
 
     sub = table[(table["modality"] == "msi") & (table["method"] == method)]
     sub = sub.dropna(subset=["pearson_r"])
@@ -182,7 +182,7 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     for mod, what in (("msi", "metabolites"), ("rna", "genes")):
         for name in REFERENCES:
             ref = table[(table["method"] == name) & (table["modality"] == mod)]
-            groups.append((f"{what} by location only, {REFERENCE_NAMES[name]} (reference)",
+            groups.append((f"{what} by {reference_label(name)}",
                            ref["pearson_r"].dropna().to_numpy()))
     groups = [(m, v) for m, v in groups if len(v)]
     if groups:

@@ -260,22 +260,14 @@ MODALITY_NAMES = {"rna": "genes", "msi": "metabolites"}
 REFERENCE_LABEL = "location only (reference)"
 
 
-def reference_label(ref: str) -> str:
-    """``location only, kriging (reference)``: one reference's row label, ending like
-    :data:`REFERENCE_LABEL`'s."""
-    from ..impute.crossmodal import REFERENCE_NAMES
-
-    return f"location only, {REFERENCE_NAMES.get(ref, ref)} (reference)"
-
-
 def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
     """Median held-out Pearson r of every task and method (rows, labelled "task: method",
     cross-modal prediction first, then denoising and hidden entries per modality) in every
     sample (columns; NaN where a sample lacks the method). ``scores``: sample, modality, task,
     method, pearson_r (the impute stage's ``feature_scores.tsv`` rows). The location-only
     references of the cross-modal CV come last in their task, labelled by
-    :func:`reference_label`."""
-    from ..impute.crossmodal import REFERENCES
+    :func:`~spatialfuse.impute.crossmodal.reference_label`."""
+    from ..impute.crossmodal import REFERENCES, reference_label
 
     if scores.empty:
         return pd.DataFrame(columns=samples, dtype=float)
