@@ -343,6 +343,29 @@ def test_location_reference_reads_training_targets_only_and_extrapolates_smooth_
     assert r[:2].min() > 0.5 and np.abs(r[2:]).max() < 0.3
 
 
+def test_kriging_subset_keeps_the_points_next_to_the_target_and_spans_the_rest():
+    """Beyond max_train source points kriging is fitted on the half nearest to the points it
+    predicts and a seeded random half of the rest: every source point up to the cap, the
+    nearest ones always, far ones from all over, the same draw for the same seed."""
+    from scipy.spatial import cKDTree
+
+    from spatialfuse.impute.cv import krige_subset
+
+    xy = _hex_grid(30)
+    to = xy[:, 0] > np.quantile(xy[:, 0], 0.8)  # a strip on one side is predicted
+    src = xy[~to]
+    np.testing.assert_array_equal(krige_subset(src, xy[to], len(src)), np.arange(len(src)))
+    idx = krige_subset(src, xy[to], 200, seed=4)
+    assert len(idx) == 200 == len(np.unique(idx)) and np.all(np.diff(idx) > 0)
+    d = cKDTree(xy[to]).query(src)[0]
+    nearest = np.argsort(d, kind="stable")[:100]
+    assert set(nearest) <= set(idx)
+    far = np.setdiff1d(idx, nearest)
+    assert d[far].max() > 0.8 * d.max()  # the random half reaches the far side
+    np.testing.assert_array_equal(idx, krige_subset(src, xy[to], 200, seed=4))
+    assert not np.array_equal(idx, krige_subset(src, xy[to], 200, seed=5))
+
+
 def test_kriging_reference_fits_each_feature_reads_training_targets_only():
     """The second location reference krige_cv: a covariance fitted per feature (a smooth field
     gets a long range, a short-range one a short range), training targets only (held-out and
@@ -367,7 +390,7 @@ def test_kriging_reference_fits_each_feature_reads_training_targets_only():
     Y2[~masks[f0]] = 1e3  # the held-out block and its buffer, any values
     np.testing.assert_array_equal(krige_cv([Y2], xy, folds, {f0: masks[f0]}, 100.0)[0][folds == f0],
                                   P[folds == f0])
-    # a random subset of the training spots beyond max_train, the same for the same seed
+    # a subset of the training spots beyond max_train, the same for the same seed
     a, = krige_cv([Y], xy, folds, masks, 100.0, seed=1, max_train=60)
     b, = krige_cv([Y], xy, folds, masks, 100.0, seed=1, max_train=60)
     np.testing.assert_array_equal(a, b)
