@@ -8,7 +8,12 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)
 
-from spatialfuse.config import config_problems, load_samples, sample_problems
+from spatialfuse.config import (
+    canonical_config,
+    config_problems,
+    load_samples,
+    sample_problems,
+)
 
 
 configfile: "config/config.yaml"
@@ -20,6 +25,10 @@ _problems = config_problems(
 if _problems:
     raise WorkflowError("invalid config:\n  " + "\n  ".join(_problems))
 validate(config, "workflow/schemas/config.schema.yaml")
+# keys in sorted order, defaults included: a config saved in another key order reruns nothing
+_canonical = canonical_config(config)
+config.clear()
+config.update(_canonical)
 
 samples = load_samples(config["samples"])
 _problems = sample_problems(

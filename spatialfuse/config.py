@@ -32,6 +32,22 @@ def config_problems(config: dict, schema_path: str | Path) -> list[str]:
     return out
 
 
+def canonical_config(value):
+    """``value`` (the validated config) with the keys of every mapping in sorted order, lists
+    kept in theirs.
+
+    Why: Snakemake compares a rule's ``params`` with those of the run that wrote its outputs
+    by their ``repr``, and a dict's ``repr`` follows its key order. A config saved back with
+    its keys in another order (a YAML tool, a collaborator's copy), or a default written out
+    explicitly (the validator appends defaults after the user's keys), would rerun every
+    rule with equal values. In sorted order, only a changed value reruns anything."""
+    if isinstance(value, dict):
+        return {k: canonical_config(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [canonical_config(v) for v in value]
+    return value
+
+
 def sample_problems(samples: pd.DataFrame, schema_path: str | Path, workdir: str | Path = ".") -> list[str]:
     """Problems in the samples sheet: schema, duplicate ids, missing paths, wrong file types."""
     import jsonschema

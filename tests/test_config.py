@@ -48,3 +48,14 @@ def test_samples_sheet_problems(tmp_path):
     assert "msi_pixel_size_um '-3' must be a positive number" in msgs
     assert "sample 'b c': column sample" in msgs
     assert "must end in .imzML or .h5ad" in msgs
+
+
+def test_canonical_config_sorts_every_mapping_and_keeps_lists():
+    from spatialfuse.config import canonical_config
+
+    cfg = {"b": {"z": 1, "a": [{"y": 2, "x": 3}, 4]}, "a": None}
+    out = canonical_config(cfg)
+    assert out == cfg
+    assert list(out) == ["a", "b"] and list(out["b"]) == ["a", "z"]
+    assert list(out["b"]["a"][0]) == ["x", "y"] and out["b"]["a"][1] == 4
+    assert repr(canonical_config({"z": 1, "a": 2})) == repr(canonical_config({"a": 2, "z": 1}))

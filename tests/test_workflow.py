@@ -133,6 +133,31 @@ def test_selective_rerun(demo_run, section, edit, first_rules):
     assert planned_jobs(demo_run) == set()
 
 
+def test_key_order_and_explicit_defaults_rerun_nothing(demo_run):
+    """The same settings written in another key order, or with a default written out,
+    change no value: nothing reruns (Snakemake compares params by their repr, which follows
+    the key order; the workflow sorts the validated config's keys)."""
+    cfg_path = demo_run / "config" / "config.yaml"
+    original = cfg_path.read_text()
+    try:
+        cfg = yaml.safe_load(original)
+        reordered = {k: cfg[k] for k in reversed(list(cfg))}
+        for section in ("align", "impute", "model"):
+            reordered[section] = {k: cfg[section][k] for k in reversed(list(cfg[section]))}
+        cfg_path.write_text(yaml.safe_dump(reordered, sort_keys=False))
+        assert planned_jobs(demo_run) == set()
+        # impute.n_blocks at its schema default, written first in its section
+        schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+        default = schema["properties"]["impute"]["properties"]["n_blocks"]["default"]
+        assert "n_blocks" not in cfg["impute"]
+        cfg["impute"] = {"n_blocks": default, **cfg["impute"]}
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert planned_jobs(demo_run) == set()
+    finally:
+        cfg_path.write_text(original)
+    assert planned_jobs(demo_run) == set()
+
+
 def test_model_edit_reruns_impute(demo_run):
     """impute refits the joint models of impute.models in its blocked CV, so their settings
     feed it; interpret reads the domains of interpret.domain_model (gnn) only, so a VAE edit
