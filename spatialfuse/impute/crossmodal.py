@@ -64,12 +64,14 @@ KRIGING = "location_kriging"
 REFERENCES = (LOCATION, KRIGING)
 #: How the report names them.
 REFERENCE_NAMES = {LOCATION: "nearest spots", KRIGING: "kriging"}
+#: What every label of a reference in the report ends with (tables tell them from methods by it).
+REFERENCE_TAG = "(reference)"
 
 
 def reference_label(ref: str) -> str:
     """``location only, kriging (reference)``: how the report's tables and figures label one
-    reference (every label ends in ``(reference)``)."""
-    return f"location only, {REFERENCE_NAMES.get(ref, ref)} (reference)"
+    reference (every label ends in :data:`REFERENCE_TAG`)."""
+    return f"location only, {REFERENCE_NAMES.get(ref, ref)} {REFERENCE_TAG}"
 
 
 def stronger_reference(res: dict, key: str = "median_pearson") -> str | None:

@@ -20,6 +20,7 @@ from ..plots import (
     savefig,
     spot_size,
 )
+from ..impute.crossmodal import REFERENCE_TAG
 from .conditions import by_evidence
 from .latent import tile_samples
 
@@ -257,7 +258,7 @@ MODALITY_NAMES = {"rna": "genes", "msi": "metabolites"}
 
 #: How the imputation table names the blocked CV's location-only references (not methods:
 #: never in bold); the key-metrics panel shows the stronger of the two under this label.
-REFERENCE_LABEL = "location only (reference)"
+REFERENCE_LABEL = f"location only {REFERENCE_TAG}"
 
 
 def method_medians(scores: pd.DataFrame, samples: list[str]) -> pd.DataFrame:
@@ -345,7 +346,7 @@ def imputation_figure(pairs: dict[str, dict], scores: pd.DataFrame, path) -> Non
         for j in range(V.shape[1]):  # the best method of each task, per sample, in bold
             for head in dict.fromkeys(heads):
                 rows = [i for i, h in enumerate(heads) if h == head]
-                cand = [i for i in rows if not table.index[i].endswith("(reference)")]
+                cand = [i for i in rows if not table.index[i].endswith(REFERENCE_TAG)]
                 col = V[cand, j]
                 best = cand[int(np.nanargmax(col))] if np.isfinite(col).any() else None
                 for i in rows:

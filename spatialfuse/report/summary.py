@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from ..constants import Key
-from ..impute.crossmodal import REFERENCE_NAMES, stronger_reference
+from ..impute.crossmodal import REFERENCE_NAMES, REFERENCE_TAG, stronger_reference
 from . import provenance
 from .aggregate import ResultsTree, collect_flags, read_json
 from .conditions import by_evidence
@@ -188,7 +188,7 @@ def prediction_lines(imp: dict) -> list[tuple[str, str]]:
                 ref = stronger_reference(res, f"median_pearson{suffix}")
                 loc.append(f"{where} {res[ref].get(f'median_pearson{suffix}', float('nan')):.2f}"
                            f" ({REFERENCE_NAMES.get(ref, ref)})")
-            parts.append("location only (reference): " + ", ".join(loc))
+            parts.append(f"location only {REFERENCE_TAG}: " + ", ".join(loc))
             # and how far each kind's best method is above it within blocks, where location
             # is at its strongest: what the source modality adds
             above = [f"{v['method']} {v['difference']:+.3f} [{v['ci95_low']:+.3f}, "
