@@ -93,3 +93,40 @@ def test_shared_logmean_is_what_the_other_modality_carries(small_sim):
     assert decoy.any()
     np.testing.assert_allclose(full.loc[:, ~decoy], sm.loc[:, ~decoy])
     assert (np.ptp((full - sm).loc[:, decoy].to_numpy(), axis=0) > 0.1).all()
+
+
+def test_visium_hd_section_keeps_the_visium_samples_tissue_msi_and_transform():
+    """``st_bin_um``: square bins instead of spots, over the same capture area; everything the
+    registration is scored on (MSI pixels, their true positions, the transform) is the Visium
+    sample's of the same seed, and a bin's depth is a spot's scaled by area."""
+    from spatialfuse.simulate import simulated_sections
+
+    kw = dict(seed=5, capture_size_um=1200, n_genes=60, n_metabolites=22, n_links=3)
+    vis = simulate_sample(DemoParams(**kw))
+    hd = simulate_sample(DemoParams(st_bin_um=16.0, **kw))
+    np.testing.assert_array_equal(hd["intensities"], vis["intensities"])
+    np.testing.assert_array_equal(hd["msi_pixels"].to_numpy(), vis["msi_pixels"].to_numpy())
+    assert hd["transform"] == vis["transform"]
+    bins = hd["spots"]
+    xy = bins[["x_um", "y_um"]].to_numpy()
+    assert set(np.unique(np.diff(np.unique(xy[:, 0])))) == {16.0}
+    assert len(bins) == len(np.unique(xy[:, 0])) * len(np.unique(xy[:, 1]))  # a full rectangle
+    # the capture area is the Visium grid's (spot centres ± 27.5 µm), tiled to within a bin
+    spots = vis["spots"][["x_um", "y_um"]].to_numpy()
+    lo, hi = spots.min(0) - 27.5, spots.max(0) + 27.5
+    assert (xy - 8 >= lo).all() and (xy + 8 <= hi).all()
+    assert (xy.min(0) - 8 - lo < 16).all() and (hi - xy.max(0) - 8 < 16).all()
+    assert bins.index[0] == "s_016um_00005_00005-1"  # bin (row, col) at (col + ½, row + ½) × 16
+    tis = bins["in_tissue"].to_numpy(bool)
+    assert hd["counts"].shape == (tis.sum(), 60)
+    assert len(hd["shared_logmean"]["genes"]) == tis.sum()
+    # tissue area agrees between the platforms (bins 256 µm², a spot's lattice cell 8,660 µm²)
+    vis_area = vis["spots"]["in_tissue"].sum() * 100.0 * 100.0 * np.sqrt(3) / 2
+    assert abs(tis.sum() * 256.0 / vis_area - 1) < 0.1
+    ratio = hd["counts"].sum(1).mean() / vis["counts"].sum(1).mean()
+    assert 0.7 < ratio / (256.0 / (np.pi * 27.5**2)) < 1.3
+    st, _ = simulated_sections(hd)
+    meta = st.uns["spatialfuse"]
+    assert meta["platform"] == "visium_hd" and meta["spot_shape"] == "square"
+    assert meta["spot_diameter_um"] == 16.0
+    np.testing.assert_allclose(meta["capture_box_um"], np.r_[xy.min(0) - 8, xy.max(0) + 8])

@@ -299,22 +299,33 @@ def write_spaceranger(
 
 def write_visium_hd_bins(outs: str | Path, counts: sp.spmatrix | np.ndarray, bin_rows: np.ndarray,
                          bin_cols: np.ndarray, genes: list[str], *, bin_um: int = 8,
-                         um_per_px: float = 0.2738, in_tissue: np.ndarray | None = None) -> Path:
+                         um_per_px: float = 0.2738, in_tissue: np.ndarray | None = None,
+                         lowres_image: np.ndarray | None = None,
+                         lowres_scalef: float | None = None) -> Path:
     """Write one Visium HD bin size the way Space Ranger lays it out:
     ``outs/binned_outputs/square_XXXum/`` with the 10x HDF5 matrix,
     ``spatial/tissue_positions.parquet`` (barcodes ``s_XXXum_RRRRR_CCCCC-1``) and
     ``spatial/scalefactors_json.json`` carrying ``microns_per_pixel`` and ``bin_size_um``.
-    Bin (row, col) sits at (col + 0.5, row + 0.5) × ``bin_um`` µm. Returns the bin folder."""
+    Bin (row, col) sits at (col + 0.5, row + 0.5) × ``bin_um`` µm. ``counts`` has a row per
+    listed bin, or, with ``in_tissue`` given, may have one per tissue bin only (Space Ranger's
+    filtered matrix; the positions still list every bin). Returns the bin folder."""
     bin_rows, bin_cols = np.asarray(bin_rows, int), np.asarray(bin_cols, int)
     folder = Path(outs) / "binned_outputs" / f"square_{bin_um:03d}um"
     barcodes = [f"s_{bin_um:03d}um_{r:05d}_{c:05d}-1" for r, c in zip(bin_rows, bin_cols)]
+    tissue = np.ones(len(barcodes), int) if in_tissue is None else np.asarray(in_tissue, int)
     positions = pd.DataFrame({
-        "in_tissue": np.ones(len(barcodes), int) if in_tissue is None else in_tissue,
-        "array_row": bin_rows, "array_col": bin_cols,
+        "in_tissue": tissue, "array_row": bin_rows, "array_col": bin_cols,
         "x_um": (bin_cols + 0.5) * bin_um, "y_um": (bin_rows + 0.5) * bin_um,
     }, index=barcodes)
-    write_spaceranger(folder, counts, barcodes, genes, positions, um_per_px=um_per_px,
-                      positions_layout="parquet")
+    in_matrix = barcodes
+    if counts.shape[0] != len(barcodes):
+        in_matrix = [b for b, t in zip(barcodes, tissue) if t]
+        if counts.shape[0] != len(in_matrix):
+            raise ValueError(f"counts has {counts.shape[0]} rows: neither every bin ({len(barcodes)}) "
+                             f"nor the tissue bins ({len(in_matrix)})")
+    write_spaceranger(folder, counts, in_matrix, genes, positions, um_per_px=um_per_px,
+                      positions_layout="parquet", lowres_image=lowres_image,
+                      lowres_scalef=lowres_scalef)
     sf_path = folder / "spatial" / "scalefactors_json.json"
     sf = json.loads(sf_path.read_text())
     sf.update(microns_per_pixel=um_per_px, bin_size_um=float(bin_um),

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..constants import VISIUM_SPOT_PITCH_UM
+from ..constants import VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_PITCH_UM
 from .fields import SmoothField, tissue_mask_fn, warped_voronoi_domains
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,9 @@ class DemoParams:
     adjacent_wavelength_um: tuple[float, float] = (250.0, 600.0)  # scale of that deformation
     msi_crop_frac: float = 0.0  # crop this fraction of the MSI raster on one (random) side
     n_landmarks: int = 0  # landmarks (truth/landmarks.csv) placed by a simulated annotator
+    # > 0: a Visium HD section of square bins of this side (µm) instead of 55 µm spots; the
+    # tissue, domains, fields, MSI and transform stay those of the Visium sample of the same seed
+    st_bin_um: float = 0.0
     landmark_noise_um: float = 10.0  # SD of the annotator's placement error, in each section
     extra: dict = field(default_factory=dict)
 
@@ -104,6 +107,22 @@ def _hex_grid(capture_um: float):
             cols.append(c)
     rows, cols = np.array(rows), np.array(cols)
     xy = np.stack([cols * VISIUM_SPOT_PITCH_UM / 2 + 100.0, rows * dy + 100.0], 1)
+    return rows, cols, xy
+
+
+def _square_grid(capture_um: float, bin_um: float):
+    """Visium HD-like bin grid: the squares of side ``bin_um`` that lie inside the capture area
+    of :func:`_hex_grid` (its spots' extent plus a spot radius), so a section cut at the
+    capture edge is cut at the same place on both platforms; bin (row, col) is centred at
+    (col + ½, row + ½) × ``bin_um``, as Space Ranger lays bins out."""
+    r = VISIUM_SPOT_DIAMETER_UM / 2
+    _, _, hex_xy = _hex_grid(capture_um)
+    lo, hi = hex_xy.min(0) - r, hex_xy.max(0) + r
+    first = np.ceil(lo / bin_um).astype(int)  # bins wholly inside [lo, hi]
+    last = np.floor(hi / bin_um).astype(int) - 1
+    rows, cols = (a.ravel() for a in np.meshgrid(np.arange(first[1], last[1] + 1),
+                                                 np.arange(first[0], last[0] + 1), indexing="ij"))
+    xy = np.stack([(cols + 0.5) * bin_um, (rows + 0.5) * bin_um], 1).astype(float)
     return rows, cols, xy
 
 
@@ -287,6 +306,20 @@ def simulate_sample(p: DemoParams) -> dict:
     mu = np.exp(gene_logmean(st_xy, st_dom)) * rng.lognormal(0, 0.3, (len(st_xy), 1))
     theta = p.nb_dispersion
     counts = rng.negative_binomial(theta, theta / (theta + mu)).astype(np.int32)
+    if p.st_bin_um > 0:
+        # Visium HD instead: square bins over the same capture area, their counts from their own
+        # generator, so everything else (tissue, domains, fields, the MSI, the transform) is the
+        # Visium sample's of the same seed and the two platforms compare case by case. A bin's
+        # expected depth is a 55 µm spot's scaled by area.
+        rows, cols, spot_xy = _square_grid(cap, p.st_bin_um)
+        in_tissue = inside(spot_xy)
+        barcodes = [f"s_{int(round(p.st_bin_um)):03d}um_{r:05d}_{c:05d}-1" for r, c in zip(rows, cols)]
+        st_xy = spot_xy[in_tissue]
+        st_dom = domain_of(st_xy)
+        rng_hd = np.random.default_rng([p.seed, 5])
+        area = p.st_bin_um**2 / (np.pi * (VISIUM_SPOT_DIAMETER_UM / 2) ** 2)
+        mu = np.exp(gene_logmean(st_xy, st_dom)) * area * rng_hd.lognormal(0, 0.3, (len(st_xy), 1))
+        counts = rng_hd.negative_binomial(theta, theta / (theta + mu)).astype(np.int32)
 
     # ---- true transform MSI native µm -> ST µm
     rot = float(rng.uniform(0, 360)) if p.rotation_deg is None else float(p.rotation_deg)
@@ -486,16 +519,29 @@ def write_shared_logmean(shared: dict, truth_dir: str | Path) -> None:
 
 def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
                       truth_dir: str | Path, um_per_px: float = 0.65) -> None:
-    """Write a simulated sample as a Space Ranger folder, an imzML/ibd pair and a truth folder."""
-    from ..io.spaceranger import write_spaceranger
+    """Write a simulated sample as a Space Ranger folder, an imzML/ibd pair and a truth folder.
+    A Visium HD sample (``st_bin_um`` > 0) is written as Space Ranger HD's ``outs/``:
+    ``st_dir/binned_outputs/square_XXXum/`` (read it with ``ingest.st.visium_hd_bin_um`` set to
+    that size)."""
+    from ..io.spaceranger import write_spaceranger, write_visium_hd_bins
 
     p: DemoParams = sim["params"]
     rng = np.random.default_rng(p.seed + 1)
     img, s_um = _he_image(sim, p.capture_size_um)
-    write_spaceranger(
-        st_dir, sim["counts"], sim["barcodes_in_tissue"], sim["genes"], sim["spots"],
-        um_per_px=um_per_px, lowres_image=img, lowres_scalef=s_um * um_per_px,
-    )
+    spots = sim["spots"]
+    if p.st_bin_um > 0:
+        if float(p.st_bin_um) not in (8.0, 16.0):  # 2 µm bins: millions per section
+            raise ValueError(f"demo st_bin_um must be a Visium HD bin size (8 or 16), got {p.st_bin_um}")
+        um_hd = 0.2738  # Space Ranger HD's typical µm per full-resolution pixel
+        write_visium_hd_bins(st_dir, sim["counts"], spots["array_row"].to_numpy(),
+                             spots["array_col"].to_numpy(), sim["genes"], bin_um=int(p.st_bin_um),
+                             um_per_px=um_hd, in_tissue=spots["in_tissue"].to_numpy(),
+                             lowres_image=img, lowres_scalef=s_um * um_hd)
+    else:
+        write_spaceranger(
+            st_dir, sim["counts"], sim["barcodes_in_tissue"], sim["genes"], spots,
+            um_per_px=um_per_px, lowres_image=img, lowres_scalef=s_um * um_per_px,
+        )
     pixels = sim["msi_pixels"]
     coords = pixels[["x", "y"]].to_numpy()
     inten = sim["intensities"]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..constants import Key
+from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
 
 
 def simulated_sections(sim: dict) -> tuple[ad.AnnData, ad.AnnData]:
@@ -28,9 +28,12 @@ def simulated_sections(sim: dict) -> tuple[ad.AnnData, ad.AnnData]:
     st.layers[Key.layers.counts] = st.X.copy()
     st.obsm[Key.obsm.spatial] = tis[["x_um", "y_um"]].to_numpy(float)
     all_xy = spots[["x_um", "y_um"]].to_numpy(float)
+    hd = p.st_bin_um > 0
+    size = float(p.st_bin_um) if hd else VISIUM_SPOT_DIAMETER_UM
     st.uns[Key.uns.spatialfuse] = {
-        "spot_diameter_um": 55.0, "spot_shape": "disk", "platform": "visium",
-        "capture_box_um": [float(v) for v in np.r_[all_xy.min(0) - 27.5, all_xy.max(0) + 27.5]]}
+        "spot_diameter_um": size, "spot_shape": "square" if hd else "disk",
+        "platform": "visium_hd" if hd else "visium",
+        "capture_box_um": [float(v) for v in np.r_[all_xy.min(0) - size / 2, all_xy.max(0) + size / 2]]}
     st, _ = preprocess_st(st)
     px = sim["msi_pixels"]
     mz = np.asarray(sim["mz_true"])
