@@ -162,6 +162,25 @@ def test_weights_exact_area_hd_bins():
 
 # --- automatic registration ---------------------------------------------------------------------
 
+def test_super_bins_at_the_capture_edge_count_only_their_part_inside():
+    """Visium HD bins are pooled into super-bins for the fit. One that reaches beyond the
+    capture area stands for its part inside (centre and expected bin count), so tissue cut at
+    the capture edge reads as tissue up to that edge, not as a false partial edge; the
+    registration's tolerances stay in µm (at least 100), not in super-bins."""
+    from spatialfuse.align.features import st_points
+
+    b, n = 16.0, 50  # 800 µm of bins, all under tissue
+    r, c = np.divmod(np.arange(n * n), n)
+    xy = np.c_[(c + 0.5) * b, (r + 0.5) * b]
+    pts = st_points(xy, np.zeros((len(xy), 2)), np.r_[0.0, 0.0, n * b, n * b], spot_um=b,
+                    spot_shape="square", max_points=300)
+    assert pts.pitch_um == 48.0 and (n * b) % pts.pitch_um != 0  # the last super-bins stick out
+    np.testing.assert_allclose(pts.tissue, 1.0)
+    assert (pts.xy > 0).all() and (pts.xy < n * b).all()
+    assert pts.has_features.all()
+    assert pts.tolerance_um == 100.0
+
+
 def test_automatic_registration_on_demo(small_ingested, small_demo_files):
     """The small demo (read from real formats, ~120 spots): sub-pixel median error, masks
     overlap, paired spots all covered, aligned pixels keep their native coordinates. (Accuracy

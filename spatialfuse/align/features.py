@@ -23,6 +23,8 @@ import scipy.sparse as sp
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from ..constants import VISIUM_SPOT_PITCH_UM
+
 log = logging.getLogger(__name__)
 
 
@@ -184,6 +186,17 @@ class StPoints:
     #: weighted by the inverse of its own residual variance (e.g. principal components vs
     #: domain indicators, whose noise levels differ by an order of magnitude)
     groups: np.ndarray | None = None
+    #: see :attr:`tolerance_um` (0: the pitch)
+    tol_um: float = 0.0
+
+    @property
+    def tolerance_um(self) -> float:
+        """The length the registration's tolerances are counted in (trust limits, deliberately
+        wrong shifts, the uncertainty's blocks and flag): the spot pitch of a spot lattice
+        (Visium, legacy ST), at least Visium's 100 µm for Visium HD's super-bins (16–50 µm),
+        which would otherwise make them several times stricter than the same error in µm on
+        Visium, where they were calibrated."""
+        return float(self.tol_um or self.pitch_um)
 
 
 def infer_lattice(st_xy: np.ndarray, pitch: float, tol: float = 0.3) -> tuple[np.ndarray, np.ndarray] | None:
@@ -325,16 +338,26 @@ def st_points(st_xy: np.ndarray, st_features: np.ndarray, capture_box: np.ndarra
     flat = iy * nx + ix
     cnt = np.bincount(flat, minlength=nx * ny).astype(float)
     fsum = np.stack([np.bincount(flat, st_features[:, j], nx * ny) for j in range(k)], 1)
+    # the last row and column of super-bins may reach beyond the capture area: each super-bin
+    # stands for its part inside it (centre and bin count), or a section cut at the capture
+    # edge would show a false tissue edge there (a third of a super-bin inside reads as a
+    # third tissue)
+    lo_x = box[0] + np.arange(nx) * cell
+    lo_y = box[1] + np.arange(ny) * cell
+    hi_x, hi_y = np.minimum(lo_x + cell, box[2]), np.minimum(lo_y + cell, box[3])
+    (cx, cy), (wx, wy) = ((lo_x + hi_x) / 2, (lo_y + hi_y) / 2), (hi_x - lo_x, hi_y - lo_y)
     gx, gy = np.meshgrid(np.arange(nx), np.arange(ny))
-    xy = np.stack([box[0] + (gx.ravel() + 0.5) * cell, box[1] + (gy.ravel() + 0.5) * cell], 1)
-    per_cell = (cell / spot_um) ** 2
+    gx, gy = gx.ravel(), gy.ravel()
+    xy = np.stack([cx[gx], cy[gy]], 1)
+    per_cell = np.maximum(wx[gx] * wy[gy], spot_um**2) / spot_um**2  # bins that fit inside
     tissue = np.clip(cnt / per_cell, 0, 1)
     has = cnt >= 0.5 * per_cell
     feats = np.where(has[:, None], fsum / np.maximum(cnt, 1)[:, None], 0.0)
     if has.sum() > 2:  # re-standardise the pooled features
         mu, sd = feats[has].mean(0), feats[has].std(0) + 1e-9
         feats = np.where(has[:, None], (feats - mu) / sd, 0.0)
-    return StPoints(xy, tissue, feats, has, cell, cell / np.sqrt(12))
+    return StPoints(xy, tissue, feats, has, cell, cell / np.sqrt(12),
+                    tol_um=max(cell, VISIUM_SPOT_PITCH_UM))
 
 
 @dataclass

@@ -152,7 +152,7 @@ def wrong_placements(transform: Transform, centre_st: np.ndarray,
 def placement_check(pts: StPoints, raster: MsiRaster, transform: Transform, capture_box: np.ndarray,
                     res_um: float) -> dict:
     """Does the found placement beat deliberately wrong ones (:func:`wrong_placements`, shifts of
-    two spot pitches)? Score of a placement: tissue Dice + feature similarity. Returns the found
+    two spot pitches, at least 200 µm: :attr:`~.features.StPoints.tolerance_um`)? Score of a placement: tissue Dice + feature similarity. Returns the found
     score, the best wrong one (its name and score) and ``placement_margin`` (found − best wrong):
     a correct registration wins by the overlap lost in a 200 µm shift or a rotation, a gross
     failure (a wrong rotation/mirror, a slide along a cut edge) does not."""
@@ -162,7 +162,7 @@ def placement_check(pts: StPoints, raster: MsiRaster, transform: Transform, capt
 
     c = transform(raster.tissue_xy).mean(0)
     s0 = score(transform)
-    alt = {k: score(T) for k, T in wrong_placements(transform, c, 2.0 * pts.pitch_um).items()}
+    alt = {k: score(T) for k, T in wrong_placements(transform, c, 2.0 * pts.tolerance_um).items()}
     worst = max(alt, key=alt.get)
     return {"placement_score": float(s0), "best_wrong_placement": worst,
             "best_wrong_placement_score": float(alt[worst]),

@@ -140,7 +140,7 @@ def register_auto(
         tis = raster.tissue_xy
         D = Ab - A
         moved = float(np.sqrt(np.mean(np.sum((tis @ D[:2, :2].T + D[:2, 2]) ** 2, 1))))
-        trust = 0.5 * pts.pitch_um
+        trust = 0.5 * pts.tolerance_um
         diag["balanced_fit"] = {"moved_um": moved, "trust_um": trust, "accepted": moved <= trust}
         if moved <= trust:
             A, rdiag = Ab, bdiag
@@ -186,7 +186,7 @@ def checkerboard_folds(xy: np.ndarray, block_um: float) -> np.ndarray:
 
 def subset_points(pts: StPoints, keep: np.ndarray) -> StPoints:
     return StPoints(pts.xy[keep], pts.tissue[keep], pts.features[keep], pts.has_features[keep],
-                    pts.pitch_um, pts.footprint_sigma_um, pts.groups)
+                    pts.pitch_um, pts.footprint_sigma_um, pts.groups, pts.tol_um)
 
 
 def heldout_weights(pts: StPoints, mask_resid: float, feat_resid: np.ndarray, feature_weight: float,
@@ -265,7 +265,7 @@ def affine_uncertainty(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um
     Visium-size cases: rank correlation 0.71 with the found affine's distance from the truth's
     best affine, that distance 0.47–1.76 × the estimate; ``benchmarks/RESULTS.md``).
     """
-    block = UNCERTAINTY_BLOCK_PITCHES * float(pts.pitch_um)
+    block = UNCERTAINTY_BLOCK_PITCHES * pts.tolerance_um
     cell = np.floor(pts.xy / block).astype(np.int64)
     _, lab = np.unique(cell, axis=0, return_inverse=True)
     lab = np.asarray(lab).ravel()

@@ -214,21 +214,22 @@ def register(inp: AlignInputs, params: dict, *, landmarks: pd.DataFrame | None =
     diag.update(adiag)
     if lm_T is not None:
         T.meta["initialised_from"] = "landmarks_affine"
-        T = _keep_landmark_agreement(T, lm_T, landmarks, diag, inp.pts.pitch_um, sample)
+        T = _keep_landmark_agreement(T, lm_T, landmarks, diag, inp.pts.tolerance_um, sample)
     return T, diag
 
 
 def _keep_landmark_agreement(T: Transform, lm_T: Transform, landmarks: pd.DataFrame, diag: dict,
-                             pitch_um: float, sample: str) -> Transform:
+                             tolerance_um: float, sample: str) -> Transform:
     """The landmark fit instead of its image-based refinement when the refinement moved the
     landmarks further from their ST positions than the landmarks' own leave-one-out error
-    allows (3 × its median, at least one spot pitch): the landmarks are the user's evidence, and
+    allows (3 × its median, at least one spot pitch and at least 100 µm,
+    ``tolerance_um``): the landmarks are the user's evidence, and
     a refinement that contradicts them slid into another minimum (seen on partial overlap)."""
     src = landmarks[["msi_x_um", "msi_y_um"]].to_numpy(float)
     dst = landmarks[["st_x_um", "st_y_um"]].to_numpy(float)
     err = float(np.median(np.linalg.norm(T(src) - dst, axis=1)))
     loo = diag.get("landmark_loo_error_um_median")
-    tol = max(3.0 * float(loo), pitch_um) if loo is not None else pitch_um
+    tol = max(3.0 * float(loo), tolerance_um) if loo is not None else tolerance_um
     ok = err <= tol
     diag["landmark_refinement"] = {"median_landmark_error_um": err, "tolerance_um": tol,
                                    "accepted": ok}
@@ -294,7 +295,7 @@ def run_align(
                                  balance=bool(diag.get("balanced_fit", {}).get("accepted", False)))
         qc["affine_uncertainty"] = unc
         qc["affine_uncertainty_um"] = unc.get("affine_uncertainty_um")
-        w = uncertainty_warning(qc["affine_uncertainty_um"], inp.pts.pitch_um)
+        w = uncertainty_warning(qc["affine_uncertainty_um"], inp.pts.tolerance_um)
         if w:
             qc["warnings"].append(w)
             qc["flagged"] = True
@@ -364,16 +365,17 @@ def assess_registration(inp: AlignInputs, T: Transform, params: dict,
     return out
 
 
-def uncertainty_warning(uncertainty_um: float | None, pitch_um: float) -> str | None:
-    """A warning when the affine moves by more than one spot pitch between halves of the
+def uncertainty_warning(uncertainty_um: float | None, tolerance_um: float) -> str | None:
+    """A warning when the affine moves by more than ``tolerance_um`` (one spot pitch, at least
+    Visium's 100 µm: :attr:`~.features.StPoints.tolerance_um`) between halves of the
     section (:func:`~.register.affine_uncertainty`): the data do not pin the registration down
     at the scale of the spots. (On the benchmark's 20 correct registrations the spread is
     5.8–35 µm against a 100 µm pitch.)"""
-    if uncertainty_um is None or uncertainty_um <= pitch_um:
+    if uncertainty_um is None or uncertainty_um <= tolerance_um:
         return None
     return (f"the registration is poorly determined: refitted on halves of the section, the "
-            f"affine moves the MSI tissue by {uncertainty_um:.0f} um (RMS), more than one spot "
-            f"pitch ({pitch_um:.0f} um)")
+            f"affine moves the MSI tissue by {uncertainty_um:.0f} um (RMS), more than {tolerance_um:.0f} "
+            f"um (one spot pitch, at least 100 um)")
 
 
 def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[str]:
