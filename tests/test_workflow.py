@@ -262,3 +262,36 @@ def test_msi_missing_part_of_the_section_gets_metabolites_from_genes(tmp_path):
     assert info["n_spots"] == un.n_obs and info["method"] == method
     assert pd.notna(un.X).all() and f"imputed_{method}_from_rna" in un.layers
     assert (un.obs["msi_coverage"] < 0.5).all() and (un.obs["distance_to_measured_um"] > 0).all()
+
+
+def test_visium_hd_section_from_space_ranger_hd_output(tmp_path):
+    """A demo sample written as Space Ranger HD output (outs/binned_outputs/square_016um/) runs
+    through ingest, registration (the bins pooled into super-bins), exact square-bin pairing and
+    the imputation's cross-validation, with the tolerances of the registration in µm as on
+    Visium (not in 16 µm bins)."""
+    import mudata as md
+
+    from workflow_utils import make_workdir
+
+    sheet = "\n".join((REPO / "config" / "samples.tsv").read_text().splitlines()[:2]) + "\n"
+    d = make_workdir(tmp_path, samples_tsv=sheet, demo__samples__demo1__st_bin_um=16,
+                     demo__capture_size_um=1400.0, ingest__st__visium_hd_bin_um=16,
+                     impute__models=[], impute__denoise_models=[])
+    smk(d, "--cores", "2", "--until", "impute")
+    res = d / "results" / "demo1"
+    assert (d / "results/demo/demo1/spaceranger/binned_outputs/square_016um/spatial/"
+            "tissue_positions.parquet").is_file()
+    meta = json.loads((res / "ingest" / "qc.json").read_text())["st_meta"]
+    assert meta["platform"] == "visium_hd" and meta["spot_diameter_um"] == 16.0
+    qc = json.loads((res / "align" / "qc.json").read_text())
+    assert qc["spot_diameter_um"] == 16.0 and not qc["flagged"], qc.get("warnings")
+    assert qc["truth_error_pixels_median"] < 1.0  # 30 µm MSI pixels
+    assert qc["affine_uncertainty"]["block_um"] == 400.0  # 4 × 100 µm, not 4 × a super-bin
+    cov = pd.read_csv(res / "align" / "coverage.tsv", sep="\t", index_col=0)
+    assert cov.index.str.startswith("s_016um_").all()
+    # a 16 µm bin under 30 µm MSI pixels is covered by 1-4 of them
+    assert cov.loc[~cov["msi_low_coverage"], "msi_n_pixels"].between(1, 4).all()
+    paired = md.read_h5mu(res / "align" / "paired.h5mu")
+    assert paired["rna"].n_obs == (~cov["msi_low_coverage"]).sum()
+    metrics = json.loads((res / "impute" / "metrics.json").read_text())
+    assert metrics["crossmodal"]["rna_to_msi"]["best_method"] in ("ridge", "knn")
