@@ -42,6 +42,7 @@ pixels.
                                                     # flock /tmp/spatialfuse_heavy.lock)
     python benchmarks/align_benchmark.py --quick    # a 3 mm capture area, fewer cases (~3 min)
     python benchmarks/align_benchmark.py --quick --peers spatialmeta spatialmeta-init
+    python benchmarks/align_benchmark.py --st-bin-um 16   # the same cases with Visium HD sections
 """
 
 from __future__ import annotations
@@ -574,6 +575,9 @@ def main(argv=None) -> pd.DataFrame:
                          "minimises the mean square, not the median the target is set on; slow)")
     ap.add_argument("--peers-only", action="store_true",
                     help="run only the peers (and the landmark/best-affine references), not ours")
+    ap.add_argument("--st-bin-um", type=float, default=0.0,
+                    help="> 0: the ST section is Visium HD, square bins of this side (e.g. 16), "
+                         "instead of 55 µm spots; every case keeps its tissue, MSI and transform")
     args = ap.parse_args(argv)
     SPATIALMETA_IMAGE_UM_PER_PX = args.spatialmeta_um_per_px
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -581,6 +585,8 @@ def main(argv=None) -> pd.DataFrame:
     for c in cases(args.quick, args.seed):
         if args.only and not c["name"].startswith(args.only):
             continue
+        if args.st_bin_um > 0:
+            c["st_bin_um"] = args.st_bin_um
         t0 = time.perf_counter()
         r = run_case(c, tuple(args.peers), args.peers_only, args.warp_oracle, json.loads(args.params),
                      args.fast, None if args.block_diagnostic is None else json.loads(args.block_diagnostic),
