@@ -152,8 +152,9 @@ def wrong_placements(transform: Transform, centre_st: np.ndarray,
 def placement_check(pts: StPoints, raster: MsiRaster, transform: Transform, capture_box: np.ndarray,
                     res_um: float) -> dict:
     """Does the found placement beat deliberately wrong ones (:func:`wrong_placements`, shifts of
-    two spot pitches, at least 200 µm: :attr:`~.features.StPoints.tolerance_um`)? Score of a placement: tissue Dice + feature similarity. Returns the found
-    score, the best wrong one (its name and score) and ``placement_margin`` (found − best wrong):
+    twice :attr:`~.features.StPoints.tolerance_um`: two spot pitches, at least 200 µm on Visium
+    HD)? Score of a
+    placement: tissue Dice + feature similarity. Returns the found score, the best wrong one (its name and score) and ``placement_margin`` (found − best wrong):
     a correct registration wins by the overlap lost in a 200 µm shift or a rotation, a gross
     failure (a wrong rotation/mirror, a slide along a cut edge) does not."""
     def score(T):

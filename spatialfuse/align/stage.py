@@ -222,7 +222,7 @@ def _keep_landmark_agreement(T: Transform, lm_T: Transform, landmarks: pd.DataFr
                              tolerance_um: float, sample: str) -> Transform:
     """The landmark fit instead of its image-based refinement when the refinement moved the
     landmarks further from their ST positions than the landmarks' own leave-one-out error
-    allows (3 × its median, at least one spot pitch and at least 100 µm,
+    allows (3 × its median, at least one spot pitch, and at least 100 µm for Visium HD bins:
     ``tolerance_um``): the landmarks are the user's evidence, and
     a refinement that contradicts them slid into another minimum (seen on partial overlap)."""
     src = landmarks[["msi_x_um", "msi_y_um"]].to_numpy(float)
@@ -367,7 +367,7 @@ def assess_registration(inp: AlignInputs, T: Transform, params: dict,
 
 def uncertainty_warning(uncertainty_um: float | None, tolerance_um: float) -> str | None:
     """A warning when the affine moves by more than ``tolerance_um`` (one spot pitch, at least
-    Visium's 100 µm: :attr:`~.features.StPoints.tolerance_um`) between halves of the
+    100 µm on Visium HD: :attr:`~.features.StPoints.tolerance_um`) between halves of the
     section (:func:`~.register.affine_uncertainty`): the data do not pin the registration down
     at the scale of the spots. (On the benchmark's 20 correct registrations the spread is
     5.8–35 µm against a 100 µm pitch.)"""
@@ -375,7 +375,7 @@ def uncertainty_warning(uncertainty_um: float | None, tolerance_um: float) -> st
         return None
     return (f"the registration is poorly determined: refitted on halves of the section, the "
             f"affine moves the MSI tissue by {uncertainty_um:.0f} um (RMS), more than {tolerance_um:.0f} "
-            f"um (one spot pitch, at least 100 um)")
+            f"um (one spot pitch; at least 100 um for Visium HD bins)")
 
 
 def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[str]:

@@ -114,10 +114,10 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
     ax.scatter(mxy[:, 0], mxy[:, 1], s=spot_size(both, ax, pixel_um), marker="s", c="#E69F00",
                alpha=0.45, linewidths=0, rasterized=True, label="MSI tissue pixels (aligned)")
     bins = st.uns.get(Key.uns.spatialfuse, {}).get("spot_shape") == "square"  # Visium HD
-    what, marker = (f"bin ({spot_um:g} µm)", "s") if bins else ("spot", "o")
+    noun, marker = ("bin", "s") if bins else ("spot", "o")
     ax.scatter(sxy[:, 0], sxy[:, 1], s=spot_size(both, ax, spot_um), facecolors="none",
                edgecolors="#0072B2", linewidths=0.5, rasterized=len(sxy) > 20_000, marker=marker,
-               label=f"ST {what.split(' ')[0]}s")
+               label=f"ST {noun}s")
     _frame(ax, f"{sample}: registration overlay — Dice {qc.get('tissue_dice', float('nan')):.2f}"
            + (f", truth error {qc['truth_error_um_median']:.1f} µm" if "truth_error_um_median" in qc
               else ""))
@@ -125,7 +125,8 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
               markerscale=1.0)
     cov = coverage.loc[st.obs_names, Key.obs.coverage].to_numpy()
     axes[1].set_aspect("equal")
-    sc = plot_values(axes[1], sxy, np.clip(cov, 0, 1), f"fraction of each {what} covered by MSI",
+    sc = plot_values(axes[1], sxy, np.clip(cov, 0, 1), f"fraction of each {noun}"
+                     + (f" ({spot_um:g} µm)" if bins else "") + " covered by MSI",
                      diameter_um=spot_um, cmap="viridis", label="coverage", marker=marker)
     sc.set_clim(0, 1)  # a fraction: the same scale on every section, full coverage or not
     fig.tight_layout()
