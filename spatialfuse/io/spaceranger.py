@@ -73,6 +73,8 @@ def _read_positions(spatial: Path, sample) -> pd.DataFrame:
 
 #: Space Ranger's spot_diameter_fullres spans a theoretical 65 µm spot (10x documentation)
 SPACERANGER_FULLRES_SPOT_UM = 65.0
+#: µm per full-resolution pixel of a typical Visium HD image (written by :func:`write_visium_hd_bins`)
+VISIUM_HD_UM_PER_PX = 0.2738
 
 
 def lattice_um_per_px(pos: pd.DataFrame) -> float | None:
@@ -299,7 +301,7 @@ def write_spaceranger(
 
 def write_visium_hd_bins(outs: str | Path, counts: sp.spmatrix | np.ndarray, bin_rows: np.ndarray,
                          bin_cols: np.ndarray, genes: list[str], *, bin_um: int = 8,
-                         um_per_px: float = 0.2738, in_tissue: np.ndarray | None = None,
+                         um_per_px: float = VISIUM_HD_UM_PER_PX, in_tissue: np.ndarray | None = None,
                          lowres_image: np.ndarray | None = None,
                          lowres_scalef: float | None = None) -> Path:
     """Write one Visium HD bin size the way Space Ranger lays it out:

@@ -523,7 +523,7 @@ def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
     A Visium HD sample (``st_bin_um`` > 0) is written as Space Ranger HD's ``outs/``:
     ``st_dir/binned_outputs/square_XXXum/`` (read it with ``ingest.st.visium_hd_bin_um`` set to
     that size)."""
-    from ..io.spaceranger import write_spaceranger, write_visium_hd_bins
+    from ..io.spaceranger import VISIUM_HD_UM_PER_PX, write_spaceranger, write_visium_hd_bins
 
     p: DemoParams = sim["params"]
     rng = np.random.default_rng(p.seed + 1)
@@ -532,11 +532,10 @@ def write_demo_sample(sim: dict, st_dir: str | Path, imzml_path: str | Path,
     if p.st_bin_um > 0:
         if float(p.st_bin_um) not in (8.0, 16.0):  # 2 µm bins: millions per section
             raise ValueError(f"demo st_bin_um must be a Visium HD bin size (8 or 16), got {p.st_bin_um}")
-        um_hd = 0.2738  # Space Ranger HD's typical µm per full-resolution pixel
         write_visium_hd_bins(st_dir, sim["counts"], spots["array_row"].to_numpy(),
                              spots["array_col"].to_numpy(), sim["genes"], bin_um=int(p.st_bin_um),
-                             um_per_px=um_hd, in_tissue=spots["in_tissue"].to_numpy(),
-                             lowres_image=img, lowres_scalef=s_um * um_hd)
+                             in_tissue=spots["in_tissue"].to_numpy(), lowres_image=img,
+                             lowres_scalef=s_um * VISIUM_HD_UM_PER_PX)
     else:
         write_spaceranger(
             st_dir, sim["counts"], sim["barcodes_in_tissue"], sim["genes"], spots,
