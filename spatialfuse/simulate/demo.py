@@ -309,7 +309,8 @@ def simulate_sample(p: DemoParams) -> dict:
     if p.st_bin_um > 0:
         # Visium HD instead: square bins over the same capture area, their counts from their own
         # generator, so everything else (tissue, domains, fields, the MSI, the transform) is the
-        # Visium sample's of the same seed and the two platforms compare case by case. A bin's
+        # Visium sample's of the same seed and the two platforms compare case by case (the spot
+        # counts above are drawn and dropped for that: they advance the main generator). A bin's
         # expected depth is a 55 µm spot's scaled by area.
         rows, cols, spot_xy = _square_grid(cap, p.st_bin_um)
         in_tissue = inside(spot_xy)
