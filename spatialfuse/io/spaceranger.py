@@ -299,6 +299,11 @@ def write_spaceranger(
     return outs
 
 
+def visium_hd_barcodes(bin_um: int, bin_rows, bin_cols) -> list[str]:
+    """Space Ranger HD's bin barcodes, ``s_XXXum_RRRRR_CCCCC-1``."""
+    return [f"s_{int(bin_um):03d}um_{r:05d}_{c:05d}-1" for r, c in zip(bin_rows, bin_cols)]
+
+
 def write_visium_hd_bins(outs: str | Path, counts: sp.spmatrix | np.ndarray, bin_rows: np.ndarray,
                          bin_cols: np.ndarray, genes: list[str], *, bin_um: int = 8,
                          um_per_px: float = VISIUM_HD_UM_PER_PX, in_tissue: np.ndarray | None = None,
@@ -313,7 +318,7 @@ def write_visium_hd_bins(outs: str | Path, counts: sp.spmatrix | np.ndarray, bin
     filtered matrix; the positions still list every bin). Returns the bin folder."""
     bin_rows, bin_cols = np.asarray(bin_rows, int), np.asarray(bin_cols, int)
     folder = Path(outs) / "binned_outputs" / f"square_{bin_um:03d}um"
-    barcodes = [f"s_{bin_um:03d}um_{r:05d}_{c:05d}-1" for r, c in zip(bin_rows, bin_cols)]
+    barcodes = visium_hd_barcodes(bin_um, bin_rows, bin_cols)
     tissue = np.ones(len(barcodes), int) if in_tissue is None else np.asarray(in_tissue, int)
     positions = pd.DataFrame({
         "in_tissue": tissue, "array_row": bin_rows, "array_col": bin_cols,

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..constants import VISIUM_SPOT_DIAMETER_UM, VISIUM_SPOT_PITCH_UM
+from ..io.spaceranger import visium_hd_barcodes
 from .fields import SmoothField, tissue_mask_fn, warped_voronoi_domains
 
 log = logging.getLogger(__name__)
@@ -110,13 +111,12 @@ def _hex_grid(capture_um: float):
     return rows, cols, xy
 
 
-def _square_grid(capture_um: float, bin_um: float):
+def _square_grid(hex_xy: np.ndarray, bin_um: float):
     """Visium HD-like bin grid: the squares of side ``bin_um`` that lie inside the capture area
-    of :func:`_hex_grid` (its spots' extent plus a spot radius), so a section cut at the
-    capture edge is cut at the same place on both platforms; bin (row, col) is centred at
-    (col + ½, row + ½) × ``bin_um``, as Space Ranger lays bins out."""
+    of the Visium spots ``hex_xy`` (:func:`_hex_grid`; their extent plus a spot radius), so a
+    section cut at the capture edge is cut at the same place on both platforms; bin (row, col)
+    is centred at (col + ½, row + ½) × ``bin_um``, as Space Ranger lays bins out."""
     r = VISIUM_SPOT_DIAMETER_UM / 2
-    _, _, hex_xy = _hex_grid(capture_um)
     lo, hi = hex_xy.min(0) - r, hex_xy.max(0) + r
     first = np.ceil(lo / bin_um).astype(int)  # bins wholly inside [lo, hi]
     last = np.floor(hi / bin_um).astype(int) - 1
@@ -312,9 +312,9 @@ def simulate_sample(p: DemoParams) -> dict:
         # Visium sample's of the same seed and the two platforms compare case by case (the spot
         # counts above are drawn and dropped for that: they advance the main generator). A bin's
         # expected depth is a 55 µm spot's scaled by area.
-        rows, cols, spot_xy = _square_grid(cap, p.st_bin_um)
+        rows, cols, spot_xy = _square_grid(spot_xy, p.st_bin_um)
         in_tissue = inside(spot_xy)
-        barcodes = [f"s_{int(round(p.st_bin_um)):03d}um_{r:05d}_{c:05d}-1" for r, c in zip(rows, cols)]
+        barcodes = visium_hd_barcodes(int(round(p.st_bin_um)), rows, cols)
         st_xy = spot_xy[in_tissue]
         st_dom = domain_of(st_xy)
         rng_hd = np.random.default_rng([p.seed, 5])
