@@ -26,6 +26,7 @@ class _Obs:
     in_tissue = "in_tissue"  # ST: Space Ranger's in_tissue flag
     array_row = "array_row"
     array_col = "array_col"
+    tissue_fraction = "tissue_fraction"  # ST: pooled Visium HD square, fraction of its bins in tissue
     total_counts = "total_counts"
     n_genes = "n_genes_by_counts"
     pct_mt = "pct_counts_mt"

@@ -12,7 +12,7 @@ import pandas as pd
 from .errors import InputError
 from .io import read_imzml, read_msi_h5ad, read_spaceranger, read_st_h5ad
 from .msi import annotate_mz, load_metabolite_table, preprocess_msi
-from .st import preprocess_st
+from .st import pool_visium_hd, preprocess_st, truth_for_squares
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,13 @@ def load_msi(path: str | Path, sample: str | None = None, pixel_size_um: float |
     raise InputError("MSI input must be an .imzML (with its .ibd) or an .h5ad file", sample, p)
 
 
+#: more Visium HD bins than this, unpooled, get a warning that pooling them would save time
+HD_BINS_HINT = 50_000
+
 #: defaults of the ``ingest`` config section (the schema documents the same values; tested)
 ST_DEFAULTS = {"min_counts": 10, "min_genes": 5, "max_pct_mt": 50.0, "min_spots_per_gene": 3,
-               "target_sum": 10000.0, "n_top_genes": 2000, "visium_hd_bin_um": 8}
+               "target_sum": 10000.0, "n_top_genes": 2000, "visium_hd_bin_um": 8,
+               "visium_hd_pool_um": None}
 MSI_DEFAULTS = {"normalisation": "tic", "reference_mz": None, "transform": "log1p",
                 "mz_tolerance_ppm": 10.0, "peak_snr": 6.0, "min_pixel_fraction": 0.01,
                 "tissue_mask": "otsu", "matrix_ratio": 1.5, "remove_matrix_peaks": True,
@@ -84,6 +88,15 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
     pst = {**ST_DEFAULTS, **params.get("st", {})}
     pmsi = {**MSI_DEFAULTS, **params.get("msi", {})}
     st_raw = load_st(st_path, sample, pst["visium_hd_bin_um"])
+    if pst["visium_hd_pool_um"]:
+        st_raw = pool_visium_hd(st_raw, float(pst["visium_hd_pool_um"]), sample=sample)
+    elif (st_raw.uns.get("spatialfuse", {}).get("platform") == "visium_hd"
+          and st_raw.n_obs > HD_BINS_HINT):
+        log.warning("sample '%s': %d Visium HD bins of %g µm; every later stage works per bin, and "
+                    "the impute job grows faster than the bins (README, Cluster). An MSI pixel "
+                    "holds several of them: ingest.st.visium_hd_pool_um (e.g. the MSI pixel size) "
+                    "sums them into squares first.", sample, st_raw.n_obs,
+                    st_raw.uns["spatialfuse"]["spot_diameter_um"])
     st, qc_st = preprocess_st(
         st_raw, min_counts=pst["min_counts"], min_genes=pst["min_genes"],
         max_pct_mt=pst["max_pct_mt"], min_spots_per_gene=pst["min_spots_per_gene"],
@@ -129,4 +142,9 @@ def read_truth_domains(truth_dir: str | Path | None, barcodes) -> np.ndarray | N
     if not f.exists():
         return None
     t = pd.read_csv(f, sep="\t", index_col=0)
-    return t.loc[list(barcodes), "domain"].to_numpy()
+    t = (t[t["in_tissue"] > 0] if "in_tissue" in t else t)["domain"]  # squares: their tissue bins
+    out = truth_for_squares(t, barcodes)  # pooled Visium HD squares: their bins' majority
+    if out.isna().any():
+        raise KeyError(f"{int(out.isna().sum())} barcodes (e.g. '{out.index[out.isna()][0]}') "
+                       f"are not in {f}")
+    return out.astype(t.dtype).to_numpy()

@@ -190,3 +190,72 @@ def test_paired_written_compressed_and_read_back_unchanged(tmp_path):
     plain = tmp_path / "plain.h5mu"
     write_paired(plain, rna, msi, compression=None)
     assert path.stat().st_size < 0.7 * plain.stat().st_size
+
+
+def test_visium_hd_bins_pooled_into_whole_squares(tmp_path):
+    """``pool_visium_hd``: k × k bins summed into one square on the absolute bin grid; squares
+    the array's edge cuts are dropped and the capture area shrinks to the whole ones; each
+    square records the fraction of its bins in tissue."""
+    from spatialfuse.io import write_visium_hd_bins
+    from spatialfuse.ingest import load_st
+    from spatialfuse.st import pool_visium_hd
+
+    rng = np.random.default_rng(4)
+    rows, cols = np.divmod(np.arange(11 * 10), 10)  # rows 1-11, columns 2-11 (below)
+    rows, cols = rows + 1, cols + 2
+    tissue = (rows + cols) % 5 != 0
+    counts = rng.poisson(2.0, (int(tissue.sum()), 6))
+    write_visium_hd_bins(tmp_path / "outs", counts, rows, cols, [f"G{i}" for i in range(6)],
+                         bin_um=16, in_tissue=tissue)
+    bins = load_st(tmp_path / "outs", "hd", visium_hd_bin_um=16)
+    assert bins.uns["spatialfuse"]["array_extent"] == [1, 11, 2, 11]
+    sq = pool_visium_hd(bins, 50.0, sample="hd")  # round(50 / 16) = 3 bins a side
+    meta = sq.uns["spatialfuse"]
+    assert meta["spot_diameter_um"] == 48.0 and meta["pool_factor"] == 3
+    # whole squares: rows 3-11 (squares 1-3; rows 1-2 belong to square 0, cut), columns 3-11
+    # (squares 1-3; column 2 belongs to square 0, cut)
+    r, c = bins.obs["array_row"].to_numpy(), bins.obs["array_col"].to_numpy()
+    whole = (r >= 3) & (c >= 3)
+    assert meta["tissue_bins_dropped_at_edge"] == int((~whole).sum())
+    assert sq.n_obs == 9 and sq.obs_names[0] == "s_048um_00001_00001-1"
+    np.testing.assert_allclose(meta["capture_box_um"], [48, 48, 192, 192], atol=0.5)
+    for name, R, C in zip(sq.obs_names, sq.obs["array_row"], sq.obs["array_col"]):
+        inside = whole & (r // 3 == R) & (c // 3 == C)
+        np.testing.assert_array_equal(sq[name].X.toarray()[0], bins.X[inside].sum(0).A1)
+        assert sq.obs.loc[name, "tissue_fraction"] == inside.sum() / 9
+        # the centre of its 3 × 3 bins, bin (row, col) sitting at (col + ½, row + ½) × 16 µm
+        np.testing.assert_allclose(sq[name].obsm["spatial"][0], [(3 * C + 1.5) * 16, (3 * R + 1.5) * 16],
+                                   atol=0.3)
+    np.testing.assert_array_equal(sq.layers["counts"].toarray(), sq.X.toarray())
+    assert pool_visium_hd(bins, 20.0) is bins  # rounds to one bin: nothing to pool
+
+
+def test_pooling_needs_visium_hd_bins():
+    import anndata as ad
+
+    from spatialfuse.st import pool_visium_hd
+
+    a = ad.AnnData(np.ones((3, 2)), uns={"spatialfuse": {"platform": "visium", "source": "/x/outs"}})
+    with pytest.raises(InputError, match=r"sample 's', file '/x/outs': ingest.st.visium_hd_pool_um "
+                                         r"is set, but .* not Visium HD bins"):
+        pool_visium_hd(a, 48, sample="s")
+
+
+def test_truth_of_a_pooled_square_is_its_bins_majority():
+    import pandas as pd
+
+    from spatialfuse.st import truth_for_squares
+
+    bins = pd.Series([1, 1, 2, 2, 2, 0, 3, 3],
+                     index=["s_016um_00003_00003-1", "s_016um_00003_00004-1", "s_016um_00004_00003-1",
+                            "s_016um_00005_00005-1", "s_016um_00002_00002-1", "s_016um_00006_00006-1",
+                            "s_016um_00006_00007-1", "s_016um_00007_00006-1"])
+    got = truth_for_squares(bins, ["s_048um_00001_00001-1", "s_048um_00002_00002-1",
+                                   "s_016um_00002_00002-1", "s_048um_00000_00000-1",
+                                   "s_048um_00005_00005-1", "s_032um_00001_00001-1"])
+    # square (1, 1) of 48 µm holds bins 3-5: votes 1, 1, 2, 2, a tie, to the smaller label;
+    # square (2, 2) holds bins 6-8: 0, 3, 3; a bin asked for itself keeps its value; square
+    # (0, 0) holds bin (2, 2) alone
+    assert got.iloc[:4].tolist() == [1, 3, 2, 2]
+    # square (5, 5) holds no known bin; 32 µm squares hold bins 2-3: (2, 2), (3, 3): 2, 1 -> 1
+    assert np.isnan(got.iloc[4]) and got.iloc[5] == 1

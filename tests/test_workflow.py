@@ -295,3 +295,38 @@ def test_visium_hd_section_from_space_ranger_hd_output(tmp_path):
     assert paired["rna"].n_obs == (~cov["msi_low_coverage"]).sum()
     metrics = json.loads((res / "impute" / "metrics.json").read_text())
     assert metrics["crossmodal"]["rna_to_msi"]["best_method"] in ("ridge", "knn")
+
+
+def test_visium_hd_bins_pooled_into_squares_run_to_the_aggregate(tmp_path):
+    """``ingest.st.visium_hd_pool_um``: the 16 µm bins of a Space Ranger HD demo sample are summed
+    into 48 µm squares at ingest, and every later stage (registration, pairing, imputation,
+    domains against the per-bin truth, the cross-sample tables) works on the squares."""
+    import anndata as ad
+
+    from workflow_utils import make_workdir
+
+    sheet = "\n".join((REPO / "config" / "samples.tsv").read_text().splitlines()[:2]) + "\n"
+    d = make_workdir(tmp_path, samples_tsv=sheet, demo__samples__demo1__st_bin_um=16,
+                     demo__capture_size_um=1400.0, ingest__st__visium_hd_bin_um=16,
+                     ingest__st__visium_hd_pool_um=48, impute__models=[], impute__denoise_models=[],
+                     model__models=["pca"], interpret__domain_model="pca")
+    smk(d, "--cores", "2", "--until", "aggregate")
+    res = d / "results" / "demo1"
+    meta = json.loads((res / "ingest" / "qc.json").read_text())["st_meta"]
+    assert meta["spot_diameter_um"] == 48.0 and meta["pooled_from_um"] == 16.0
+    assert meta["pool_factor"] == 3
+    st = ad.read_h5ad(res / "ingest" / "st.h5ad")
+    assert st.obs_names.str.startswith("s_048um_").all()
+    assert st.obs["tissue_fraction"].between(1 / 9, 1).all()
+    assert (st.obs["tissue_fraction"] < 1).any()  # squares on the tissue's edge
+    qc = json.loads((res / "align" / "qc.json").read_text())
+    assert qc["spot_diameter_um"] == 48.0 and not qc["flagged"], qc.get("warnings")
+    assert qc["truth_error_pixels_median"] < 1.0  # 30 µm MSI pixels
+    cov = pd.read_csv(res / "align" / "coverage.tsv", sep="\t", index_col=0)
+    assert set(cov.index) == set(st.obs_names)
+    # a 48 µm square under 30 µm MSI pixels is touched by 4-9 of them
+    assert cov.loc[~cov["msi_low_coverage"], "msi_n_pixels"].between(4, 9).all()
+    dom = json.loads((res / "domains" / "pca_metrics.json").read_text())
+    assert dom["ari"] > 0.3  # scored against the bins' truth, each square taking its bins' majority
+    spots = pd.read_csv(d / "results" / "aggregate" / "domains.tsv", sep="\t")
+    assert "truth" in spots.columns and spots["truth"].notna().all()

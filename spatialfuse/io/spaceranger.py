@@ -207,6 +207,10 @@ def read_spaceranger(outs: str | Path, *, sample: str | None = None,
         "capture_box_um": [float(v) for v in np.r_[np.nanmin(all_xy, 0), np.nanmax(all_xy, 0)]
                            * um_per_px + np.r_[-1, -1, 1, 1] * spot_um / 2],
     }
+    if platform == "visium_hd":  # every bin's array index, tissue or not: pooling needs it
+        adata.uns[Key.uns.spatialfuse]["array_extent"] = [
+            int(pos_all["array_row"].min()), int(pos_all["array_row"].max()),
+            int(pos_all["array_col"].min()), int(pos_all["array_col"].max())]
     if load_images:
         _attach_images(adata, spatial, scalef, um_per_px, sample or "sample")
     log.info("read %s: %d spots x %d genes (%s, %.3f um/px)", outs, adata.n_obs, adata.n_vars,

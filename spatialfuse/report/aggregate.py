@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from ..constants import Key
 from ..plots import aligned_pixel_um
+from ..st import truth_for_squares
 from . import figures
 from .domains import harmonise_domains
 from .latent import sample_umaps
@@ -126,12 +127,18 @@ def _read_obsm(path, keys: list[str]) -> tuple[np.ndarray, dict]:
         a.file.close()
 
 
-def read_truth(truth_dir) -> pd.Series | None:
-    """True domain per barcode from a truth folder's ``spots.tsv`` (or None)."""
+def read_truth(truth_dir, barcodes=None) -> pd.Series | None:
+    """True domain per barcode from a truth folder's ``spots.tsv`` (or None); with ``barcodes``,
+    for those (pooled Visium HD squares take their bins' majority, unknown ones are left out)."""
     if not truth_dir or not (Path(truth_dir) / "spots.tsv").exists():
         return None
     t = pd.read_csv(Path(truth_dir) / "spots.tsv", sep="\t", index_col=0)
-    return t["domain"].astype(int) if "domain" in t else None
+    if "domain" not in t:
+        return None
+    if barcodes is not None:
+        t = t[t["in_tissue"] > 0] if "in_tissue" in t else t  # squares: their tissue bins
+        return truth_for_squares(t["domain"], barcodes).dropna().astype(int)
+    return t["domain"].astype(int)
 
 
 def read_labels(path) -> pd.Series:
@@ -282,7 +289,7 @@ def run_aggregate(
         bc, obsm = _read_obsm(tree.path("embedding", s, models[0]), [Key.obsm.spatial])
         coords[s] = pd.DataFrame(obsm[Key.obsm.spatial][:, :2], index=bc, columns=["x_um", "y_um"])
         labels[s] = {m: read_labels(tree.path("domains", s, m)) for m in models}
-        truths[s] = read_truth(truth.get(s))
+        truths[s] = read_truth(truth.get(s), bc)
     need_profiles = len(samples) > 1 and any(truths[s] is None for s in samples)
     profiles = ({s: _rna_profile_input(tree.path("paired", s)) for s in samples}
                 if need_profiles else None)
