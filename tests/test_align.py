@@ -181,6 +181,27 @@ def test_super_bins_at_the_capture_edge_count_only_their_part_inside():
     assert pts.tolerance_um == 100.0
 
 
+def test_pooled_squares_count_as_their_tissue_fraction():
+    """Pooled Visium HD squares (``ingest.st.visium_hd_pool_um``) carry the fraction of their
+    bins in tissue; the registration's tissue target is that fraction, not 1, so squares on the
+    tissue's edge do not draw the outline outwards."""
+    from spatialfuse.align.features import st_points
+
+    b, n = 48.0, 20
+    r, c = np.divmod(np.arange(n * n), n)
+    xy = np.c_[(c + 0.5) * b, (r + 0.5) * b]
+    frac = np.where(c == 0, 1 / 9, 1.0)
+    box = np.r_[0.0, 0.0, n * b, n * b]
+    pts = st_points(xy, np.zeros((len(xy), 2)), box, spot_um=b, spot_shape="square",
+                    tissue_fraction=frac)
+    assert pts.pitch_um == b and len(pts.xy) == n * n  # one point per square
+    edge = pts.xy[:, 0] < b
+    np.testing.assert_allclose(pts.tissue[edge], 1 / 9)
+    np.testing.assert_allclose(pts.tissue[~edge], 1.0)
+    plain = st_points(xy, np.zeros((len(xy), 2)), box, spot_um=b, spot_shape="square")
+    np.testing.assert_allclose(plain.tissue, 1.0)
+
+
 def test_automatic_registration_on_demo(small_ingested, small_demo_files):
     """The small demo (read from real formats, ~120 spots): sub-pixel median error, masks
     overlap, paired spots all covered, aligned pixels keep their native coordinates. (Accuracy

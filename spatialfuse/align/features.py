@@ -289,13 +289,16 @@ def _lattice_background(st_xy: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
 def st_points(st_xy: np.ndarray, st_features: np.ndarray, capture_box: np.ndarray, *,
               spot_um: float, spot_shape: str = "disk", array_rows: np.ndarray | None = None,
-              array_cols: np.ndarray | None = None, max_points: int = 40000) -> StPoints:
+              array_cols: np.ndarray | None = None, max_points: int = 40000,
+              tissue_fraction: np.ndarray | None = None) -> StPoints:
     """Observation points of the ST section (see :class:`StPoints`).
 
     Visium: every tissue spot, and the array positions without a tissue spot as background
     (lattice completion from ``array_row``/``array_col``; without them, a grid at the spot pitch).
     Many small bins (Visium HD): pooled into square super-bins so at most ~``max_points`` remain;
-    the target tissue value of a super-bin is the fraction of it covered by tissue bins.
+    the target tissue value of a super-bin is the fraction of it covered by tissue bins, each
+    bin counting as its ``tissue_fraction`` (pooled Visium HD squares, see
+    :func:`spatialfuse.st.pool_visium_hd`; default 1).
     """
     st_xy = np.asarray(st_xy, float)
     box = np.asarray(capture_box, float)
@@ -337,6 +340,7 @@ def st_points(st_xy: np.ndarray, st_features: np.ndarray, capture_box: np.ndarra
     iy = np.clip(((st_xy[:, 1] - box[1]) // cell).astype(int), 0, ny - 1)
     flat = iy * nx + ix
     cnt = np.bincount(flat, minlength=nx * ny).astype(float)
+    tw = cnt if tissue_fraction is None else np.bincount(flat, np.asarray(tissue_fraction, float), nx * ny)
     fsum = np.stack([np.bincount(flat, st_features[:, j], nx * ny) for j in range(k)], 1)
     # the last row and column of super-bins may reach beyond the capture area: each super-bin
     # stands for its part inside it (centre and bin count), or a section cut at the capture
@@ -350,7 +354,7 @@ def st_points(st_xy: np.ndarray, st_features: np.ndarray, capture_box: np.ndarra
     gx, gy = gx.ravel(), gy.ravel()
     xy = np.stack([cx[gx], cy[gy]], 1)
     per_cell = np.maximum(wx[gx] * wy[gy], spot_um**2) / spot_um**2  # bins that fit inside
-    tissue = np.clip(cnt / per_cell, 0, 1)
+    tissue = np.clip(tw / per_cell, 0, 1)
     has = cnt >= 0.5 * per_cell
     feats = np.where(has[:, None], fsum / np.maximum(cnt, 1)[:, None], 0.0)
     if has.sum() > 2:  # re-standardise the pooled features

@@ -120,7 +120,7 @@ class DomainChannels:
         # B-spline fits their noise (benchmark: blob-3 24-26 µm instead of 23 µm)
         self.pts = st_points(st_xy, onehot, st_kw["box"], spot_um=spot_um,
                              spot_shape=st_kw["spot_shape"], array_rows=st_kw["rows"],
-                             array_cols=st_kw["cols"])
+                             array_cols=st_kw["cols"], tissue_fraction=st_kw["tissue_fraction"])
         self.msi_smooth = smooth_on_raster(native, msi_pcs, self.on, pixel_um, smoothing_um)[self.on]
         tree = cKDTree(st_xy)
         nb = tree.query_ball_point(st_xy, 1.5 * pts.pitch_um)
@@ -164,8 +164,10 @@ def prepare_inputs(st: ad.AnnData, msi: ad.AnnData, n_comps: int = DEFAULTS["fea
                else np.zeros((msi.n_obs, 0)))
     rows = st.obs[Key.obs.array_row].to_numpy() if Key.obs.array_row in st.obs else None
     cols = st.obs[Key.obs.array_col].to_numpy() if Key.obs.array_col in st.obs else None
+    frac = (st.obs[Key.obs.tissue_fraction].to_numpy(float) if Key.obs.tissue_fraction in st.obs
+            else None)
     pts = st_points(st_xy, st_pcs, capture_box, spot_um=spot_um, spot_shape=spot_shape,
-                    array_rows=rows, array_cols=cols)
+                    array_rows=rows, array_cols=cols, tissue_fraction=frac)
     raster_args = {"tissue_fraction": msi_tissue_fraction(native, on, tissue_signal(msi), px)}
     raster = MsiRaster(native, on, msi_pcs, px, **raster_args)
     fine = None
@@ -174,7 +176,8 @@ def prepare_inputs(st: ad.AnnData, msi: ad.AnnData, n_comps: int = DEFAULTS["fea
             and st.n_obs >= 10 * k):
         fine = DomainChannels(pts, st_xy, st_pcs, native, on, msi_pcs, px, spot_um, k,
                               float(domain_smoothing_um), seed, raster_args,
-                              dict(box=capture_box, spot_shape=spot_shape, rows=rows, cols=cols))
+                              dict(box=capture_box, spot_shape=spot_shape, rows=rows, cols=cols,
+                                   tissue_fraction=frac))
     return AlignInputs(pts, raster, capture_box, st_xy, native, on, px, spot_um, spot_shape, fine)
 
 
