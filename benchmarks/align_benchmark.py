@@ -457,10 +457,10 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
     ``rows[0]["block_windows"]``)."""
     params = dict(params or {})
     pp = {**DEFAULTS, **params}
-    kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed")}
+    kw = {k: v for k, v in c.items() if k not in ("name", "geometry", "seed", "st_pool_um")}
     p = DemoParams(seed=c["seed"], n_genes=300, n_metabolites=60, n_links=12, **kw)
     sim = simulate_sample(p)
-    st, msi = simulated_sections(sim)
+    st, msi = simulated_sections(sim, c.get("st_pool_um"))
     lm = sim["landmarks"]
     rows = []
     base = dict(case=c["name"], geometry=c["geometry"], pixel_um=p.msi_pixel_size_um,
@@ -578,6 +578,9 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--st-bin-um", type=float, default=0.0,
                     help="> 0: the ST section is Visium HD, square bins of this side (e.g. 16), "
                          "instead of 55 µm spots; every case keeps its tissue, MSI and transform")
+    ap.add_argument("--st-pool-um", type=float, default=None,
+                    help="with --st-bin-um: pool the bins into squares of about this side first, "
+                         "as ingest.st.visium_hd_pool_um does (e.g. 48)")
     args = ap.parse_args(argv)
     SPATIALMETA_IMAGE_UM_PER_PX = args.spatialmeta_um_per_px
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -587,6 +590,7 @@ def main(argv=None) -> pd.DataFrame:
             continue
         if args.st_bin_um > 0:
             c["st_bin_um"] = args.st_bin_um
+            c["st_pool_um"] = args.st_pool_um
         t0 = time.perf_counter()
         r = run_case(c, tuple(args.peers), args.peers_only, args.warp_oracle, json.loads(args.params),
                      args.fast, None if args.block_diagnostic is None else json.loads(args.block_diagnostic),

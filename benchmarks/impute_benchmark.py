@@ -282,6 +282,20 @@ def ensure_shared_logmean(truth: Path) -> bool:
     return True
 
 
+def shared_at(shared: pd.DataFrame, barcodes) -> pd.DataFrame:
+    """The truth's shared log-mean at the scored observations: bins or spots as they are;
+    Visium HD bins pooled into squares (``ingest.st.visium_hd_pool_um``) the log of their
+    tissue bins' mean."""
+    from spatialfuse.st.pool import square_barcodes
+
+    barcodes = pd.Index(barcodes)
+    if barcodes.isin(shared.index).all():
+        return shared.loc[barcodes]
+    side = int(barcodes[0].split("_")[1].removesuffix("um"))
+    sq = square_barcodes(shared.index, side)
+    return np.log(np.exp(shared).groupby(sq.to_numpy()).mean()).loc[barcodes]
+
+
 def truth_strata_scores(wd: Path, seed: int) -> tuple[list[dict], list[dict]]:
     """Demo sections only (their truth folder has ``shared_logmean_*.tsv.gz``): every scored
     cross-modal feature with its class by construction, ``marker`` (a domain marker: what many
@@ -328,7 +342,7 @@ def truth_strata_scores(wd: Path, seed: int) -> tuple[list[dict], list[dict]]:
             X = a[:, feats].X
             Y = np.asarray(X.toarray() if hasattr(X, "toarray") else X, float)
             E = np.zeros_like(Y)
-            E[:, have] = shared.loc[a.obs_names, name[have]].to_numpy()
+            E[:, have] = shared_at(shared, a.obs_names).loc[:, name[have]].to_numpy()
             orc = feature_scores(E, Y, xy, blocks=blocks)
             clus = dict(zip(feats, feature_clusters(Y)))
             cls = {f: ("marker" if n in marker else "link" if n in link else

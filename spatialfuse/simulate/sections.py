@@ -10,12 +10,14 @@ import scipy.sparse as sp
 from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
 
 
-def simulated_sections(sim: dict) -> tuple[ad.AnnData, ad.AnnData]:
+def simulated_sections(sim: dict, pool_um: float | None = None) -> tuple[ad.AnnData, ad.AnnData]:
     """(st, msi) AnnData of :func:`~spatialfuse.simulate.simulate_sample`'s output, preprocessed
     as ingest would (ST spots under tissue in µm, MSI pixels in their own frame in µm). Faster
-    than writing Space Ranger/imzML files and reading them back; for tests and benchmarks."""
+    than writing Space Ranger/imzML files and reading them back; for tests and benchmarks.
+    ``pool_um``: Visium HD bins pooled into squares of about that side, as
+    ``ingest.st.visium_hd_pool_um`` does."""
     from ..msi import preprocess_msi
-    from ..st import preprocess_st
+    from ..st import pool_visium_hd, preprocess_st
 
     p = sim["params"]
     spots = sim["spots"]
@@ -34,6 +36,12 @@ def simulated_sections(sim: dict) -> tuple[ad.AnnData, ad.AnnData]:
         "spot_diameter_um": size, "spot_shape": "square" if hd else "disk",
         "platform": "visium_hd" if hd else "visium",
         "capture_box_um": [float(v) for v in np.r_[all_xy.min(0) - size / 2, all_xy.max(0) + size / 2]]}
+    if hd:
+        st.uns[Key.uns.spatialfuse]["array_extent"] = [
+            int(spots["array_row"].min()), int(spots["array_row"].max()),
+            int(spots["array_col"].min()), int(spots["array_col"].max())]
+        if pool_um:
+            st = pool_visium_hd(st, pool_um)
     st, _ = preprocess_st(st)
     px = sim["msi_pixels"]
     mz = np.asarray(sim["mz_true"])
