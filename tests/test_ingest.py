@@ -90,6 +90,12 @@ def test_report_ingest_numbers(small_ingested):
     assert row["m/z peaks: read → kept"] == f"{msi['peaks_input']:,} → {msi['peaks_after']:,}"
     assert row["matrix / rare peaks"].startswith(f"{msi['matrix_peaks']} removed")
     assert row["normalisation"] == "tic + log1p"
+    assert row["ST platform"] == "visium"
+    hd = {"st_meta": {"platform": "visium_hd", "spot_diameter_um": 16.0}}
+    pooled = {"st_meta": {"platform": "visium_hd", "spot_diameter_um": 48.0, "pooled_from_um": 16.0}}
+    rows = ingest_numbers(["a", "b"], {"a": hd, "b": pooled})
+    assert rows["ST platform"].tolist() == ["visium_hd (16 µm bins)",
+                                            "visium_hd (48 µm squares of 16 µm bins)"]
 
 
 def test_schema_defaults_match_code():

@@ -113,10 +113,11 @@ def ingest_numbers(samples, ingest: dict) -> pd.DataFrame:
         st, msi = q.get("st", {}), q.get("msi", {})
         sm, mm = q.get("st_meta", {}), q.get("msi_meta", {})
         hd = sm.get("platform") == "visium_hd"
+        size = (f" ({sm.get('spot_diameter_um'):g} µm squares of {sm['pooled_from_um']:g} µm bins)"
+                if sm.get("pooled_from_um") else f" ({sm.get('spot_diameter_um'):g} µm bins)")
         rows.append({
             "sample": s,
-            "ST platform": f"{sm.get('platform', '?')}"
-                           + (f" ({sm.get('spot_diameter_um'):g} µm bins)" if hd else ""),
+            "ST platform": f"{sm.get('platform', '?')}" + (size if hd else ""),
             "spots: read → in tissue → kept": f"{_n(st.get('spots_input'))} → "
                                               f"{_n(st.get('spots_in_tissue'))} → "
                                               f"{_n(st.get('spots_after_qc'))}",
