@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .constants import Key
 from .errors import InputError
 from .io import read_imzml, read_msi_h5ad, read_spaceranger, read_st_h5ad
 from .msi import annotate_mz, load_metabolite_table, preprocess_msi
@@ -90,13 +91,13 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
     st_raw = load_st(st_path, sample, pst["visium_hd_bin_um"])
     if pst["visium_hd_pool_um"]:
         st_raw = pool_visium_hd(st_raw, float(pst["visium_hd_pool_um"]), sample=sample)
-    elif (st_raw.uns.get("spatialfuse", {}).get("platform") == "visium_hd"
+    elif (st_raw.uns.get(Key.uns.spatialfuse, {}).get("platform") == "visium_hd"
           and st_raw.n_obs > HD_BINS_HINT):
         log.warning("sample '%s': %d Visium HD bins of %g µm; every later stage works per bin, and "
                     "the impute job grows faster than the bins (README, Cluster). An MSI pixel "
                     "holds several of them: ingest.st.visium_hd_pool_um (e.g. the MSI pixel size) "
                     "sums them into squares first.", sample, st_raw.n_obs,
-                    st_raw.uns["spatialfuse"]["spot_diameter_um"])
+                    st_raw.uns[Key.uns.spatialfuse]["spot_diameter_um"])
     st, qc_st = preprocess_st(
         st_raw, min_counts=pst["min_counts"], min_genes=pst["min_genes"],
         max_pct_mt=pst["max_pct_mt"], min_spots_per_gene=pst["min_spots_per_gene"],

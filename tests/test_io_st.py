@@ -259,3 +259,25 @@ def test_truth_of_a_pooled_square_is_its_bins_majority():
     assert got.iloc[:4].tolist() == [1, 3, 2, 2]
     # square (5, 5) holds no known bin; 32 µm squares hold bins 2-3: (2, 2), (3, 3): 2, 1 -> 1
     assert np.isnan(got.iloc[4]) and got.iloc[5] == 1
+
+
+def test_many_unpooled_hd_bins_get_a_warning_that_points_to_pooling(tmp_path, small_demo_files,
+                                                                    monkeypatch, caplog):
+    import logging
+
+    import spatialfuse.ingest as ingest
+
+    outs = _hd_outs(tmp_path, bin_sizes=(16,))
+    _, imzml, _ = small_demo_files
+    monkeypatch.setattr(ingest, "HD_BINS_HINT", 100)  # the 12 × 12 bins of _hd_outs exceed it
+    params = {"st": {"visium_hd_bin_um": 16, "min_counts": 1, "min_genes": 1}}
+    with caplog.at_level(logging.WARNING, logger="spatialfuse.ingest"):
+        ingest.run_ingest(outs, imzml, params, sample="hd")
+    assert "144 Visium HD bins of 16 µm" in caplog.text
+    assert "ingest.st.visium_hd_pool_um" in caplog.text
+    caplog.clear()
+    params["st"]["visium_hd_pool_um"] = 48
+    with caplog.at_level(logging.WARNING, logger="spatialfuse.ingest"):
+        out = ingest.run_ingest(outs, imzml, params, sample="hd")
+    assert "visium_hd_pool_um" not in caplog.text
+    assert out["st"].n_obs == 16 and out["qc"]["st_meta"]["pool_factor"] == 3

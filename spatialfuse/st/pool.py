@@ -9,8 +9,9 @@ itself makes its 16 µm bins from 2 µm ones.
 The squares lie on the absolute bin grid (square i holds bins i·k … i·k + k − 1, as Space Ranger's
 16 µm bins hold its 2 µm ones), so a pooled square is the same bins whatever the tissue, and its
 barcode names them. Squares that would reach past the array's first or last row or column are
-incomplete; they are dropped (a strip of fewer than k bins along the edges of the capture area), and the capture area shrinks to the whole squares, so the registration does not read that
-strip as "no tissue". Each square records the fraction of its bins that Space Ranger called tissue
+incomplete; they are dropped (a strip of fewer than k bins along the edges of the capture area),
+and the capture area shrinks to the whole squares, so the registration does not read that strip
+as "no tissue". Each square records the fraction of its bins that Space Ranger called tissue
 (``obs['tissue_fraction']``): the registration reads it as the square's tissue value, so a square
 with one tissue bin of nine does not draw the outline half a square outwards.
 """
@@ -53,8 +54,9 @@ def pool_visium_hd(adata: ad.AnnData, pool_um: float, *, sample: str | None = No
         return adata
     extent = meta.get("array_extent")
     if extent is None:
-        raise InputError("cannot pool Visium HD bins: the array's extent was not recorded "
-                         "(read the Space Ranger folder again with this version)", sample, source)
+        raise InputError("cannot pool Visium HD bins: the array's extent "
+                         "(uns['spatialfuse']['array_extent']) is not recorded; give the Space "
+                         "Ranger folder itself, whose positions list every bin", sample, source)
     r0, r1, c0, c1 = (int(v) for v in extent)
     rows = adata.obs[Key.obs.array_row].to_numpy(int)
     cols = adata.obs[Key.obs.array_col].to_numpy(int)
