@@ -286,13 +286,12 @@ def shared_at(shared: pd.DataFrame, barcodes) -> pd.DataFrame:
     """The truth's shared log-mean at the scored observations: bins or spots as they are;
     Visium HD bins pooled into squares (``ingest.st.visium_hd_pool_um``) the log of their
     tissue bins' mean."""
-    from spatialfuse.st.pool import square_barcodes
+    from spatialfuse.st.pool import hd_barcode_side, square_barcodes
 
     barcodes = pd.Index(barcodes)
     if barcodes.isin(shared.index).all():
         return shared.loc[barcodes]
-    side = int(barcodes[0].split("_")[1].removesuffix("um"))
-    sq = square_barcodes(shared.index, side)
+    sq = square_barcodes(shared.index, hd_barcode_side(barcodes[0]))
     return np.log(np.exp(shared).groupby(sq.to_numpy()).mean()).loc[barcodes]
 
 

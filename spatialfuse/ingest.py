@@ -135,17 +135,25 @@ def parse_pixel_size(value, sample: str | None = None) -> float | None:
     return v
 
 
+def truth_domains(truth_dir: str | Path | None, barcodes) -> pd.Series | None:
+    """True domain of each barcode from a truth folder (``spots.tsv``; None without one). Pooled
+    Visium HD squares take their tissue bins' most common domain; unknown barcodes are NaN."""
+    if not truth_dir or not (Path(truth_dir) / "spots.tsv").exists():
+        return None
+    t = pd.read_csv(Path(truth_dir) / "spots.tsv", sep="\t", index_col=0)
+    if "domain" not in t:
+        return None
+    t = (t[t["in_tissue"] > 0] if "in_tissue" in t else t)["domain"]
+    return truth_for_squares(t, barcodes)
+
+
 def read_truth_domains(truth_dir: str | Path | None, barcodes) -> np.ndarray | None:
-    """True domain per barcode from a truth folder (``spots.tsv``), or None."""
-    if not truth_dir:
+    """True domain per barcode from a truth folder (``spots.tsv``), or None; every barcode must
+    be there (or be a pooled square of bins that are)."""
+    out = truth_domains(truth_dir, barcodes)
+    if out is None:
         return None
-    f = Path(truth_dir) / "spots.tsv"
-    if not f.exists():
-        return None
-    t = pd.read_csv(f, sep="\t", index_col=0)
-    t = (t[t["in_tissue"] > 0] if "in_tissue" in t else t)["domain"]  # squares: their tissue bins
-    out = truth_for_squares(t, barcodes)  # pooled Visium HD squares: their bins' majority
     if out.isna().any():
         raise KeyError(f"{int(out.isna().sum())} barcodes (e.g. '{out.index[out.isna()][0]}') "
-                       f"are not in {f}")
-    return out.astype(t.dtype).to_numpy()
+                       f"are not in {Path(truth_dir) / 'spots.tsv'}")
+    return out.astype(int).to_numpy()

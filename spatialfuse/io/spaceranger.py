@@ -208,9 +208,7 @@ def read_spaceranger(outs: str | Path, *, sample: str | None = None,
                            * um_per_px + np.r_[-1, -1, 1, 1] * spot_um / 2],
     }
     if platform == "visium_hd":  # every bin's array index, tissue or not: pooling needs it
-        adata.uns[Key.uns.spatialfuse]["array_extent"] = [
-            int(pos_all["array_row"].min()), int(pos_all["array_row"].max()),
-            int(pos_all["array_col"].min()), int(pos_all["array_col"].max())]
+        adata.uns[Key.uns.spatialfuse]["array_extent"] = hd_array_extent(pos_all)
     if load_images:
         _attach_images(adata, spatial, scalef, um_per_px, sample or "sample")
     log.info("read %s: %d spots x %d genes (%s, %.3f um/px)", outs, adata.n_obs, adata.n_vars,
@@ -301,6 +299,13 @@ def write_spaceranger(
 
         mpimg.imsave(outs / "spatial" / "tissue_lowres_image.png", np.clip(lowres_image, 0, 1))
     return outs
+
+
+def hd_array_extent(positions: pd.DataFrame) -> list[int]:
+    """First and last row, first and last column of every bin listed (``array_row``,
+    ``array_col``): the extent of a Visium HD array, tissue or not."""
+    r, c = positions["array_row"], positions["array_col"]
+    return [int(r.min()), int(r.max()), int(c.min()), int(c.max())]
 
 
 def visium_hd_barcodes(bin_um: int, bin_rows, bin_cols) -> list[str]:

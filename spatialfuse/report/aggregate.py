@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from ..constants import Key
 from ..plots import aligned_pixel_um
-from ..st import truth_for_squares
+from ..ingest import truth_domains
 from . import figures
 from .domains import harmonise_domains
 from .latent import sample_umaps
@@ -127,18 +127,10 @@ def _read_obsm(path, keys: list[str]) -> tuple[np.ndarray, dict]:
         a.file.close()
 
 
-def read_truth(truth_dir, barcodes=None) -> pd.Series | None:
-    """True domain per barcode from a truth folder's ``spots.tsv`` (or None); with ``barcodes``,
-    for those (pooled Visium HD squares take their bins' majority, unknown ones are left out)."""
-    if not truth_dir or not (Path(truth_dir) / "spots.tsv").exists():
-        return None
-    t = pd.read_csv(Path(truth_dir) / "spots.tsv", sep="\t", index_col=0)
-    if "domain" not in t:
-        return None
-    if barcodes is not None:
-        t = t[t["in_tissue"] > 0] if "in_tissue" in t else t  # squares: their tissue bins
-        return truth_for_squares(t["domain"], barcodes).dropna().astype(int)
-    return t["domain"].astype(int)
+def read_truth(truth_dir, barcodes) -> pd.Series | None:
+    """True domain of each of ``barcodes`` that the truth folder knows (or None without one)."""
+    t = truth_domains(truth_dir, barcodes)
+    return None if t is None else t.dropna().astype(int)
 
 
 def read_labels(path) -> pd.Series:

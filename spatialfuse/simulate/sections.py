@@ -16,6 +16,7 @@ def simulated_sections(sim: dict, pool_um: float | None = None) -> tuple[ad.AnnD
     than writing Space Ranger/imzML files and reading them back; for tests and benchmarks.
     ``pool_um``: Visium HD bins pooled into squares of about that side, as
     ``ingest.st.visium_hd_pool_um`` does."""
+    from ..io.spaceranger import hd_array_extent
     from ..msi import preprocess_msi
     from ..st import pool_visium_hd, preprocess_st
 
@@ -37,9 +38,7 @@ def simulated_sections(sim: dict, pool_um: float | None = None) -> tuple[ad.AnnD
         "platform": "visium_hd" if hd else "visium",
         "capture_box_um": [float(v) for v in np.r_[all_xy.min(0) - size / 2, all_xy.max(0) + size / 2]]}
     if hd:
-        st.uns[Key.uns.spatialfuse]["array_extent"] = [
-            int(spots["array_row"].min()), int(spots["array_row"].max()),
-            int(spots["array_col"].min()), int(spots["array_col"].max())]
+        st.uns[Key.uns.spatialfuse]["array_extent"] = hd_array_extent(spots)
         if pool_um:
             st = pool_visium_hd(st, pool_um)
     st, _ = preprocess_st(st)

@@ -19,6 +19,7 @@ with one tissue bin of nine does not draw the outline half a square outwards.
 from __future__ import annotations
 
 import logging
+import re
 
 import anndata as ad
 import numpy as np
@@ -117,6 +118,12 @@ def pool_visium_hd(adata: ad.AnnData, pool_um: float, *, sample: str | None = No
 _HD_BARCODE = r"^s_(\d+)um_(\d+)_(\d+)-1$"
 
 
+def hd_barcode_side(barcode: str) -> int | None:
+    """The side in µm of a Visium HD bin or pooled square from its barcode (None for others)."""
+    m = re.match(_HD_BARCODE, str(barcode))
+    return int(m.group(1)) if m else None
+
+
 def square_barcodes(bin_barcodes, side_um: int) -> pd.Series:
     """The barcode of the ``side_um`` square that holds each Visium HD bin (indexed by the bin
     barcodes; NaN where a barcode is no HD bin or ``side_um`` is no multiple of its side)."""
@@ -139,8 +146,8 @@ def truth_for_squares(truth: pd.Series, barcodes) -> pd.Series:
     barcodes = pd.Index(barcodes)
     out = truth.reindex(barcodes)
     missing = barcodes.difference(truth.index)
-    sides = missing.to_series().str.extract(_HD_BARCODE)[0].dropna().astype(int).unique()
-    for side in sides:
+    sides = {hd_barcode_side(b) for b in missing} - {None}
+    for side in sorted(sides):
         sq = square_barcodes(truth.index, side).dropna()
         if sq.empty:
             continue
