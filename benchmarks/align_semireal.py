@@ -6,7 +6,8 @@ jittered 200 µm lattice, no array row/column, 100 µm spots) and each is paired
 50 µm MSI raster (``spatialfuse.simulate.semireal``; rotation within ±20°, no warp, tissue
 reaching 150 µm beyond the outermost spot centres). Per section it prints the error against the
 simulator's per-pixel truth (median / p90 µm, median in MSI pixels), the fitted scales (truth
-1.0), the tissue Dice and the CPU seconds of the align job.
+1.0), the tissue Dice, the CPU seconds of the align job, the stage's own uncertainty estimate
+(qc.json ``affine_uncertainty_um``) and whether the registration was flagged.
 
     flock /tmp/spatialfuse_heavy.lock .venv/bin/python benchmarks/align_semireal.py \
         --seeds 0 1 [--keep DIR] [--set align.KEY=VALUE ...]
@@ -46,7 +47,8 @@ def _row(seed: int, sample: str, qc: dict, cpu_s: float) -> dict:
     return {"seed": seed, "sample": sample,
             **{k: qc.get(k) for k in COLUMNS[:3]},
             "scale_x": T.get("scale_x"), "scale_y": T.get("scale_y"),
-            "tissue_dice": qc.get("tissue_dice"), "cpu_s": cpu_s}
+            "tissue_dice": qc.get("tissue_dice"), "cpu_s": cpu_s,
+            "affine_uncertainty_um": qc.get("affine_uncertainty_um"), "flagged": qc.get("flagged")}
 
 
 def run_workflow(wd: Path, seed: int, cores: str, edits: list[str], data: Path,
@@ -123,7 +125,9 @@ def main() -> None:
           f"p90 {df['truth_error_um_p90'].median():.1f} um, "
           f"{df['truth_error_pixels_median'].median():.2f} px; mean scale "
           f"{df[['scale_x', 'scale_y']].to_numpy().mean():.3f} (truth 1.000); "
-          f"Dice {df['tissue_dice'].median():.3f}; CPU {df['cpu_s'].median():.1f} s median")
+          f"Dice {df['tissue_dice'].median():.3f}; CPU {df['cpu_s'].median():.1f} s median; "
+          f"uncertainty estimate {df['affine_uncertainty_um'].min():.1f}–"
+          f"{df['affine_uncertainty_um'].max():.1f} um; flagged {int(df['flagged'].sum())}/{len(df)}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,18 @@ def _path(err) -> str:
     return ".".join(str(p) for p in err.absolute_path) or "(top level)"
 
 
+def _describe(sub: dict) -> str:
+    """One alternative of an ``anyOf`` in words: 'a number > 0', "'msi_pixel'", 'null'."""
+    if "const" in sub:
+        return repr(sub["const"])
+    kind = {"number": "a number", "integer": "an integer", "string": "a string", "null": "null",
+            "boolean": "true or false"}.get(sub.get("type"), str(sub.get("type")))
+    for key, op in (("exclusiveMinimum", ">"), ("minimum", ">="), ("maximum", "<=")):
+        if key in sub:
+            kind += f" {op} {sub[key]}"
+    return kind
+
+
 def config_problems(config: dict, schema_path: str | Path) -> list[str]:
     """All schema violations of ``config`` as 'field: what is wrong' lines."""
     import jsonschema
@@ -27,6 +39,9 @@ def config_problems(config: dict, schema_path: str | Path) -> list[str]:
     for e in sorted(v.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         if e.validator == "additionalProperties":
             out.append(f"{_path(e)}: {e.message} (check the spelling against the schema)")
+        elif e.validator == "anyOf":
+            alts = " or ".join(_describe(sub) for sub in e.validator_value)
+            out.append(f"{_path(e)}: {e.instance!r} is not allowed; give {alts}")
         else:
             out.append(f"{_path(e)}: {e.message}")
     return out

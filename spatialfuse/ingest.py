@@ -89,22 +89,23 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
     pst = {**ST_DEFAULTS, **params.get("st", {})}
     pmsi = {**MSI_DEFAULTS, **params.get("msi", {})}
     st_raw = load_st(st_path, sample, pst["visium_hd_bin_um"])
-    if pst["visium_hd_pool_um"]:
-        st_raw = pool_visium_hd(st_raw, float(pst["visium_hd_pool_um"]), sample=sample)
+    tol = float(pmsi["mz_tolerance_ppm"])
+    msi_raw = load_msi(msi_path, sample, pixel_size_um, tol, pmsi["min_pixel_fraction"],
+                       float(pmsi["peak_snr"]))
+    pool_um = hd_pool_side(pst["visium_hd_pool_um"], st_raw, msi_raw, sample)
+    if pool_um:
+        st_raw = pool_visium_hd(st_raw, pool_um, sample=sample)
     elif (st_raw.uns.get(Key.uns.spatialfuse, {}).get("platform") == "visium_hd"
           and st_raw.n_obs > HD_BINS_HINT):
         log.warning("sample '%s': %d Visium HD bins of %g µm; every later stage works per bin, and "
                     "the impute job grows faster than the bins (README, Cluster). An MSI pixel "
-                    "holds several of them: ingest.st.visium_hd_pool_um (e.g. the MSI pixel size) "
-                    "sums them into squares first.", sample, st_raw.n_obs,
+                    "holds several of them: ingest.st.visium_hd_pool_um (msi_pixel, or a side in "
+                    "µm) sums them into squares first.", sample, st_raw.n_obs,
                     st_raw.uns[Key.uns.spatialfuse]["spot_diameter_um"])
     st, qc_st = preprocess_st(
         st_raw, min_counts=pst["min_counts"], min_genes=pst["min_genes"],
         max_pct_mt=pst["max_pct_mt"], min_spots_per_gene=pst["min_spots_per_gene"],
         target_sum=pst["target_sum"], n_top_genes=pst["n_top_genes"], sample=sample)
-    tol = float(pmsi["mz_tolerance_ppm"])
-    msi_raw = load_msi(msi_path, sample, pixel_size_um, tol, pmsi["min_pixel_fraction"],
-                       float(pmsi["peak_snr"]))
     msi, qc_msi = preprocess_msi(
         msi_raw, normalisation=pmsi["normalisation"], reference_mz=pmsi["reference_mz"],
         reference_ppm=max(2 * tol, 20.0), transform=pmsi["transform"],
@@ -120,6 +121,22 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
           "st_meta": {k: v for k, v in st.uns["spatialfuse"].items()},
           "msi_meta": {k: v for k, v in msi.uns["spatialfuse"].items()}}
     return {"st": st, "msi": msi, "qc": qc, "annotations": ann}
+
+
+def hd_pool_side(setting, st_raw: ad.AnnData, msi_raw: ad.AnnData, sample: str) -> float | None:
+    """The side (µm) ``ingest.st.visium_hd_pool_um`` pools Visium HD bins to, or None to keep
+    them. ``msi_pixel``: this sample's MSI pixel (each square then pairs with about one pixel, so
+    samples of one study with different pixels pool differently); it leaves Visium spots and
+    AnnData input as they are, where a number in µm is an error for them (:func:`pool_visium_hd`)."""
+    if setting is None:
+        return None
+    if setting != "msi_pixel":
+        return float(setting)
+    if st_raw.uns.get(Key.uns.spatialfuse, {}).get("platform") != "visium_hd":
+        return None
+    px = float(msi_raw.uns[Key.uns.spatialfuse]["pixel_size_um"])
+    log.info("sample '%s': Visium HD bins pooled to the MSI pixel, %g µm", sample, px)
+    return px
 
 
 def parse_pixel_size(value, sample: str | None = None) -> float | None:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -281,3 +282,33 @@ def test_many_unpooled_hd_bins_get_a_warning_that_points_to_pooling(tmp_path, sm
         out = ingest.run_ingest(outs, imzml, params, sample="hd")
     assert "visium_hd_pool_um" not in caplog.text
     assert out["st"].n_obs == 16 and out["qc"]["st_meta"]["pool_factor"] == 3
+
+
+def test_pooling_to_the_msi_pixel_follows_each_samples_pixel(tmp_path, small_demo_files):
+    """``visium_hd_pool_um: msi_pixel`` pools each sample's bins to its own MSI pixel (the
+    samples sheet's ``msi_pixel_size_um`` here), and leaves Visium spots as they are, where a
+    number in µm is an error."""
+    import spatialfuse.ingest as ingest
+
+    outs = _hd_outs(tmp_path, bin_sizes=(16,))
+    st_dir, imzml, _ = small_demo_files
+    params = {"st": {"visium_hd_bin_um": 16, "min_counts": 1, "min_genes": 1,
+                     "visium_hd_pool_um": "msi_pixel"}}
+    got = {px: ingest.run_ingest(outs, imzml, params, sample="hd", pixel_size_um=px)
+           for px in (50.0, 30.0, 20.0)}
+    # 12 × 12 bins of 16 µm: 50 µm pixels -> 3 × 3 bins (48 µm squares), 30 µm -> 2 × 2, 20 µm -> 1
+    assert [got[px]["st"].n_obs for px in (50.0, 30.0, 20.0)] == [16, 36, 144]
+    assert got[50.0]["qc"]["st_meta"]["spot_diameter_um"] == 48
+    assert "pool_factor" not in got[20.0]["qc"]["st_meta"]
+    spots = ingest.run_ingest(st_dir, imzml, {"st": {"visium_hd_pool_um": "msi_pixel"}}, sample="s")
+    plain = ingest.run_ingest(st_dir, imzml, {}, sample="s")
+    assert spots["st"].obs_names.equals(plain["st"].obs_names)
+
+
+def test_config_names_the_allowed_values_of_the_pooling():
+    from spatialfuse.config import config_problems
+
+    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    assert config_problems({"ingest": {"st": {"visium_hd_pool_um": "msi_pixel"}}}, schema) == []
+    assert config_problems({"ingest": {"st": {"visium_hd_pool_um": "pixel"}}}, schema) == [
+        "ingest.st.visium_hd_pool_um: 'pixel' is not allowed; give a number > 0 or 'msi_pixel' or null"]

@@ -47,7 +47,8 @@ def pool_visium_hd(adata: ad.AnnData, pool_um: float, *, sample: str | None = No
     if meta.get("platform") != "visium_hd":
         raise InputError("ingest.st.visium_hd_pool_um is set, but the transcriptomics input is "
                          f"not Visium HD bins (platform {meta.get('platform')!r}); remove the "
-                         "setting for Visium spots or AnnData input", sample, source)
+                         "setting for Visium spots or AnnData input (msi_pixel pools only Visium "
+                         "HD samples)", sample, source)
     bin_um = float(meta["spot_diameter_um"])
     k = max(1, int(round(float(pool_um) / bin_um)))
     if k == 1:
