@@ -363,13 +363,17 @@ def test_affine_uncertainty_is_seeded_and_switchable(small_ingested):
 
 
 def test_poorly_determined_affine_is_flagged(small_ingested, monkeypatch, caplog):
-    """Halves of the section that move the affine by more than a spot pitch flag the sample,
-    loudly, like the other registration checks."""
+    """An affine whose spread between halves of the section (a standard error) puts an error of
+    a spot pitch within two standard errors flags the sample, loudly, like the other
+    registration checks."""
     import spatialfuse.align.stage as stage
     from spatialfuse.align.stage import uncertainty_warning
 
-    assert uncertainty_warning(None, 100.0) is None and uncertainty_warning(99.0, 100.0) is None
-    assert "poorly determined" in uncertainty_warning(150.0, 100.0)
+    assert uncertainty_warning(None, 100.0) is None and uncertainty_warning(49.0, 100.0) is None
+    # the pooled Visium HD section that slid 129 µm unflagged had a spread of 61 µm
+    w = uncertainty_warning(61.0, 100.0)
+    assert "poorly determined" in w and "122 um" in w and "100 um" in w
+    assert uncertainty_warning(99.0, 200.0) is None  # legacy ST: a 200 µm pitch
     monkeypatch.setattr(stage, "affine_uncertainty",
                         lambda *a, **k: {"halves": 8, "affine_uncertainty_um": 250.0})
     with caplog.at_level("WARNING"):
