@@ -35,6 +35,16 @@ IMPUTE_BASE_EXPONENT = 1.35
 #: 5,041 and 10^4 bins: 604 and 763 s on top of the stage without models (111 and 207 s).
 IMPUTE_FIT_S_FIXED = 22.0
 IMPUTE_FIT_S_10K = 16.0
+#: Optimiser steps of each fit behind those constants (impute.model_max_steps).
+IMPUTE_FIT_STEPS = 400
+#: Training spots of a cross-modal fold fit per spot of the section (4 of 5 blocks, less the
+#: buffer around the held-out one and the validation tenth): the VAE's 30 epochs took 1,200–
+#: 1,260 steps of 128 spots on a 7,473-square section (2026-12-05), 0.70 of its squares.
+IMPUTE_TRAIN_FRACTION = 0.70
+#: Largest mini-batch of the fits (the models' batch_size); smaller sections take smaller ones,
+#: with at least 8 steps per epoch (``spatialfuse.models.api.MIN_STEPS``).
+IMPUTE_BATCH = 128
+IMPUTE_MIN_STEPS_PER_EPOCH = 8
 #: Requested time = this × the estimate (slower nodes, other jobs sharing them). The constants
 #: above were fitted on the fastest day of a shared 2-core host; one-process runs of the default
 #: models measured since took 1.96 × the estimate (19,881 bins, 2026-12-03), 1.70 × and, after
@@ -96,19 +106,40 @@ def impute_workers(impute: dict, device: str) -> int:
     return max(1, min(IMPUTE_MAX_WORKERS, impute_model_fits(impute)))
 
 
-def impute_cpu_seconds(n_spots: int, n_fits: int) -> float:
+def impute_fit_steps(n_spots: int | None, impute: dict) -> int:
+    """Optimiser steps of each fold fit of an impute job (its validated config section): the
+    step cap ``model_max_steps`` (null: the models' own 500), raised to ``model_min_epochs``
+    epochs of the fit's training spots, at most ``model_min_epochs_max_steps``."""
+    cap = int(impute.get("model_max_steps") or 500)
+    floor = int(impute.get("model_min_epochs") or 0)
+    if not floor or not n_spots:
+        return cap
+    n_train = IMPUTE_TRAIN_FRACTION * n_spots
+    batch = min(IMPUTE_BATCH, max(16, math.ceil(n_train / IMPUTE_MIN_STEPS_PER_EPOCH)))
+    need = floor * math.ceil(n_train / batch)
+    limit = impute.get("model_min_epochs_max_steps")
+    return int(max(cap, need if not limit else min(need, int(limit))))
+
+
+def impute_cpu_seconds(n_spots: int, n_fits: int, fit_steps: int = IMPUTE_FIT_STEPS) -> float:
     """Estimated CPU seconds of the impute job for ``n_spots`` spots and ``n_fits`` joint-model
-    fits (folds × models of the cross-modal CV + folds × models of the denoising CV)."""
+    fits (folds × models of the cross-modal CV + folds × models of the denoising CV) of
+    ``fit_steps`` optimiser steps each (:func:`impute_fit_steps`; the fixed part of a fit
+    grows with its steps). Checked on a 7,473-spot section: 1,732 s estimated for its 20 fits
+    at the VAE's 1,230 steps (the GNN's took 856–1,010), 1,878 s measured (fit workers
+    included); 819 s and 923 s at 400 steps (2026-12-05)."""
     x = max(n_spots, 0) / 1e4
-    return (IMPUTE_BASE_S_10K * x ** IMPUTE_BASE_EXPONENT
-            + n_fits * (IMPUTE_FIT_S_FIXED + IMPUTE_FIT_S_10K * x))
+    fixed = IMPUTE_FIT_S_FIXED * fit_steps / IMPUTE_FIT_STEPS
+    return IMPUTE_BASE_S_10K * x ** IMPUTE_BASE_EXPONENT + n_fits * (fixed + IMPUTE_FIT_S_10K * x)
 
 
-def impute_runtime_minutes(n_spots: int | None, n_fits: int, attempt: int = 1) -> int:
+def impute_runtime_minutes(n_spots: int | None, n_fits: int, attempt: int = 1,
+                           fit_steps: int = IMPUTE_FIT_STEPS) -> int:
     """Minutes to request for the impute job: the estimate × :data:`IMPUTE_SAFETY`, at least
     :data:`IMPUTE_MIN_MINUTES`, times the attempt (a job retried after running out of time
     asks for more). ``n_spots`` None (not known yet): the minimum."""
-    est = 0.0 if n_spots is None else IMPUTE_SAFETY * impute_cpu_seconds(n_spots, n_fits) / 60
+    est = (0.0 if n_spots is None
+           else IMPUTE_SAFETY * impute_cpu_seconds(n_spots, n_fits, fit_steps) / 60)
     return int(math.ceil(max(IMPUTE_MIN_MINUTES, est) * max(int(attempt), 1)))
 
 

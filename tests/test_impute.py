@@ -430,7 +430,7 @@ def test_run_impute_layers_scores_and_no_overwrite():
     rna, msi = _paired_synthetic()
     rna.var[Key.var.highly_variable] = np.arange(rna.n_vars) >= 10  # 30 of 40 genes scored
     X0r, X0m = rna.X.copy(), msi.X.copy()
-    params = {"n_blocks": 3, "models": ["vae"], "model_max_steps": 30, "denoise_folds": 3,
+    params = {"n_blocks": 3, "models": ["vae"], "model_min_epochs": 0, "model_max_steps": 30, "denoise_folds": 3,
               "denoise_models": ["vae"]}
     mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
     r2, m2, metrics, table = run_impute(rna, msi, params, seed=0, model_params=mp, device="cpu")
@@ -640,6 +640,28 @@ def test_fold_fit_params_cap_steps_and_pass_block_masking_to_attention_models_on
     assert p["gnn"]["block_mask_prob"] == p["transformer"]["block_mask_prob"] == 0.3
     off = _model_params(["gnn"], {}, 400, 0.1, DEFAULTS["block_mask_prob"])
     assert "block_mask_prob" not in off["gnn"]
+    assert "min_epochs" not in off["gnn"]
+    floor = _model_params(["vae"], {}, 400, 0.1, min_epochs=DEFAULTS["model_min_epochs"])
+    assert floor["vae"]["min_epochs"] == 30 and floor["vae"]["max_steps"] == 400
+
+
+def test_step_cap_stops_no_fit_before_its_minimum_epochs():
+    """A step cap set for Visium-size sections cut a whole Visium HD area's fold fits off after
+    10-14 epochs; with ``min_epochs`` the fit runs on past the cap to that many epochs."""
+    from spatialfuse.models import prepare_inputs
+    from spatialfuse.models.api import fit
+
+    rna, msi = _paired_synthetic(n_side=12)
+    inputs = prepare_inputs(rna, msi)
+    small = {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4, "max_steps": 2, "patience": 100}
+    capped = fit("vae", inputs, small, seed=0, device="cpu")
+    floored = fit("vae", inputs, {**small, "min_epochs": 5}, seed=0, device="cpu")
+    assert capped.metrics["epochs_run"] == 1  # >= 8 steps per epoch: the cap stops it at once
+    assert floored.metrics["epochs_run"] == 5
+    # the floor's own limit: 8 steps per epoch, stopped once 20 steps are done (epoch 3)
+    limited = fit("vae", inputs, {**small, "min_epochs": 5, "min_epochs_max_steps": 20}, seed=0,
+                  device="cpu")
+    assert limited.metrics["epochs_run"] == 3
 
 
 def test_expected_log1p_nb_matches_the_distribution_and_rises_with_depth():
@@ -940,7 +962,7 @@ def test_sparse_links_add_a_sparse_baseline_and_model_hybrids():
     from spatialfuse.impute import run_impute
 
     rna, msi = _paired_synthetic(n_side=12)
-    params = {"n_blocks": 3, "models": ["vae"], "model_max_steps": 10, "denoise_folds": 3,
+    params = {"n_blocks": 3, "models": ["vae"], "model_min_epochs": 0, "model_max_steps": 10, "denoise_folds": 3,
               "denoise_models": [], "sparse_links": True}
     mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
     _, m2, metrics, table = run_impute(rna, msi, params, seed=0, model_params=mp, device="cpu")
@@ -1045,7 +1067,7 @@ def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path, c
                   unmeasured=out)
     assert (tmp_path / "p.png").stat().st_size > 10_000
     # a joint model's hybrid goes through the same per-fold code, deterministically
-    params_m = {**params, "models": ["vae"], "model_max_steps": 30}
+    params_m = {**params, "models": ["vae"], "model_min_epochs": 0, "model_max_steps": 30}
     mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}
     metrics["crossmodal"]["rna_to_msi"]["best_method"] = "vae_ridge"
     m2.layers[Key.layers.imputed("vae_ridge_from_rna")] = m2.layers[

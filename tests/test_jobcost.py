@@ -52,6 +52,23 @@ def test_impute_runtime_is_the_minimum_for_visium_sizes_and_grows_for_visium_hd(
         jobcost.IMPUTE_BASE_S_10K * 4 ** jobcost.IMPUTE_BASE_EXPONENT)
 
 
+def test_fold_fits_take_more_steps_where_30_epochs_need_them():
+    """``impute.model_min_epochs``: a Visium-size section trains within the 400-step cap, a
+    whole pooled Visium HD area (7,473 squares) takes its 30 epochs (~1,230 steps, as measured),
+    an unpooled one stops at the floor's limit; the estimate grows with the steps."""
+    from spatialfuse.impute.stage import DEFAULTS
+    from spatialfuse.jobcost import impute_fit_steps
+
+    assert impute_fit_steps(None, DEFAULTS) == impute_fit_steps(5_000 // 3, DEFAULTS) == 400
+    assert impute_fit_steps(7_473, DEFAULTS) == 30 * 41 == 1_230
+    assert impute_fit_steps(165_000, DEFAULTS) == 2_000
+    assert impute_fit_steps(165_000, {**DEFAULTS, "model_min_epochs_max_steps": None}) > 20_000
+    assert impute_fit_steps(165_000, {**DEFAULTS, "model_min_epochs": 0}) == 400
+    assert impute_fit_steps(7_473, {**DEFAULTS, "model_max_steps": None, "model_min_epochs": 0}) == 500
+    assert impute_cpu_seconds(7_473, 20, 1_230) > 2 * impute_cpu_seconds(7_473, 20)
+    assert impute_runtime_minutes(7_473, 20, 1, 1_230) > impute_runtime_minutes(7_473, 20)
+
+
 def test_impute_runtime_scales_with_the_attempt():
     """A job retried after running out of time (profiles/slurm: retries 1) asks for more."""
     for n in (None, 1_000, 80_000):

@@ -96,8 +96,9 @@ def test_impute_runtime_request_follows_the_sections_spots(tmp_path, tiny_demo_r
     """The impute job's ``runtime`` and ``mem_mb`` are read from align's coverage table once it
     exists (one row per ST spot): a Visium HD-sized section asks for hours and tens of GB, a
     demo section for the minimum."""
-    from spatialfuse.jobcost import (IMPUTE_MEM_SAFETY, IMPUTE_MIN_MINUTES, impute_mem_mb,
-                                     impute_runtime_minutes)
+    from spatialfuse.impute.stage import DEFAULTS
+    from spatialfuse.jobcost import (IMPUTE_MEM_SAFETY, IMPUTE_MIN_MINUTES, impute_fit_steps,
+                                     impute_mem_mb, impute_runtime_minutes)
 
     d = tmp_path / "wd"
     shutil.copytree(tiny_demo_run, d, symlinks=True)  # the shared run stays as it was
@@ -108,7 +109,9 @@ def test_impute_runtime_request_follows_the_sections_spots(tmp_path, tiny_demo_r
     runtime = {wc: int(res["runtime"]) for rule, wc, res in jobs if rule == "impute"}
     assert set(runtime) == {"sample=demo1", "sample=demo2"}, jobs
     fits = 5 * 3 + 5 * 1  # the default impute: 5 blocks × 3 models, 5 folds × the GNN
-    assert runtime["sample=demo1"] == impute_runtime_minutes(60_000, fits) > 2 * IMPUTE_MIN_MINUTES
+    steps = impute_fit_steps(60_000, DEFAULTS)  # 30 epochs need more than the limit: 2,000
+    assert steps == DEFAULTS["model_min_epochs_max_steps"]
+    assert runtime["sample=demo1"] == impute_runtime_minutes(60_000, fits, 1, steps) > 2 * IMPUTE_MIN_MINUTES
     assert runtime["sample=demo2"] == IMPUTE_MIN_MINUTES
     # memory likewise: the HD-sized section asks for its estimated peak (the default config:
     # 3 cross-modal models, 2,000 scored genes), the demo section for the floor by input size
@@ -121,8 +124,8 @@ def test_impute_runtime_request_follows_the_sections_spots(tmp_path, tiny_demo_r
     jobs = _job_resources(smk(d, "-n", "--profile", str(PROFILE), "--forcerun", "impute",
                               "--cores", "4").stdout)
     res4 = {wc: res for rule, wc, res in jobs if rule == "impute"}
-    assert int(res4["sample=demo1"]["runtime"]) == impute_runtime_minutes(60_000, 5)
-    assert impute_runtime_minutes(60_000, 5) < runtime["sample=demo1"]
+    assert int(res4["sample=demo1"]["runtime"]) == impute_runtime_minutes(60_000, 5, 1, steps)
+    assert impute_runtime_minutes(60_000, 5, 1, steps) < runtime["sample=demo1"]
     assert int(res4["sample=demo1"]["mem_mb"]) == math.ceil(
         IMPUTE_MEM_SAFETY * impute_mem_mb(60_000, 3, True, 2000, workers=4)) > est
 

@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 #: Defaults of the impute config section (the schema carries the same values).
 DEFAULTS = dict(k=6, alpha=0.5, n_blocks=5, buffer_um=None, n_comps=30, ridge_alpha=None,
                 knn_k=10, models=["vae", "gnn", "transformer"], model_max_steps=400,
+                model_min_epochs=30, model_min_epochs_max_steps=2000,
                 n_top_genes=None, strengths=list(DEFAULT_STRENGTHS), denoise_folds=5,
                 denoise_models=["gnn"], kl_weight=0.1, block_mask_prob=0.0, msi_weight=1.0,
                 depth_head=True, cross_weight=0.0, linear_path=False, transductive=False,
@@ -110,13 +111,17 @@ def scored_genes(rna: ad.AnnData, n_top_genes: int | None = None) -> np.ndarray:
 
 def _model_params(names, model_params: dict, max_steps, kl_weight,
                   block_mask_prob: float = 0.0, msi_weight=None,
-                  fold_fit: dict | None = None) -> dict:
+                  fold_fit: dict | None = None, min_epochs: int = 0,
+                  min_epochs_max_steps: int | None = None) -> dict:
     """Each model's config section, with impute's caps/overrides for its per-fold fits
     (``block_mask_prob``: whole-batch modality masking of the GNN and the Transformer, for the
     cross-modal fits, whose held-out block lacks the target at every neighbour too;
     ``msi_weight``: the metabolite term's weight, full for prediction; ``fold_fit``: the
     :data:`FOLD_FIT_KEYS` of the cross-modal fits — ``depth_head``, ``cross_weight``,
-    ``linear_path``, model parameters that only these fits set; off/0 values are left out)."""
+    ``linear_path``, model parameters that only these fits set; off/0 values are left out;
+    ``min_epochs``: the step cap stops no fit before this many epochs, so sections of thousands
+    of spots, whose epochs take many steps, are not cut off after a few; up to
+    ``min_epochs_max_steps`` steps)."""
     out = {}
     for n in names:
         p = dict(model_params.get(n, {}))
@@ -128,6 +133,10 @@ def _model_params(names, model_params: dict, max_steps, kl_weight,
         p.pop("n_top_genes", None)  # one gene set for every method: impute.n_top_genes
         if max_steps is not None:
             p["max_steps"] = int(min(int(p.get("max_steps") or max_steps), int(max_steps)))
+        if min_epochs:
+            p["min_epochs"] = int(min_epochs)
+            if min_epochs_max_steps:
+                p["min_epochs_max_steps"] = int(min_epochs_max_steps)
         if kl_weight is not None:
             p["kl_weight"] = float(kl_weight)
         if msi_weight is not None:  # prediction wants the metabolite decoder at full weight
@@ -143,7 +152,9 @@ def crossmodal_fit_params(models, model_params: dict | None, p: dict) -> dict:
     the same for the stage, the unmeasured spots' refit and the benchmarks."""
     return _model_params(models, model_params or {}, p["model_max_steps"], p["kl_weight"],
                          p["block_mask_prob"], msi_weight=p["msi_weight"],
-                         fold_fit={k: p[k] for k in FOLD_FIT_KEYS})
+                         fold_fit={k: p[k] for k in FOLD_FIT_KEYS},
+                         min_epochs=p["model_min_epochs"],
+                         min_epochs_max_steps=p["model_min_epochs_max_steps"])
 
 
 def cv_folds(xy: np.ndarray, p: dict, seed: int) -> tuple[np.ndarray, dict[int, np.ndarray], float]:
@@ -210,7 +221,9 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
     den_models = [m for m in p["denoise_models"] if m in MODEL_NAMES]
     dparams = _model_params(den_models, model_params or {}, p["model_max_steps"],
                             p["kl_weight"], msi_weight=p["msi_weight"],
-                            fold_fit={"depth_head": p["depth_head"]})
+                            fold_fit={"depth_head": p["depth_head"]},
+                            min_epochs=p["model_min_epochs"],
+                            min_epochs_max_steps=p["model_min_epochs_max_steps"])
     dsplit = [(f, dfolds == f) for f in np.unique(dfolds)]
     den_jobs = model_fold_jobs(den_models, dparams, dfolds, {f: ~test for f, test in dsplit},
                                n_top_genes=p["n_top_genes"], seed=seed, device=device)
@@ -389,6 +402,8 @@ def _run_impute(rna: ad.AnnData, msi: ad.AnnData, params: dict, seed: int,
                      "heldout_distance_um": {q: float(np.nanpercentile(dist, v)) for q, v in
                                              (("median", 50), ("p90", 90), ("max", 100))},
                      "models": models, "model_max_steps": p["model_max_steps"],
+                     "model_min_epochs": p["model_min_epochs"],
+                     "model_min_epochs_max_steps": p["model_min_epochs_max_steps"],
                      "kl_weight": p["kl_weight"], "block_mask_prob": p["block_mask_prob"],
                      "msi_weight": p["msi_weight"], **{k: p[k] for k in FOLD_FIT_KEYS},
                      "transductive": bool(p["transductive"]),

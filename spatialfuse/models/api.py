@@ -281,7 +281,9 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
         train_log, summary = train_module(
             module, batcher, data.base_visible, tr, va, max_epochs=int(p["max_epochs"]),
             lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), patience=int(p["patience"]),
-            seed=seed, name=name, max_steps=int(p["max_steps"] or 0))
+            seed=seed, name=name, max_steps=int(p["max_steps"] or 0),
+            min_epochs=int(p.get("min_epochs") or 0),
+            min_epochs_max_steps=int(p.get("min_epochs_max_steps") or 0) or None)
     metrics = {**summary, "rna_likelihood": _rna_likelihood(p, data),
                "msi_likelihood": p["msi_likelihood"],
                "n_parameters": int(sum(q.numel() for q in module.parameters())),

@@ -55,11 +55,15 @@ def _epoch(module, batches, optimiser=None, clip: float = 5.0) -> tuple[dict[str
 def train_module(module: torch.nn.Module, batcher, visible: torch.Tensor, train_idx: np.ndarray,
                  val_idx: np.ndarray, *, max_epochs: int, lr: float, weight_decay: float,
                  patience: int, seed: int, name: str = "model", progress_every_s: float = 5.0,
-                 max_steps: int | None = None) -> tuple[pd.DataFrame, dict]:
+                 max_steps: int | None = None, min_epochs: int = 0,
+                 min_epochs_max_steps: int | None = None) -> tuple[pd.DataFrame, dict]:
     """Train ``module`` in place; returns (train_log, summary). See the module docstring.
 
     Training stops after ``max_epochs``, after ``patience`` epochs without a better validation
-    loss, or once ``max_steps`` optimiser steps are done (large sections need fewer epochs)."""
+    loss, or once ``max_steps`` optimiser steps are done (large sections need fewer epochs) and
+    at least ``min_epochs`` epochs have run (a step cap set for small sections does not stop a
+    large one after a few epochs) or ``min_epochs_max_steps`` steps are done (the most that
+    floor may take; None: no limit)."""
     # foreach: one kernel per step for all parameters (CPU defaults to a loop over them); the
     # same arithmetic, bit for bit (checked on the three families), ~10 % off a GNN fit
     opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
@@ -98,7 +102,8 @@ def train_module(module: torch.nn.Module, batcher, visible: torch.Tensor, train_
             log.info("%s: early stop at epoch %d (best %d, val_loss %.4g)", name, epoch,
                      best_epoch, best)
             break
-        if max_steps and steps >= max_steps:
+        floor_done = epoch >= min_epochs or (min_epochs_max_steps and steps >= min_epochs_max_steps)
+        if max_steps and steps >= max_steps and floor_done:
             log.info("%s: %d optimiser steps done at epoch %d (best %d, val_loss %.4g)", name,
                      steps, epoch, best_epoch, best)
             break

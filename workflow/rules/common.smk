@@ -6,6 +6,7 @@ from spatialfuse.jobcost import (
     count_rows,
     input_mb,
     impute_mem_request_mb,
+    impute_fit_steps,
     impute_model_fits,
     impute_runtime_minutes,
     impute_scored_genes,
@@ -140,7 +141,10 @@ def impute_runtime(wildcards, input, attempt, threads):
     cross-validations, shared out among its threads (spatialfuse.jobcost), at least 60, times
     the attempt."""
     fits = impute_model_fits(config["impute"], threads)
-    return impute_runtime_minutes(count_rows(input.coverage), fits, attempt)
+    n = count_rows(input.coverage)
+    return impute_runtime_minutes(
+        n, fits, attempt, impute_fit_steps(n, config["impute"])
+    )
 
 
 def impute_mem(wildcards, input, attempt, threads):
