@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .fitsize import fit_batch_size, steps_per_epoch
+
 #: Minutes every impute job may take at least (demo and Visium sections need a few).
 IMPUTE_MIN_MINUTES = 60
 #: CPU seconds of the stage without joint models (smoothing, baselines, scores) at 10^4 spots
@@ -41,10 +43,9 @@ IMPUTE_FIT_STEPS = 400
 #: buffer around the held-out one and the validation tenth): the VAE's 30 epochs took 1,200–
 #: 1,260 steps of 128 spots on a 7,473-square section (2026-12-05), 0.70 of its squares.
 IMPUTE_TRAIN_FRACTION = 0.70
-#: Largest mini-batch of the fits (the models' batch_size); smaller sections take smaller ones,
-#: with at least 8 steps per epoch (``spatialfuse.models.api.MIN_STEPS``).
+#: Largest mini-batch of the fits (the models' default ``batch_size``); smaller sections take
+#: smaller ones by the fits' own rule (:func:`spatialfuse.fitsize.fit_batch_size`).
 IMPUTE_BATCH = 128
-IMPUTE_MIN_STEPS_PER_EPOCH = 8
 #: Requested time = this × the estimate (slower nodes, other jobs sharing them). The constants
 #: above were fitted on the fastest day of a shared 2-core host; one-process runs of the default
 #: models measured since took 1.96 × the estimate (19,881 bins, 2026-12-03), 1.70 × and, after
@@ -114,9 +115,9 @@ def impute_fit_steps(n_spots: int | None, impute: dict) -> int:
     floor = int(impute.get("model_min_epochs") or 0)
     if not floor or not n_spots:
         return cap
-    n_train = IMPUTE_TRAIN_FRACTION * n_spots
-    batch = min(IMPUTE_BATCH, max(16, math.ceil(n_train / IMPUTE_MIN_STEPS_PER_EPOCH)))
-    need = floor * math.ceil(n_train / batch)
+    n_train = round(IMPUTE_TRAIN_FRACTION * n_spots)
+    batch = fit_batch_size(n_train, IMPUTE_BATCH)
+    need = floor * steps_per_epoch(n_train, batch)
     limit = impute.get("model_min_epochs_max_steps")
     return int(max(cap, need if not limit else min(need, int(limit))))
 

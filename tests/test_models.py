@@ -276,3 +276,19 @@ def test_size_factors_are_read_off_the_counts_and_a_spot_without_counts_gets_the
         warnings.simplefilter("error")  # the all-zero spot must not warn (it is expected)
         f = _size_factors(lognorm, counts)
     assert f == pytest.approx([0.5, 0.5, 0.25, 2.0])  # the empty spot: the median of the others
+
+
+def test_fits_take_the_batch_size_and_steps_the_job_cost_model_counts(inputs):
+    """The Snakefile sizes an impute job's runtime with spatialfuse.fitsize (torch-free); the
+    fits batch by the same rule, so an epoch takes the steps the request counts."""
+    from spatialfuse.fitsize import MIN_BATCH, fit_batch_size, steps_per_epoch
+    from spatialfuse.models.api import DEFAULTS, fit
+
+    assert fit_batch_size(10_000, 128) == 128  # large sections: the configured batch
+    assert fit_batch_size(400, 128) == 50  # small ones: 8 steps per epoch
+    assert fit_batch_size(20, 128) == MIN_BATCH
+    fm = fit("vae", inputs, {**FAST, "max_epochs": 2}, seed=0, device="cpu")
+    n_tr = int(inputs.n_spots * (1 - DEFAULTS["vae"]["val_fraction"]))
+    bs = fit_batch_size(n_tr, DEFAULTS["vae"]["batch_size"])
+    assert fm.batcher.batch_size == bs < DEFAULTS["vae"]["batch_size"]
+    assert fm.metrics["steps"] == 2 * steps_per_epoch(n_tr, bs)

@@ -52,6 +52,7 @@ import torch
 
 from .batching import FitData, SpotBatcher, TileBatcher
 from .data import MODALITIES, ModelInputs
+from ..fitsize import fit_batch_size
 from .gnn import SpatialGNN
 from .trainer import split_validation, train_module
 from .transformer import NeighbourhoodTransformer
@@ -77,8 +78,6 @@ DEFAULTS: dict[str, dict] = {
     "transformer": {**_COMMON, "n_layers": 2, "n_heads": 4, "k": 7},
 }
 MODULES = {"vae": JointVAE, "gnn": SpatialGNN, "transformer": NeighbourhoodTransformer}
-#: Mini-batches per epoch at least (a smaller batch size on small sections).
-MIN_STEPS = 8
 #: CPU threads for fitting, training and prediction, fixed: torch's and BLAS's CPU results
 #: (the input PCA, matrix products) differ in the last bits with the number of threads, so a job
 #: granted fewer cores must still compute the same numbers.
@@ -256,9 +255,9 @@ def fit(name: str, inputs: ModelInputs, params: dict | None = None, seed: int = 
                                rna_nb=data.rna_nb, n_batches=inputs.n_batches,
                                rna_stats=data.rna_stats(),
                                msi_zero_value=data.msi_zero_value).to(dev)
-        # small sections: at least MIN_STEPS optimiser steps per epoch (never below 16 spots)
+        # small sections: a smaller batch, so an epoch still takes several steps (fitsize)
         n_tr = int(fit_mask.sum() * (1 - float(p["val_fraction"]))) + len(extra)
-        bs = int(min(int(p["batch_size"]), max(16, -(-n_tr // MIN_STEPS))))
+        bs = fit_batch_size(n_tr, int(p["batch_size"]))
         mp = float(p["mask_prob"])
         bmp = float(p.get("block_mask_prob") or 0.0)  # set by impute's per-fold fits
         lin = bool(p.get("linear_path"))  # set by impute's per-fold fits: neighbour means
