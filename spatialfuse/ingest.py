@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import anndata as ad
@@ -12,6 +13,8 @@ import pandas as pd
 from .constants import Key
 from .errors import InputError
 from .io import read_imzml, read_msi_h5ad, read_spaceranger, read_st_h5ad
+from .io.h5ad import msi_h5ad_pixel_size
+from .io.imzml import imzml_pixel_size
 from .msi import annotate_mz, load_metabolite_table, preprocess_msi
 from .st import pool_visium_hd, preprocess_st, truth_for_squares
 
@@ -89,10 +92,8 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
     pst = {**ST_DEFAULTS, **params.get("st", {})}
     pmsi = {**MSI_DEFAULTS, **params.get("msi", {})}
     st_raw = load_st(st_path, sample, pst["visium_hd_bin_um"])
-    tol = float(pmsi["mz_tolerance_ppm"])
-    msi_raw = load_msi(msi_path, sample, pixel_size_um, tol, pmsi["min_pixel_fraction"],
-                       float(pmsi["peak_snr"]))
-    pool_um = hd_pool_side(pst["visium_hd_pool_um"], st_raw, msi_raw, sample)
+    pool_um = hd_pool_side(pst["visium_hd_pool_um"], st_raw, sample,
+                           lambda: msi_pixel_size(msi_path, sample, pixel_size_um))
     if pool_um:
         st_raw = pool_visium_hd(st_raw, pool_um, sample=sample)
     elif (st_raw.uns.get(Key.uns.spatialfuse, {}).get("platform") == "visium_hd"
@@ -106,6 +107,10 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
         st_raw, min_counts=pst["min_counts"], min_genes=pst["min_genes"],
         max_pct_mt=pst["max_pct_mt"], min_spots_per_gene=pst["min_spots_per_gene"],
         target_sum=pst["target_sum"], n_top_genes=pst["n_top_genes"], sample=sample)
+    del st_raw  # one raw reading at a time: the MSI is read only now
+    tol = float(pmsi["mz_tolerance_ppm"])
+    msi_raw = load_msi(msi_path, sample, pixel_size_um, tol, pmsi["min_pixel_fraction"],
+                       float(pmsi["peak_snr"]))
     msi, qc_msi = preprocess_msi(
         msi_raw, normalisation=pmsi["normalisation"], reference_mz=pmsi["reference_mz"],
         reference_ppm=max(2 * tol, 20.0), transform=pmsi["transform"],
@@ -123,18 +128,44 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
     return {"st": st, "msi": msi, "qc": qc, "annotations": ann}
 
 
-def hd_pool_side(setting, st_raw: ad.AnnData, msi_raw: ad.AnnData, sample: str) -> float | None:
+def msi_pixel_size(path: str | Path, sample: str | None = None,
+                   pixel_size_um: float | None = None) -> float:
+    """The MSI pixel size (µm) :func:`load_msi` will use, without reading the spectra or the
+    intensities: the samples sheet's value, else the imzML's head (``pixel size x``) or the
+    .h5ad's metadata or coordinates. Used to pool Visium HD bins to the pixel before the ST QC,
+    so the two raw readings are never held at once."""
+    p = Path(path)
+    if pixel_size_um is not None and not (isinstance(pixel_size_um, float) and np.isnan(pixel_size_um)):
+        return float(pixel_size_um)
+    if not p.exists():
+        raise InputError("MSI input does not exist", sample, p)
+    if p.suffix.lower() == ".imzml":
+        px = imzml_pixel_size(p, sample)
+        if px is None:
+            raise InputError("no pixel size: the imzML has no 'pixel size x' and the samples sheet "
+                             "gives no msi_pixel_size_um", sample, p)
+        if not px > 0:
+            raise InputError(f"pixel size must be positive, got {px}", sample, p)
+        return px
+    if p.suffix == ".h5ad":
+        return msi_h5ad_pixel_size(p, sample=sample)
+    raise InputError("MSI input must be an .imzML (with its .ibd) or an .h5ad file", sample, p)
+
+
+def hd_pool_side(setting, st_raw: ad.AnnData, sample: str,
+                 msi_pixel: Callable[[], float]) -> float | None:
     """The side (µm) ``ingest.st.visium_hd_pool_um`` pools Visium HD bins to, or None to keep
     them. ``msi_pixel``: this sample's MSI pixel (each square then pairs with about one pixel, so
-    samples of one study with different pixels pool differently); it leaves Visium spots and
-    AnnData input as they are, where a number in µm is an error for them (:func:`pool_visium_hd`)."""
+    samples of one study with different pixels pool differently), asked of ``msi_pixel()`` only
+    then; it leaves Visium spots and AnnData input as they are, where a number in µm is an error
+    for them (:func:`pool_visium_hd`)."""
     if setting is None:
         return None
     if setting != "msi_pixel":
         return float(setting)
     if st_raw.uns.get(Key.uns.spatialfuse, {}).get("platform") != "visium_hd":
         return None
-    px = float(msi_raw.uns[Key.uns.spatialfuse]["pixel_size_um"])
+    px = float(msi_pixel())
     log.info("sample '%s': Visium HD bins pooled to the MSI pixel, %g µm", sample, px)
     return px
 

@@ -102,6 +102,29 @@ def test_no_pixel_size(tmp_path):
     np.testing.assert_allclose(a.obsm["spatial"][1], [25.0, 12.5])
 
 
+def test_pixel_size_from_the_xml_head_alone(tmp_path):
+    """``imzml_pixel_size`` (ingest pools Visium HD bins to it before reading the spectra) gives
+    the pixel size that reading the whole file gives, or None where the file has none."""
+    from spatialfuse.io.imzml import imzml_pixel_size
+
+    for f in ("Example_Continuous.imzML", "Example_Processed.imzML"):
+        assert imzml_pixel_size(DATA / "imzml" / f) == 100.0
+    imz, _ = _pair(tmp_path, pixel_size_um=12.5)
+    assert imzml_pixel_size(imz) == read_imzml(imz).uns["spatialfuse"]["pixel_size_um"] == 12.5
+    (tmp_path / "none").mkdir()
+    bare, _ = _pair(tmp_path / "none")
+    assert imzml_pixel_size(bare) is None
+    # the head is all it reads: a file cut off in its spectrum list still gives its pixel size
+    text = imz.read_text()
+    cut = tmp_path / "cut.imzML"
+    cut.write_text(text[:text.index("<spectrumList") + 200])
+    assert imzml_pixel_size(cut) == 12.5
+    bad = tmp_path / "bad.imzML"
+    bad.write_text("<mzML><scanSettingsList><cvParam")
+    with pytest.raises(InputError, match=r"^sample 'S1', file '.*bad\.imzML': not a readable imzML"):
+        imzml_pixel_size(bad, sample="S1")
+
+
 @pytest.mark.parametrize("bad", [np.nan, -1.0])
 def test_bad_intensities(tmp_path, bad):
     coords = np.array([(1, 1), (2, 1)])

@@ -303,6 +303,58 @@ def test_pooling_to_the_msi_pixel_follows_each_samples_pixel(tmp_path, small_dem
     spots = ingest.run_ingest(st_dir, imzml, {"st": {"visium_hd_pool_um": "msi_pixel"}}, sample="s")
     plain = ingest.run_ingest(st_dir, imzml, {}, sample="s")
     assert spots["st"].obs_names.equals(plain["st"].obs_names)
+    # no sheet value: the imzML's own pixel size (read from its head), as the MSI reading finds
+    own = ingest.run_ingest(outs, imzml, params, sample="hd")
+    px = own["qc"]["msi_meta"]["pixel_size_um"]
+    given = ingest.run_ingest(outs, imzml, params, sample="hd", pixel_size_um=px)
+    assert px == 40.0 and own["qc"]["st_meta"]["spot_diameter_um"] == 32  # 2 × 2 bins of 16 µm
+    assert own["st"].obs_names.equals(given["st"].obs_names)
+
+
+def test_ingest_reads_the_msi_after_the_st_qc(tmp_path, small_demo_files, monkeypatch):
+    """The two raw readings are never held at once: the MSI is read after the ST's QC, also
+    when the HD bins are pooled to the MSI pixel (that needs only the imzML's head)."""
+    import spatialfuse.ingest as ingest
+
+    outs = _hd_outs(tmp_path, bin_sizes=(16,))
+    _, imzml, _ = small_demo_files
+    calls = []
+    for name in ("preprocess_st", "load_msi"):
+        real = getattr(ingest, name)
+        monkeypatch.setattr(ingest, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    params = {"st": {"visium_hd_bin_um": 16, "min_counts": 1, "min_genes": 1,
+                     "visium_hd_pool_um": "msi_pixel"}}
+    ingest.run_ingest(outs, imzml, params, sample="hd")
+    assert calls == ["preprocess_st", "load_msi"]
+
+
+def test_msi_pixel_size_without_reading_the_intensities(tmp_path, small_demo_files):
+    """``ingest.msi_pixel_size`` agrees with the reading itself for imzML and .h5ad input (the
+    sheet's value first), and a missing pixel size is an error that names the file."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from spatialfuse.errors import InputError
+    from spatialfuse.ingest import load_msi, msi_pixel_size
+    from spatialfuse.io import write_imzml
+
+    _, imzml, _ = small_demo_files
+    assert msi_pixel_size(imzml) == load_msi(imzml).uns["spatialfuse"]["pixel_size_um"]
+    assert msi_pixel_size(imzml, pixel_size_um=7.5) == 7.5
+    xy = np.array([[0, 0], [30, 0], [0, 30], [30, 30]], float)
+    a = ad.AnnData(sp.csr_matrix(np.ones((4, 2), np.float32)))
+    a.var_names = ["mz_100.0", "mz_200.0"]
+    a.obsm["spatial"] = xy
+    a.write_h5ad(tmp_path / "m.h5ad")
+    assert msi_pixel_size(tmp_path / "m.h5ad") == load_msi(tmp_path / "m.h5ad").uns["spatialfuse"][
+        "pixel_size_um"] == 30.0
+    a.uns["spatialfuse"] = {"pixel_size_um": 25.0}
+    a.write_h5ad(tmp_path / "u.h5ad")
+    assert msi_pixel_size(tmp_path / "u.h5ad") == 25.0
+    imz, _ = write_imzml(tmp_path / "n.imzML", np.array([(1, 1), (2, 1)]), np.array([100.0, 200.0]),
+                         np.ones((2, 2), np.float32), mode="continuous")
+    with pytest.raises(InputError, match=r"^sample 'S', file '.*n\.imzML': no pixel size"):
+        msi_pixel_size(imz, "S")
 
 
 def test_config_names_the_allowed_values_of_the_pooling():

@@ -16,11 +16,13 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 
 
-def _read(path: Path, sample) -> ad.AnnData:
+def _read(path: Path, sample, backed: bool = False) -> ad.AnnData:
+    """Read and check an .h5ad; ``backed``: leave X and the layers on disk (obs, obsm and uns
+    are read)."""
     if not path.exists():
         raise InputError("file does not exist", sample, path)
     try:
-        a = ad.read_h5ad(path)
+        a = ad.read_h5ad(path, backed="r") if backed else ad.read_h5ad(path)
     except Exception as exc:
         raise InputError(f"not a readable .h5ad file ({type(exc).__name__}: {exc})", sample,
                          path) from None
@@ -89,6 +91,35 @@ def read_st_h5ad(path: str | Path, *, sample: str | None = None) -> ad.AnnData:
 _MZ_RE = re.compile(r"(\d+(?:\.\d+)?)")
 
 
+def _msi_pixel_size(a: ad.AnnData, given: float | None, name: str) -> float:
+    """``given`` (the samples sheet's), else ``uns['spatialfuse']['pixel_size_um']``, else the
+    median nearest-neighbour distance of the pixel coordinates."""
+    if given is not None and not (isinstance(given, float) and np.isnan(given)):
+        return float(given)
+    meta = dict(a.uns.get(Key.uns.spatialfuse, {}) or {})
+    if meta.get("pixel_size_um") is not None:
+        return float(meta["pixel_size_um"])
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(a.obsm[Key.obsm.spatial])
+    d, _ = cKDTree(xy).query(xy, k=2)
+    px = float(np.median(d[:, 1]))
+    log.info("%s: pixel size inferred from coordinates: %.2f um", name, px)
+    return px
+
+
+def msi_h5ad_pixel_size(path: str | Path, *, sample: str | None = None,
+                        pixel_size_um: float | None = None) -> float:
+    """The pixel size :func:`read_msi_h5ad` would give, without reading the intensities (the
+    file is opened backed: coordinates and metadata only)."""
+    path = Path(path)
+    a = _read(path, sample, backed=True)
+    try:
+        return _msi_pixel_size(a, pixel_size_um, path.name)
+    finally:
+        a.file.close()
+
+
 def read_msi_h5ad(path: str | Path, *, sample: str | None = None,
                   pixel_size_um: float | None = None) -> ad.AnnData:
     """Read MSI from ``.h5ad``: pixels × m/z, ``obsm['spatial']`` in µm, m/z in ``var['mz']``
@@ -111,16 +142,8 @@ def read_msi_h5ad(path: str | Path, *, sample: str | None = None,
         raise InputError("intensities contain NaN or infinite values", sample, path)
     if Xd.size and Xd.min() < 0:
         raise InputError("intensities contain negative values", sample, path)
-    meta = dict(a.uns.get(Key.uns.spatialfuse, {}) or {})
     xy = a.obsm[Key.obsm.spatial]
-    if pixel_size_um is None or (isinstance(pixel_size_um, float) and np.isnan(pixel_size_um)):
-        pixel_size_um = meta.get("pixel_size_um")
-    if pixel_size_um is None:
-        from scipy.spatial import cKDTree
-
-        d, _ = cKDTree(xy).query(xy, k=2)
-        pixel_size_um = float(np.median(d[:, 1]))
-        log.info("%s: pixel size inferred from coordinates: %.2f um", path.name, pixel_size_um)
+    pixel_size_um = _msi_pixel_size(a, pixel_size_um, path.name)
     out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=a.obs.copy(), var=a.var.copy())
     out.obsm[Key.obsm.spatial] = xy
     if Key.obs.x not in out.obs or Key.obs.y not in out.obs:

@@ -36,7 +36,8 @@ from ..errors import InputError
 from ..msi.peaks import assign_to_axis, integrate_windows, pick_profile_peaks, ppm_bins
 from .imzml_writer import ImzMLStreamWriter, write_imzml
 
-__all__ = ["ImzMLStreamWriter", "check_imzml_pair", "read_imzml", "write_imzml"]
+__all__ = ["ImzMLStreamWriter", "check_imzml_pair", "imzml_pixel_size", "read_imzml",
+           "write_imzml"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,35 @@ def _declared_uuid(imzml_path: Path) -> str | None:
         m2 = re.search(r'value="\{?([0-9A-Fa-f-]{32,36})\}?"[^>]*accession="IMS:1000080"', head)
         return m2.group(1).replace("-", "").lower() if m2 else None
     return m.group(1).replace("-", "").lower()
+
+
+def imzml_pixel_size(imzml_path: str | Path, sample: str | None = None) -> float | None:
+    """The imzML's ``pixel size x`` (IMS:1000046, in its scan settings), read from the XML head
+    alone: the parse stops where the spectrum list begins, so neither the per-spectrum metadata
+    nor the .ibd is read. None when the file does not give it (the same as
+    :func:`read_imzml` finds)."""
+    import xml.etree.ElementTree as ET
+
+    imzml_path = Path(imzml_path)
+    if not imzml_path.exists():
+        raise InputError("imzML file does not exist", sample, imzml_path)
+    depth = 0  # inside scanSettingsList
+    try:
+        for event, el in ET.iterparse(imzml_path, events=("start", "end")):
+            tag = el.tag.rsplit("}", 1)[-1]
+            if tag == "scanSettingsList":
+                depth += 1 if event == "start" else -1
+            elif tag in ("run", "spectrumList") and event == "start":
+                return None
+            elif (event == "end" and depth and tag == "cvParam"
+                  and el.get("accession") == "IMS:1000046"):
+                try:
+                    return float(el.get("value"))
+                except (TypeError, ValueError):
+                    return None  # a malformed value: as pyimzML, which skips it
+    except ET.ParseError as exc:
+        raise InputError(f"not a readable imzML file (ParseError: {exc})", sample, imzml_path) from None
+    return None
 
 
 def _open_parser(imzml_path: Path, ibd_path: Path, sample: str | None):
