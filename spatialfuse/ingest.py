@@ -77,7 +77,7 @@ HD_BINS_HINT = 50_000
 #: defaults of the ``ingest`` config section (the schema documents the same values; tested)
 ST_DEFAULTS = {"min_counts": 10, "min_genes": 5, "max_pct_mt": 50.0, "min_spots_per_gene": 3,
                "target_sum": 10000.0, "n_top_genes": 2000, "visium_hd_bin_um": 8,
-               "visium_hd_pool_um": None}
+               "visium_hd_pool_um": "msi_pixel"}
 MSI_DEFAULTS = {"normalisation": "tic", "reference_mz": None, "transform": "log1p",
                 "mz_tolerance_ppm": 10.0, "peak_snr": 6.0, "min_pixel_fraction": 0.01,
                 "tissue_mask": "otsu", "matrix_ratio": 1.5, "remove_matrix_peaks": True,
@@ -96,13 +96,14 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
                            lambda: msi_pixel_size(msi_path, sample, pixel_size_um))
     if pool_um:
         st_raw = pool_visium_hd(st_raw, pool_um, sample=sample)
-    elif (st_raw.uns.get(Key.uns.spatialfuse, {}).get("platform") == "visium_hd"
-          and st_raw.n_obs > HD_BINS_HINT):
-        log.warning("sample '%s': %d Visium HD bins of %g µm; every later stage works per bin, and "
-                    "the impute job grows faster than the bins (README, Cluster). An MSI pixel "
-                    "holds several of them: ingest.st.visium_hd_pool_um (msi_pixel, or a side in "
-                    "µm) sums them into squares first.", sample, st_raw.n_obs,
-                    st_raw.uns[Key.uns.spatialfuse]["spot_diameter_um"])
+    meta = st_raw.uns.get(Key.uns.spatialfuse, {})
+    if meta.get("platform") == "visium_hd" and "pool_factor" not in meta and st_raw.n_obs > HD_BINS_HINT:
+        why = ("ingest.st.visium_hd_pool_um is null" if not pool_um else
+               f"the pooling side, {pool_um:g} µm, holds about one bin")
+        log.warning("sample '%s': %d Visium HD bins of %g µm, kept as bins (%s); every later "
+                    "stage works per bin, and the impute job grows faster than the bins (README, "
+                    "Cluster). A larger side in µm (ingest.st.visium_hd_pool_um) sums them into "
+                    "squares first.", sample, st_raw.n_obs, meta["spot_diameter_um"], why)
     st, qc_st = preprocess_st(
         st_raw, min_counts=pst["min_counts"], min_genes=pst["min_genes"],
         max_pct_mt=pst["max_pct_mt"], min_spots_per_gene=pst["min_spots_per_gene"],

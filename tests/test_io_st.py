@@ -271,17 +271,40 @@ def test_many_unpooled_hd_bins_get_a_warning_that_points_to_pooling(tmp_path, sm
     outs = _hd_outs(tmp_path, bin_sizes=(16,))
     _, imzml, _ = small_demo_files
     monkeypatch.setattr(ingest, "HD_BINS_HINT", 100)  # the 12 × 12 bins of _hd_outs exceed it
-    params = {"st": {"visium_hd_bin_um": 16, "min_counts": 1, "min_genes": 1}}
+    params = {"st": {"visium_hd_bin_um": 16, "min_counts": 1, "min_genes": 1,
+                     "visium_hd_pool_um": None}}
     with caplog.at_level(logging.WARNING, logger="spatialfuse.ingest"):
         ingest.run_ingest(outs, imzml, params, sample="hd")
-    assert "144 Visium HD bins of 16 µm" in caplog.text
-    assert "ingest.st.visium_hd_pool_um" in caplog.text
+    assert "144 Visium HD bins of 16 µm, kept as bins (ingest.st.visium_hd_pool_um is null)" in caplog.text
+    # a pixel that holds about one bin keeps the bins too, and says why
+    caplog.clear()
+    params["st"]["visium_hd_pool_um"] = "msi_pixel"
+    with caplog.at_level(logging.WARNING, logger="spatialfuse.ingest"):
+        ingest.run_ingest(outs, imzml, params, sample="hd", pixel_size_um=20.0)
+    assert "kept as bins (the pooling side, 20 µm, holds about one bin)" in caplog.text
     caplog.clear()
     params["st"]["visium_hd_pool_um"] = 48
     with caplog.at_level(logging.WARNING, logger="spatialfuse.ingest"):
         out = ingest.run_ingest(outs, imzml, params, sample="hd")
     assert "visium_hd_pool_um" not in caplog.text
     assert out["st"].n_obs == 16 and out["qc"]["st_meta"]["pool_factor"] == 3
+
+
+def test_hd_bins_are_pooled_to_the_msi_pixel_by_default(tmp_path, small_demo_files):
+    """With no pooling setting, Visium HD bins are summed to each sample's MSI pixel (the small
+    demo's 40 µm: 2 × 2 bins of 16 µm), and Visium spots are left as they are."""
+    import spatialfuse.ingest as ingest
+
+    assert ingest.ST_DEFAULTS["visium_hd_pool_um"] == "msi_pixel"
+    outs = _hd_outs(tmp_path, bin_sizes=(16,))
+    st_dir, imzml, _ = small_demo_files
+    out = ingest.run_ingest(outs, imzml, {"st": {"visium_hd_bin_um": 16, "min_counts": 1,
+                                                 "min_genes": 1}}, sample="hd")
+    assert out["st"].n_obs == 36 and out["qc"]["st_meta"]["pool_factor"] == 2
+    assert out["qc"]["st_meta"]["spot_diameter_um"] == 32.0
+    spots = ingest.run_ingest(st_dir, imzml, {}, sample="s")
+    assert "pool_factor" not in spots["qc"]["st_meta"]
+    assert spots["qc"]["st_meta"]["platform"] == "visium"
 
 
 def test_pooling_to_the_msi_pixel_follows_each_samples_pixel(tmp_path, small_demo_files):

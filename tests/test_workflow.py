@@ -265,8 +265,8 @@ def test_msi_missing_part_of_the_section_gets_metabolites_from_genes(tmp_path):
 
 
 def test_visium_hd_section_from_space_ranger_hd_output(tmp_path):
-    """A demo sample written as Space Ranger HD output (outs/binned_outputs/square_016um/) runs
-    through ingest, registration (the bins pooled into super-bins), exact square-bin pairing and
+    """A demo sample written as Space Ranger HD output (outs/binned_outputs/square_016um/), kept
+    as bins (``visium_hd_pool_um: null``), runs through ingest, registration (the bins pooled into super-bins), exact square-bin pairing and
     the imputation's cross-validation, with the tolerances of the registration in µm as on
     Visium (not in 16 µm bins)."""
     import mudata as md
@@ -276,7 +276,8 @@ def test_visium_hd_section_from_space_ranger_hd_output(tmp_path):
     sheet = "\n".join((REPO / "config" / "samples.tsv").read_text().splitlines()[:2]) + "\n"
     d = make_workdir(tmp_path, samples_tsv=sheet, demo__samples__demo1__st_bin_um=16,
                      demo__capture_size_um=1400.0, ingest__st__visium_hd_bin_um=16,
-                     impute__models=[], impute__denoise_models=[])
+                     ingest__st__visium_hd_pool_um=None, impute__models=[],
+                     impute__denoise_models=[])
     smk(d, "--cores", "2", "--until", "impute")
     res = d / "results" / "demo1"
     assert (d / "results/demo/demo1/spaceranger/binned_outputs/square_016um/spatial/"
