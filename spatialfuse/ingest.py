@@ -60,14 +60,21 @@ def load_msi(path: str | Path, sample: str | None = None, pixel_size_um: float |
              peak_snr: float = 6.0) -> ad.AnnData:
     """``.imzML`` (continuous or processed, centroid or profile) or ``.h5ad``."""
     p = Path(path)
-    if not p.exists():
-        raise InputError("MSI input does not exist", sample, p)
-    if p.suffix.lower() == ".imzml":
+    if _msi_format(p, sample) == "imzml":
         return read_imzml(p, sample=sample, pixel_size_um=pixel_size_um,
                           mz_tolerance_ppm=mz_tolerance_ppm, min_pixel_fraction=min_pixel_fraction,
                           peak_snr=peak_snr)
+    return read_msi_h5ad(p, sample=sample, pixel_size_um=pixel_size_um)
+
+
+def _msi_format(p: Path, sample: str | None) -> str:
+    """``imzml`` or ``h5ad``: the MSI input's format, or an :class:`InputError` that names it."""
+    if not p.exists():
+        raise InputError("MSI input does not exist", sample, p)
+    if p.suffix.lower() == ".imzml":
+        return "imzml"
     if p.suffix == ".h5ad":
-        return read_msi_h5ad(p, sample=sample, pixel_size_um=pixel_size_um)
+        return "h5ad"
     raise InputError("MSI input must be an .imzML (with its .ibd) or an .h5ad file", sample, p)
 
 
@@ -136,21 +143,17 @@ def msi_pixel_size(path: str | Path, sample: str | None = None,
     .h5ad's metadata or coordinates. Used to pool Visium HD bins to the pixel before the ST QC,
     so the two raw readings are never held at once."""
     p = Path(path)
-    if pixel_size_um is not None and not (isinstance(pixel_size_um, float) and np.isnan(pixel_size_um)):
+    if pixel_size_um is not None:  # the sheet's, parsed (parse_pixel_size)
         return float(pixel_size_um)
-    if not p.exists():
-        raise InputError("MSI input does not exist", sample, p)
-    if p.suffix.lower() == ".imzml":
-        px = imzml_pixel_size(p, sample)
-        if px is None:
-            raise InputError("no pixel size: the imzML has no 'pixel size x' and the samples sheet "
-                             "gives no msi_pixel_size_um", sample, p)
-        if not px > 0:
-            raise InputError(f"pixel size must be positive, got {px}", sample, p)
-        return px
-    if p.suffix == ".h5ad":
+    if _msi_format(p, sample) == "h5ad":
         return msi_h5ad_pixel_size(p, sample=sample)
-    raise InputError("MSI input must be an .imzML (with its .ibd) or an .h5ad file", sample, p)
+    px = imzml_pixel_size(p, sample)
+    if px is None:
+        raise InputError("no pixel size: the imzML has no 'pixel size x' and the samples sheet "
+                         "gives no msi_pixel_size_um", sample, p)
+    if not px > 0:
+        raise InputError(f"pixel size must be positive, got {px}", sample, p)
+    return px
 
 
 def hd_pool_side(setting, st_raw: ad.AnnData, sample: str,
