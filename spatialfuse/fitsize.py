@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+#: The models' default ``batch_size`` (the largest mini-batch; the config schema carries it too).
+DEFAULT_BATCH = 128
 #: Mini-batches per epoch at least: a small section takes a smaller batch rather than one or
 #: two optimiser steps per epoch.
 MIN_STEPS_PER_EPOCH = 8

@@ -14,7 +14,7 @@ from .constants import Key
 from .errors import InputError
 from .io import read_imzml, read_msi_h5ad, read_spaceranger, read_st_h5ad
 from .io.h5ad import msi_h5ad_pixel_size
-from .io.imzml import imzml_pixel_size
+from .io.imzml import imzml_pixel_size, resolve_pixel_size
 from .msi import annotate_mz, load_metabolite_table, preprocess_msi
 from .st import pool_visium_hd, preprocess_st, truth_for_squares
 
@@ -143,17 +143,9 @@ def msi_pixel_size(path: str | Path, sample: str | None = None,
     .h5ad's metadata or coordinates. Used to pool Visium HD bins to the pixel before the ST QC,
     so the two raw readings are never held at once."""
     p = Path(path)
-    if pixel_size_um is not None:  # the sheet's, parsed (parse_pixel_size)
-        return float(pixel_size_um)
     if _msi_format(p, sample) == "h5ad":
-        return msi_h5ad_pixel_size(p, sample=sample)
-    px = imzml_pixel_size(p, sample)
-    if px is None:
-        raise InputError("no pixel size: the imzML has no 'pixel size x' and the samples sheet "
-                         "gives no msi_pixel_size_um", sample, p)
-    if not px > 0:
-        raise InputError(f"pixel size must be positive, got {px}", sample, p)
-    return px
+        return msi_h5ad_pixel_size(p, sample=sample, pixel_size_um=pixel_size_um)
+    return resolve_pixel_size(pixel_size_um, imzml_pixel_size(p, sample), sample, p)
 
 
 def hd_pool_side(setting, st_raw: ad.AnnData, sample: str,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .fitsize import fit_batch_size, steps_per_epoch
+from .fitsize import DEFAULT_BATCH, fit_batch_size, steps_per_epoch
 
 #: Minutes every impute job may take at least (demo and Visium sections need a few).
 IMPUTE_MIN_MINUTES = 60
@@ -45,7 +45,7 @@ IMPUTE_FIT_STEPS = 400
 IMPUTE_TRAIN_FRACTION = 0.70
 #: Largest mini-batch of the fits (the models' default ``batch_size``); smaller sections take
 #: smaller ones by the fits' own rule (:func:`spatialfuse.fitsize.fit_batch_size`).
-IMPUTE_BATCH = 128
+IMPUTE_BATCH = DEFAULT_BATCH
 #: Requested time = this × the estimate (slower nodes, other jobs sharing them). The constants
 #: above were fitted on the fastest day of a shared 2-core host; one-process runs of the default
 #: models measured since took 1.96 × the estimate (19,881 bins, 2026-12-03), 1.70 × and, after

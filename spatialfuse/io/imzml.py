@@ -37,7 +37,7 @@ from ..msi.peaks import assign_to_axis, integrate_windows, pick_profile_peaks, p
 from .imzml_writer import ImzMLStreamWriter, write_imzml
 
 __all__ = ["ImzMLStreamWriter", "check_imzml_pair", "imzml_pixel_size", "read_imzml",
-           "write_imzml"]
+           "resolve_pixel_size", "write_imzml"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,21 @@ def imzml_pixel_size(imzml_path: str | Path, sample: str | None = None) -> float
     except ET.ParseError as exc:
         raise InputError(f"not a readable imzML file (ParseError: {exc})", sample, imzml_path) from None
     return None
+
+
+def resolve_pixel_size(given, found, sample: str | None, imzml_path: Path) -> float:
+    """The pixel size (µm) an imzML is read with: ``given`` (the samples sheet's) when set,
+    else ``found`` (the file's ``pixel size x``); neither, or not positive: :class:`InputError`."""
+    if given is None or (isinstance(given, float) and np.isnan(given)):
+        if found is None:
+            raise InputError(
+                "no pixel size: the imzML has no 'pixel size x' and the samples sheet gives no "
+                "msi_pixel_size_um", sample, imzml_path)
+        given = found
+    px = float(given)
+    if not px > 0:
+        raise InputError(f"pixel size must be positive, got {px}", sample, imzml_path)
+    return px
 
 
 def _open_parser(imzml_path: Path, ibd_path: Path, sample: str | None):
@@ -319,15 +334,7 @@ def read_imzml(
     ibd_path = check_imzml_pair(imzml_path, sample)
     s = _Spectra(imzml_path, ibd_path, sample)
     n = s.n
-    if pixel_size_um is None or (isinstance(pixel_size_um, float) and np.isnan(pixel_size_um)):
-        if s.pixel_size_um is None:
-            raise InputError(
-                "no pixel size: the imzML has no 'pixel size x' and the samples sheet gives no "
-                "msi_pixel_size_um", sample, imzml_path)
-        pixel_size_um = float(s.pixel_size_um)
-    pixel_size_um = float(pixel_size_um)
-    if not pixel_size_um > 0:
-        raise InputError(f"pixel size must be positive, got {pixel_size_um}", sample, imzml_path)
+    pixel_size_um = resolve_pixel_size(pixel_size_um, s.pixel_size_um, sample, imzml_path)
     coords = s.coords
     obs_index = pd.Index([f"px_{x}_{y}" for x, y in coords.tolist()])
     if obs_index.has_duplicates:

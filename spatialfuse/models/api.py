@@ -52,7 +52,7 @@ import torch
 
 from .batching import FitData, SpotBatcher, TileBatcher
 from .data import MODALITIES, ModelInputs
-from ..fitsize import fit_batch_size
+from ..fitsize import DEFAULT_BATCH, fit_batch_size
 from .gnn import SpatialGNN
 from .trainer import split_validation, train_module
 from .transformer import NeighbourhoodTransformer
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 _COMMON = dict(latent_dim=16, hidden_dim=64, input_pcs=32, n_top_genes=None, rna_likelihood="nb",
                msi_likelihood="gaussian", rna_weight=1.0, msi_weight=0.5, kl_weight=1.0,
                mask_prob=0.5, dropout=0.1, max_epochs=150, max_steps=500, patience=15,
-               batch_size=128, lr=2e-3, weight_decay=1e-4, val_fraction=0.1)
+               batch_size=DEFAULT_BATCH, lr=2e-3, weight_decay=1e-4, val_fraction=0.1)
 #: Default parameters of each model family (the config schema carries the same values).
 #: ``kl_weight`` (per 100 features) > 0 makes the latent Gaussian with a KL term to N(0, I) (for
 #: the GNN and the Transformer as for the VAE): a compact latent whose dominant axes are the
