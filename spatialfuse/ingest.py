@@ -14,7 +14,7 @@ from .constants import Key
 from .errors import InputError
 from .io import read_imzml, read_msi_h5ad, read_spaceranger, read_st_h5ad
 from .io.h5ad import msi_h5ad_pixel_size
-from .io.imzml import imzml_pixel_size, resolve_pixel_size
+from .io.imzml import imzml_pixel_sizes, resolve_pixel_size
 from .msi import annotate_mz, load_metabolite_table, preprocess_msi
 from .st import pool_visium_hd, preprocess_st, truth_for_squares
 
@@ -139,13 +139,13 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
 def msi_pixel_size(path: str | Path, sample: str | None = None,
                    pixel_size_um: float | None = None) -> float:
     """The MSI pixel size (µm) :func:`load_msi` will use, without reading the spectra or the
-    intensities: the samples sheet's value, else the imzML's head (``pixel size x``) or the
+    intensities: the samples sheet's value, else the imzML's head (``pixel size x`` and ``y``) or the
     .h5ad's metadata or coordinates. Used to pool Visium HD bins to the pixel before the ST QC,
     so the two raw readings are never held at once."""
     p = Path(path)
     if _msi_format(p, sample) == "h5ad":
         return msi_h5ad_pixel_size(p, sample=sample, pixel_size_um=pixel_size_um)
-    return resolve_pixel_size(pixel_size_um, imzml_pixel_size(p, sample), sample, p)
+    return resolve_pixel_size(pixel_size_um, imzml_pixel_sizes(p, sample), sample, p)
 
 
 def hd_pool_side(setting, st_raw: ad.AnnData, sample: str,

@@ -215,6 +215,11 @@ def _build(case: str, base: Path, st: Path, imzml: Path) -> tuple[str, str, str]
         text = msi.read_text(encoding="latin-1")
         msi.write_text(re.sub(r'<cvParam[^>]*name="pixel size \(?[xy]\)?"[^>]*/>\n', "", text),
                        encoding="latin-1")
+    elif case == "imzml_rectangular_pixels":  # y twice x, as a DESI line scan may have
+        text = msi.read_text(encoding="latin-1")
+        x = re.search(r'name="pixel size \(?x\)?" value="([^"]+)"', text).group(1)
+        msi.write_text(re.sub(r'(name="pixel size y" value=")[^"]+"',
+                              rf'\g<1>{2 * float(x)}"', text), encoding="latin-1")
     elif case == "spaceranger_no_scalefactors":
         (good_st / "spatial" / "scalefactors_json.json").unlink()
     elif case == "spaceranger_no_positions":
@@ -258,6 +263,9 @@ FILE_CASES = {
     "imzml_without_pixel_size": ("ingest", ["msi/m.imzML': no pixel size: the imzML has no "
                                             "'pixel size x' and the samples sheet gives no "
                                             "msi_pixel_size_um"]),
+    "imzml_rectangular_pixels": ("ingest", ["msi/m.imzML': the imzML's pixels are not square "
+                                            "(pixel size x 40 um, y 80 um)",
+                                            "resample the raster to square pixels"]),
     "spaceranger_no_scalefactors": ("ingest", ["st': spatial/scalefactors_json.json is missing "
                                                "from the Space Ranger folder"]),
     "spaceranger_no_positions": ("ingest", ["st/spatial': no spot positions: expected "

@@ -1,5 +1,8 @@
 """imzML reading/writing: real reference files, round trips, and bad input."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -103,26 +106,63 @@ def test_no_pixel_size(tmp_path):
 
 
 def test_pixel_size_from_the_xml_head_alone(tmp_path):
-    """``imzml_pixel_size`` (ingest pools Visium HD bins to it before reading the spectra) gives
-    the pixel size that reading the whole file gives, or None where the file has none."""
-    from spatialfuse.io.imzml import imzml_pixel_size
+    """``imzml_pixel_sizes`` (ingest pools Visium HD bins to the pixel before reading the
+    spectra) gives the pixel size that reading the whole file gives, or None where the file has
+    none."""
+    from spatialfuse.io.imzml import imzml_pixel_sizes
 
     for f in ("Example_Continuous.imzML", "Example_Processed.imzML"):
-        assert imzml_pixel_size(DATA / "imzml" / f) == 100.0
+        assert imzml_pixel_sizes(DATA / "imzml" / f) == (100.0, 100.0)
     imz, _ = _pair(tmp_path, pixel_size_um=12.5)
-    assert imzml_pixel_size(imz) == read_imzml(imz).uns["spatialfuse"]["pixel_size_um"] == 12.5
+    assert imzml_pixel_sizes(imz) == (12.5, 12.5)
+    assert read_imzml(imz).uns["spatialfuse"]["pixel_size_um"] == 12.5
     (tmp_path / "none").mkdir()
     bare, _ = _pair(tmp_path / "none")
-    assert imzml_pixel_size(bare) is None
+    assert imzml_pixel_sizes(bare) == (None, None)
     # the head is all it reads: a file cut off in its spectrum list still gives its pixel size
     text = imz.read_text()
     cut = tmp_path / "cut.imzML"
     cut.write_text(text[:text.index("<spectrumList") + 200])
-    assert imzml_pixel_size(cut) == 12.5
+    assert imzml_pixel_sizes(cut) == (12.5, 12.5)
     bad = tmp_path / "bad.imzML"
     bad.write_text("<mzML><scanSettingsList><cvParam")
     with pytest.raises(InputError, match=r"^sample 'S1', file '.*bad\.imzML': not a readable imzML"):
-        imzml_pixel_size(bad, sample="S1")
+        imzml_pixel_sizes(bad, sample="S1")
+
+
+def _with_pixel_size_y(imz: Path, y: float) -> Path:
+    """The same file with another ``pixel size y`` in its XML (the .ibd needs no change)."""
+    text = imz.read_text()
+    old = re.search(r'accession="IMS:1000047" name="pixel size y" value="[^"]*"', text).group(0)
+    imz.write_text(text.replace(old, old.rsplit("value=", 1)[0] + f'value="{y}"'))
+    return imz
+
+
+def test_rectangular_pixels_are_refused_with_the_sizes_named(tmp_path, caplog):
+    """A raster whose pixels are not square (pixel size x != y, as DESI line scans often give)
+    is refused by name: placing it on a square grid would stretch it along one axis without a
+    word. A size in the samples sheet overrides the file (with a warning); a rounding
+    difference is not a rectangle."""
+    from spatialfuse.ingest import msi_pixel_size
+    from spatialfuse.io.imzml import imzml_pixel_sizes
+
+    imz = _with_pixel_size_y(_pair(tmp_path, pixel_size_um=12.5)[0], 25.0)
+    assert imzml_pixel_sizes(imz) == (12.5, 25.0)
+    msg = (r"^sample 'S1', file '.*b\.imzML': the imzML's pixels are not square \(pixel size x "
+           r"12\.5 um, y 25 um\): .*resample the raster to square pixels, or give "
+           r"msi_pixel_size_um in the samples sheet")
+    with pytest.raises(InputError, match=msg):
+        read_imzml(imz, sample="S1")
+    with pytest.raises(InputError, match=msg):
+        msi_pixel_size(imz, "S1")
+    with caplog.at_level("WARNING", logger="spatialfuse.io.imzml"):
+        a = read_imzml(imz, sample="S1", pixel_size_um=12.5)
+    assert a.uns["spatialfuse"]["pixel_size_um"] == 12.5
+    assert "used for both axes, although the imzML gives pixel size x 12.5 um and y 25 um" in caplog.text
+    assert msi_pixel_size(imz, "S1", 12.5) == 12.5
+    _with_pixel_size_y(imz, 12.51)  # 0.08 % apart: square
+    assert read_imzml(imz, sample="S1").uns["spatialfuse"]["pixel_size_um"] == 12.5
+    assert msi_pixel_size(imz, "S1") == 12.5
 
 
 @pytest.mark.parametrize("bad", [np.nan, -1.0])

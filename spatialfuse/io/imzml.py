@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..msi.peaks import assign_to_axis, integrate_windows, pick_profile_peaks, ppm_bins
 from .imzml_writer import ImzMLStreamWriter, write_imzml
 
-__all__ = ["ImzMLStreamWriter", "check_imzml_pair", "imzml_pixel_size", "read_imzml",
+__all__ = ["ImzMLStreamWriter", "check_imzml_pair", "imzml_pixel_sizes", "read_imzml",
            "resolve_pixel_size", "write_imzml"]
 
 log = logging.getLogger(__name__)
@@ -54,16 +54,18 @@ def _declared_uuid(imzml_path: Path) -> str | None:
     return m.group(1).replace("-", "").lower()
 
 
-def imzml_pixel_size(imzml_path: str | Path, sample: str | None = None) -> float | None:
-    """The imzML's ``pixel size x`` (IMS:1000046, in its scan settings), read from the XML head
-    alone: the parse stops where the spectrum list begins, so neither the per-spectrum metadata
-    nor the .ibd is read. None when the file does not give it (the same as
-    :func:`read_imzml` finds)."""
+def imzml_pixel_sizes(imzml_path: str | Path,
+                      sample: str | None = None) -> tuple[float | None, float | None]:
+    """The imzML's ``pixel size x`` and ``pixel size y`` (IMS:1000046 / IMS:1000047, in its scan
+    settings), read from the XML head alone: the parse stops where the spectrum list begins, so
+    neither the per-spectrum metadata nor the .ibd is read. None for a size the file does not
+    give (the same as :func:`read_imzml` finds)."""
     import xml.etree.ElementTree as ET
 
     imzml_path = Path(imzml_path)
     if not imzml_path.exists():
         raise InputError("imzML file does not exist", sample, imzml_path)
+    found: dict[str, float | None] = {"IMS:1000046": None, "IMS:1000047": None}
     depth = 0  # inside scanSettingsList
     try:
         for event, el in ET.iterparse(imzml_path, events=("start", "end")):
@@ -71,27 +73,50 @@ def imzml_pixel_size(imzml_path: str | Path, sample: str | None = None) -> float
             if tag == "scanSettingsList":
                 depth += 1 if event == "start" else -1
             elif tag in ("run", "spectrumList") and event == "start":
-                return None
+                break
             elif (event == "end" and depth and tag == "cvParam"
-                  and el.get("accession") == "IMS:1000046"):
+                  and el.get("accession") in found):
                 try:
-                    return float(el.get("value"))
+                    found[el.get("accession")] = float(el.get("value"))
                 except (TypeError, ValueError):
-                    return None  # a malformed value: as pyimzML, which skips it
+                    pass  # a malformed value: as pyimzML, which skips it
     except ET.ParseError as exc:
         raise InputError(f"not a readable imzML file (ParseError: {exc})", sample, imzml_path) from None
-    return None
+    return found["IMS:1000046"], found["IMS:1000047"]
 
 
-def resolve_pixel_size(given, found, sample: str | None, imzml_path: Path) -> float:
+#: Pixel sizes x and y that differ by more than this fraction are not square pixels.
+SQUARE_PIXEL_RTOL = 0.005
+
+
+def resolve_pixel_size(given, found: tuple[float | None, float | None], sample: str | None,
+                       imzml_path: Path) -> float:
     """The pixel size (µm) an imzML is read with: ``given`` (the samples sheet's) when set,
-    else ``found`` (the file's ``pixel size x``); neither, or not positive: :class:`InputError`."""
+    else ``found``, the file's (``pixel size x``, ``pixel size y``); neither, not positive, or
+    the file's pixels not square (x and y more than :data:`SQUARE_PIXEL_RTOL` apart, and no
+    value in the sheet): :class:`InputError`. The pipeline puts every pixel on one square grid
+    (coordinates, footprints, the area weights of the resolution matching), so a raster of
+    rectangular pixels would be stretched along one axis without a word."""
+    fx, fy = found
+    rectangular = (fx is not None and fy is not None and fx > 0 and fy > 0
+                   and abs(fx - fy) > SQUARE_PIXEL_RTOL * max(fx, fy))
     if given is None or (isinstance(given, float) and np.isnan(given)):
-        if found is None:
+        if rectangular:
+            raise InputError(
+                f"the imzML's pixels are not square (pixel size x {fx:g} um, y {fy:g} um): "
+                "SpatialFuse places the pixels on a square grid, which would stretch the image "
+                "along one axis; resample the raster to square pixels, or give "
+                "msi_pixel_size_um in the samples sheet if the file's sizes are wrong",
+                sample, imzml_path)
+        given = fx if fx is not None else fy
+        if given is None:
             raise InputError(
                 "no pixel size: the imzML has no 'pixel size x' and the samples sheet gives no "
                 "msi_pixel_size_um", sample, imzml_path)
-        given = found
+    elif rectangular:
+        log.warning("sample %r, file '%s': the samples sheet's msi_pixel_size_um (%g um) is used "
+                    "for both axes, although the imzML gives pixel size x %g um and y %g um",
+                    sample, imzml_path, float(given), fx, fy)
     px = float(given)
     if not px > 0:
         raise InputError(f"pixel size must be positive, got {px}", sample, imzml_path)
@@ -143,7 +168,7 @@ class _Spectra:
         self.n = len(p.coordinates)
         if self.n == 0:
             raise InputError("the imzML lists no spectra", sample, imzml_path)
-        self.pixel_size_um = p.imzmldict.get("pixel size x")
+        self.pixel_sizes = (p.imzmldict.get("pixel size x"), p.imzmldict.get("pixel size y"))
         self.spectrum_type = (getattr(p, "spectrum_mode", None) or "centroid").lower()
         self.polarity = str(getattr(p, "polarity", None) or "unknown")
         self.coords = np.asarray(p.coordinates, dtype=np.int64)[:, :2]
@@ -334,7 +359,7 @@ def read_imzml(
     ibd_path = check_imzml_pair(imzml_path, sample)
     s = _Spectra(imzml_path, ibd_path, sample)
     n = s.n
-    pixel_size_um = resolve_pixel_size(pixel_size_um, s.pixel_size_um, sample, imzml_path)
+    pixel_size_um = resolve_pixel_size(pixel_size_um, s.pixel_sizes, sample, imzml_path)
     coords = s.coords
     obs_index = pd.Index([f"px_{x}_{y}" for x, y in coords.tolist()])
     if obs_index.has_duplicates:
