@@ -13,7 +13,7 @@ samples = list(sm.params.samples)
 spots = pd.read_csv(sm.input.spots, sep="\t")
 paired = {s: read_paired(p)[:2] for s, p in zip(samples, sm.input.paired)}
 feats, abund = run_conditions(spots, sm.params.reference_model, dict(sm.params.conditions),
-                              paired)
+                              paired, batches=dict(sm.params.batches))
 feats.to_csv(sm.output.table, sep="\t", index=False)
 abund.to_csv(sm.output.abundance, sep="\t", index=False)
 conditions_figure(feats, abund, sm.output.figure, fdr=float(sm.params.fdr))

@@ -177,6 +177,7 @@ def test_model_edit_reruns_impute(demo_run):
 
 @pytest.mark.parametrize("column,value,first_rules", [
     ("condition", "drugX", ["aggregate"]),  # cohort label: condition comparisons + report
+    ("batch", "b2", ["cohort"]),  # conditions are compared within batches
     ("msi_pixel_size_um", "30", ["ingest"]),  # read by ingest: everything after it
 ])
 def test_selective_rerun_samples_sheet(demo_run, column, value, first_rules):

@@ -8,6 +8,14 @@ and conditions are compared over samples (Student's t on those per-sample values
 contrast and modality). With fewer than two samples in a condition the effect is still
 reported, the test is not (p = NaN, ``note`` says why).
 
+With the samples sheet's ``batch`` column naming two or more batches among a contrast's
+samples, each feature is instead regressed on the condition and the batch (ordinary least
+squares over the samples: an intercept, the condition, one indicator per further batch), and
+the effect, t and p are those of the condition's coefficient, i.e. the difference between
+conditions *within* batches. One batch gives exactly Student's t. A condition confounded with
+the batch (no batch holds both conditions) cannot be told from it: effect only, unadjusted,
+and ``note`` says so.
+
 Domains are the cohort-matched labels of the aggregate stage (``results/aggregate/
 domains.tsv``), so "domain 2" is the same tissue region in every sample. Metabolites are
 matched across samples by their annotation (every candidate, as written by ingest) or, when
@@ -96,6 +104,61 @@ def _t_test(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t, np.where(np.isfinite(t), p, np.nan)
 
 
+NOTE_FEW = "needs ≥ 2 samples per condition: effect only"
+NOTE_CONFOUNDED = "condition confounded with batch (no batch holds both): effect only, not adjusted"
+
+
+def _condition_test(A: np.ndarray, B: np.ndarray, batch_a=None, batch_b=None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Condition a (n_a × F) against b (n_b × F), column by column: (effect, t, p, note).
+
+    Without batches (``batch_a``/``batch_b`` None, or one batch among these samples): the
+    difference of the means and Student's t. With two or more: OLS of each column on an
+    intercept, the condition (1 for a) and an indicator per batch beyond the first; effect, t
+    and p of the condition's coefficient on n − rank degrees of freedom. Untestable designs
+    give NaN t and p with the reason in ``note``: fewer than two samples in a condition, the
+    condition confounded with the batch, or no degrees of freedom left."""
+    F = A.shape[1]
+    diff = A.mean(0) - B.mean(0)
+    nan = np.full(F, np.nan)
+    if len(A) < 2 or len(B) < 2:
+        return diff, nan, nan, NOTE_FEW
+    batches = (None if batch_a is None or batch_b is None
+               else np.asarray([str(b) for b in (*batch_a, *batch_b)], dtype=object))
+    levels = [] if batches is None else list(dict.fromkeys(batches))
+    if len(levels) < 2:
+        t, p = _t_test(A, B)
+        return diff, t, p, ""
+    n = len(A) + len(B)
+    X = np.column_stack([np.ones(n), np.r_[np.ones(len(A)), np.zeros(len(B))],
+                         *[(batches == lev).astype(float) for lev in levels[1:]]])
+    rank = np.linalg.matrix_rank(X)
+    if rank < X.shape[1]:
+        return diff, nan, nan, NOTE_CONFOUNDED
+    df = n - rank
+    if df < 1:
+        return diff, nan, nan, (f"too few samples to adjust for {len(levels)} batches: "
+                                "effect only")
+    Y = np.vstack([A, B])
+    XtX_inv = np.linalg.inv(X.T @ X)
+    beta = XtX_inv @ X.T @ Y
+    resid = Y - X @ beta
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt((resid ** 2).sum(0) / df * XtX_inv[1, 1])
+        t = beta[1] / se
+    p = 2 * stats.t.sf(np.abs(t), df)
+    return beta[1], t, np.where(np.isfinite(t), p, np.nan), f"adjusted for batch ({len(levels)} batches)"
+
+
+def _batch_labels(batches: dict[str, str] | None, sa: list[str], sb: list[str]):
+    """The batch labels of samples ``sa`` and ``sb`` (None, None without a batch column; a
+    sample with no batch is a batch of its own kind, ``""``)."""
+    if not batches or not any(str(batches.get(s) or "") for s in (*sa, *sb)):
+        return None, None
+    lab = {s: str(batches.get(s) or "") for s in (*sa, *sb)}
+    return [lab[s] for s in sa], [lab[s] for s in sb]
+
+
 def _contrasts(conditions: dict[str, str]) -> list[tuple[str, str]]:
     """Every condition against the first one of the samples sheet (the reference)."""
     levels = list(dict.fromkeys(c for c in conditions.values() if c))
@@ -104,12 +167,15 @@ def _contrasts(conditions: dict[str, str]) -> list[tuple[str, str]]:
 
 def condition_differences(profiles: dict[str, dict[str, pd.DataFrame]],
                           conditions: dict[str, str],
-                          annotations: dict[str, str] | None = None) -> pd.DataFrame:
+                          annotations: dict[str, str] | None = None,
+                          batches: dict[str, str] | None = None) -> pd.DataFrame:
     """Per contrast (each condition vs the reference), domain and feature: the mean of the
     per-sample domain profiles in each condition, their difference as log2 fold change (X is
-    log1p: the difference of means divided by ln 2), Student's t over samples, p and BH q (per
-    contrast and modality). ``profiles``: sample → modality → domains × features frame (from
-    :func:`pseudobulk`); features present in every sample of the contrast are compared."""
+    log1p: the difference of means divided by ln 2; with batches, the batch-adjusted
+    difference), Student's t over samples (or the condition's t in a regression on condition
+    and batch, :func:`_condition_test`), p and BH q (per contrast and modality). ``profiles``:
+    sample → modality → domains × features frame (from :func:`pseudobulk`); features present
+    in every sample of the contrast are compared. ``batches``: sample → batch label."""
     annotations = annotations or {}
     rows = []
     for cond_a, cond_b in _contrasts(conditions):
@@ -125,22 +191,19 @@ def condition_differences(profiles: dict[str, dict[str, pd.DataFrame]],
             doms = sorted(set.union(*(set(f.index) for f in frames.values())))
             part = []
             for d in doms:
-                A = np.array([frames[s].loc[d, feats].to_numpy(float) for s in sa
-                              if s in frames and d in frames[s].index])
-                B = np.array([frames[s].loc[d, feats].to_numpy(float) for s in sb
-                              if s in frames and d in frames[s].index])
-                if not len(A) or not len(B):
+                ka = [s for s in sa if s in frames and d in frames[s].index]
+                kb = [s for s in sb if s in frames and d in frames[s].index]
+                if not ka or not kb:
                     continue
-                tested = len(A) >= 2 and len(B) >= 2
-                t, p = _t_test(A, B) if tested else (np.full(len(feats), np.nan),) * 2
-                diff = A.mean(0) - B.mean(0)
+                A = np.array([frames[s].loc[d, feats].to_numpy(float) for s in ka])
+                B = np.array([frames[s].loc[d, feats].to_numpy(float) for s in kb])
+                diff, t, p, note = _condition_test(A, B, *_batch_labels(batches, ka, kb))
                 part.append(pd.DataFrame({
                     "contrast": contrast, "domain": d, "modality": mod, "feature": feats,
                     "annotation": [annotations.get(f, "") if mod == Key.mod.msi else ""
                                    for f in feats],
                     "n_a": len(A), "n_b": len(B), "mean_a": A.mean(0), "mean_b": B.mean(0),
-                    "log2fc": diff / np.log(2), "t": t, "pval": p,
-                    "note": "" if tested else "needs ≥ 2 samples per condition: effect only"}))
+                    "log2fc": diff / np.log(2), "t": t, "pval": p, "note": note}))
             if part:
                 rows.append(_with_qval(pd.concat(part, ignore_index=True)))
     if not rows:
@@ -174,10 +237,11 @@ def _with_qval(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def abundance_differences(spots: pd.DataFrame, model: str,
-                          conditions: dict[str, str]) -> pd.DataFrame:
+def abundance_differences(spots: pd.DataFrame, model: str, conditions: dict[str, str],
+                          batches: dict[str, str] | None = None) -> pd.DataFrame:
     """Per contrast and domain: each condition's mean share of spots in the domain (over its
-    samples), the difference, Student's t over samples, p and BH q (per contrast)."""
+    samples), the difference (batch-adjusted with batches), Student's t over samples (or the
+    condition's t given the batch), p and BH q (per contrast)."""
     sub = spots.dropna(subset=[model])
     frac = pd.crosstab(sub["sample"], sub[model].astype(int), normalize="index")
     rows = []
@@ -187,13 +251,11 @@ def abundance_differences(spots: pd.DataFrame, model: str,
         if not sa or not sb:
             continue
         A, B = frac.loc[sa].to_numpy(), frac.loc[sb].to_numpy()
-        tested = len(sa) >= 2 and len(sb) >= 2
-        t, p = _t_test(A, B) if tested else (np.full(frac.shape[1], np.nan),) * 2
+        diff, t, p, note = _condition_test(A, B, *_batch_labels(batches, sa, sb))
         df = pd.DataFrame({
             "contrast": f"{cond_a} vs {cond_b}", "domain": frac.columns, "n_a": len(sa),
             "n_b": len(sb), "fraction_a": A.mean(0), "fraction_b": B.mean(0),
-            "difference": A.mean(0) - B.mean(0), "t": t, "pval": p,
-            "note": "" if tested else "needs ≥ 2 samples per condition: effect only"})
+            "difference": diff, "t": t, "pval": p, "note": note})
         rows.append(_with_qval(df))
     if not rows:
         return pd.DataFrame(columns=ABUNDANCE_COLUMNS)
@@ -202,10 +264,13 @@ def abundance_differences(spots: pd.DataFrame, model: str,
 
 def run_conditions(spots: pd.DataFrame, model: str, conditions: dict[str, str],
                    paired: dict[str, tuple[ad.AnnData, ad.AnnData]], *,
+                   batches: dict[str, str] | None = None,
                    min_spots: int = 10, mz_tol_ppm: float = 10.0
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both tables for the cohort: feature differences (genes and metabolites) per domain and
-    domain-abundance differences. ``paired``: sample → (rna, msi) on the same spots."""
+    domain-abundance differences. ``paired``: sample → (rna, msi) on the same spots;
+    ``batches``: sample → the samples sheet's batch (conditions are then compared within
+    batches, :func:`_condition_test`)."""
     conditions = {s: c for s, c in conditions.items() if c and s in paired}
     lab = spots.set_index(["sample", "barcode"])[model]
     ref_mz = np.concatenate([m.var[Key.var.mz].to_numpy(float) for _, m in paired.values()
@@ -220,9 +285,9 @@ def run_conditions(spots: pd.DataFrame, model: str, conditions: dict[str, str],
         annotations.update({k: k for k in keys if not k.startswith("m/z ")})
         profiles[s] = {Key.mod.rna: pseudobulk(rna, labels, np.asarray(rna.var_names), min_spots),
                        Key.mod.msi: pseudobulk(msi, labels, keys, min_spots)}
-    feats = condition_differences(profiles, conditions, annotations)
+    feats = condition_differences(profiles, conditions, annotations, batches)
     abund = abundance_differences(spots[spots["sample"].isin(list(conditions))], model,
-                                  conditions)
+                                  conditions, batches)
     log.info("conditions: %d contrasts, %d feature rows (%d with q ≤ 0.05), %d abundance rows",
              feats["contrast"].nunique(), len(feats), int((feats["qval"] <= 0.05).sum()),
              len(abund))

@@ -596,9 +596,10 @@ def conditions_figure(feats: pd.DataFrame, abund: pd.DataFrame, path, fdr: float
         ax.set_yticks(range(len(M.index)), [f"domain {d}" for d in M.index])
         ax.spines[:].set_visible(False)
         what = {"rna": "genes", "msi": "metabolites"}[mod]
-        ax.set_title(f"{what}: {contrast}" + (f" (dot: q ≤ {fdr:g})" if tested else
-                                              " (effect only: < 2 samples per condition)"),
-                     fontsize=9)
+        within = sub["note"].astype(str).str.startswith("adjusted for batch").any()
+        ax.set_title(f"{what}: {contrast}" + (" within batches" if within else "")
+                     + (f" (dot: q ≤ {fdr:g})" if tested else
+                        " (effect only: see the table's note)"), fontsize=9)
         fig.colorbar(im, ax=ax, label="log2 fold change (domain pseudo-bulk)", fraction=0.04,
                      pad=0.02)
     ax = axes[0][-1]

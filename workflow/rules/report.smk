@@ -167,6 +167,7 @@ rule aggregate:
         samples=list(samples.index),
         truth=samples["truth"].to_dict() if "truth" in samples else {},
         conditions=samples["condition"].to_dict() if "condition" in samples else {},
+        batches=samples["batch"].to_dict() if "batch" in samples else {},
         reference_model=config["interpret"]["domain_model"],
         fdr=config["interpret"]["fdr"],
         # only the report settings the cohort figures use: a new title reruns the report alone
@@ -216,6 +217,7 @@ rule cohort:
     params:
         samples=list(samples.index),
         conditions=samples["condition"].to_dict() if "condition" in samples else {},
+        batches=samples["batch"].to_dict() if "batch" in samples else {},
         reference_model=config["interpret"]["domain_model"],
         fdr=config["interpret"]["fdr"],
     script:
