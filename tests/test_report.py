@@ -175,6 +175,17 @@ def test_cohort_table_rows_follow_q_then_effect_or_effect_alone_without_tests():
     assert list(out["feature"]) == list("abcd") and order == ""
 
 
+def test_glance_table_names_the_batch_where_the_cohort_is_compared_within_batches():
+    from spatialfuse.report.summary import _glance
+
+    metrics = pd.DataFrame(columns=["sample", "stage", "model", "metric", "value"])
+    flags = pd.DataFrame(columns=["sample"])
+    args = (["a", "b"], {"a": "ctl", "b": "trt"}, {}, {}, metrics, flags)
+    assert list(_glance(*args, {"a": "b1", "b": "b2"})["batch"]) == ["b1", "b2"]
+    assert "batch" not in _glance(*args, {"a": "b1", "b": "b1"}).columns
+    assert "batch" not in _glance(*args).columns
+
+
 def test_summary_opens_with_flags_and_is_self_contained(cohort):
     html = cohort["html"].read_text(encoding="utf-8")
     i_flag, i_cards = html.index("Needs attention"), html.index("Results per sample")

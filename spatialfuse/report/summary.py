@@ -74,13 +74,16 @@ def _link_text(rec: dict) -> str:
     return f"{met} ~ {rec.get('gene', '?')}" + (f" (r = {r:.2f})" if isinstance(r, float) else "")
 
 
-def _glance(samples, conditions, qc, interp, metrics, flags) -> pd.DataFrame:
+def _glance(samples, conditions, qc, interp, metrics, flags, batches=None) -> pd.DataFrame:
+    batches = batches or {}
     rows = []
     for s in samples:
         q = qc.get(s, {})
         row = {"sample": s}
         if any(conditions.values()):
             row["condition"] = conditions.get(s, "")
+        if len(set(batches.values())) > 1:  # the cohort comparison is then within batches
+            row["batch"] = batches.get(s, "")
         row["spots paired"] = q.get("spots_covered")
         row["tissue Dice"] = q.get("tissue_dice")
         if q.get("affine_uncertainty_um") is not None:
@@ -344,6 +347,7 @@ def build_summary(
     samples = list(samples_info)
     seed = int(config.get("seed", 0) or 0)
     conditions = {s: str(samples_info[s].get("condition") or "") for s in samples}
+    batches = {s: str(samples_info[s].get("batch") or "") for s in samples}
     metrics = pd.read_csv(aggregate["metrics"], sep="\t").fillna({"model": ""})
     spots = pd.read_csv(aggregate["spots"], sep="\t")
     qc = {s: read_json(tree.path("align_qc", s)) for s in samples}
@@ -399,7 +403,7 @@ def build_summary(
         parts.append(_card(s, conditions[s], qc[s], ingest[s], interp[s], metrics, flags, spots,
                            layers, default, params, seed, impute[s]))
     parts.append("</div><h3>At a glance</h3>"
-                 + table_html(_glance(samples, conditions, qc, interp, metrics, flags),
+                 + table_html(_glance(samples, conditions, qc, interp, metrics, flags, batches),
                               table_id="glance"))
 
     # 3. optional cohort comparison (interpret stage), then the cohort figures
