@@ -363,6 +363,26 @@ def test_conditions_are_compared_within_batches():
     np.testing.assert_allclose(conf.sort_values(key)["log2fc"], plain.sort_values(key)["log2fc"])
 
 
+def test_regression_on_the_condition_alone_is_students_t():
+    """The within-batch test is OLS on condition + batch indicators; with no batch indicator
+    it is Student's t with pooled variance (scipy's), and a feature the design fits exactly
+    gets no t, as Student's t does. Missing batch labels are one batch of their own."""
+    from spatialfuse.report.conditions import _batch_labels, _ols_condition
+
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(0.5, 1.0, (4, 6)), rng.normal(0.0, 1.0, (5, 6))
+    A[:, 5], B[:, 5] = 2.0, 1.0  # constant within each condition
+    is_a = np.r_[np.ones(4, bool), np.zeros(5, bool)]
+    effect, t, p = _ols_condition(np.vstack([A, B]), is_a, np.empty((9, 0)))
+    ref = stats.ttest_ind(A[:, :5], B[:, :5])
+    np.testing.assert_allclose(t[:5], ref.statistic, rtol=1e-10)
+    np.testing.assert_allclose(p[:5], ref.pvalue, rtol=1e-10)
+    np.testing.assert_allclose(effect, A.mean(0) - B.mean(0), atol=1e-12)
+    assert np.isnan(t[5]) and np.isnan(p[5])
+    assert _batch_labels({"a": "b1", "b": np.nan}, ["a"], ["b", "c"]) == (["b1"], ["", ""])
+    assert _batch_labels({"a": "", "b": np.nan}, ["a"], ["b"]) == (None, None)
+
+
 @pytest.mark.parametrize("a,b", [
     ("L-Glutamic Acid", "L-glutamate(1-)"), ("Pyruvate", "Pyruvic acid"),
     ("L-Serine", "L-serine zwitterion"), ("Succinic acid", "succinate(2-)"),

@@ -184,6 +184,9 @@ def test_glance_table_names_the_batch_where_the_cohort_is_compared_within_batche
     assert list(_glance(*args, {"a": "b1", "b": "b2"})["batch"]) == ["b1", "b2"]
     assert "batch" not in _glance(*args, {"a": "b1", "b": "b1"}).columns
     assert "batch" not in _glance(*args).columns
+    # no conditions, no comparison: the batch is not shown either
+    no_cond = (["a", "b"], {"a": "", "b": ""}, {}, {}, metrics, flags)
+    assert "batch" not in _glance(*no_cond, {"a": "b1", "b": "b2"}).columns
 
 
 def test_summary_opens_with_flags_and_is_self_contained(cohort):

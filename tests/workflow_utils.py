@@ -20,8 +20,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-#: The demo shrunk to ~7 minutes for both samples on 2 cores (2026-12-06: 475 s, of which the
-#: two impute jobs 120 s each with the default fold fits).
+#: The demo shrunk to ~6 minutes for both samples on 2 cores (2026-12-06: 379 s in CI with
+#: TINY_IMPUTE; 475 s with the default fold fits, of which the two impute jobs 120 s each).
 TINY_DEMO = dict(capture_size_um=1800.0, n_genes=120, n_metabolites=30, n_links=5, n_domains=4)
 #: Impute's fold fits on the tiny demo's ~100 training spots, shortened: every joint model is
 #: still fitted per fold, in worker processes, so determinism, resume and the cluster run cover

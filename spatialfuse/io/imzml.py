@@ -75,7 +75,7 @@ def imzml_pixel_sizes(imzml_path: str | Path,
             elif tag in ("run", "spectrumList") and event == "start":
                 break
             elif (event == "end" and depth and tag == "cvParam"
-                  and el.get("accession") in found):
+                  and found.get(el.get("accession"), 0.0) is None):  # the first value, as pyimzML
                 try:
                     found[el.get("accession")] = float(el.get("value"))
                 except (TypeError, ValueError):

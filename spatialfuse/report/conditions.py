@@ -14,7 +14,10 @@ squares over the samples: an intercept, the condition, one indicator per further
 the effect, t and p are those of the condition's coefficient, i.e. the difference between
 conditions *within* batches. One batch gives exactly Student's t. A condition confounded with
 the batch (no batch holds both conditions) cannot be told from it: effect only, unadjusted,
-and ``note`` says so.
+and ``note`` says so. The batches are those of the samples that have the domain, so in a
+cohort where a domain is missing from some sections its rows can be adjusted or not
+independently of the other domains' (``note`` says which). ``mean_a``/``mean_b`` stay the raw
+condition means; in an adjusted row ``log2fc`` is the within-batch difference.
 
 Domains are the cohort-matched labels of the aggregate stage (``results/aggregate/
 domains.tsv``), so "domain 2" is the same tissue region in every sample. Metabolites are
@@ -106,6 +109,28 @@ def _t_test(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 NOTE_FEW = "needs ≥ 2 samples per condition: effect only"
 NOTE_CONFOUNDED = "condition confounded with batch (no batch holds both): effect only, not adjusted"
+#: ``note`` of a row whose effect, t and p are the condition's given the batch.
+NOTE_ADJUSTED = "adjusted for batch"
+
+
+def _ols_condition(Y: np.ndarray, is_a: np.ndarray, Z: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OLS of each column of ``Y`` (samples × F) on an intercept, the condition indicator
+    ``is_a`` and the covariates ``Z`` (samples × k, full rank with the other two): the
+    condition's coefficient, its t and two-sided p on n − 2 − k degrees of freedom. A column
+    the design fits exactly (no residual variance) gets NaN t and p, as Student's t does.
+    Without covariates this *is* Student's t with pooled variance."""
+    n = len(Y)
+    X = np.column_stack([np.ones(n), is_a.astype(float), Z])
+    df = n - X.shape[1]
+    beta, *_ = np.linalg.lstsq(X, Y, rcond=None)
+    rss = ((Y - X @ beta) ** 2).sum(0)
+    c11 = np.linalg.inv(X.T @ X)[1, 1]
+    scale = np.maximum((Y ** 2).sum(0), 1e-300)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(rss > 1e-20 * scale, beta[1] / np.sqrt(rss / df * c11), np.nan)
+    p = 2 * stats.t.sf(np.abs(t), df)
+    return beta[1], t, np.where(np.isfinite(t), p, np.nan)
 
 
 def _condition_test(A: np.ndarray, B: np.ndarray, batch_a=None, batch_b=None
@@ -113,49 +138,45 @@ def _condition_test(A: np.ndarray, B: np.ndarray, batch_a=None, batch_b=None
     """Condition a (n_a × F) against b (n_b × F), column by column: (effect, t, p, note).
 
     Without batches (``batch_a``/``batch_b`` None, or one batch among these samples): the
-    difference of the means and Student's t. With two or more: OLS of each column on an
-    intercept, the condition (1 for a) and an indicator per batch beyond the first; effect, t
-    and p of the condition's coefficient on n − rank degrees of freedom. Untestable designs
-    give NaN t and p with the reason in ``note``: fewer than two samples in a condition, the
-    condition confounded with the batch, or no degrees of freedom left."""
+    difference of the means and Student's t. With two or more: :func:`_ols_condition` with an
+    indicator per batch beyond the first, so the effect is the difference within batches.
+    Untestable designs give NaN t and p with the reason in ``note``: fewer than two samples in
+    a condition, the condition confounded with the batch (no batch holds both conditions), or
+    no degrees of freedom left."""
     F = A.shape[1]
     diff = A.mean(0) - B.mean(0)
     nan = np.full(F, np.nan)
     if len(A) < 2 or len(B) < 2:
         return diff, nan, nan, NOTE_FEW
     batches = (None if batch_a is None or batch_b is None
-               else np.asarray([str(b) for b in (*batch_a, *batch_b)], dtype=object))
+               else np.asarray([*batch_a, *batch_b], dtype=object))
     levels = [] if batches is None else list(dict.fromkeys(batches))
     if len(levels) < 2:
         t, p = _t_test(A, B)
         return diff, t, p, ""
-    n = len(A) + len(B)
-    X = np.column_stack([np.ones(n), np.r_[np.ones(len(A)), np.zeros(len(B))],
-                         *[(batches == lev).astype(float) for lev in levels[1:]]])
-    rank = np.linalg.matrix_rank(X)
-    if rank < X.shape[1]:
+    is_a = np.r_[np.ones(len(A), bool), np.zeros(len(B), bool)]
+    if not any(is_a[batches == lev].any() and (~is_a[batches == lev]).any() for lev in levels):
         return diff, nan, nan, NOTE_CONFOUNDED
-    df = n - rank
-    if df < 1:
+    # a batch holding both conditions makes the design full rank (the condition is then not
+    # a sum of batch indicators); what can still be missing is a residual degree of freedom
+    Z = np.column_stack([(batches == lev).astype(float) for lev in levels[1:]])
+    if len(is_a) - 2 - Z.shape[1] < 1:
         return diff, nan, nan, (f"too few samples to adjust for {len(levels)} batches: "
                                 "effect only")
-    Y = np.vstack([A, B])
-    XtX_inv = np.linalg.inv(X.T @ X)
-    beta = XtX_inv @ X.T @ Y
-    resid = Y - X @ beta
-    with np.errstate(invalid="ignore", divide="ignore"):
-        se = np.sqrt((resid ** 2).sum(0) / df * XtX_inv[1, 1])
-        t = beta[1] / se
-    p = 2 * stats.t.sf(np.abs(t), df)
-    return beta[1], t, np.where(np.isfinite(t), p, np.nan), f"adjusted for batch ({len(levels)} batches)"
+    effect, t, p = _ols_condition(np.vstack([A, B]), is_a, Z)
+    return effect, t, p, f"{NOTE_ADJUSTED} ({len(levels)} batches)"
 
 
 def _batch_labels(batches: dict[str, str] | None, sa: list[str], sb: list[str]):
-    """The batch labels of samples ``sa`` and ``sb`` (None, None without a batch column; a
-    sample with no batch is a batch of its own kind, ``""``)."""
-    if not batches or not any(str(batches.get(s) or "") for s in (*sa, *sb)):
+    """The batch labels of samples ``sa`` and ``sb``: (None, None) when none of them has one;
+    samples without a batch (empty or missing) then form one batch of their own, ``""``."""
+    def label(s):
+        b = (batches or {}).get(s)
+        return "" if b is None or (isinstance(b, float) and np.isnan(b)) else str(b)
+
+    lab = {s: label(s) for s in (*sa, *sb)}
+    if not any(lab.values()):
         return None, None
-    lab = {s: str(batches.get(s) or "") for s in (*sa, *sb)}
     return [lab[s] for s in sa], [lab[s] for s in sb]
 
 

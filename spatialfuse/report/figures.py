@@ -21,7 +21,7 @@ from ..plots import (
     spot_size,
 )
 from ..impute.crossmodal import REFERENCE_TAG
-from .conditions import by_evidence
+from .conditions import NOTE_ADJUSTED, by_evidence
 from .latent import tile_samples
 
 #: metrics whose key says they are a registration error in µm (truth, landmarks, ...)
@@ -596,7 +596,7 @@ def conditions_figure(feats: pd.DataFrame, abund: pd.DataFrame, path, fdr: float
         ax.set_yticks(range(len(M.index)), [f"domain {d}" for d in M.index])
         ax.spines[:].set_visible(False)
         what = {"rna": "genes", "msi": "metabolites"}[mod]
-        within = sub["note"].astype(str).str.startswith("adjusted for batch").any()
+        within = sub["note"].astype(str).str.startswith(NOTE_ADJUSTED).any()
         ax.set_title(f"{what}: {contrast}" + (" within batches" if within else "")
                      + (f" (dot: q ≤ {fdr:g})" if tested else
                         " (effect only: see the table's note)"), fontsize=9)

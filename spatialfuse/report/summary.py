@@ -82,7 +82,7 @@ def _glance(samples, conditions, qc, interp, metrics, flags, batches=None) -> pd
         row = {"sample": s}
         if any(conditions.values()):
             row["condition"] = conditions.get(s, "")
-        if len(set(batches.values())) > 1:  # the cohort comparison is then within batches
+        if any(conditions.values()) and len(set(batches.values())) > 1:  # compared within
             row["batch"] = batches.get(s, "")
         row["spots paired"] = q.get("spots_covered")
         row["tissue Dice"] = q.get("tissue_dice")

@@ -43,8 +43,9 @@ def ingest_inputs(wildcards):
 def sample_info(wildcards):
     """The samples-sheet cells that per-sample rules read besides their inputs.
 
-    Only ``msi_pixel_size_um``: paths arrive as inputs, and cohort labels (condition, batch)
-    only reach the report, so editing them does not rerun ingest or align.
+    Only ``msi_pixel_size_um``: paths arrive as inputs, and the cohort labels (condition,
+    batch) reach only the cross-sample rules (aggregate, cohort, report), so editing them does
+    not rerun ingest or align.
     """
     return {"msi_pixel_size_um": row(wildcards).get("msi_pixel_size_um", "")}
 

@@ -167,7 +167,6 @@ rule aggregate:
         samples=list(samples.index),
         truth=samples["truth"].to_dict() if "truth" in samples else {},
         conditions=samples["condition"].to_dict() if "condition" in samples else {},
-        batches=samples["batch"].to_dict() if "batch" in samples else {},
         reference_model=config["interpret"]["domain_model"],
         fdr=config["interpret"]["fdr"],
         # only the report settings the cohort figures use: a new title reruns the report alone
