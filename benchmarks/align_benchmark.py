@@ -74,6 +74,8 @@ from spatialfuse.align.stage import (  # noqa: E402
 from spatialfuse.align.qc import wrong_placements  # noqa: E402
 from spatialfuse.align.transform import Transform, fit_affine  # noqa: E402
 from spatialfuse.simulate import DemoParams, simulate_sample, simulated_sections  # noqa: E402
+from spatialfuse.pixels import pixel_side  # noqa: E402
+from spatialfuse.simulate.demo import msi_pixel_xy  # noqa: E402
 
 GEOMETRIES = {
     "blob": {},
@@ -150,7 +152,7 @@ def spatialmeta_start(sim: dict, st, msi) -> dict:
     rotation/mirror/scale and the MSI tissue centroid on the ST spots' centroid."""
     from spatialfuse.constants import Key
 
-    tr, px = sim["transform"], sim["params"].msi_pixel_size_um
+    tr, px = sim["transform"], msi_pixel_xy(sim["params"])
     M = tr["scale"] * true_rotation_flip(tr)
     on = msi.obs[Key.obs.on_tissue].to_numpy(bool)
     idx = msi.obs.loc[on, ["x", "y"]].to_numpy(float)
@@ -211,7 +213,7 @@ def run_spatialmeta(sim: dict, st, msi, seed: int, initial_guess: bool = False,
             raise RuntimeError(f"SpatialMETA failed: {r.stderr[-2000:]}")
         pts = np.load(f"{d}/out.npy")
     stats = dict(kv.split("=") for kv in r.stdout.strip().splitlines()[-1].split())
-    err = point_error(pts, idx.astype(int), sim["msi_pixels"], sim["params"].msi_pixel_size_um)
+    err = point_error(pts, idx.astype(int), sim["msi_pixels"], msi_pixel_xy(sim["params"]))
     return err, float(stats["cpu_s"])
 
 
@@ -227,7 +229,7 @@ def deliberately_wrong(T: Transform, tissue_xy: np.ndarray) -> dict[str, Transfo
 
 
 def tre(T, sim, msi) -> dict:
-    return truth_error_table(T, sim["msi_pixels"], msi.obs, sim["params"].msi_pixel_size_um)
+    return truth_error_table(T, sim["msi_pixels"], msi.obs, msi_pixel_xy(sim["params"]))
 
 
 #: optional peers (``--peers``): label and run_spatialmeta keyword arguments
@@ -463,7 +465,7 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
     st, msi = simulated_sections(sim, c.get("st_pool_um"))
     lm = sim["landmarks"]
     rows = []
-    base = dict(case=c["name"], geometry=c["geometry"], pixel_um=p.msi_pixel_size_um,
+    base = dict(case=c["name"], geometry=c["geometry"], pixel_um=pixel_side(msi_pixel_xy(p)),
                 warp_um=round(p.warp_um, 1), msi_pixels=msi.n_obs, spots=st.n_obs)
 
     def timed(fn):
@@ -575,6 +577,9 @@ def main(argv=None) -> pd.DataFrame:
                          "minimises the mean square, not the median the target is set on; slow)")
     ap.add_argument("--peers-only", action="store_true",
                     help="run only the peers (and the landmark/best-affine references), not ours")
+    ap.add_argument("--pixel-aspect", type=float, default=1.0,
+                    help="rectangular MSI pixels: each case's y step is this times its x step "
+                         "(errors in pixels are then in sides of the square of the same area)")
     ap.add_argument("--st-bin-um", type=float, default=0.0,
                     help="> 0: the ST section is Visium HD, square bins of this side (e.g. 16), "
                          "instead of 55 µm spots; every case keeps its tissue, MSI and transform")
@@ -582,12 +587,16 @@ def main(argv=None) -> pd.DataFrame:
                     help="with --st-bin-um: pool the bins into squares of about this side first, "
                          "as ingest.st.visium_hd_pool_um does (e.g. 48)")
     args = ap.parse_args(argv)
+    if args.pixel_aspect != 1.0 and args.peers:
+        ap.error("--pixel-aspect: the peers are handed pixel indices as square pixels")
     SPATIALMETA_IMAGE_UM_PER_PX = args.spatialmeta_um_per_px
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows, windows = [], []
     for c in cases(args.quick, args.seed):
         if args.only and not c["name"].startswith(args.only):
             continue
+        if args.pixel_aspect != 1.0:
+            c["msi_pixel_size_y_um"] = args.pixel_aspect * c["msi_pixel_size_um"]
         if args.st_bin_um > 0:
             c["st_bin_um"] = args.st_bin_um
             c["st_pool_um"] = args.st_pool_um

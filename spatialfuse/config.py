@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from .errors import ConfigError
+from .pixels import parse_size
 
 DEMO_PREFIX = "results/demo/"
 
@@ -110,13 +110,10 @@ def sample_problems(samples: pd.DataFrame, schema_path: str | Path, workdir: str
         elif exists.get("msi") and msi.lower().endswith(".imzml") and ibd_beside(wd / msi) is None:
             out.append(f"sample '{sid}': msi '{msi}' has no .ibd file beside it (expected "
                        f"'{Path(msi).with_suffix('.ibd')}')")
-        px = rec.get("msi_pixel_size_um")
-        if px not in (None, ""):
-            try:
-                if not (math.isfinite(float(px)) and float(px) > 0):
-                    raise ValueError
-            except ValueError:
-                out.append(f"sample '{sid}': msi_pixel_size_um '{px}' must be a positive number")
+        try:
+            parse_size(rec.get("msi_pixel_size_um"))
+        except ValueError as exc:
+            out.append(f"sample '{sid}': msi_pixel_size_um {exc}")
     return out
 
 

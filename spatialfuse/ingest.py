@@ -15,6 +15,7 @@ from .errors import InputError
 from .io import read_imzml, read_msi_h5ad, read_spaceranger, read_st_h5ad
 from .io.h5ad import msi_h5ad_pixel_size
 from .io.imzml import imzml_pixel_sizes, resolve_pixel_size
+from .pixels import parse_size, pixel_side
 from .msi import annotate_mz, load_metabolite_table, preprocess_msi
 from .st import pool_visium_hd, preprocess_st, truth_for_squares
 
@@ -55,7 +56,8 @@ def load_st(path: str | Path, sample: str | None = None, visium_hd_bin_um: int =
                      sample, p)
 
 
-def load_msi(path: str | Path, sample: str | None = None, pixel_size_um: float | None = None,
+def load_msi(path: str | Path, sample: str | None = None,
+             pixel_size_um: float | tuple[float, float] | None = None,
              mz_tolerance_ppm: float = 10.0, min_pixel_fraction: float = 0.01,
              peak_snr: float = 6.0) -> ad.AnnData:
     """``.imzML`` (continuous or processed, centroid or profile) or ``.h5ad``."""
@@ -93,7 +95,7 @@ MSI_DEFAULTS = {"normalisation": "tic", "reference_mz": None, "transform": "log1
 
 
 def run_ingest(st_path, msi_path, params: dict, *, sample: str,
-               pixel_size_um: float | None = None) -> dict:
+               pixel_size_um: float | tuple[float, float] | None = None) -> dict:
     """Read, QC and normalise both modalities; annotate m/z. ``params`` = the ``ingest`` section
     (missing keys take :data:`ST_DEFAULTS` / :data:`MSI_DEFAULTS`)."""
     pst = {**ST_DEFAULTS, **params.get("st", {})}
@@ -137,15 +139,16 @@ def run_ingest(st_path, msi_path, params: dict, *, sample: str,
 
 
 def msi_pixel_size(path: str | Path, sample: str | None = None,
-                   pixel_size_um: float | None = None) -> float:
-    """The MSI pixel size (µm) :func:`load_msi` will use, without reading the spectra or the
-    intensities: the samples sheet's value, else the imzML's head (``pixel size x`` and ``y``) or the
-    .h5ad's metadata or coordinates. Used to pool Visium HD bins to the pixel before the ST QC,
+                   pixel_size_um: float | tuple[float, float] | None = None) -> float:
+    """The MSI pixel size (µm; for rectangular pixels the side of the square of the same area,
+    :func:`spatialfuse.pixels.pixel_side`) :func:`load_msi` will use, without reading the
+    spectra or the intensities: the samples sheet's value, else the imzML's head (``pixel size
+    x`` and ``y``) or the .h5ad's metadata or coordinates. Used to pool Visium HD bins to the pixel before the ST QC,
     so the two raw readings are never held at once."""
     p = Path(path)
     if _msi_format(p, sample) == "h5ad":
         return msi_h5ad_pixel_size(p, sample=sample, pixel_size_um=pixel_size_um)
-    return resolve_pixel_size(pixel_size_um, imzml_pixel_sizes(p, sample), sample, p)
+    return pixel_side(resolve_pixel_size(pixel_size_um, imzml_pixel_sizes(p, sample), sample, p))
 
 
 def hd_pool_side(setting, st_raw: ad.AnnData, sample: str,
@@ -166,17 +169,13 @@ def hd_pool_side(setting, st_raw: ad.AnnData, sample: str,
     return px
 
 
-def parse_pixel_size(value, sample: str | None = None) -> float | None:
-    """The samples sheet's ``msi_pixel_size_um`` cell: empty → None, else a positive number."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
-        return None
+def parse_pixel_size(value, sample: str | None = None) -> float | tuple[float, float] | None:
+    """The samples sheet's ``msi_pixel_size_um`` cell: empty → None, one positive number (both
+    axes) or an x×y pair such as ``40x80`` (:func:`spatialfuse.pixels.parse_size`)."""
     try:
-        v = float(value)
-    except ValueError:
-        raise InputError(f"msi_pixel_size_um '{value}' is not a number", sample) from None
-    if not v > 0:
-        raise InputError(f"msi_pixel_size_um must be positive, got {v}", sample)
-    return v
+        return parse_size(value)
+    except ValueError as exc:
+        raise InputError(f"msi_pixel_size_um {exc}", sample) from None
 
 
 def truth_domains(truth_dir: str | Path | None, barcodes) -> pd.Series | None:

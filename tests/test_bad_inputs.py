@@ -97,9 +97,10 @@ SHEET_CASES = {
                                   "must be a Space Ranger folder or an .h5ad file",
     ".imzML without its .ibd": "sample 'noibd': msi 'data/lonely.imzML' has no .ibd file beside "
                                "it (expected 'data/lonely.ibd')",
-    "negative pixel size": "sample 'negpx': msi_pixel_size_um '-5' must be a positive number",
-    "pixel size not a number": "sample 'textpx': msi_pixel_size_um 'thirty' must be a positive "
-                               "number",
+    "negative pixel size": "sample 'negpx': msi_pixel_size_um '-5' must be one positive number "
+                           "or two (x×y, such as 40x80)",
+    "pixel size not a number": "sample 'textpx': msi_pixel_size_um 'thirty' is not a number or "
+                               "an x×y pair such as 40x80",
     "landmarks file does not exist": "sample 'nolm': landmarks path 'data/landmarks.csv' does "
                                      "not exist",
 }
@@ -215,11 +216,6 @@ def _build(case: str, base: Path, st: Path, imzml: Path) -> tuple[str, str, str]
         text = msi.read_text(encoding="latin-1")
         msi.write_text(re.sub(r'<cvParam[^>]*name="pixel size \(?[xy]\)?"[^>]*/>\n', "", text),
                        encoding="latin-1")
-    elif case == "imzml_rectangular_pixels":  # y twice x, as a DESI line scan may have
-        text = msi.read_text(encoding="latin-1")
-        x = re.search(r'name="pixel size \(?x\)?" value="([^"]+)"', text).group(1)
-        msi.write_text(re.sub(r'(name="pixel size y" value=")[^"]+"',
-                              rf'\g<1>{2 * float(x)}"', text), encoding="latin-1")
     elif case == "spaceranger_no_scalefactors":
         (good_st / "spatial" / "scalefactors_json.json").unlink()
     elif case == "spaceranger_no_positions":
@@ -263,9 +259,6 @@ FILE_CASES = {
     "imzml_without_pixel_size": ("ingest", ["msi/m.imzML': no pixel size: the imzML has no "
                                             "'pixel size x' and the samples sheet gives no "
                                             "msi_pixel_size_um"]),
-    "imzml_rectangular_pixels": ("ingest", ["msi/m.imzML': the imzML's pixels are not square "
-                                            "(pixel size x 40 um, y 80 um)",
-                                            "resample the raster to square pixels"]),
     "spaceranger_no_scalefactors": ("ingest", ["st': spatial/scalefactors_json.json is missing "
                                                "from the Space Ranger folder"]),
     "spaceranger_no_positions": ("ingest", ["st/spatial': no spot positions: expected "

@@ -40,12 +40,13 @@ def test_samples_sheet_problems(tmp_path):
         "sample": ["a", "a", "b c"],
         "st": ["missing_dir", "results/demo/x/spaceranger", "x"],
         "msi": ["m.imzML", "results/demo/x/msi/x.imzML", "m.txt"],
-        "msi_pixel_size_um": ["", "-3", ""],
+        "msi_pixel_size_um": ["", "-3", "40y80"],
     })
     msgs = "\n".join(sample_problems(df, SSCHEMA, workdir=tmp_path))
     assert "duplicate sample id(s) ['a']" in msgs
     assert "sample 'a': st path 'missing_dir' does not exist" in msgs
-    assert "msi_pixel_size_um '-3' must be a positive number" in msgs
+    assert "sample 'a': msi_pixel_size_um '-3' must be one positive number or two" in msgs
+    assert "sample 'b c': msi_pixel_size_um '40y80' is not a number or an x×y pair" in msgs
     assert "sample 'b c': column sample" in msgs
     assert "must end in .imzML or .h5ad" in msgs
 

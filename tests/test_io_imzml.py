@@ -138,30 +138,44 @@ def _with_pixel_size_y(imz: Path, y: float) -> Path:
     return imz
 
 
-def test_rectangular_pixels_are_refused_with_the_sizes_named(tmp_path, caplog):
+def test_rectangular_pixels_are_read_per_axis(tmp_path, caplog):
     """A raster whose pixels are not square (pixel size x != y, as DESI line scans often give)
-    is refused by name: placing it on a square grid would stretch it along one axis without a
-    word. A size in the samples sheet overrides the file (with a warning); a rounding
-    difference is not a rectangle."""
-    from spatialfuse.ingest import msi_pixel_size
+    is read with each axis at its own step: coordinates, the stated pair and the side of the
+    square of the same area. A size in the samples sheet overrides the file (one number: square,
+    with a warning that names the file's sizes; ``x×y``: a pair); a rounding difference is not
+    a rectangle."""
+    from spatialfuse.ingest import msi_pixel_size, parse_pixel_size
     from spatialfuse.io.imzml import imzml_pixel_sizes
 
     imz = _with_pixel_size_y(_pair(tmp_path, pixel_size_um=12.5)[0], 25.0)
     assert imzml_pixel_sizes(imz) == (12.5, 25.0)
-    msg = (r"^sample 'S1', file '.*b\.imzML': the imzML's pixels are not square \(pixel size x "
-           r"12\.5 um, y 25 um\): .*resample the raster to square pixels, or give "
-           r"msi_pixel_size_um in the samples sheet")
-    with pytest.raises(InputError, match=msg):
-        read_imzml(imz, sample="S1")
-    with pytest.raises(InputError, match=msg):
-        msi_pixel_size(imz, "S1")
+    a = read_imzml(imz, sample="S1")
+    meta = a.uns["spatialfuse"]
+    assert meta["pixel_size_xy_um"] == [12.5, 25.0]
+    assert meta["pixel_size_um"] == pytest.approx(np.sqrt(12.5 * 25.0))
+    np.testing.assert_allclose(a.obsm["spatial"], [[12.5, 25.0], [25.0, 25.0]])  # (1,1), (2,1)
+    assert msi_pixel_size(imz, "S1") == pytest.approx(np.sqrt(12.5 * 25.0))
+    # the writer states a pair as such, and the reader gives it back
+    (tmp_path / "w").mkdir()
+    imz2, _ = _pair(tmp_path / "w", pixel_size_um=(40.0, 80.0))
+    assert imzml_pixel_sizes(imz2) == (40.0, 80.0)
+    np.testing.assert_allclose(read_imzml(imz2).obsm["spatial"], [[40.0, 80.0], [80.0, 80.0]])
+    # the sheet's value wins: one number for both axes (warned), or x×y
     with caplog.at_level("WARNING", logger="spatialfuse.io.imzml"):
-        a = read_imzml(imz, sample="S1", pixel_size_um=12.5)
-    assert a.uns["spatialfuse"]["pixel_size_um"] == 12.5
-    assert "used for both axes, although the imzML gives pixel size x 12.5 um and y 25 um" in caplog.text
+        b = read_imzml(imz, sample="S1", pixel_size_um=12.5)
+    assert b.uns["spatialfuse"]["pixel_size_xy_um"] == [12.5, 12.5]
+    assert "msi_pixel_size_um (12.5 µm) is used, although the imzML gives pixel size x 12.5 um " \
+           "and y 25 um" in caplog.text
     assert msi_pixel_size(imz, "S1", 12.5) == 12.5
-    _with_pixel_size_y(imz, 12.51)  # 0.08 % apart: square
-    assert read_imzml(imz, sample="S1").uns["spatialfuse"]["pixel_size_um"] == 12.5
+    pair = parse_pixel_size("10 x 30", "S1")
+    assert pair == (10.0, 30.0)
+    c = read_imzml(imz, sample="S1", pixel_size_um=pair)
+    np.testing.assert_allclose(c.obsm["spatial"], [[10.0, 30.0], [20.0, 30.0]])
+    for bad in ("10y30", "10x0", "1x2x3", "-4"):
+        with pytest.raises(InputError, match=rf"^sample 'S1': msi_pixel_size_um '{bad}' "):
+            parse_pixel_size(bad, "S1")
+    _with_pixel_size_y(imz, 12.51)  # 0.08 % apart: square, of the x size
+    assert read_imzml(imz, sample="S1").uns["spatialfuse"]["pixel_size_xy_um"] == [12.5, 12.5]
     assert msi_pixel_size(imz, "S1") == 12.5
 
 

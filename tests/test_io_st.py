@@ -374,6 +374,16 @@ def test_msi_pixel_size_without_reading_the_intensities(tmp_path, small_demo_fil
     a.uns["spatialfuse"] = {"pixel_size_um": 25.0}
     a.write_h5ad(tmp_path / "u.h5ad")
     assert msi_pixel_size(tmp_path / "u.h5ad") == 25.0
+    # rectangular pixels in the metadata: the lattice indices follow each axis's step
+    a.obsm["spatial"] = xy * [1.0, 2.0]
+    a.uns["spatialfuse"] = {"pixel_size_xy_um": [30.0, 60.0]}
+    a.write_h5ad(tmp_path / "r.h5ad")
+    r = load_msi(tmp_path / "r.h5ad")
+    assert r.uns["spatialfuse"]["pixel_size_xy_um"] == [30.0, 60.0]
+    assert r.obs[["x", "y"]].to_numpy().tolist() == [[1, 1], [2, 1], [1, 2], [2, 2]]
+    assert msi_pixel_size(tmp_path / "r.h5ad") == pytest.approx(np.sqrt(30.0 * 60.0))
+    assert msi_pixel_size(tmp_path / "r.h5ad", pixel_size_um=(30.0, 60.0)) == pytest.approx(
+        np.sqrt(30.0 * 60.0))
     imz, _ = write_imzml(tmp_path / "n.imzML", np.array([(1, 1), (2, 1)]), np.array([100.0, 200.0]),
                          np.ones((2, 2), np.float32), mode="continuous")
     with pytest.raises(InputError, match=r"^sample 'S', file '.*n\.imzML': no pixel size"):

@@ -1,6 +1,7 @@
 """Resolution matching: MSI pixels → ST spots with exact area (partial-volume) weights.
 
-Each MSI pixel is a square of side ``pixel_size_um`` in its own frame. Its four corners are
+Each MSI pixel is a square of side ``pixel_size_um`` in its own frame (a rectangle where the
+raster's x and y steps differ). Its four corners are
 mapped into the ST frame by the fitted transform (affine and non-rigid), giving a quadrilateral;
 neighbouring pixels share corners, so the mapped pixels tile the plane without gaps or overlaps.
 ``W[spot, pixel]`` is the exact area (µm²) of that quadrilateral inside the spot:
@@ -22,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from ..pixels import pixel_xy
 from .transform import Transform
 
 _CORNERS = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
@@ -100,7 +102,7 @@ def overlap_weights(
     spot_xy: np.ndarray,
     spot_size_um: float,
     pixel_xy_native: np.ndarray,
-    pixel_size_um: float,
+    pixel_size_um,
     transform: Transform,
     *,
     spot_shape: str = "disk",
@@ -109,11 +111,12 @@ def overlap_weights(
     """Sparse (n_spots × n_pixels) matrix of exact overlap areas in µm² (ST frame).
 
     ``spot_size_um``: spot diameter (disks) or bin side (squares); ``pixel_xy_native``: pixel
-    centres in the MSI frame (µm).
+    centres in the MSI frame (µm); ``pixel_size_um``: one number (square pixels) or (x, y).
     """
     spot_xy = np.asarray(spot_xy, float)
     pixel_xy_native = np.asarray(pixel_xy_native, float)
     n_spots, n_pix = len(spot_xy), len(pixel_xy_native)
+    pxy = pixel_xy(pixel_size_um)
     half = spot_size_um / 2
     spot_reach = half if spot_shape == "disk" else half * np.sqrt(2)
     tree = cKDTree(spot_xy)
@@ -121,7 +124,7 @@ def overlap_weights(
     for start in range(0, n_pix, chunk):
         sl = slice(start, min(start + chunk, n_pix))
         centres = transform(pixel_xy_native[sl])
-        corners = transform((pixel_xy_native[sl, None, :] + _CORNERS[None] * pixel_size_um)
+        corners = transform((pixel_xy_native[sl, None, :] + _CORNERS[None] * pxy)
                             .reshape(-1, 2)).reshape(-1, 4, 2)
         r_pix = np.linalg.norm(corners - centres[:, None, :], axis=-1).max(1)
         reach = spot_reach + r_pix.max() + 1e-6

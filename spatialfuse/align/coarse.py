@@ -127,7 +127,7 @@ def coarse_search(
     if len(tis) < 3:
         return [], {"grid_um": res, "n_candidates": 0}
     ubar = tis.mean(0)
-    r_msi = float(np.percentile(np.linalg.norm(tis - ubar, axis=1), 99.5)) + 2 * raster.px
+    r_msi = float(np.percentile(np.linalg.norm(tis - ubar, axis=1), 99.5)) + 2 * float(raster.px.max())
     L = int(max(np.ceil(extent / res), np.ceil(2 * r_msi * max(scales) / res)) + 6)
     L += L % 2
     R, Sst, Fst, centre, s_sum = _st_images(pts, box, res, L)
@@ -142,8 +142,8 @@ def coarse_search(
     h = L / 2
     refls = (False, True) if allow_reflection else (False,)
     rots = np.arange(0.0, 360.0, rotation_step_deg)
-    f = res / lev.res
-    off0 = np.array([(ubar[1] - lev.origin[1]) / lev.res, (ubar[0] - lev.origin[0]) / lev.res])
+    f = (res / lev.res)[::-1, None]  # rows of the map to the level's image axes (y, x)
+    off0 = np.array([(ubar[1] - lev.origin[1]) / lev.res[1], (ubar[0] - lev.origin[0]) / lev.res[0]])
 
     def render(c_img, rot, s, refl):
         Q = np.linalg.inv(similarity_matrix(rot, s, refl, np.zeros(2))[:2, :2])

@@ -24,6 +24,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..constants import VISIUM_SPOT_PITCH_UM
+from ..pixels import lattice_index, pixel_xy
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +85,17 @@ def lda_posteriors(X_train: np.ndarray, labels: np.ndarray, X: np.ndarray, n_cla
     return P
 
 
-def smooth_on_raster(native_xy: np.ndarray, values: np.ndarray, mask: np.ndarray, pixel_um: float,
+def smooth_on_raster(native_xy: np.ndarray, values: np.ndarray, mask: np.ndarray, pixel_um,
                      sigma_um: float) -> np.ndarray:
     """Gaussian smoothing (``sigma_um``) of per-pixel ``values`` (n, k) over the pixels in
     ``mask`` on the MSI lattice (normalised convolution: pixels outside the mask do not count);
     rows outside the mask are returned unchanged."""
     xy = np.asarray(native_xy, float)
     V = np.asarray(values, float)
-    s = float(sigma_um) / float(pixel_um)
-    if s < 0.3 or not mask.any():
+    s = float(sigma_um) / pixel_xy(pixel_um)[::-1]  # per image axis (rows, columns)
+    if s.max() < 0.3 or not mask.any():
         return V.copy()
-    ij = np.round((xy - xy.min(0)) / float(pixel_um)).astype(int)
+    ij = lattice_index(xy, pixel_um)
     nx, ny = ij.max(0) + 1
     w = np.zeros((ny, nx))
     w[ij[mask, 1], ij[mask, 0]] = 1.0
@@ -125,7 +126,7 @@ def msi_tissue_fraction(native_xy: np.ndarray, on_tissue: np.ndarray, signal: np
         return frac
     sig = np.nan_to_num(np.asarray(signal, float).ravel(), nan=0.0).clip(0, None)
     xy = np.asarray(native_xy, float)
-    ij = np.round((xy - xy.min(0)) / float(pixel_um)).astype(int)
+    ij = lattice_index(xy, pixel_um)
     nx, ny = ij.max(0) + 1
     if nx * ny > 5e7:
         return frac
@@ -369,7 +370,7 @@ class MsiLevel:
     """Blurred MSI images of one pyramid level; sample them at MSI-frame µm positions."""
 
     origin: np.ndarray  # µm of image index (0, 0)
-    res: float  # µm per image pixel
+    res: np.ndarray  # (x, y) µm per image pixel
     mask: np.ndarray  # tissue fraction, normalised by the raster footprint
     valid: np.ndarray  # raster footprint fraction (0 outside the acquired raster)
     feats: np.ndarray  # (k, ny, nx) feature × tissue fraction, blurred (0 off tissue)
@@ -409,9 +410,9 @@ class MsiRaster:
         """``on_tissue`` (bool) weights the features; ``tissue_fraction`` (default: the mask)
         is the tissue image that registration matches (see :func:`msi_tissue_fraction`)."""
         native_xy = np.asarray(native_xy, float)
-        self.px = float(pixel_um)
+        self.px = pixel_xy(pixel_um)  # (x, y) µm: rectangular pixels make a rectangular lattice
         lo = native_xy.min(0)
-        ij = np.round((native_xy - lo) / self.px).astype(int)
+        ij = lattice_index(native_xy, self.px)
         nx, ny = ij.max(0) + 1
         if nx * ny > 5e7:
             raise ValueError(f"MSI raster of {nx}x{ny} lattice cells is too large; check the pixel size")
@@ -443,24 +444,27 @@ class MsiRaster:
 
     def level(self, sigma_um: float, min_res_um: float | None = None) -> MsiLevel:
         """Images blurred by a Gaussian of ``sigma_um`` (MSI frame), binned when that is coarse."""
-        b = max(1, int(np.floor(max(sigma_um / 2.0, min_res_um or 0) / self.px)))
+        # per axis (x, y): cells of b lattice steps, at most about σ/2 (and at least min_res_um)
+        b = np.maximum(1, np.floor(max(sigma_um / 2.0, min_res_um or 0) / self.px)).astype(int)
         res = b * self.px
+        bx, by = int(b[0]), int(b[1])
 
         def binned(img):
-            if b == 1:
+            if bx == 1 and by == 1:
                 return img
             ny, nx = img.shape[-2:]
-            py, px_ = (-ny) % b, (-nx) % b
-            pad = [(0, 0)] * (img.ndim - 2) + [(0, py), (0, px_)]
+            pad = [(0, 0)] * (img.ndim - 2) + [(0, (-ny) % by), (0, (-nx) % bx)]
             im = np.pad(img, pad)
-            sh = im.shape[:-2] + (im.shape[-2] // b, b, im.shape[-1] // b, b)
+            sh = im.shape[:-2] + (im.shape[-2] // by, by, im.shape[-1] // bx, bx)
             return im.reshape(sh).mean(axis=(-3, -1))
 
         foot, tis, fx = binned(self.footprint), binned(self.tissue), binned(self.feat_x_tissue)
-        s = np.sqrt(max(sigma_um**2 - (b * self.px) ** 2 / 12 * (b > 1), 0.0)) / res
+        # the binning's own blur (a box of b cells: variance (b·px)²/12) is part of σ
+        s = np.sqrt(np.maximum(sigma_um**2 - res**2 / 12 * (b > 1), 0.0)) / res
+        s_img = (float(s[1]), float(s[0]))  # image axes: rows (y), columns (x)
 
         def blur(img):
-            return ndimage.gaussian_filter(img, s, mode="constant") if s > 0.05 else img
+            return ndimage.gaussian_filter(img, s_img, mode="constant") if s.max() > 0.05 else img
 
         bf, bt = blur(foot), blur(tis)
         valid = bf
@@ -469,7 +473,7 @@ class MsiRaster:
         feats = (np.stack([blur(fx[j]) * inv for j in range(self.k)]) if self.k
                  else np.zeros((0,) + bt.shape))
         chans = [mask] + list(feats)
-        grads = np.stack([np.stack(np.gradient(c, res)[::-1]) for c in chans])
+        grads = np.stack([np.stack(np.gradient(c, res[1], res[0])[::-1]) for c in chans])
         origin = self.origin + (b - 1) / 2 * self.px
         return MsiLevel(origin, res, mask, valid, feats, grads)
 

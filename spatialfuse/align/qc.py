@@ -9,13 +9,14 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from ..pixels import pixel_side, pixel_xy
 from .coarse import canonical_correlations
 from .features import MsiRaster, StPoints
 from .transform import Transform, similarity_matrix
 
 
 def truth_error(transform: Transform, truth_dir: str | Path, msi_obs: pd.DataFrame,
-                pixel_size_um: float, min_tissue_fraction: float = 0.5) -> dict | None:
+                pixel_size_um, min_tissue_fraction: float = 0.5) -> dict | None:
     """Target registration error against a simulator/benchmark truth folder.
 
     ``truth_dir/msi_pixels.tsv.gz`` gives, per imzML pixel (x, y), its true ST position; the
@@ -29,25 +30,27 @@ def truth_error(transform: Transform, truth_dir: str | Path, msi_obs: pd.DataFra
 
 
 def truth_error_table(transform: Transform, truth: pd.DataFrame, msi_obs: pd.DataFrame,
-                      pixel_size_um: float, min_tissue_fraction: float = 0.5) -> dict:
-    """:func:`truth_error` on an in-memory truth table (x, y, st_x_um, st_y_um, tissue_fraction)."""
+                      pixel_size_um, min_tissue_fraction: float = 0.5) -> dict:
+    """:func:`truth_error` on an in-memory truth table (x, y, st_x_um, st_y_um, tissue_fraction);
+    ``pixel_size_um``: one number or the (x, y) pair."""
     t = truth[truth["tissue_fraction"] >= min_tissue_fraction]
     key = pd.MultiIndex.from_arrays([msi_obs["x"].to_numpy(), msi_obs["y"].to_numpy()])
     tk = pd.MultiIndex.from_arrays([t["x"].to_numpy(), t["y"].to_numpy()])
     t = t[tk.isin(key)]
-    native = t[["x", "y"]].to_numpy(float) * pixel_size_um
+    native = t[["x", "y"]].to_numpy(float) * pixel_xy(pixel_size_um)
     err = np.linalg.norm(transform(native) - t[["st_x_um", "st_y_um"]].to_numpy(), axis=1)
     return error_summary(err, pixel_size_um)
 
 
-def error_summary(err: np.ndarray, pixel_size_um: float) -> dict:
+def error_summary(err: np.ndarray, pixel_size_um) -> dict:
     """Median, 90th percentile and mean of per-pixel registration errors (µm), the median in
-    MSI pixels, and the number of pixels."""
+    MSI pixels (for rectangular pixels: in sides of the square of the same area), and the
+    number of pixels."""
     return {
         "truth_error_um_median": float(np.median(err)),
         "truth_error_um_p90": float(np.percentile(err, 90)),
         "truth_error_um_mean": float(err.mean()),
-        "truth_error_pixels_median": float(np.median(err) / pixel_size_um),
+        "truth_error_pixels_median": float(np.median(err) / pixel_side(pixel_size_um)),
         "truth_n_pixels": int(len(err)),
     }
 

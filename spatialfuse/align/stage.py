@@ -15,6 +15,7 @@ from sklearn.cluster import KMeans
 
 from ..constants import Key
 from ..errors import AlignmentError, InputError
+from ..pixels import pixel_side, pixel_xy
 from .aggregate import aggregate, overlap_weights
 from .features import (
     MsiRaster,
@@ -71,7 +72,7 @@ class AlignInputs:
     st_xy: np.ndarray
     native: np.ndarray
     on_tissue: np.ndarray
-    pixel_um: float
+    pixel_um: np.ndarray  # (x, y) µm (:mod:`spatialfuse.pixels`)
     spot_um: float
     spot_shape: str
     #: domain channels for the fine fit (:class:`DomainChannels`), or None
@@ -108,10 +109,10 @@ class DomainChannels:
     """
 
     def __init__(self, pts: StPoints, st_xy: np.ndarray, st_pcs: np.ndarray, native: np.ndarray,
-                 on_tissue: np.ndarray, msi_pcs: np.ndarray, pixel_um: float, spot_um: float,
+                 on_tissue: np.ndarray, msi_pcs: np.ndarray, pixel_um, spot_um: float,
                  n_clusters: int, smoothing_um: float, seed: int, raster_args: dict, st_kw: dict):
         self.st_xy, self.native, self.on = st_xy, native, np.asarray(on_tissue, bool)
-        self.msi_pcs, self.px, self.spot_um = msi_pcs, float(pixel_um), float(spot_um)
+        self.msi_pcs, self.px, self.spot_um = msi_pcs, pixel_xy(pixel_um), float(spot_um)
         self.raster_args = raster_args
         self.labels = KMeans(n_clusters=int(n_clusters), n_init=4, random_state=seed).fit_predict(st_pcs)
         self.n_clusters = int(n_clusters)
@@ -145,7 +146,7 @@ def prepare_inputs(st: ad.AnnData, msi: ad.AnnData, n_comps: int = DEFAULTS["fea
     with ``domain_clusters`` ≥ 2 also the domain-channel inputs of the fine fit (``fine``)."""
     meta_st = st.uns.get(Key.uns.spatialfuse, {})
     meta_msi = msi.uns.get(Key.uns.spatialfuse, {})
-    px = float(meta_msi["pixel_size_um"])
+    px = pixel_xy(meta_msi)
     spot_um = float(meta_st.get("spot_diameter_um", 55.0))
     spot_shape = meta_st.get("spot_shape", "disk")
     native = np.asarray(msi.obsm[Key.obsm.spatial], float)
@@ -266,7 +267,8 @@ def run_align(
     inp = prepare_inputs(st, msi, int(p["feature_components"]), seed, int(p["domain_clusters"]),
                          float(p["domain_smoothing_um"]))
     px, spot_um, spot_shape = inp.pixel_um, inp.spot_um, inp.spot_shape
-    qc: dict = {"sample": sample, "msi_pixel_size_um": px, "spot_diameter_um": spot_um}
+    qc: dict = {"sample": sample, "msi_pixel_size_um": pixel_side(px),
+                "msi_pixel_size_xy_um": [float(v) for v in px], "spot_diameter_um": spot_um}
     T, diag = register(inp, p, landmarks=landmarks, sample=sample)
     qc["method"] = T.meta.get("method")
     qc.update({k: v for k, v in diag.items() if k != "refine"})
@@ -357,7 +359,7 @@ def assess_registration(inp: AlignInputs, T: Transform, params: dict,
                             spot_shape=inp.spot_shape)
         area = np.pi * (inp.spot_um / 2) ** 2 if inp.spot_shape == "disk" else inp.spot_um**2
         coverage = np.clip(np.asarray(W.sum(1)).ravel() / area, 0, None)
-    res = max(inp.pixel_um, 20.0)
+    res = max(pixel_side(inp.pixel_um), 20.0)
     out = {"tissue_dice": tissue_dice(inp.pts, inp.raster, T, inp.capture_box, res)}
     out.update(feature_similarity(inp.pts, inp.raster, T))
     out.update(placement_check(inp.pts, inp.raster, T, inp.capture_box, res))

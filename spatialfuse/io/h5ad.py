@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
 from ..errors import InputError
+from ..pixels import describe, lattice_index, pixel_side, pixel_xy
 
 log = logging.getLogger(__name__)
 
@@ -91,40 +92,42 @@ def read_st_h5ad(path: str | Path, *, sample: str | None = None) -> ad.AnnData:
 _MZ_RE = re.compile(r"(\d+(?:\.\d+)?)")
 
 
-def _msi_pixel_size(a: ad.AnnData, given: float | None, name: str) -> float:
-    """``given`` (the samples sheet's), else ``uns['spatialfuse']['pixel_size_um']``, else the
-    median nearest-neighbour distance of the pixel coordinates."""
+def _msi_pixel_size(a: ad.AnnData, given, name: str) -> np.ndarray:
+    """(x, y) pixel size in µm: ``given`` (the samples sheet's: one number or an (x, y) pair),
+    else ``uns['spatialfuse']`` (``pixel_size_xy_um``, else ``pixel_size_um``), else the median
+    nearest-neighbour distance of the pixel coordinates (square pixels)."""
     if given is not None and not (isinstance(given, float) and np.isnan(given)):
-        return float(given)
+        return pixel_xy(given)
     meta = dict(a.uns.get(Key.uns.spatialfuse, {}) or {})
-    if meta.get("pixel_size_um") is not None:
-        return float(meta["pixel_size_um"])
+    if meta.get("pixel_size_xy_um") is not None or meta.get("pixel_size_um") is not None:
+        return pixel_xy(meta)
     from scipy.spatial import cKDTree
 
     xy = np.asarray(a.obsm[Key.obsm.spatial])
     d, _ = cKDTree(xy).query(xy, k=2)
     px = float(np.median(d[:, 1]))
     log.info("%s: pixel size inferred from coordinates: %.2f um", name, px)
-    return px
+    return pixel_xy(px)
 
 
 def msi_h5ad_pixel_size(path: str | Path, *, sample: str | None = None,
-                        pixel_size_um: float | None = None) -> float:
-    """The pixel size :func:`read_msi_h5ad` would give, without reading the intensities (the
-    file is opened backed: coordinates and metadata only)."""
+                        pixel_size_um=None) -> float:
+    """The pixel size :func:`read_msi_h5ad` would give (µm; for rectangular pixels the side of
+    the square of the same area), without reading the intensities (the file is opened backed:
+    coordinates and metadata only)."""
     path = Path(path)
     a = _read(path, sample, backed=True)
     try:
-        return _msi_pixel_size(a, pixel_size_um, path.name)
+        return pixel_side(_msi_pixel_size(a, pixel_size_um, path.name))
     finally:
         a.file.close()
 
 
 def read_msi_h5ad(path: str | Path, *, sample: str | None = None,
-                  pixel_size_um: float | None = None) -> ad.AnnData:
+                  pixel_size_um=None) -> ad.AnnData:
     """Read MSI from ``.h5ad``: pixels × m/z, ``obsm['spatial']`` in µm, m/z in ``var['mz']``
-    (or parseable from the var names). Pixel size: argument, else ``uns['spatialfuse']``, else
-    the median nearest-neighbour distance of the coordinates."""
+    (or parseable from the var names). Pixel size: argument (one number or an (x, y) pair),
+    else ``uns['spatialfuse']``, else the median nearest-neighbour distance of the coordinates."""
     path = Path(path)
     a = _read(path, sample)
     if Key.var.mz not in a.var:
@@ -143,14 +146,17 @@ def read_msi_h5ad(path: str | Path, *, sample: str | None = None,
     if Xd.size and Xd.min() < 0:
         raise InputError("intensities contain negative values", sample, path)
     xy = a.obsm[Key.obsm.spatial]
-    pixel_size_um = _msi_pixel_size(a, pixel_size_um, path.name)
+    pxy = _msi_pixel_size(a, pixel_size_um, path.name)
+    if not np.all(pxy > 0):
+        raise InputError(f"pixel size must be positive, got {describe(pxy)}", sample, path)
     out = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=a.obs.copy(), var=a.var.copy())
     out.obsm[Key.obsm.spatial] = xy
     if Key.obs.x not in out.obs or Key.obs.y not in out.obs:
-        ij = np.round((xy - xy.min(0)) / pixel_size_um).astype(int) + 1
+        ij = lattice_index(xy, pxy) + 1
         out.obs[Key.obs.x], out.obs[Key.obs.y] = ij[:, 0], ij[:, 1]
     out.obs[Key.obs.tic] = np.asarray(out.X.sum(1)).ravel()
     out.uns[Key.uns.spatialfuse] = {"modality": "msi", "source": str(path),
-                                    "pixel_size_um": float(pixel_size_um),
+                                    "pixel_size_um": pixel_side(pxy),
+                                    "pixel_size_xy_um": [float(v) for v in pxy],
                                     "imzml_layout": "h5ad", "spectrum_type": "centroid"}
     return out

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 
 from ..constants import Key
 from ..errors import InputError
+from ..pixels import SQUARE_PIXEL_RTOL, describe, is_rectangular, pixel_side, pixel_xy
 from ..msi.peaks import assign_to_axis, integrate_windows, pick_profile_peaks, ppm_bins
 from .imzml_writer import ImzMLStreamWriter, write_imzml
 
@@ -85,41 +86,37 @@ def imzml_pixel_sizes(imzml_path: str | Path,
     return found["IMS:1000046"], found["IMS:1000047"]
 
 
-#: Pixel sizes x and y that differ by more than this fraction are not square pixels.
-SQUARE_PIXEL_RTOL = 0.005
-
-
 def resolve_pixel_size(given, found: tuple[float | None, float | None], sample: str | None,
-                       imzml_path: Path) -> float:
-    """The pixel size (µm) an imzML is read with: ``given`` (the samples sheet's) when set,
-    else ``found``, the file's (``pixel size x``, ``pixel size y``); neither, not positive, or
-    the file's pixels not square (x and y more than :data:`SQUARE_PIXEL_RTOL` apart, and no
-    value in the sheet): :class:`InputError`. The pipeline puts every pixel on one square grid
-    (coordinates, footprints, the area weights of the resolution matching), so a raster of
-    rectangular pixels would be stretched along one axis without a word."""
+                       imzml_path: Path) -> tuple[float, float]:
+    """The pixel size (x, y) in µm an imzML is read with: ``given`` (the samples sheet's: one
+    number for both axes, or an (x, y) pair) when set, else ``found``, the file's (``pixel size
+    x``, ``pixel size y``; one of them alone serves both axes; two within
+    :data:`~spatialfuse.pixels.SQUARE_PIXEL_RTOL` make a square of the x size). Neither, or a
+    size that is not positive: :class:`InputError`. Pixels may be rectangular
+    (:mod:`spatialfuse.pixels`)."""
     fx, fy = found
-    rectangular = (fx is not None and fy is not None and fx > 0 and fy > 0
-                   and abs(fx - fy) > SQUARE_PIXEL_RTOL * max(fx, fy))
     if given is None or (isinstance(given, float) and np.isnan(given)):
-        if rectangular:
-            raise InputError(
-                f"the imzML's pixels are not square (pixel size x {fx:g} um, y {fy:g} um): "
-                "SpatialFuse places the pixels on a square grid, which would stretch the image "
-                "along one axis; resample the raster to square pixels, or give "
-                "msi_pixel_size_um in the samples sheet if the file's sizes are wrong",
-                sample, imzml_path)
-        given = fx if fx is not None else fy
-        if given is None:
+        if fx is None and fy is None:
             raise InputError(
                 "no pixel size: the imzML has no 'pixel size x' and the samples sheet gives no "
                 "msi_pixel_size_um", sample, imzml_path)
-    elif rectangular:
-        log.warning("sample %r, file '%s': the samples sheet's msi_pixel_size_um (%g um) is used "
-                    "for both axes, although the imzML gives pixel size x %g um and y %g um",
-                    sample, imzml_path, float(given), fx, fy)
-    px = float(given)
-    if not px > 0:
-        raise InputError(f"pixel size must be positive, got {px}", sample, imzml_path)
+        size = (fx if fx is not None else fy, fy if fy is not None else fx)
+        if min(size) > 0 and is_rectangular(size):
+            log.info("sample %r, file '%s': rectangular pixels, %s", sample, imzml_path.name,
+                     describe(size))
+        else:  # a rounding difference (12.5 and 12.51 µm) is a square pixel, of the x size
+            size = (size[0], size[0])
+    else:
+        size = tuple(float(v) for v in pixel_xy(given))
+        if (fx is not None and fy is not None and fx > 0 and fy > 0
+                and not np.allclose(size, (fx, fy), rtol=SQUARE_PIXEL_RTOL)):
+            log.warning("sample %r, file '%s': the samples sheet's msi_pixel_size_um (%s) is used, "
+                        "although the imzML gives pixel size x %g um and y %g um",
+                        sample, imzml_path, describe(size), fx, fy)
+    px = (float(size[0]), float(size[1]))
+    if not (px[0] > 0 and px[1] > 0):
+        raise InputError(f"pixel size must be positive, got x {px[0]:g} um, y {px[1]:g} um",
+                         sample, imzml_path)
     return px
 
 
@@ -335,7 +332,7 @@ def read_imzml(
     path: str | Path,
     *,
     sample: str | None = None,
-    pixel_size_um: float | None = None,
+    pixel_size_um: float | tuple[float, float] | None = None,
     mz_tolerance_ppm: float = 10.0,
     min_pixel_fraction: float = 0.01,
     mz_range: tuple[float, float] | None = None,
@@ -346,9 +343,10 @@ def read_imzml(
     """Read an imzML/ibd pair into an AnnData (pixels × m/z features), coordinates in µm.
 
     ``X`` holds raw intensities (float32 CSR). ``obs`` has ``x``/``y`` (1-based pixel indices)
-    and ``tic`` (of the whole raw spectrum); ``obsm['spatial']`` is (x, y) × pixel size in µm
-    (the MSI's own frame); ``var['mz']`` is the feature m/z. Pixel size comes from
-    ``pixel_size_um`` if given, else the imzML metadata; neither → :class:`InputError`.
+    and ``tic`` (of the whole raw spectrum); ``obsm['spatial']`` is (x, y) × pixel size in µm, per
+    axis (the MSI's own frame); ``var['mz']`` is the feature m/z. Pixel size comes from
+    ``pixel_size_um`` if given (one number, or an (x, y) pair), else the imzML metadata; neither
+    → :class:`InputError` (:func:`resolve_pixel_size`).
     ``min_pixel_fraction``: processed data keep the axis peaks found in at least this fraction
     of the spectra used to build the axis (up to ``axis_spectra`` evenly spaced spectra holding
     about 2×10^6 peaks in all). ``peak_snr``: peak-picking threshold for profile
@@ -435,19 +433,21 @@ def read_imzml(
     var = pd.DataFrame({Key.var.mz: centres}, index=[f"mz_{m:.4f}" for m in centres])
     var.index = pd.Index(_dedupe(var.index.tolist()))
     adata = ad.AnnData(X=X, obs=obs, var=var)
-    adata.obsm[Key.obsm.spatial] = coords.astype(np.float64) * pixel_size_um
+    adata.obsm[Key.obsm.spatial] = coords.astype(np.float64) * np.asarray(pixel_size_um)
     layout = "continuous" if s.continuous else "processed"
     adata.uns[Key.uns.spatialfuse] = {
         "modality": "msi",
         "source": str(imzml_path),
-        "pixel_size_um": pixel_size_um,
+        "pixel_size_um": pixel_side(pixel_size_um),
+        "pixel_size_xy_um": [float(v) for v in pixel_size_um],
         "imzml_layout": layout,
         "spectrum_type": s.spectrum_type,
         "mz_tolerance_ppm": float(mz_tolerance_ppm),
         "polarity": s.polarity,
     }
-    log.info("read %s: %d pixels x %d m/z features (%s, %s), pixel %.1f um, %d non-zeros",
-             imzml_path.name, n, centres.size, layout, s.spectrum_type, pixel_size_um, X.nnz)
+    log.info("read %s: %d pixels x %d m/z features (%s, %s), pixel %s, %d non-zeros",
+             imzml_path.name, n, centres.size, layout, s.spectrum_type, describe(pixel_size_um),
+             X.nnz)
     return adata
 
 

@@ -53,7 +53,8 @@ class ImzMLStreamWriter:
     """
 
     def __init__(self, path: str | Path, *, mode: str = "processed",
-                 spectrum_type: str = "centroid", pixel_size_um: float | None = None,
+                 spectrum_type: str = "centroid",
+                 pixel_size_um: float | tuple[float, float] | None = None,
                  polarity: str = "positive", mz_dtype=np.float64, intensity_dtype=np.float32,
                  shared_mz: np.ndarray | None = None, uuid: uuidlib.UUID | None = None):
         if mode not in ("continuous", "processed"):
@@ -142,16 +143,18 @@ class ImzMLStreamWriter:
                '<cvParam cvRef="MS" accession="MS:1000129" name="negative scan" value=""/>')
         px = ""
         if self.pixel_size_um is not None:
+            # one number: square pixels (written as before, byte for byte); a pair: (x, y)
             ps = self.pixel_size_um
+            psx, psy = (ps, ps) if np.ndim(ps) == 0 else (float(ps[0]), float(ps[1]))
             unit = 'unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"'
             px = (f'<cvParam cvRef="IMS" accession="IMS:1000046" name="pixel size (x)" '
-                  f'value="{ps}" {unit}/>\n'
+                  f'value="{psx}" {unit}/>\n'
                   f'<cvParam cvRef="IMS" accession="IMS:1000047" name="pixel size y" '
-                  f'value="{ps}" {unit}/>\n'
+                  f'value="{psy}" {unit}/>\n'
                   f'<cvParam cvRef="IMS" accession="IMS:1000044" name="max dimension x" '
-                  f'value="{max_x * ps}" {unit}/>\n'
+                  f'value="{max_x * psx}" {unit}/>\n'
                   f'<cvParam cvRef="IMS" accession="IMS:1000045" name="max dimension y" '
-                  f'value="{max_y * ps}" {unit}/>\n')
+                  f'value="{max_y * psy}" {unit}/>\n')
         return (
             '<?xml version="1.0" encoding="ISO-8859-1"?>\n'
             '<mzML xmlns="http://psi.hupo.org/ms/mzml" version="1.1">\n'
@@ -225,7 +228,7 @@ def write_imzml(
     *,
     mode: str = "processed",
     spectrum_type: str = "centroid",
-    pixel_size_um: float | None = None,
+    pixel_size_um: float | tuple[float, float] | None = None,
     polarity: str = "positive",
     mz_dtype=np.float64,
     intensity_dtype=np.float32,
@@ -233,7 +236,8 @@ def write_imzml(
 ) -> tuple[Path, Path]:
     """Write an imzML/ibd pair.
 
-    ``coords``: (n, 2) 1-based pixel indices (x, y). ``mode='continuous'``: ``mzs`` is one array
+    ``coords``: (n, 2) 1-based pixel indices (x, y); ``pixel_size_um``: one number (square
+    pixels) or (x, y). ``mode='continuous'``: ``mzs`` is one array
     shared by all spectra and ``intensities`` is (n, len(mzs)). ``mode='processed'``: ``mzs`` and
     ``intensities`` are sequences of per-pixel arrays. ``uuid``: the file pair's UUID (default:
     a fresh random one). Returns the two paths.

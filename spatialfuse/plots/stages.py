@@ -7,6 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
+from ..pixels import pixel_xy
 from . import _frame, aligned_pixel_um, placeholder, plot_labels, plot_values, plt, savefig, spot_size
 
 
@@ -20,9 +21,9 @@ def _raster(msi, values: np.ndarray) -> tuple[np.ndarray, list[float]]:
     x, y = msi.obs[Key.obs.x].to_numpy(int), msi.obs[Key.obs.y].to_numpy(int)
     img = np.full((y.max() - y.min() + 1, x.max() - x.min() + 1), np.nan)
     img[y - y.min(), x - x.min()] = values
-    px = float(msi.uns[Key.uns.spatialfuse]["pixel_size_um"])
-    return img, [(x.min() - 0.5) * px, (x.max() + 0.5) * px, (y.max() + 0.5) * px,
-                 (y.min() - 0.5) * px]
+    px, py = pixel_xy(msi.uns[Key.uns.spatialfuse])
+    return img, [(x.min() - 0.5) * px, (x.max() + 0.5) * px, (y.max() + 0.5) * py,
+                 (y.min() - 0.5) * py]
 
 
 def ingest_qc_figure(st, msi, path, sample: str, qc: dict | None = None) -> None:
@@ -38,9 +39,9 @@ def ingest_qc_figure(st, msi, path, sample: str, qc: dict | None = None) -> None
     on = msi.obs[Key.obs.on_tissue].to_numpy(bool)
     if (~on).any() and on.any():
         mask, _ = _raster(msi, on.astype(float))
-        px = float(msi.uns[Key.uns.spatialfuse]["pixel_size_um"])
+        px, py = pixel_xy(msi.uns[Key.uns.spatialfuse])
         cx = extent[0] + px * (0.5 + np.arange(mask.shape[1]))
-        cy = extent[3] + px * (0.5 + np.arange(mask.shape[0]))  # pixel centres, rows = y
+        cy = extent[3] + py * (0.5 + np.arange(mask.shape[0]))  # pixel centres, rows = y
         ax.contour(cx, cy, np.nan_to_num(mask), levels=[0.5], colors="w", linewidths=0.8)
     title = f"{sample}: MSI total ion current (own frame)"
     if qm:

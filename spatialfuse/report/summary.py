@@ -20,6 +20,7 @@ import yaml
 
 from ..constants import Key
 from ..impute.crossmodal import REFERENCE_NAMES, REFERENCE_TAG, stronger_reference
+from ..pixels import describe
 from . import provenance
 from .aggregate import ResultsTree, collect_flags, read_json
 from .conditions import by_evidence
@@ -132,7 +133,7 @@ def ingest_numbers(samples, ingest: dict) -> pd.DataFrame:
                                         f"{_n(st.get('genes_after_qc'))} "
                                         f"({_n(st.get('highly_variable_genes'))})",
             "MSI": f"{mm.get('imzml_layout', '?')} {mm.get('spectrum_type', '')}, "
-                   f"{mm.get('pixel_size_um', '?')} µm",
+                   + (describe(mm) if mm.get("pixel_size_um") is not None else "? µm"),
             "pixels (on tissue)": f"{_n(msi.get('pixels'))} ({_n(msi.get('pixels_on_tissue'))})",
             "m/z peaks: read → kept": f"{_n(msi.get('peaks_input'))} → "
                                       f"{_n(msi.get('peaks_after'))}",

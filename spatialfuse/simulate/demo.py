@@ -57,6 +57,7 @@ class DemoParams:
     n_links: int = 12
     decoy_fraction: float = 0.3
     msi_pixel_size_um: float = 30.0
+    msi_pixel_size_y_um: float | None = None  # rectangular pixels: the y step (None: square)
     rotation_deg: float | None = None
     reflect: bool | None = None
     scale_range: tuple[float, float] = (0.9, 1.1)
@@ -200,7 +201,7 @@ def _landmarks(rng: np.random.Generator, p: DemoParams, u: np.ndarray, frac: np.
         j = int(np.argmax(d * rng.uniform(0.7, 1.0, d.size)))
         pick.append(int(on[j]))
         d = np.minimum(d, np.linalg.norm(u[on] - u[on[j]], axis=1))
-    msi = u[pick] + rng.uniform(-0.5, 0.5, (len(pick), 2)) * p.msi_pixel_size_um
+    msi = u[pick] + rng.uniform(-0.5, 0.5, (len(pick), 2)) * msi_pixel_xy(p)
     st = msi_to_st(msi)
     noise = p.landmark_noise_um
     return pd.DataFrame({
@@ -331,9 +332,10 @@ def simulate_sample(p: DemoParams) -> dict:
     r_max = float(np.max(np.hypot(*(outline - centre).T)))
     shift = rng.normal(0, 0.05 * radius, 2)
     px = p.msi_pixel_size_um
-    half = (r_max + np.hypot(*shift) + 2 * p.warp_um + 6 * px) / scale
-    n_side = int(np.ceil(2 * half / px))
-    u_c = np.array([(n_side + 1) / 2 * px, (n_side + 1) / 2 * px])
+    pxy = msi_pixel_xy(p)
+    half = (r_max + np.hypot(*shift) + 2 * p.warp_um + 6 * float(pxy.max())) / scale
+    n_xy = np.ceil(2 * half / pxy).astype(int)  # pixels along x and y
+    u_c = (n_xy + 1) / 2 * pxy
     b = centre + shift - Mx @ u_c
 
     def warp(st):
@@ -343,16 +345,16 @@ def simulate_sample(p: DemoParams) -> dict:
     def msi_to_st(u):
         return warp(np.asarray(u) @ Mx.T + b)
 
-    ii, jj = np.meshgrid(np.arange(1, n_side + 1), np.arange(1, n_side + 1), indexing="xy")
+    ii, jj = np.meshgrid(np.arange(1, n_xy[0] + 1), np.arange(1, n_xy[1] + 1), indexing="xy")
     pix = np.stack([ii.ravel(), jj.ravel()], 1)
     # geometry options draw from their own generator, so the plain demo is unchanged
     rng_geo = np.random.default_rng([p.seed, 4])
     if p.msi_crop_frac > 0:
         axis, side = int(rng_geo.integers(2)), bool(rng_geo.integers(2))
-        cut = int(round(n_side * p.msi_crop_frac))
-        keep = pix[:, axis] > cut if side else pix[:, axis] <= n_side - cut
+        cut = int(round(n_xy[axis] * p.msi_crop_frac))
+        keep = pix[:, axis] > cut if side else pix[:, axis] <= n_xy[axis] - cut
         pix = pix[keep]
-    u = pix * px
+    u = pix * pxy
     pix_st = msi_to_st(u)
     # an adjacent section: the MSI sees tissue and domains where the ST section has them,
     # displaced by a small, short-wavelength field (not part of the true transform)
@@ -370,7 +372,7 @@ def simulate_sample(p: DemoParams) -> dict:
     frac = np.zeros(len(u))
     for dx in sub:
         for dy in sub:
-            frac += inside(geo(msi_to_st(u + np.array([dx, dy]) * px)))
+            frac += inside(geo(msi_to_st(u + np.array([dx, dy]) * pxy)))
     frac /= 16.0
     pix_dom = domain_of(pix_geo)
     on = frac > 0
@@ -437,6 +439,7 @@ def simulate_sample(p: DemoParams) -> dict:
             "rotation_deg": rot, "reflect": refl, "scale": scale,
             "affine": np.r_[np.c_[Mx, b], [[0, 0, 1]]].tolist(),
             "warp_um": p.warp_um, "msi_pixel_size_um": px,
+            "msi_pixel_size_xy_um": [float(v) for v in pxy],
             "description": "ST_um = warp(A @ [msi_x_um, msi_y_um, 1]); per-pixel truth in msi_pixels.tsv.gz",
         },
         "outline": outline,
@@ -471,6 +474,19 @@ def _he_image(sim: dict, capture_um: float, size_px: int = 600) -> tuple[np.ndar
 GZIP_NO_TIMESTAMP = {"method": "gzip", "mtime": 0}
 
 
+def msi_pixel_xy(p) -> np.ndarray:
+    """The simulated raster's (x, y) pixel size in µm (``msi_pixel_size_y_um`` None: square)."""
+    y = getattr(p, "msi_pixel_size_y_um", None)
+    return np.array([p.msi_pixel_size_um, p.msi_pixel_size_um if y is None else y], float)
+
+
+def _written_pixel_size(p):
+    """The pixel size the imzML states: one number for square pixels (the files of earlier
+    versions, byte for byte), else (x, y)."""
+    x, y = msi_pixel_xy(p)
+    return p.msi_pixel_size_um if x == y else (float(x), float(y))
+
+
 def write_simulated_imzml(path: str | Path, coords: np.ndarray, mz_true: np.ndarray,
                           inten: np.ndarray, p, rng: np.random.Generator) -> None:
     """Write simulated spectra (pixels × ions) as imzML: continuous on the true axis, or processed
@@ -490,7 +506,7 @@ def write_simulated_imzml(path: str | Path, coords: np.ndarray, mz_true: np.ndar
     if p.imzml_mode == "continuous":
         order = np.argsort(mz_true)
         write_imzml(path, coords, mz_true[order], inten[:, order], mode="continuous",
-                    pixel_size_um=p.msi_pixel_size_um, uuid=uid)
+                    pixel_size_um=_written_pixel_size(p), uuid=uid)
         return
     mzs, ints = [], []
     for i in range(len(coords)):
@@ -504,7 +520,7 @@ def write_simulated_imzml(path: str | Path, coords: np.ndarray, mz_true: np.ndar
         o = np.argsort(mz)
         mzs.append(mz[o])
         ints.append(v[o])
-    write_imzml(path, coords, mzs, ints, mode="processed", pixel_size_um=p.msi_pixel_size_um,
+    write_imzml(path, coords, mzs, ints, mode="processed", pixel_size_um=_written_pixel_size(p),
                 uuid=uid)
 
 

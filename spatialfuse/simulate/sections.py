@@ -8,6 +8,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
+from ..pixels import pixel_side
 
 
 def simulated_sections(sim: dict, pool_um: float | None = None) -> tuple[ad.AnnData, ad.AnnData]:
@@ -18,6 +19,7 @@ def simulated_sections(sim: dict, pool_um: float | None = None) -> tuple[ad.AnnD
     ``ingest.st.visium_hd_pool_um`` does."""
     from ..io.spaceranger import hd_array_extent
     from ..msi import preprocess_msi
+    from .demo import msi_pixel_xy
     from ..st import pool_visium_hd, preprocess_st
 
     p = sim["params"]
@@ -49,7 +51,9 @@ def simulated_sections(sim: dict, pool_um: float | None = None) -> tuple[ad.AnnD
                                       index=[f"px_{x}_{y}" for x, y in zip(px["x"], px["y"])]),
                      var=pd.DataFrame({"mz": mz}, index=[f"mz_{m:.4f}" for m in mz]))
     msi.obs["tic"] = np.asarray(msi.X.sum(1)).ravel()
-    msi.obsm[Key.obsm.spatial] = px[["x", "y"]].to_numpy(float) * p.msi_pixel_size_um
-    msi.uns[Key.uns.spatialfuse] = {"pixel_size_um": p.msi_pixel_size_um}
+    pxy = msi_pixel_xy(p)
+    msi.obsm[Key.obsm.spatial] = px[["x", "y"]].to_numpy(float) * pxy
+    msi.uns[Key.uns.spatialfuse] = {"pixel_size_um": pixel_side(pxy),
+                                    "pixel_size_xy_um": [float(v) for v in pxy]}
     msi, _ = preprocess_msi(msi)
     return st, msi
