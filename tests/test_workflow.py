@@ -55,6 +55,10 @@ def test_demo_end_to_end_outputs(demo_run):
     assert "registration error" in html and "ARI pca" in html and "Provenance" in html
     assert "Cohort comparison" in html and "plain Pearson would call" in html
     assert "data:image/png;base64" in html and "<script src=" not in html  # self-contained
+    # demo2's rectangular pixels (workflow_utils.TINY_DEMO2) went through every stage as such
+    qc2 = json.loads((d / "results" / "demo2" / "align" / "qc.json").read_text())
+    assert qc2["msi_pixel_size_xy_um"] == [40.0, 60.0] and not qc2["flagged"]
+    assert "continuous centroid, 40 × 60 µm" in html
 
 
 def test_paired_mudata_contract(demo_run):

@@ -28,6 +28,10 @@ TINY_DEMO = dict(capture_size_um=1800.0, n_genes=120, n_metabolites=30, n_links=
 #: them, at 120-150 optimiser steps instead of 400 (the impute job 73 s instead of 120 s on 2
 #: cores, 83 s CPU instead of 200 s). The workflow tests check the plumbing, not the scores.
 TINY_IMPUTE = dict(model_max_steps=150, model_min_epochs=20)
+#: demo2 of the tiny demo is imaged with rectangular pixels (40 µm along x, as in the repo's
+#: config, 60 µm along y), so every workflow test runs one such sample end to end: the imzML
+#: states both sizes, and ingest, registration, matching and the report work per axis.
+TINY_DEMO2 = dict(msi_pixel_size_y_um=60.0)
 
 #: Metrics that measure time or memory, not results: excluded from determinism comparisons.
 TIMING_METRIC = re.compile(
@@ -50,6 +54,7 @@ def make_workdir(d: Path, samples_tsv: str | None = None, **edits) -> Path:
     (d / "config").mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["demo"].update(TINY_DEMO)
+    cfg["demo"].setdefault("samples", {}).setdefault("demo2", {}).update(TINY_DEMO2)
     cfg["domains"]["n_domains"] = 4
     cfg["impute"].update(TINY_IMPUTE)
     for dotted, value in edits.items():
