@@ -22,7 +22,8 @@ def pixel_xy(size) -> np.ndarray:
     """(x, y) pixel size in µm from one number (square), a pair, or an MSI ``uns['spatialfuse']``
     dict (``pixel_size_xy_um``, else ``pixel_size_um`` for both axes)."""
     if isinstance(size, dict):
-        size = size.get("pixel_size_xy_um", size.get("pixel_size_um"))
+        xy = size.get("pixel_size_xy_um")
+        size = xy if xy is not None else size.get("pixel_size_um")
     a = np.asarray(size, float).ravel()
     if a.size == 1:
         a = np.repeat(a, 2)

@@ -322,3 +322,34 @@ def test_axis_not_bridged_by_noise():
     strong = centres[n_spectra >= 0.5 * n]
     assert strong.size == 2
     np.testing.assert_allclose(strong, true, rtol=2e-6)
+
+
+def test_pixel_size_pairs_and_the_side_of_the_same_area():
+    """``spatialfuse.pixels``: one number is a square, a pair (x, y) a rectangle; an MSI
+    ``uns`` dict gives its pair (else its one size); the single length is √(x·y); sizes within
+    0.5 % are a square; the sheet's forms parse or fail with what is wrong."""
+    from spatialfuse import pixels
+
+    np.testing.assert_array_equal(pixels.pixel_xy(30), [30.0, 30.0])
+    np.testing.assert_array_equal(pixels.pixel_xy((40, 80)), [40.0, 80.0])
+    np.testing.assert_array_equal(pixels.pixel_xy({"pixel_size_um": 25.0}), [25.0, 25.0])
+    np.testing.assert_array_equal(
+        pixels.pixel_xy({"pixel_size_um": 56.6, "pixel_size_xy_um": [40.0, 80.0]}), [40.0, 80.0])
+    np.testing.assert_array_equal(
+        pixels.pixel_xy({"pixel_size_um": 25.0, "pixel_size_xy_um": None}), [25.0, 25.0])
+    with pytest.raises(ValueError, match="one number or an"):
+        pixels.pixel_xy((1.0, 2.0, 3.0))
+    assert pixels.pixel_side(30) == 30.0 and pixels.pixel_side((40, 90)) == pytest.approx(60.0)
+    assert pixels.is_rectangular((40, 80)) and not pixels.is_rectangular((12.5, 12.51))
+    assert pixels.describe((40, 80)) == "40 × 80 µm" and pixels.describe(30) == "30 µm"
+    np.testing.assert_array_equal(
+        pixels.lattice_index(np.array([[5.0, 10.0], [45.0, 10.0], [5.0, 90.0]]), (40, 80)),
+        [[0, 0], [1, 0], [0, 1]])
+    assert pixels.parse_size("40x80") == pixels.parse_size("40 × 80") == (40.0, 80.0)
+    assert pixels.parse_size("40,80") == (40.0, 80.0) and pixels.parse_size(" 12.5 ") == 12.5
+    assert pixels.parse_size("") is None and pixels.parse_size(None) is None
+    assert pixels.parse_size(float("nan")) is None and pixels.parse_size(7) == 7.0
+    for bad, why in (("thirty", "is not a number"), ("0", "must be one positive"),
+                     ("inf", "must be one positive"), ("1x2x3", "must be one positive")):
+        with pytest.raises(ValueError, match=why):
+            pixels.parse_size(bad)
