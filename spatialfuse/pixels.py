@@ -38,6 +38,13 @@ def pixel_side(size) -> float:
     return float(x) if x == y else float(np.sqrt(x * y))
 
 
+def uns_entries(size) -> dict:
+    """The two sizes an MSI ``uns['spatialfuse']`` records: ``pixel_size_um`` (the side of the
+    square of the same area) and ``pixel_size_xy_um`` ([x, y])."""
+    xy = pixel_xy(size)
+    return {"pixel_size_um": pixel_side(xy), "pixel_size_xy_um": [float(v) for v in xy]}
+
+
 def is_rectangular(size) -> bool:
     """Whether x and y differ by more than :data:`SQUARE_PIXEL_RTOL`."""
     x, y = pixel_xy(size)

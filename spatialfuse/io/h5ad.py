@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
 from ..errors import InputError
-from ..pixels import describe, lattice_index, pixel_side, pixel_xy
+from ..pixels import describe, lattice_index, pixel_side, pixel_xy, uns_entries
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,6 @@ def read_msi_h5ad(path: str | Path, *, sample: str | None = None,
         out.obs[Key.obs.x], out.obs[Key.obs.y] = ij[:, 0], ij[:, 1]
     out.obs[Key.obs.tic] = np.asarray(out.X.sum(1)).ravel()
     out.uns[Key.uns.spatialfuse] = {"modality": "msi", "source": str(path),
-                                    "pixel_size_um": pixel_side(pxy),
-                                    "pixel_size_xy_um": [float(v) for v in pxy],
+                                    **uns_entries(pxy),
                                     "imzml_layout": "h5ad", "spectrum_type": "centroid"}
     return out

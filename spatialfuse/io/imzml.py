@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from ..constants import Key
 from ..errors import InputError
-from ..pixels import SQUARE_PIXEL_RTOL, describe, is_rectangular, pixel_side, pixel_xy
+from ..pixels import SQUARE_PIXEL_RTOL, describe, is_rectangular, pixel_xy, uns_entries
 from ..msi.peaks import assign_to_axis, integrate_windows, pick_profile_peaks, ppm_bins
 from .imzml_writer import ImzMLStreamWriter, write_imzml
 
@@ -438,8 +438,7 @@ def read_imzml(
     adata.uns[Key.uns.spatialfuse] = {
         "modality": "msi",
         "source": str(imzml_path),
-        "pixel_size_um": pixel_side(pixel_size_um),
-        "pixel_size_xy_um": [float(v) for v in pixel_size_um],
+        **uns_entries(pixel_size_um),
         "imzml_layout": layout,
         "spectrum_type": s.spectrum_type,
         "mz_tolerance_ppm": float(mz_tolerance_ppm),

@@ -8,7 +8,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
-from ..pixels import pixel_side
+from ..pixels import uns_entries
 
 
 def simulated_sections(sim: dict, pool_um: float | None = None) -> tuple[ad.AnnData, ad.AnnData]:
@@ -53,7 +53,6 @@ def simulated_sections(sim: dict, pool_um: float | None = None) -> tuple[ad.AnnD
     msi.obs["tic"] = np.asarray(msi.X.sum(1)).ravel()
     pxy = msi_pixel_xy(p)
     msi.obsm[Key.obsm.spatial] = px[["x", "y"]].to_numpy(float) * pxy
-    msi.uns[Key.uns.spatialfuse] = {"pixel_size_um": pixel_side(pxy),
-                                    "pixel_size_xy_um": [float(v) for v in pxy]}
+    msi.uns[Key.uns.spatialfuse] = uns_entries(pxy)
     msi, _ = preprocess_msi(msi)
     return st, msi
