@@ -148,7 +148,7 @@ def msi_pixel_size(path: str | Path, sample: str | None = None,
     p = Path(path)
     if _msi_format(p, sample) == "h5ad":
         return msi_h5ad_pixel_size(p, sample=sample, pixel_size_um=pixel_size_um)
-    return pixel_side(resolve_pixel_size(pixel_size_um, imzml_pixel_sizes(p, sample), sample, p))
+    return pixel_side(resolve_pixel_size(pixel_size_um, imzml_pixel_sizes(p, sample), sample, p, quiet=True))
 
 
 def hd_pool_side(setting, st_raw: ad.AnnData, sample: str,

@@ -166,7 +166,12 @@ def test_rectangular_pixels_are_read_per_axis(tmp_path, caplog):
     assert b.uns["spatialfuse"]["pixel_size_xy_um"] == [12.5, 12.5]
     assert "msi_pixel_size_um (12.5 µm) is used, although the imzML gives pixel size x 12.5 um " \
            "and y 25 um" in caplog.text
-    assert msi_pixel_size(imz, "S1", 12.5) == 12.5
+    caplog.clear()
+    with caplog.at_level("INFO", logger="spatialfuse.io.imzml"):
+        # the look-ahead (Visium HD pooling, before the reading) leaves the saying to the reading
+        assert msi_pixel_size(imz, "S1", 12.5) == 12.5
+        assert msi_pixel_size(imz, "S1") == pytest.approx(np.sqrt(12.5 * 25.0))
+    assert caplog.text == ""
     pair = parse_pixel_size("10 x 30", "S1")
     assert pair == (10.0, 30.0)
     c = read_imzml(imz, sample="S1", pixel_size_um=pair)

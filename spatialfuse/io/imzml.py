@@ -87,13 +87,14 @@ def imzml_pixel_sizes(imzml_path: str | Path,
 
 
 def resolve_pixel_size(given, found: tuple[float | None, float | None], sample: str | None,
-                       imzml_path: Path) -> tuple[float, float]:
+                       imzml_path: Path, *, quiet: bool = False) -> tuple[float, float]:
     """The pixel size (x, y) in µm an imzML is read with: ``given`` (the samples sheet's: one
     number for both axes, or an (x, y) pair) when set, else ``found``, the file's (``pixel size
     x``, ``pixel size y``; one of them alone serves both axes; two within
     :data:`~spatialfuse.pixels.SQUARE_PIXEL_RTOL` make a square of the x size). Neither, or a
     size that is not positive: :class:`InputError`. Pixels may be rectangular
-    (:mod:`spatialfuse.pixels`)."""
+    (:mod:`spatialfuse.pixels`). ``quiet``: say nothing (a look ahead at the size the reading
+    will state itself)."""
     fx, fy = found
     if given is None or (isinstance(given, float) and np.isnan(given)):
         if fx is None and fy is None:
@@ -102,13 +103,14 @@ def resolve_pixel_size(given, found: tuple[float | None, float | None], sample: 
                 "msi_pixel_size_um", sample, imzml_path)
         size = (fx if fx is not None else fy, fy if fy is not None else fx)
         if min(size) > 0 and is_rectangular(size):
-            log.info("sample %r, file '%s': rectangular pixels, %s", sample, imzml_path.name,
-                     describe(size))
+            if not quiet:
+                log.info("sample %r, file '%s': rectangular pixels, %s", sample, imzml_path.name,
+                         describe(size))
         else:  # a rounding difference (12.5 and 12.51 µm) is a square pixel, of the x size
             size = (size[0], size[0])
     else:
         size = tuple(float(v) for v in pixel_xy(given))
-        if (fx is not None and fy is not None and fx > 0 and fy > 0
+        if (not quiet and fx is not None and fy is not None and fx > 0 and fy > 0
                 and not np.allclose(size, (fx, fy), rtol=SQUARE_PIXEL_RTOL)):
             log.warning("sample %r, file '%s': the samples sheet's msi_pixel_size_um (%s) is used, "
                         "although the imzML gives pixel size x %g um and y %g um",
