@@ -390,6 +390,36 @@ def test_msi_pixel_size_without_reading_the_intensities(tmp_path, small_demo_fil
         msi_pixel_size(imz, "S")
 
 
+def test_msi_pixel_steps_inferred_per_axis_from_coordinates_alone(tmp_path):
+    """An .h5ad MSI with coordinates and no pixel size: each axis's step is the distance to the
+    nearest pixel of the same row / column, so a raster whose rows lie further apart than its
+    pixels keeps both steps (and its lattice indices); a square raster, one with gaps, or a
+    rotated one gives square pixels of the nearest-neighbour distance."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from spatialfuse.ingest import load_msi, msi_pixel_size
+    from spatialfuse.io.h5ad import pixel_steps
+
+    g = np.stack(np.meshgrid(np.arange(12.0), np.arange(9.0)), -1).reshape(-1, 2)
+    np.testing.assert_allclose(pixel_steps(g * [25.0, 50.0]), [25.0, 50.0])
+    np.testing.assert_allclose(pixel_steps(g * [60.0, 20.0]), [60.0, 20.0])
+    np.testing.assert_allclose(pixel_steps(g * 30.0), [30.0, 30.0])
+    holes = (g * [25.0, 50.0])[np.random.default_rng(0).random(len(g)) > 0.3]
+    np.testing.assert_allclose(pixel_steps(holes), [25.0, 50.0])
+    t = np.radians(30.0)
+    R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    np.testing.assert_allclose(pixel_steps(g * 30.0 @ R.T), [30.0, 30.0])
+    a = ad.AnnData(sp.csr_matrix(np.ones((len(g), 2), np.float32)))
+    a.var_names = ["mz_100.0", "mz_200.0"]
+    a.obsm["spatial"] = g * [25.0, 50.0] + [100.0, 300.0]
+    a.write_h5ad(tmp_path / "r.h5ad")
+    m = load_msi(tmp_path / "r.h5ad")
+    assert m.uns["spatialfuse"]["pixel_size_xy_um"] == [25.0, 50.0]
+    assert m.obs["y"].max() - m.obs["y"].min() == 8 and m.obs["x"].max() - m.obs["x"].min() == 11
+    assert msi_pixel_size(tmp_path / "r.h5ad") == pytest.approx(np.sqrt(25.0 * 50.0))
+
+
 def test_config_names_the_allowed_values_of_the_pooling():
     from spatialfuse.config import config_problems
 

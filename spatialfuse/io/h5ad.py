@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
 from ..errors import InputError
-from ..pixels import describe, lattice_index, pixel_side, pixel_xy, uns_entries
+from ..pixels import SQUARE_PIXEL_RTOL, describe, lattice_index, pixel_side, pixel_xy, uns_entries
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +94,44 @@ _MZ_RE = re.compile(r"(\d+(?:\.\d+)?)")
 
 def _msi_pixel_size(a: ad.AnnData, given, name: str) -> np.ndarray:
     """(x, y) pixel size in µm: ``given`` (the samples sheet's: one number or an (x, y) pair),
-    else ``uns['spatialfuse']`` (``pixel_size_xy_um``, else ``pixel_size_um``), else the median
-    nearest-neighbour distance of the pixel coordinates (square pixels)."""
+    else ``uns['spatialfuse']`` (``pixel_size_xy_um``, else ``pixel_size_um``), else inferred
+    from the pixel coordinates (:func:`pixel_steps`)."""
     if given is not None and not (isinstance(given, float) and np.isnan(given)):
         return pixel_xy(given)
     meta = dict(a.uns.get(Key.uns.spatialfuse, {}) or {})
     if meta.get("pixel_size_xy_um") is not None or meta.get("pixel_size_um") is not None:
         return pixel_xy(meta)
+    px = pixel_steps(np.asarray(a.obsm[Key.obsm.spatial], float))
+    log.info("%s: pixel size inferred from coordinates: %s", name, describe(px))
+    return px
+
+
+def pixel_steps(xy: np.ndarray) -> np.ndarray:
+    """The (x, y) steps of a raster from its pixel coordinates alone: the median distance to
+    the nearest pixel of the same row (x) and of the same column (y), so a raster whose rows are
+    further apart than its pixels (a DESI line scan) keeps both steps. Coordinates that are no
+    axis-aligned raster (rotated, or scattered), or steps within
+    :data:`~spatialfuse.pixels.SQUARE_PIXEL_RTOL` of each other: square pixels of the median
+    nearest-neighbour distance."""
     from scipy.spatial import cKDTree
 
-    xy = np.asarray(a.obsm[Key.obsm.spatial])
-    d, _ = cKDTree(xy).query(xy, k=2)
-    px = float(np.median(d[:, 1]))
-    log.info("%s: pixel size inferred from coordinates: %.2f um", name, px)
-    return pixel_xy(px)
+    n = len(xy)
+    if n < 2:
+        return pixel_xy(float("nan"))
+    d, idx = cKDTree(xy).query(xy, k=min(13, n))
+    nn = float(np.median(d[:, 1]))
+    D = xy[idx[:, 1:]] - xy[:, None, :]
+    tol = 0.25 * nn
+    steps = []
+    for ax in (0, 1):
+        along, across = np.abs(D[..., ax]), np.abs(D[..., 1 - ax])
+        v = np.where((across < tol) & (along > tol), along, np.inf).min(1)
+        v = v[np.isfinite(v)]
+        steps.append(float(np.median(v)) if len(v) > n / 2 else None)
+    if None in steps or np.isclose(steps[0], steps[1], rtol=SQUARE_PIXEL_RTOL) \
+            or min(steps) < 0.9 * nn:
+        return pixel_xy(nn)
+    return np.array(steps)
 
 
 def msi_h5ad_pixel_size(path: str | Path, *, sample: str | None = None,
