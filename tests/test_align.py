@@ -237,11 +237,12 @@ def test_rectangular_pixels_are_registered_from_the_files(tmp_path):
             errs[py] / np.sqrt(np.prod(meta["pixel_size_xy_um"])))
     assert errs[80.0] < 40.0 and errs[80.0] < errs[None] + 10.0, errs
     # the same file read as square pixels (a sheet value of 40 for both axes: the raster
-    # squeezed to half its height): the affine takes up the factor 2 along y, and the
-    # registration is flagged for fitted scales outside the searched range
+    # squeezed to half its height): the affine fits are held within the searched scales, so the
+    # registration ends at their edge and is flagged for it (the warning names the pixel size)
     out = run_ingest(d / "st", d / "m.imzML", {}, sample="R", pixel_size_um=40.0)
     qc = run_align(out["st"], out["msi"], {}, sample="R", truth_dir=d / "truth")["qc"]
-    assert qc["flagged"] and any("scale" in w for w in qc["warnings"]), qc["warnings"]
+    assert qc["flagged"] and any("msi_pixel_size_um" in w for w in qc["warnings"]), qc["warnings"]
+    assert max(qc["transform"]["scale_x"], qc["transform"]["scale_y"]) <= 1.1 * 1.1 + 1e-9
 
 
 def test_super_bins_at_the_capture_edge_count_only_their_part_inside():
@@ -406,6 +407,42 @@ def test_final_fit_balances_mask_and_features_by_their_residuals():
     assert feat0 > 10 * mask_part
 
 
+def test_affine_fit_keeps_the_scales_within_their_bounds():
+    """refine(scale_bounds=(lo, hi)) keeps both scales of the affine inside the bounds when it
+    starts inside them (the searched align.scales, widened, are the user's prior on the section's
+    size: a partial outline, blurred, otherwise lets the affine grow along its missing side), and
+    ignores bounds its start already breaks (a landmark start is trusted)."""
+    from spatialfuse.align.refine import refine
+    from spatialfuse.align.stage import prepare_inputs
+    from spatialfuse.align.transform import fit_affine
+
+    sim, st, msi = _sim_sections(seed=3, warp_um=0.0)
+    inp = prepare_inputs(st, msi, 4, 0)
+    t = sim["msi_pixels"]
+    t = t[t["tissue_fraction"] >= 0.5]
+    dst = t[["st_x_um", "st_y_um"]].to_numpy()
+    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), dst)
+    true_scale = Transform(A).decompose()["mean_scale"]
+    assert 0.95 < true_scale < 1.05
+    S = np.eye(3)  # the same placement shrunk to 85 % about the tissue's centre
+    S[:2, :2] *= 0.85
+    S[:2, 2] = 0.15 * dst.mean(0)
+    levels = (160.0, 80.0, 40.0, 0.0)
+
+    def scales(bounds):
+        Af, _, _ = refine(inp.pts, inp.raster, S @ A, levels_um=levels, nonrigid=False,
+                          scale_bounds=bounds)
+        d = Transform(Af).decompose()
+        return d["scale_y"], d["scale_x"]  # smaller, larger
+
+    free = scales(None)
+    assert free[0] > 0.92  # the data pull it back towards the true scale
+    lo, hi = scales((0.8, 0.9))
+    assert 0.8 <= lo and hi <= 0.9 + 1e-9
+    assert hi > 0.89  # it goes as far towards the data as the bounds allow
+    assert scales((0.6, 0.8)) == free  # a start outside the bounds: they are not applied
+
+
 def test_landmarks_reported_with_leave_one_out(small_ingested, small_demo_files):
     sim = simulate_sample(DemoParams(seed=7, n_landmarks=8, **SMALL_DEMO))
     lm = sim["landmarks"]
@@ -494,6 +531,9 @@ def test_flag_is_a_margin_over_wrong_placements():
     stretched = dict(ok, transform={"scale_x": 1.28, "scale_y": 0.97})
     assert any("fitted scales" in w for w in registration_warnings(stretched, p, 0.9))
     assert registration_warnings(dict(ok, transform={"scale_x": 1.08, "scale_y": 0.93}), p, 0.9) == []
+    held = dict(ok, transform={"scale_x": 1.21, "scale_y": 1.0})  # at the edge the fits stop at
+    assert any("fitted scales (1.21 and 1.00) reach or leave" in w
+               for w in registration_warnings(held, p, 0.9))
 
 
 def test_deliberately_wrong_placements_are_flagged(small_ingested):
@@ -574,6 +614,14 @@ def test_refinement_that_contradicts_the_landmarks_falls_back_to_them():
     assert out is lm_T and out.meta["refinement_rejected"]
     assert not diag["landmark_refinement"]["accepted"]
     assert diag["landmark_refinement"]["median_landmark_error_um"] > 100
+    # a slide of 135 µm where the landmarks' own leave-one-out error is 60 µm: correct
+    # refinements move them at most ~1.4 × that (benchmark), so 2.25 × is one that slid
+    slid = Transform(np.array([[1.0, 0, 138.0], [0, 1.0, 0], [0, 0, 1]]), meta={"method": "auto"})
+    d2 = {"landmark_loo_error_um_median": 60.0}
+    assert _keep_landmark_agreement(slid, lm_T, lm, d2, 100.0, "s") is lm_T
+    assert d2["landmark_refinement"]["tolerance_um"] == pytest.approx(120.0)
+    assert _keep_landmark_agreement(slid, lm_T, lm, {"landmark_loo_error_um_median": 70.0}, 100.0,
+                                    "s") is slid
 
 
 # --- domain channels for the non-rigid step ------------------------------------------------------

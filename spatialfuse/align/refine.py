@@ -289,10 +289,22 @@ class _Objective:
         return H, np.concatenate([ga, gn])
 
 
+def _scales(theta: np.ndarray) -> np.ndarray:
+    """Singular values of the MSI → ST affine's linear part (θ holds its inverse)."""
+    return 1.0 / np.linalg.svd(theta[:4].reshape(2, 2), compute_uv=False)
+
+
 def _lm(obj: _Objective, theta: np.ndarray, *, nonrigid: bool, reg: sp.spmatrix | None,
-        max_iter: int, tol: float = 1e-5) -> tuple[np.ndarray, dict]:
-    """Levenberg–Marquardt on the objective (+ cᵀ R c for the non-rigid coefficients)."""
+        max_iter: int, tol: float = 1e-5,
+        scale_bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, dict]:
+    """Levenberg–Marquardt on the objective (+ cᵀ R c for the non-rigid coefficients).
+    ``scale_bounds``: a step that takes either scale of the affine outside (lo, hi) is refused
+    like one that raises the objective (shorter steps are tried), unless the start is outside."""
     n6 = 6
+    if scale_bounds is not None:
+        s0 = _scales(theta)
+        if s0.min() < scale_bounds[0] or s0.max() > scale_bounds[1]:
+            scale_bounds = None
 
     def total(th, ev):
         E = ev["E"]
@@ -319,6 +331,12 @@ def _lm(obj: _Objective, theta: np.ndarray, *, nonrigid: bool, reg: sp.spmatrix 
             else:
                 step = -np.linalg.solve(H + np.diag(mu * (np.diag(H) + 1e-9)), g)
             th_new = theta + step
+            if scale_bounds is not None:
+                s_new = _scales(th_new)
+                if not np.all(np.isfinite(s_new)) or s_new.min() < scale_bounds[0] \
+                        or s_new.max() > scale_bounds[1]:
+                    mu *= 6
+                    continue
             ev_new = obj.evaluate(th_new, jac=False)
             E_new = total(th_new, ev_new)
             if np.isfinite(E_new) and E_new < E:
@@ -362,8 +380,12 @@ def refine(
     max_iter: int = 30,
     box: np.ndarray | None = None,
     balance: bool = False,
+    scale_bounds: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, BSplineField | None, dict]:
     """Refine an MSI → ST affine ``A0`` coarse to fine; optionally add a B-spline deformation.
+    ``scale_bounds``: the affine's scales (singular values) are kept within (lo, hi) when they
+    start there (a prior on the section's size: a blurred partial outline otherwise lets the
+    affine grow along its missing side).
 
     Returns the affine (MSI µm → ST µm), the fitted inverse field ``e`` (``u = A⁻¹(x + e(x))``)
     or None, and diagnostics per level (objective, feature R², iterations, seconds).
@@ -394,9 +416,11 @@ def refine(
             B = field.bending()
             Rc = smoothness * scale_h * B + _RIDGE * scale_h * sp.identity(field.n)
             reg = sp.block_diag([Rc, Rc]).tocsr()
-            th, info = _lm(obj, theta, nonrigid=True, reg=reg, max_iter=max_iter)
+            th, info = _lm(obj, theta, nonrigid=True, reg=reg, max_iter=max_iter,
+                           scale_bounds=scale_bounds)
         else:
-            th, info = _lm(obj, theta[:6], nonrigid=False, reg=None, max_iter=max_iter)
+            th, info = _lm(obj, theta[:6], nonrigid=False, reg=None, max_iter=max_iter,
+                           scale_bounds=scale_bounds)
             th = np.r_[th, theta[6:]]
         theta = th
         info.update(sigma_um=float(sigma), nonrigid=bool(use_nr), n_points=obj.n,

@@ -34,6 +34,22 @@ log = logging.getLogger(__name__)
 #: default checkerboard block of the cross-validation, in B-spline control spacings
 NONRIGID_BLOCK_FACTOR = 2.0
 
+#: how far a fitted scale may leave the searched scales (a factor either way) before the fit
+#: counts as stretched onto the wrong place
+SCALE_SLACK = 1.1
+
+
+def scale_range(scales) -> tuple[float, float]:
+    """The scales a registration may end at: the searched ones widened by :data:`SCALE_SLACK`."""
+    return min(scales) / SCALE_SLACK, max(scales) * SCALE_SLACK
+
+
+def scales_outside(A: np.ndarray, scales) -> bool:
+    """Whether either singular value of the affine's linear part leaves :func:`scale_range`."""
+    lo, hi = scale_range(scales)
+    s = np.linalg.svd(np.asarray(A, float)[:2, :2], compute_uv=False)
+    return bool(s.min() < lo or s.max() > hi)
+
 
 def pyramid_um(pitch_um: float, coarse_res_um: float) -> tuple[float, ...]:
     """Blur levels (µm): from max(2 × coarse grid, 2 × pitch) down to half the pitch, then 0."""
@@ -83,6 +99,9 @@ def register_auto(
     if raster.tissue.sum() < 3 or pts.tissue.sum() < 3:
         raise AlignmentError("too few tissue spots/pixels to register")
     box = np.asarray(capture_box, float)
+    # every affine fit keeps the section's scales within the searched ones (+ SCALE_SLACK), the
+    # user's prior on its size, unless it starts outside them (a landmark start)
+    bounds = scale_range(scales)
     diag: dict = {}
     if initial is None:
         cands, cdiag = coarse_search(pts, raster, box, rotation_step_deg=rotation_step_deg,
@@ -110,7 +129,7 @@ def register_auto(
         scored = []
         for c in cands:
             A, _, d = refine(pts, raster, c.affine, levels_um=levels[:-1], feature_weight=feature_weight,
-                             nonrigid=False, max_iter=10)
+                             nonrigid=False, max_iter=10, scale_bounds=bounds)
             scored.append((objective_at(pts, raster, A, levels[-1], feature_weight)["E_per_point"], A, c))
         scored.sort(key=lambda s: s[0])
         diag["candidate_objectives"] = [round(float(s[0]), 5) for s in scored]
@@ -132,11 +151,11 @@ def register_auto(
     # spot-level noise leaves it ~10 µm off), then the same refitted with each term weighted by
     # its residual variance, which lets the tissue outline set the fine fit
     A, _, rdiag = refine(pts, raster, A0, levels_um=levels_rest, feature_weight=feature_weight,
-                         nonrigid=False)
-    rkw = dict(feature_weight=feature_weight, balance=False)
+                         nonrigid=False, scale_bounds=bounds)
+    rkw = dict(feature_weight=feature_weight, balance=False, scale_bounds=bounds)
     if balance_features:
         Ab, _, bdiag = refine(pts, raster, A, levels_um=levels_rest[-1:], feature_weight=fw_final,
-                              nonrigid=False, balance=True)
+                              nonrigid=False, balance=True, scale_bounds=bounds)
         tis = raster.tissue_xy
         D = Ab - A
         moved = float(np.sqrt(np.mean(np.sum((tis @ D[:2, :2].T + D[:2, 2]) ** 2, 1))))
@@ -144,7 +163,7 @@ def register_auto(
         diag["balanced_fit"] = {"moved_um": moved, "trust_um": trust, "accepted": moved <= trust}
         if moved <= trust:
             A, rdiag = Ab, bdiag
-            rkw = dict(feature_weight=fw_final, balance=True)
+            rkw = dict(feature_weight=fw_final, balance=True, scale_bounds=bounds)
         else:  # a fine correction that moves this far follows another minimum of the outline
             log.info("balanced fit moved the tissue by %.0f um (> %.0f um): kept the first fit",
                      moved, trust)
