@@ -609,7 +609,8 @@ def test_refinement_that_contradicts_the_landmarks_falls_back_to_them():
     far = Transform(np.array([[-1.0, 0, 3000.0], [0, 1.0, 0], [0, 0, 1]]), meta={"method": "auto"})
     diag = {"landmark_loo_error_um_median": 12.0}
     assert _keep_landmark_agreement(near, lm_T, lm, diag, 100.0, "s") is near
-    assert diag["landmark_refinement"]["accepted"] and diag["landmark_refinement"]["tolerance_um"] == 100
+    # 2 × 12 µm is below the floor, half a pitch
+    assert diag["landmark_refinement"]["accepted"] and diag["landmark_refinement"]["tolerance_um"] == 50
     out = _keep_landmark_agreement(far, lm_T, lm, diag, 100.0, "s")
     assert out is lm_T and out.meta["refinement_rejected"]
     assert not diag["landmark_refinement"]["accepted"]
@@ -622,6 +623,10 @@ def test_refinement_that_contradicts_the_landmarks_falls_back_to_them():
     assert d2["landmark_refinement"]["tolerance_um"] == pytest.approx(120.0)
     assert _keep_landmark_agreement(slid, lm_T, lm, {"landmark_loo_error_um_median": 70.0}, 100.0,
                                     "s") is slid
+    # on Visium HD bins (tolerance 100 µm): a 91 µm slide against a 39 µm leave-one-out error
+    hd = Transform(np.array([[1.0, 0, 94.0], [0, 1.0, 0], [0, 0, 1]]), meta={"method": "auto"})
+    assert _keep_landmark_agreement(hd, lm_T, lm, {"landmark_loo_error_um_median": 39.0}, 100.0,
+                                    "s") is lm_T
 
 
 # --- domain channels for the non-rigid step ------------------------------------------------------
