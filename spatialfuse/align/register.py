@@ -7,7 +7,8 @@ refined briefly and the best refined one is taken through the full coarse-to-fin
 refinement (:mod:`.refine`), refitted at full resolution with mask and feature terms weighted by
 their residual variances (kept within half a spot pitch of the first fit), then given a B-spline
 deformation that is kept only when it passes a two-fold checkerboard cross-validation
-(:func:`validate_nonrigid`). When landmarks are given they replace the coarse search as the
+(:func:`validate_nonrigid`). Every affine fit holds both scales within the searched ones widened
+by 10 % (:func:`scale_range`). When landmarks are given they replace the coarse search as the
 starting point. :func:`affine_uncertainty` says, without truth or landmarks, how far the data
 pin the fitted affine down (its refits on random halves of the section).
 
@@ -34,21 +35,14 @@ log = logging.getLogger(__name__)
 #: default checkerboard block of the cross-validation, in B-spline control spacings
 NONRIGID_BLOCK_FACTOR = 2.0
 
-#: how far a fitted scale may leave the searched scales (a factor either way) before the fit
-#: counts as stretched onto the wrong place
+#: how far (a factor either way) the affine fits may take a scale beyond the searched ones
 SCALE_SLACK = 1.1
 
 
 def scale_range(scales) -> tuple[float, float]:
-    """The scales a registration may end at: the searched ones widened by :data:`SCALE_SLACK`."""
+    """The range every affine fit of :func:`register_auto` holds both scales (singular values)
+    in: the searched scales widened by :data:`SCALE_SLACK`."""
     return min(scales) / SCALE_SLACK, max(scales) * SCALE_SLACK
-
-
-def scales_outside(A: np.ndarray, scales) -> bool:
-    """Whether either singular value of the affine's linear part leaves :func:`scale_range`."""
-    lo, hi = scale_range(scales)
-    s = np.linalg.svd(np.asarray(A, float)[:2, :2], compute_uv=False)
-    return bool(s.min() < lo or s.max() > hi)
 
 
 def pyramid_um(pitch_um: float, coarse_res_um: float) -> tuple[float, ...]:
