@@ -393,8 +393,8 @@ def test_msi_pixel_size_without_reading_the_intensities(tmp_path, small_demo_fil
 def test_msi_pixel_steps_inferred_per_axis_from_coordinates_alone(tmp_path):
     """An .h5ad MSI with coordinates and no pixel size: each axis's step is the distance to the
     nearest pixel of the same row / column, so a raster whose rows lie further apart than its
-    pixels keeps both steps (and its lattice indices); a square raster, one with gaps, or a
-    rotated one gives square pixels of the nearest-neighbour distance."""
+    pixels keeps both steps (and its lattice indices), also with pixels missing; a square raster
+    or a rotated one gives square pixels of the nearest-neighbour distance."""
     import anndata as ad
     import scipy.sparse as sp
 
