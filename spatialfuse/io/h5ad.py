@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
 from ..errors import InputError
-from ..pixels import SQUARE_PIXEL_RTOL, describe, lattice_index, pixel_side, pixel_xy, uns_entries
+from ..pixels import describe, is_rectangular, lattice_index, pixel_side, pixel_xy, uns_entries
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,7 @@ def pixel_steps(xy: np.ndarray) -> np.ndarray:
         v = np.where((across < tol) & (along > tol), along, np.inf).min(1)
         v = v[np.isfinite(v)]
         steps.append(float(np.median(v)) if len(v) > n / 2 else None)
-    if None in steps or np.isclose(steps[0], steps[1], rtol=SQUARE_PIXEL_RTOL) \
-            or min(steps) < 0.9 * nn:
+    if None in steps or not is_rectangular(steps) or min(steps) < 0.9 * nn:
         return pixel_xy(nn)
     return np.array(steps)
 
