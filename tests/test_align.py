@@ -306,6 +306,10 @@ def test_automatic_registration_on_demo(small_ingested, small_demo_files):
     # the B-spline is kept only when it passes its cross-validation; when kept, its fitted
     # inverse must agree with the forward map
     assert "nonrigid_check" in qc
+    # the final affine was restarted from the best similarity; on a whole section the restart
+    # returns to the same minimum and is not taken
+    rs = qc["similarity_restart"]
+    assert not rs["accepted"] and rs["moved_um"] < 0.5 * 100.0
     assert ("inverse_consistency_um" in qc) == out["transform"].is_nonrigid
     assert qc.get("inverse_consistency_um", 0.0) < 1.0
     rna, msi = out["rna"], out["msi_spots"]
@@ -441,6 +445,69 @@ def test_affine_fit_keeps_the_scales_within_their_bounds():
     assert 0.8 <= lo and hi <= 0.9 + 1e-9
     assert hi > 0.89  # it goes as far towards the data as the bounds allow
     assert scales((0.6, 0.8)) == free  # a start outside the bounds: they are not applied
+
+
+def test_similarity_fit_and_the_restart_from_it():
+    """refine(similarity=True) fits rotation, one scale and shift only, from the similarity
+    nearest its start (which pulls the ST tissue centroid to the same MSI point), mirrored or
+    not; the registration's last affine fit is restarted from it and the better fit kept: an
+    affine stretched 12 % along one axis and slid 80 µm is brought back to the minimum the
+    truth's affine refines to, a fit already there is kept as it is; a landmark start is not
+    restarted."""
+    from spatialfuse.align.refine import (
+        _affine_to_theta,
+        _theta_to_affine,
+        nearest_similarity,
+        objective_at,
+        refine,
+    )
+    from spatialfuse.align.register import _similarity_restart
+    from spatialfuse.align.stage import prepare_inputs
+    from spatialfuse.align.transform import fit_affine
+
+    anchor = np.array([300.0, 200.0])
+    for mirror in (False, True):
+        A = similarity_matrix(37, 1.05, mirror, np.array([100.0, -50.0])) @ np.diag([1.12, 0.95, 1.0])
+        M = _theta_to_affine(nearest_similarity(_affine_to_theta(A), anchor))
+        d = Transform(M).decompose()
+        assert d["reflect"] is mirror and d["scale_x"] == pytest.approx(d["scale_y"])
+        assert d["rotation_deg"] == pytest.approx(37.0)
+        np.testing.assert_allclose(np.linalg.solve(M, [*anchor, 1]), np.linalg.solve(A, [*anchor, 1]))
+
+    sim, st, msi = _sim_sections(seed=3, warp_um=0.0)
+    inp = prepare_inputs(st, msi, 4, 0)
+    t = sim["msi_pixels"]
+    t = t[t["tissue_fraction"] >= 0.5]
+    dst = t[["st_x_um", "st_y_um"]].to_numpy()
+    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), dst)
+    c = dst.mean(0)
+    W = np.eye(3)  # stretch 12 % along x about the tissue centre, then slide 80 µm along y
+    W[0, 0] = 1.12
+    W[:2, 2] = c - W[:2, :2] @ c + [0.0, 80.0]
+    bad = W @ A
+    assert _tre_um(Transform(bad), sim, msi) > 40
+    S, _, _ = refine(inp.pts, inp.raster, bad, levels_um=(40.0, 0.0), nonrigid=False, similarity=True)
+    d = Transform(S).decompose()
+    assert d["scale_x"] == pytest.approx(d["scale_y"])
+    assert _tre_um(Transform(S), sim, msi) < 15
+    diag = {}
+    Af = _similarity_restart(inp.pts, inp.raster, bad, (40.0, 0.0), 1.0, {}, diag)
+    assert diag["similarity_restart"]["accepted"] and diag["similarity_restart"]["moved_um"] > 40
+    assert objective_at(inp.pts, inp.raster, Af, 0.0, 1.0)["E_per_point"] < \
+        objective_at(inp.pts, inp.raster, bad, 0.0, 1.0)["E_per_point"]
+    # the affine fit started from the truth ends at the same minimum (17 µm from the truth at
+    # this section's 40 µm pixels), and a restart from there stays put
+    good, _, _ = refine(inp.pts, inp.raster, A, levels_um=(0.0,), nonrigid=False)
+    assert _tre_um(Transform(Af), sim, msi) == pytest.approx(_tre_um(Transform(good), sim, msi), abs=1.0)
+    diag = {}
+    Ag = _similarity_restart(inp.pts, inp.raster, good, (40.0, 0.0), 1.0, {}, diag)
+    assert diag["similarity_restart"]["moved_um"] < 1 and not diag["similarity_restart"]["accepted"]
+    assert _tre_um(Transform(Ag), sim, msi) == pytest.approx(_tre_um(Transform(good), sim, msi), abs=1.0)
+    # a start from landmarks is not restarted: its own check against the landmarks rules
+    from spatialfuse.align.register import register_auto
+
+    _, d_lm = register_auto(inp.pts, inp.raster, inp.capture_box, initial=bad, nonrigid=False)
+    assert "similarity_restart" not in d_lm
 
 
 def test_landmarks_reported_with_leave_one_out(small_ingested, small_demo_files):

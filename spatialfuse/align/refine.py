@@ -294,12 +294,40 @@ def _scales(theta: np.ndarray) -> np.ndarray:
     return 1.0 / np.linalg.svd(theta[:4].reshape(2, 2), compute_uv=False)
 
 
+def similarity_basis(theta: np.ndarray) -> np.ndarray:
+    """6 × 4 basis of the similarity transforms (rotation, one scale, shift) among the affine
+    parameters θ, with the reflection of ``theta``: the inverse's linear part is
+    ``[[a, −b], [b, a]]``, or ``[[a, b], [b, −a]]`` when it mirrors. Both are linear in (a, b),
+    so a similarity fit is the affine fit restricted to this subspace."""
+    mirror = np.linalg.det(theta[:4].reshape(2, 2)) < 0
+    B = np.zeros((6, 4))
+    B[:4, 0] = [1.0, 0.0, 0.0, -1.0] if mirror else [1.0, 0.0, 0.0, 1.0]
+    B[:4, 1] = [0.0, 1.0, 1.0, 0.0] if mirror else [0.0, -1.0, 1.0, 0.0]
+    B[4, 2] = B[5, 3] = 1.0
+    return B
+
+
+def nearest_similarity(theta: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """The similarity nearest to the affine θ (orthogonal projection of its linear part onto
+    :func:`similarity_basis`), shifted so that it pulls ``anchor`` (ST µm, e.g. the tissue
+    centroid) to the same MSI position as θ does."""
+    B = similarity_basis(theta)
+    L = B[:4, :2]
+    P = theta[:4]
+    P_s = L @ (L.T @ P / (L**2).sum(0))
+    a = np.asarray(anchor, float)
+    u = P.reshape(2, 2) @ a + theta[4:6]
+    return np.r_[P_s, u - P_s.reshape(2, 2) @ a]
+
+
 def _lm(obj: _Objective, theta: np.ndarray, *, nonrigid: bool, reg: sp.spmatrix | None,
         max_iter: int, tol: float = 1e-5,
-        scale_bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, dict]:
+        scale_bounds: tuple[float, float] | None = None,
+        basis: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Levenberg–Marquardt on the objective (+ cᵀ R c for the non-rigid coefficients).
     ``scale_bounds``: a step that takes either scale of the affine outside (lo, hi) is refused
-    like one that raises the objective (shorter steps are tried), unless the start is outside."""
+    like one that raises the objective (shorter steps are tried), unless the start is outside.
+    ``basis`` (6 × m, affine only): steps are taken within its span (θ must start in it)."""
     n6 = 6
     if scale_bounds is not None:
         s0 = _scales(theta)
@@ -319,6 +347,8 @@ def _lm(obj: _Objective, theta: np.ndarray, *, nonrigid: bool, reg: sp.spmatrix 
     it = 0
     for it in range(max_iter):
         H, g = obj.normal_equations(theta, ev, nonrigid)
+        if basis is not None:
+            H, g = basis.T @ H @ basis, basis.T @ g
         if nonrigid and reg is not None:
             Rfull = sp.block_diag([sp.csr_matrix((n6, n6)), reg]).tocsc()
             g = g + Rfull @ theta
@@ -330,7 +360,7 @@ def _lm(obj: _Objective, theta: np.ndarray, *, nonrigid: bool, reg: sp.spmatrix 
                 step = -spla.spsolve((H + sp.diags(mu * (d + 1e-9))).tocsc(), g)
             else:
                 step = -np.linalg.solve(H + np.diag(mu * (np.diag(H) + 1e-9)), g)
-            th_new = theta + step
+            th_new = theta + (step if basis is None else basis @ step)
             if scale_bounds is not None:
                 s_new = _scales(th_new)
                 if not np.all(np.isfinite(s_new)) or s_new.min() < scale_bounds[0] \
@@ -381,17 +411,26 @@ def refine(
     box: np.ndarray | None = None,
     balance: bool = False,
     scale_bounds: tuple[float, float] | None = None,
+    similarity: bool = False,
 ) -> tuple[np.ndarray, BSplineField | None, dict]:
     """Refine an MSI → ST affine ``A0`` coarse to fine; optionally add a B-spline deformation.
     ``scale_bounds``: the affine's scales (singular values) are kept within (lo, hi) when they
     start there (a prior on the section's size: a blurred partial outline otherwise lets the
-    affine grow along its missing side).
+    affine grow along its missing side). ``similarity``: fit a similarity (rotation, one scale,
+    shift) instead, from the similarity nearest ``A0`` (:func:`nearest_similarity`, anchored
+    at the ST tissue centroid); no B-spline.
 
     Returns the affine (MSI µm → ST µm), the fitted inverse field ``e`` (``u = A⁻¹(x + e(x))``)
     or None, and diagnostics per level (objective, feature R², iterations, seconds).
     """
     t0 = time.perf_counter()
     theta = _affine_to_theta(A0)
+    basis = None
+    if similarity:
+        nonrigid = False
+        anchor = pts.xy[pts.tissue > 0.5].mean(0) if (pts.tissue > 0.5).any() else pts.xy.mean(0)
+        theta = nearest_similarity(theta, anchor)
+        basis = similarity_basis(theta)
     field = None
     if nonrigid:
         lo, hi = (pts.xy.min(0), pts.xy.max(0)) if box is None else (box[:2], box[2:])
@@ -420,7 +459,7 @@ def refine(
                            scale_bounds=scale_bounds)
         else:
             th, info = _lm(obj, theta[:6], nonrigid=False, reg=None, max_iter=max_iter,
-                           scale_bounds=scale_bounds)
+                           scale_bounds=scale_bounds, basis=basis)
             th = np.r_[th, theta[6:]]
         theta = th
         info.update(sigma_um=float(sigma), nonrigid=bool(use_nr), n_points=obj.n,
