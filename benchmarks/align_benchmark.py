@@ -63,7 +63,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spatialfuse.align.qc import error_summary, truth_error_table  # noqa: E402
-from spatialfuse.align.register import affine_uncertainty, register_landmarks  # noqa: E402
+from spatialfuse.align.register import affine_uncertainty, register_landmarks, scale_range  # noqa: E402
 from spatialfuse.align.stage import (  # noqa: E402
     DEFAULTS,
     assess_registration,
@@ -525,7 +525,8 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
             u = affine_uncertainty(inps["spatialfuse"].pts, inps["spatialfuse"].raster, T_auto.affine,
                                    float(d["levels_um"][-1]), halves=int(pp["uncertainty_halves"]),
                                    seed=0, feature_weight=float(pp["feature_weight"]),
-                                   balance=bool(d.get("balanced_fit", {}).get("accepted", False)))
+                                   balance=bool(d.get("balanced_fit", {}).get("accepted", False)),
+                                   scale_bounds=scale_range(pp["scales"]))
             rows[0]["affine_uncertainty_um"] = u.get("affine_uncertainty_um")
         if oracle:
             rows[0].update(warp_oracle(inps["spatialfuse"], sim, T_auto.affine))

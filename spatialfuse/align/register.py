@@ -298,16 +298,16 @@ UNCERTAINTY_BLOCK_PITCHES = 4.0
 
 def affine_uncertainty(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um: float, *,
                        halves: int = 8, seed: int = 0, feature_weight: float = 1.0,
-                       balance: bool = True) -> dict:
+                       balance: bool = True, scale_bounds: tuple[float, float] | None = None) -> dict:
     """How far the data pin the affine, in µm: the fit refitted on random halves of the section.
 
     The ST points are cut into squares of :data:`UNCERTAINTY_BLOCK_PITCHES` spot pitches; each
     of ``halves`` refits keeps a random half of the squares and refits the affine from ``A`` at
     the finest level (``sigma_um``), as the final affine fit does (``balance``,
-    ``feature_weight``). The reference is the same one-level refit on every point (after a
-    B-spline, the affine alone; the spread is that affine's). A half-sample
-    estimate scatters about the whole-data one with the whole-data estimate's own variance
-    (n/m − 1 = 1 for m = n/2), so the RMS over refits of the RMS displacement of the MSI tissue
+    ``feature_weight``, ``scale_bounds``: :func:`scale_range`). The reference is the same
+    one-level refit on every point (after a B-spline, the affine alone; the spread is that
+    affine's). A half-sample estimate scatters about the whole-data one with the whole-data
+    estimate's own variance (n/m − 1 = 1 for m = n/2), so the RMS over refits of the RMS displacement of the MSI tissue
     pixels between a half's affine and the reference estimates the affine's standard error.
 
     It says how well the data determine the affine, not how far the truth is: a smooth warp the
@@ -323,7 +323,7 @@ def affine_uncertainty(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um
     out = {"block_um": block, "halves": int(halves), "blocks": n_blocks}
     tis = raster.tissue_xy
     kw = dict(levels_um=(float(sigma_um),), feature_weight=feature_weight, nonrigid=False,
-              balance=balance)
+              balance=balance, scale_bounds=scale_bounds)
     if n_blocks < 4:
         out.update(affine_uncertainty_um=None, reason="too few blocks to resample")
         return out

@@ -309,7 +309,8 @@ def run_align(
         unc = affine_uncertainty(inp.pts, inp.raster, T.affine, float(diag["levels_um"][-1]),
                                  halves=int(p["uncertainty_halves"]), seed=seed,
                                  feature_weight=float(p["feature_weight"]),
-                                 balance=bool(diag.get("balanced_fit", {}).get("accepted", False)))
+                                 balance=bool(diag.get("balanced_fit", {}).get("accepted", False)),
+                                 scale_bounds=scale_range(p["scales"]))
         qc["affine_uncertainty"] = unc
         qc["affine_uncertainty_um"] = unc.get("affine_uncertainty_um")
         w = uncertainty_warning(qc["affine_uncertainty_um"], inp.pts.tolerance_um)
