@@ -411,21 +411,28 @@ def test_final_fit_balances_mask_and_features_by_their_residuals():
     assert feat0 > 10 * mask_part
 
 
+def _warp_free_section_with_truth_affine(seed: int = 3):
+    """A small warp-free simulated section: the simulation, the MSI, the registration inputs,
+    the ST positions of its tissue pixels and the truth's least-squares affine onto them."""
+    from spatialfuse.align.stage import prepare_inputs
+    from spatialfuse.align.transform import fit_affine
+
+    sim, st, msi = _sim_sections(seed=seed, warp_um=0.0)
+    inp = prepare_inputs(st, msi, 4, 0)
+    t = sim["msi_pixels"]
+    t = t[t["tissue_fraction"] >= 0.5]
+    dst = t[["st_x_um", "st_y_um"]].to_numpy()
+    return sim, msi, inp, dst, fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), dst)
+
+
 def test_affine_fit_keeps_the_scales_within_their_bounds():
     """refine(scale_bounds=(lo, hi)) keeps both scales of the affine inside the bounds when it
     starts inside them (the searched align.scales, widened, are the user's prior on the section's
     size: a partial outline, blurred, otherwise lets the affine grow along its missing side), and
     ignores bounds its start already breaks (a landmark start is trusted)."""
     from spatialfuse.align.refine import refine
-    from spatialfuse.align.stage import prepare_inputs
-    from spatialfuse.align.transform import fit_affine
 
-    sim, st, msi = _sim_sections(seed=3, warp_um=0.0)
-    inp = prepare_inputs(st, msi, 4, 0)
-    t = sim["msi_pixels"]
-    t = t[t["tissue_fraction"] >= 0.5]
-    dst = t[["st_x_um", "st_y_um"]].to_numpy()
-    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), dst)
+    sim, msi, inp, dst, A = _warp_free_section_with_truth_affine()
     true_scale = Transform(A).decompose()["mean_scale"]
     assert 0.95 < true_scale < 1.05
     S = np.eye(3)  # the same placement shrunk to 85 % about the tissue's centre
@@ -462,8 +469,6 @@ def test_similarity_fit_and_the_restart_from_it():
         refine,
     )
     from spatialfuse.align.register import _similarity_restart
-    from spatialfuse.align.stage import prepare_inputs
-    from spatialfuse.align.transform import fit_affine
 
     anchor = np.array([300.0, 200.0])
     for mirror in (False, True):
@@ -474,12 +479,7 @@ def test_similarity_fit_and_the_restart_from_it():
         assert d["rotation_deg"] == pytest.approx(37.0)
         np.testing.assert_allclose(np.linalg.solve(M, [*anchor, 1]), np.linalg.solve(A, [*anchor, 1]))
 
-    sim, st, msi = _sim_sections(seed=3, warp_um=0.0)
-    inp = prepare_inputs(st, msi, 4, 0)
-    t = sim["msi_pixels"]
-    t = t[t["tissue_fraction"] >= 0.5]
-    dst = t[["st_x_um", "st_y_um"]].to_numpy()
-    A = fit_affine(t[["msi_x_um", "msi_y_um"]].to_numpy(), dst)
+    sim, msi, inp, dst, A = _warp_free_section_with_truth_affine()
     c = dst.mean(0)
     W = np.eye(3)  # stretch 12 % along x about the tissue centre, then slide 80 µm along y
     W[0, 0] = 1.12
