@@ -5,7 +5,9 @@ rotation (full 360°) × scale with FFT translation (:mod:`.coarse`), scored on 
 on the principal-component feature maps of both modalities; the best few candidates are
 refined briefly and the best refined one is taken through the full coarse-to-fine affine
 refinement (:mod:`.refine`), refitted at full resolution with mask and feature terms weighted by
-their residual variances (kept within half a spot pitch of the first fit), then given a B-spline
+their residual variances (kept within half a spot pitch of the first fit), refitted once more
+from its nearest similarity (kept where that finds a lower minimum more than half a pitch
+away: :func:`_similarity_restart`), then given a B-spline
 deformation that is kept only when it passes a two-fold checkerboard cross-validation
 (:func:`validate_nonrigid`). Every affine fit holds both scales within the searched ones widened
 by 10 % (:func:`scale_range`). When landmarks are given they replace the coarse search as the
@@ -53,6 +55,13 @@ def pyramid_um(pitch_um: float, coarse_res_um: float) -> tuple[float, ...]:
         out.append(float(s))
         s /= 2
     return tuple(out) + (0.0,)
+
+
+def rms_moved_um(msi_xy: np.ndarray, A: np.ndarray, B: np.ndarray) -> float:
+    """RMS distance (µm, ST frame) between where two MSI → ST affines put the points
+    ``msi_xy`` (MSI µm)."""
+    D = np.asarray(B, float) - np.asarray(A, float)
+    return float(np.sqrt(np.mean(np.sum((msi_xy @ D[:2, :2].T + D[:2, 2]) ** 2, 1))))
 
 
 def transform_from_fit(A: np.ndarray, field: BSplineField | None, meta: dict) -> Transform:
@@ -150,9 +159,7 @@ def register_auto(
     if balance_features:
         Ab, _, bdiag = refine(pts, raster, A, levels_um=levels_rest[-1:], feature_weight=fw_final,
                               nonrigid=False, balance=True, scale_bounds=bounds)
-        tis = raster.tissue_xy
-        D = Ab - A
-        moved = float(np.sqrt(np.mean(np.sum((tis @ D[:2, :2].T + D[:2, 2]) ** 2, 1))))
+        moved = rms_moved_um(raster.tissue_xy, A, Ab)
         trust = 0.5 * pts.tolerance_um
         diag["balanced_fit"] = {"moved_um": moved, "trust_um": trust, "accepted": moved <= trust}
         if moved <= trust:
@@ -204,14 +211,12 @@ def _similarity_restart(pts: StPoints, raster: MsiRaster, A: np.ndarray, levels_
     (:func:`~.stage.register`), and a restart's other minimum can pass that check further from
     the truth than the landmark fit (benchmark partial-4, square pixels: 49 µm against the
     landmark fit's 26 µm)."""
-    tis = raster.tissue_xy
     S, _, _ = refine(pts, raster, A, levels_um=levels_um, feature_weight=feature_weight,
                      nonrigid=False, similarity=True, scale_bounds=refine_kw.get("scale_bounds"))
     As, _, _ = refine(pts, raster, S, levels_um=levels_um[-1:], nonrigid=False, **refine_kw)
     e_a = objective_at(pts, raster, A, levels_um[-1], feature_weight)["E_per_point"]
     e_s = objective_at(pts, raster, As, levels_um[-1], feature_weight)["E_per_point"]
-    D = As - A
-    moved = float(np.sqrt(np.mean(np.sum((tis @ D[:2, :2].T + D[:2, 2]) ** 2, 1))))
+    moved = rms_moved_um(raster.tissue_xy, A, As)
     keep = bool(e_s < e_a and moved > 0.5 * pts.tolerance_um)
     diag["similarity_restart"] = {"moved_um": moved, "objective_affine": float(e_a),
                                   "objective_restart": float(e_s), "accepted": keep}
@@ -307,8 +312,9 @@ def affine_uncertainty(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um
     ``feature_weight``, ``scale_bounds``: :func:`scale_range`). The reference is the same
     one-level refit on every point (after a B-spline, the affine alone; the spread is that
     affine's). A half-sample estimate scatters about the whole-data one with the whole-data
-    estimate's own variance (n/m − 1 = 1 for m = n/2), so the RMS over refits of the RMS displacement of the MSI tissue
-    pixels between a half's affine and the reference estimates the affine's standard error.
+    estimate's own variance (n/m − 1 = 1 for m = n/2), so the RMS over refits of the RMS
+    displacement of the MSI tissue pixels between a half's affine and the reference estimates
+    the affine's standard error.
 
     It says how well the data determine the affine, not how far the truth is: a smooth warp the
     affine cannot follow adds to the error and not to this spread (benchmark, 20 simulated
@@ -337,8 +343,7 @@ def affine_uncertainty(pts: StPoints, raster: MsiRaster, A: np.ndarray, sigma_um
             out.update(affine_uncertainty_um=None, reason="too few tissue points in a half")
             return out
         Ah, _, _ = refine(sub, raster, ref, **kw)
-        D = Ah - ref
-        moved.append(float(np.sqrt(np.mean(np.sum((tis @ D[:2, :2].T + D[:2, 2]) ** 2, 1)))))
+        moved.append(rms_moved_um(tis, ref, Ah))
     out["half_moved_um"] = moved
     out["affine_uncertainty_um"] = float(np.sqrt(np.mean(np.square(moved))))
     return out
