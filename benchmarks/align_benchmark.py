@@ -63,12 +63,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spatialfuse.align.qc import error_summary, truth_error_table  # noqa: E402
-from spatialfuse.align.register import affine_uncertainty, register_landmarks, scale_range  # noqa: E402
+from spatialfuse.align.register import register_landmarks  # noqa: E402
 from spatialfuse.align.stage import (  # noqa: E402
     DEFAULTS,
     assess_registration,
     prepare_inputs,
     register,
+    registration_uncertainty,
     run_align,
 )
 from spatialfuse.align.qc import wrong_placements  # noqa: E402
@@ -521,12 +522,7 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         rows[0]["block_windows"] = bw.assign(warp_um=base["warp_um"], pixel_um=base["pixel_um"])
     if fast:
         if "spatialfuse" in inps:  # the stage's uncertainty estimate, as run_align computes it
-            d = diags["spatialfuse"]
-            u = affine_uncertainty(inps["spatialfuse"].pts, inps["spatialfuse"].raster, T_auto.affine,
-                                   float(d["levels_um"][-1]), halves=int(pp["uncertainty_halves"]),
-                                   seed=0, feature_weight=float(pp["feature_weight"]),
-                                   balance=bool(d.get("balanced_fit", {}).get("accepted", False)),
-                                   scale_bounds=scale_range(pp["scales"]))
+            u = registration_uncertainty(inps["spatialfuse"], T_auto, diags["spatialfuse"], pp)
             rows[0]["affine_uncertainty_um"] = u.get("affine_uncertainty_um")
         if oracle:
             rows[0].update(warp_oracle(inps["spatialfuse"], sim, T_auto.affine))

@@ -306,11 +306,7 @@ def run_align(
     # overlap and feature-similarity QC
     qc.update(assess_registration(inp, T, p, coverage=coverage))
     if str(qc["method"]).startswith("auto") and int(p["uncertainty_halves"]) > 0 and diag.get("levels_um"):
-        unc = affine_uncertainty(inp.pts, inp.raster, T.affine, float(diag["levels_um"][-1]),
-                                 halves=int(p["uncertainty_halves"]), seed=seed,
-                                 feature_weight=float(p["feature_weight"]),
-                                 balance=bool(diag.get("balanced_fit", {}).get("accepted", False)),
-                                 scale_bounds=scale_range(p["scales"]))
+        unc = registration_uncertainty(inp, T, diag, p, seed)
         qc["affine_uncertainty"] = unc
         qc["affine_uncertainty_um"] = unc.get("affine_uncertainty_um")
         w = uncertainty_warning(qc["affine_uncertainty_um"], inp.pts.tolerance_um)
@@ -357,6 +353,19 @@ def run_align(
         log.warning("REGISTRATION FLAGGED (%s): %s", sample, w)
     return {"transform": T, "msi_aligned": aligned, "rna": rna, "msi_spots": msi_spots,
             "coverage": st_obs_cov, "qc": qc}
+
+
+def registration_uncertainty(inp: AlignInputs, T: Transform, diag: dict, params: dict,
+                             seed: int = 0) -> dict:
+    """:func:`~.register.affine_uncertainty` of an automatic registration ``T``, refitted as its
+    final affine fit was (finest level, balanced if that fit was, held within the searched
+    scales); ``diag`` is :func:`register`'s."""
+    p = {**DEFAULTS, **(params or {})}
+    return affine_uncertainty(inp.pts, inp.raster, T.affine, float(diag["levels_um"][-1]),
+                              halves=int(p["uncertainty_halves"]), seed=seed,
+                              feature_weight=float(p["feature_weight"]),
+                              balance=bool(diag.get("balanced_fit", {}).get("accepted", False)),
+                              scale_bounds=scale_range(p["scales"]))
 
 
 def assess_registration(inp: AlignInputs, T: Transform, params: dict,
