@@ -57,6 +57,12 @@ def pyramid_um(pitch_um: float, coarse_res_um: float) -> tuple[float, ...]:
     return tuple(out) + (0.0,)
 
 
+#: a refit that moves the MSI tissue further than this many spot pitches (RMS; the pitch as
+#: :attr:`~.features.StPoints.tolerance_um`) has left the first fit's minimum: the balanced
+#: refit is then not trusted, the restart from the best similarity counts as another minimum
+ANOTHER_MINIMUM_PITCHES = 0.5
+
+
 def rms_moved_um(msi_xy: np.ndarray, A: np.ndarray, B: np.ndarray) -> float:
     """RMS distance (µm, ST frame) between where two MSI → ST affines put the points
     ``msi_xy`` (MSI µm)."""
@@ -160,7 +166,7 @@ def register_auto(
         Ab, _, bdiag = refine(pts, raster, A, levels_um=levels_rest[-1:], feature_weight=fw_final,
                               nonrigid=False, balance=True, scale_bounds=bounds)
         moved = rms_moved_um(raster.tissue_xy, A, Ab)
-        trust = 0.5 * pts.tolerance_um
+        trust = ANOTHER_MINIMUM_PITCHES * pts.tolerance_um
         diag["balanced_fit"] = {"moved_um": moved, "trust_um": trust, "accepted": moved <= trust}
         if moved <= trust:
             A, rdiag = Ab, bdiag
@@ -217,7 +223,7 @@ def _similarity_restart(pts: StPoints, raster: MsiRaster, A: np.ndarray, levels_
     e_a = objective_at(pts, raster, A, levels_um[-1], feature_weight)["E_per_point"]
     e_s = objective_at(pts, raster, As, levels_um[-1], feature_weight)["E_per_point"]
     moved = rms_moved_um(raster.tissue_xy, A, As)
-    keep = bool(e_s < e_a and moved > 0.5 * pts.tolerance_um)
+    keep = bool(e_s < e_a and moved > ANOTHER_MINIMUM_PITCHES * pts.tolerance_um)
     diag["similarity_restart"] = {"moved_um": moved, "objective_affine": float(e_a),
                                   "objective_restart": float(e_s), "accepted": keep}
     if keep:
