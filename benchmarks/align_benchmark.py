@@ -424,6 +424,16 @@ def tre_table_median(T, sim, inp) -> float:
     return truth_error_table(T, sim["msi_pixels"], obs, inp.pixel_um)["truth_error_um_median"]
 
 
+def alternative_fits(diag: dict) -> dict:
+    """How far the registration's own alternative affine fits put the MSI tissue from the
+    first one (RMS µm): the refit with balanced weights, and the refit from the best similarity
+    (with its objective over the kept fit's)."""
+    b, s = diag.get("balanced_fit") or {}, diag.get("similarity_restart") or {}
+    return {"balanced_moved_um": b.get("moved_um"), "restart_moved_um": s.get("moved_um"),
+            "restart_objective_ratio": (s["objective_restart"] / s["objective_affine"]
+                                        if s.get("objective_affine") else None)}
+
+
 def affine_offset(A_found: np.ndarray, A_ref: np.ndarray, st_xy: np.ndarray) -> dict:
     """How a found affine (MSI µm → ST µm, 3×3) differs from a reference one (the truth's best
     affine), split into parts: its shift at the centroid of ``st_xy`` (the tissue, ST frame),
@@ -489,7 +499,8 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         if method == "spatialfuse":
             T_auto = T
         T_found[method] = T
-        rows.append(dict(base, method=method, cpu_s=cpu, **tre(T, sim, msi)))
+        rows.append(dict(base, method=method, cpu_s=cpu, **tre(T, sim, msi),
+                         **(alternative_fits(diags[method]) if method == "spatialfuse" else {})))
     (T, d), cpu = timed(lambda: register_landmarks(lm[["st_x_um", "st_y_um"]].to_numpy(),
                                                     lm[["msi_x_um", "msi_y_um"]].to_numpy()))
     rows.append(dict(base, method="landmark-affine", cpu_s=cpu, **tre(T, sim, msi),
