@@ -694,6 +694,54 @@ def test_refinement_that_contradicts_the_landmarks_falls_back_to_them():
     hd = Transform(np.array([[1.0, 0, 94.0], [0, 1.0, 0], [0, 0, 1]]), meta={"method": "auto"})
     assert _keep_landmark_agreement(hd, lm_T, lm, {"landmark_loo_error_um_median": 39.0}, 100.0,
                                     "s") is lm_T
+    # within the landmarks' tolerance, but the images' two fits ended 91 µm apart: the images do
+    # not settle the placement, the landmarks do
+    d3 = {"landmark_loo_error_um_median": 70.0,
+          "balanced_fit": {"moved_um": 91.0, "trust_um": 50.0, "accepted": False}}
+    assert _keep_landmark_agreement(slid, lm_T, lm, d3, 100.0, "s") is lm_T
+    assert d3["landmark_refinement"]["image_fits_agree"] is False
+    d3["balanced_fit"]["accepted"] = True
+    assert _keep_landmark_agreement(slid, lm_T, lm, d3, 100.0, "s") is slid
+
+
+def test_two_placements_the_data_do_not_choose_between_are_flagged(small_ingested, monkeypatch,
+                                                                    caplog):
+    """The registration's own alternative fits ending more than half a pitch apart (the
+    balanced refit rejected for it; the restart from the best similarity at about the same
+    objective) flag the sample; alternatives near the kept fit, or far but clearly worse, do
+    not."""
+    import spatialfuse.align.stage as stage
+    from spatialfuse.align.stage import alternative_fit_warning
+
+    near = {"balanced_fit": {"moved_um": 43.0, "trust_um": 50.0, "accepted": True},
+            "similarity_restart": {"moved_um": 0.5, "objective_affine": 0.07,
+                                   "objective_restart": 0.07, "accepted": False}}
+    assert alternative_fit_warning(near, 100.0) is None and alternative_fit_warning({}, 100.0) is None
+    # quick benchmark, partial-1: a cut 3 mm section kept a fit 64 µm off; its balanced refit
+    # had moved 91 µm
+    w = alternative_fit_warning({**near, "balanced_fit": {"moved_um": 91.0, "accepted": False}}, 100.0)
+    assert "poorly determined" in w and "91 um" in w and "50 um" in w
+    # partial-4: the restart's minimum 66 µm away, 1.0 % lower (taken)
+    tie = {"moved_um": 66.0, "objective_affine": 0.07101, "objective_restart": 0.07029,
+           "accepted": True}
+    w = alternative_fit_warning({**near, "similarity_restart": tie}, 100.0)
+    assert "66 um" in w and "1.0%" in w
+    assert alternative_fit_warning({**near, "similarity_restart": tie}, 200.0) is None  # legacy ST
+    worse = dict(tie, objective_restart=0.07101 * 1.05, accepted=False)
+    assert alternative_fit_warning({**near, "similarity_restart": worse}, 100.0) is None
+    # in the stage: flagged loudly
+    real = stage.register
+
+    def two_fits(inp, p, **kw):
+        T, d = real(inp, p, **kw)
+        return T, {**d, "balanced_fit": {"moved_um": 91.0, "trust_um": 50.0, "accepted": False}}
+
+    monkeypatch.setattr(stage, "register", two_fits)
+    with caplog.at_level("WARNING"):
+        qc = run_align(small_ingested["st"], small_ingested["msi"],
+                       {"nonrigid": False, "uncertainty_halves": 0}, sample="two")["qc"]
+    assert qc["flagged"] and any("two placements" in w for w in qc["warnings"])
+    assert "REGISTRATION FLAGGED (two)" in caplog.text
 
 
 # --- domain channels for the non-rigid step ------------------------------------------------------

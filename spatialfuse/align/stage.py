@@ -27,7 +27,13 @@ from .features import (
     st_points,
 )
 from .qc import feature_similarity, placement_check, tissue_dice, truth_error
-from .register import affine_uncertainty, register_auto, register_landmarks, scale_range
+from .register import (
+    ANOTHER_MINIMUM_PITCHES,
+    affine_uncertainty,
+    register_auto,
+    register_landmarks,
+    scale_range,
+)
 from .transform import Transform
 
 log = logging.getLogger(__name__)
@@ -239,21 +245,31 @@ def _keep_landmark_agreement(T: Transform, lm_T: Transform, landmarks: pd.DataFr
     landmarks further from their ST positions than the landmarks' own leave-one-out error
     allows (:data:`LANDMARK_AGREEMENT` × its median, at least half of ``tolerance_um``, one
     spot pitch, at least 100 µm for Visium HD bins): the landmarks are the user's evidence, and
-    a refinement that contradicts them slid into another minimum (seen on partial overlap)."""
+    a refinement that contradicts them slid into another minimum (seen on partial overlap).
+
+    Also when the image data do not settle the placement themselves: their two affine fits
+    (led by the feature maps; balanced) ended more than half a pitch apart
+    (:func:`alternative_fit_warning`). The landmarks then decide, even where the refinement
+    stayed within their tolerance (benchmark, a cut 3 mm section: the refinement from landmarks
+    slid to 64 µm off, 63 µm from the landmarks against a tolerance of 83 µm, where the
+    landmark fit is 22 µm off)."""
     src = landmarks[["msi_x_um", "msi_y_um"]].to_numpy(float)
     dst = landmarks[["st_x_um", "st_y_um"]].to_numpy(float)
     err = float(np.median(np.linalg.norm(T(src) - dst, axis=1)))
     loo = diag.get("landmark_loo_error_um_median")
     floor = 0.5 * tolerance_um
     tol = max(LANDMARK_AGREEMENT * float(loo), floor) if loo is not None else tolerance_um
-    ok = err <= tol
+    settled = alternative_fit_warning(diag, tolerance_um) is None
+    ok = err <= tol and settled
     diag["landmark_refinement"] = {"median_landmark_error_um": err, "tolerance_um": tol,
-                                   "accepted": ok}
+                                   "image_fits_agree": settled, "accepted": ok}
     if ok:
         return T
-    log.warning("sample '%s': the image-based refinement moved the landmarks %.0f um from their "
-                "ST positions (tolerance %.0f um): kept the fit through the landmarks (%s)",
-                sample, err, tol, lm_T.meta.get("method", "landmark"))
+    why = (f"moved the landmarks {err:.0f} um from their ST positions (tolerance {tol:.0f} um)"
+           if err > tol else "is not settled by the images (their two affine fits disagree by "
+           "more than half a spot pitch)")
+    log.warning("sample '%s': the image-based refinement %s: kept the fit through the landmarks (%s)",
+                sample, why, lm_T.meta.get("method", "landmark"))
     lm_T.meta["refinement_rejected"] = True
     return lm_T
 
@@ -313,6 +329,10 @@ def run_align(
         if w:
             qc["warnings"].append(w)
             qc["flagged"] = True
+    w = alternative_fit_warning(diag, inp.pts.tolerance_um) if T.meta.get("method", "").startswith("auto") else None
+    if w:
+        qc["warnings"].append(w)
+        qc["flagged"] = True
     R, _, _ = aggregate(W, msi.layers[Key.layers.intensity], spot_area)
     min_cov = float(p["min_coverage"])
     covered = coverage >= min_cov
@@ -414,6 +434,41 @@ def uncertainty_warning(uncertainty_um: float | None, tolerance_um: float) -> st
             f"an error of {UNCERTAINTY_FLAG_SE:g} x that, {UNCERTAINTY_FLAG_SE * uncertainty_um:.0f} um, "
             f"would exceed {tolerance_um:.0f} um (one spot pitch; at least 100 um for Visium HD "
             f"bins): check the overlay, or give landmarks")
+
+
+#: two minima whose objectives (per point, full resolution) differ by less than this fraction
+#: fit the data about equally well: on the benchmark the similarity restart's other minima were
+#: 0.25–1 % below the first fit's (``benchmarks/RESULTS.md``)
+ALTERNATIVE_TIE = 0.02
+
+
+def alternative_fit_warning(diag: dict, tolerance_um: float) -> str | None:
+    """A warning when the automatic registration's own alternative affine fits (same data) end
+    more than half a spot pitch from the kept one (:data:`~.register.ANOTHER_MINIMUM_PITCHES`
+    × ``tolerance_um``): the refit with each term weighted by its residual variance (rejected
+    for moving that far, the first fit kept), or the refit from the best similarity at an
+    objective within :data:`ALTERNATIVE_TIE` of the kept fit's (taken or not). Either way the
+    data hold two placements that far apart, and which is right is not settled by the data.
+    (Benchmark, 3 mm sections: a cut section of 205 spots kept a fit 64 µm off whose balanced
+    refit moved 91 µm; on the 20 Visium-size cases of four pixel/bin geometries the correct
+    registrations' balanced refits moved at most 43 µm: ``benchmarks/RESULTS.md``.)"""
+    limit = ANOTHER_MINIMUM_PITCHES * tolerance_um
+    b, s = diag.get("balanced_fit") or {}, diag.get("similarity_restart") or {}
+    if b and not b.get("accepted", True):
+        return (f"the registration is poorly determined: refitted with the tissue outline and the "
+                f"feature maps each weighted by their residual variance, the affine moved the MSI "
+                f"tissue {b['moved_um']:.0f} um (RMS) from the fit led by the feature maps, more "
+                f"than half a spot pitch ({limit:.0f} um): the data hold two placements that far "
+                f"apart; check the overlay, or give landmarks")
+    if s and s.get("moved_um", 0.0) > limit and s.get("objective_affine"):
+        ratio = float(s["objective_restart"]) / float(s["objective_affine"])
+        if abs(ratio - 1.0) < ALTERNATIVE_TIE:
+            return (f"the registration is poorly determined: refitted from the best similarity "
+                    f"(rotation, one scale, shift), the affine ends {s['moved_um']:.0f} um (RMS) "
+                    f"from the other fit, more than half a spot pitch ({limit:.0f} um), with an "
+                    f"objective within {abs(ratio - 1.0):.1%} of it: the data hold two placements "
+                    f"that far apart; check the overlay, or give landmarks")
+    return None
 
 
 def registration_warnings(qc: dict, p: dict, covered_fraction: float) -> list[str]:
