@@ -321,18 +321,15 @@ def run_align(
     V, coverage, n_pix = aggregate(W, lin, spot_area)
     # overlap and feature-similarity QC
     qc.update(assess_registration(inp, T, p, coverage=coverage))
-    if str(qc["method"]).startswith("auto") and int(p["uncertainty_halves"]) > 0 and diag.get("levels_um"):
-        unc = registration_uncertainty(inp, T, diag, p, seed)
-        qc["affine_uncertainty"] = unc
-        qc["affine_uncertainty_um"] = unc.get("affine_uncertainty_um")
-        w = uncertainty_warning(qc["affine_uncertainty_um"], inp.pts.tolerance_um)
-        if w:
-            qc["warnings"].append(w)
-            qc["flagged"] = True
-    w = alternative_fit_warning(diag, inp.pts.tolerance_um) if T.meta.get("method", "").startswith("auto") else None
-    if w:
-        qc["warnings"].append(w)
-        qc["flagged"] = True
+    if str(qc["method"]).startswith("auto"):  # how well the data determine the automatic fit
+        doubts = [alternative_fit_warning(diag, inp.pts.tolerance_um)]
+        if int(p["uncertainty_halves"]) > 0 and diag.get("levels_um"):
+            unc = registration_uncertainty(inp, T, diag, p, seed)
+            qc["affine_uncertainty"] = unc
+            qc["affine_uncertainty_um"] = unc.get("affine_uncertainty_um")
+            doubts.insert(0, uncertainty_warning(qc["affine_uncertainty_um"], inp.pts.tolerance_um))
+        qc["warnings"] += [w for w in doubts if w]
+        qc["flagged"] = bool(qc["warnings"])
     R, _, _ = aggregate(W, msi.layers[Key.layers.intensity], spot_area)
     min_cov = float(p["min_coverage"])
     covered = coverage >= min_cov
