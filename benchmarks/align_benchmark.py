@@ -220,6 +220,9 @@ def run_spatialmeta(sim: dict, st, msi, seed: int, initial_guess: bool = False,
 
 #: a registration whose median error exceeds this is "wrong" (spots paired with the wrong pixels)
 WRONG_UM = 100.0
+#: a registration further off than this (half the Visium pitch, median TRE) is one a flag
+#: should catch too, though not wrong in the sense of WRONG_UM
+OFF_UM = 50.0
 
 
 def deliberately_wrong(T: Transform, tissue_xy: np.ndarray) -> dict[str, Transform]:
@@ -660,6 +663,9 @@ def main(argv=None) -> pd.DataFrame:
           f"{int((fl & ~bad).sum())}/{int((~bad).sum())} correct ones; deliberately wrong placements "
           f"(rot 180, mirror, 300 um shift of each found transform) flagged "
           f"{int(sf['wrong_flagged'].sum())}/{int(sf['wrong_tried'].sum())}")
+    off = sf["truth_error_um_median"] > OFF_UM
+    print(f"registrations more than {OFF_UM:.0f} um (half a spot pitch) off: {int(off.sum())}, of them "
+          f"flagged {int((fl & off).sum())}; flagged within {OFF_UM:.0f} um: {int((fl & ~off).sum())}")
     if fl.any():
         print("flagged cases:", ", ".join(f"{r.case} ({r.truth_error_um_median:.0f} um, similarity "
                                           f"{r.similarity:.2f}, placement margin {r.placement_margin:+.2f}, Dice {r.dice:.2f})"
