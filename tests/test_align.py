@@ -721,9 +721,10 @@ def test_two_placements_the_data_do_not_choose_between_are_flagged(small_ingeste
     # had moved 91 µm
     w = alternative_fit_warning({**near, "balanced_fit": {"moved_um": 91.0, "accepted": False}}, 100.0)
     assert "poorly determined" in w and "91 um" in w and "50 um" in w
-    # partial-4: the restart's minimum 66 µm away, 1.0 % lower (taken); on HD bins 2.0 %
+    # partial-4 on HD bins: the restart's minimum 57 µm away, 2.0 % lower (taken)
     hd = {"moved_um": 56.9, "objective_affine": 1.0, "objective_restart": 0.9799, "accepted": True}
     assert alternative_fit_warning({**near, "similarity_restart": hd}, 100.0)
+    # partial-4 on square pixels: 66 µm away, 1.0 % lower (taken)
     tie = {"moved_um": 66.0, "objective_affine": 0.07101, "objective_restart": 0.07029,
            "accepted": True}
     w = alternative_fit_warning({**near, "similarity_restart": tie}, 100.0)

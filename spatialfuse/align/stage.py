@@ -435,8 +435,8 @@ def uncertainty_warning(uncertainty_um: float | None, tolerance_um: float) -> st
 
 #: two minima whose objectives (per point, full resolution) differ by less than this fraction
 #: fit the data about equally well: on the benchmark the similarity restarts that found another
-#: minimum found it 0.04–2.0 % below the first fit's (partial-4 in five pixel/bin geometries;
-#: ``benchmarks/RESULTS.md``)
+#: minimum found it 0.04–2.0 % below the first fit's (partial-4 in four of the five pixel/bin
+#: geometries measured; in the fifth, y step 2× x, it found none; ``benchmarks/RESULTS.md``)
 ALTERNATIVE_TIE = 0.05
 
 
