@@ -69,12 +69,38 @@ def test_interpret_outputs(paired, small_demo_files):
     assert "link_recovery" in out["summary"]
 
 
+def _drawn_collections(draw):
+    """The collections ``draw()`` adds to any axes, in order."""
+    import matplotlib
+
+    added = []
+    real = matplotlib.axes.Axes.add_collection
+
+    def add_collection(self, collection, *a, **kw):
+        added.append(collection)
+        return real(self, collection, *a, **kw)
+
+    matplotlib.axes.Axes.add_collection = add_collection
+    try:
+        draw()
+    finally:
+        matplotlib.axes.Axes.add_collection = real
+    return added
+
+
+def _pixel_shapes(collection) -> np.ndarray:
+    """Each polygon of a PolyCollection about its own centre (n × 4 × 2, µm)."""
+    v = np.array([p.vertices[:4] for p in collection.get_paths()])
+    return v - v.mean(1, keepdims=True)
+
+
 def test_alignment_overlay_draws_a_subset_of_many_pixels_at_their_size(tmp_path):
     """The overlay draws at most ``max_pixels`` MSI pixels, each as large as a pixel after the
-    fitted scale, and the ST spots at their diameter; coverage is on a fixed 0-1 scale."""
+    fitted scale (in µm, data units), and the ST spots at their diameter; coverage is on a
+    fixed 0-1 scale."""
     import anndata as ad
-    import matplotlib
     import pandas as pd
+    from matplotlib.collections import EllipseCollection, PolyCollection
 
     from spatialfuse.plots import stages
 
@@ -88,21 +114,62 @@ def test_alignment_overlay_draws_a_subset_of_many_pixels_at_their_size(tmp_path)
     cov = pd.DataFrame({Key.obs.coverage: np.ones(25)}, index=st.obs_names)
     qc = {"tissue_dice": 0.9, "spot_diameter_um": 100.0, "msi_pixel_size_um": 20.0,
           "transform": {"mean_scale": 1.5}}
-    drawn = []
-    real_scatter = matplotlib.axes.Axes.scatter
-
-    def scatter(self, x, y, s=None, **kw):
-        drawn.append((len(np.atleast_1d(x)), np.atleast_1d(s)[0], kw.get("label")))
-        return real_scatter(self, x, y, s=s, **kw)
-
-    matplotlib.axes.Axes.scatter = scatter
-    try:
-        stages.alignment_overlay_figure(st, msi, cov, qc, tmp_path / "o.png", "s",
-                                        max_pixels=500)
-    finally:
-        matplotlib.axes.Axes.scatter = real_scatter
+    pixels, spots = _drawn_collections(lambda: stages.alignment_overlay_figure(
+        st, msi, cov, qc, tmp_path / "o.png", "s", max_pixels=500))[:2]
     assert (tmp_path / "o.png").stat().st_size > 0
-    (n_px, s_px, _), (n_st, s_st, _) = drawn[0], drawn[1]
-    assert n_px == 500 and n_st == 25
-    # marker areas scale with the squared sizes: 30 um pixels, 100 um spots
-    assert s_st / s_px == pytest.approx((100 / 30) ** 2, rel=1e-6)
+    assert isinstance(pixels, PolyCollection) and isinstance(spots, EllipseCollection)
+    # no native positions: squares of the pixel side × the fitted scale, 30 um
+    shapes = _pixel_shapes(pixels)
+    assert len(shapes) == 500
+    np.testing.assert_allclose(np.abs(shapes), 15.0, atol=1e-9)
+    assert len(spots.get_offsets()) == 25
+    np.testing.assert_allclose(spots.get_widths(), 100.0)
+
+
+def test_alignment_overlay_draws_rotated_rectangular_pixels_as_registered(tmp_path):
+    """A raster of 20 × 40 µm pixels, mirrored, rotated 30° and scaled 1.5 by the registration,
+    is drawn with each pixel as that parallelogram (30 × 60 µm, turned) centred on its aligned
+    position, in µm, in the stage's overlay and in the report's cohort panel."""
+    import anndata as ad
+    import pandas as pd
+
+    from spatialfuse.plots import aligned_pixel_corners, stages
+    from spatialfuse.report import figures
+
+    gx, gy = np.meshgrid(np.arange(40), np.arange(20))
+    native = np.c_[gx.ravel() * 20.0, gy.ravel() * 40.0]
+    t = np.deg2rad(30.0)
+    L = 1.5 * np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) @ np.diag([-1.0, 1.0])
+    msi = ad.AnnData(np.zeros((len(native), 1), np.float32))
+    msi.obsm[Key.obsm.spatial_native] = native
+    msi.obsm[Key.obsm.spatial] = native @ L + [2000.0, 500.0]
+    msi.obs[Key.obs.on_tissue] = True
+    st = ad.AnnData(np.zeros((16, 1), np.float32))
+    sx, sy = np.meshgrid(np.arange(4), np.arange(4))
+    st.obsm[Key.obsm.spatial] = np.c_[sx.ravel(), sy.ravel()] * 300.0 + 1000
+    cov = pd.DataFrame({Key.obs.coverage: np.ones(16)}, index=st.obs_names)
+    qc = {"tissue_dice": 0.9, "spot_diameter_um": 100.0, "msi_pixel_size_um": np.sqrt(800.0),
+          "msi_pixel_size_xy_um": [20.0, 40.0], "transform": {"mean_scale": 1.5}}
+    expected = np.array([[-10.0, -20.0], [10.0, -20.0], [10.0, 20.0], [-10.0, 20.0]]) @ L
+    corners = aligned_pixel_corners(qc, native, msi.obsm[Key.obsm.spatial])
+    np.testing.assert_allclose(corners, expected, atol=1e-9)
+    # the two long sides are 60 um, the short ones 30 um, at right angles
+    sides = np.linalg.norm(np.diff(np.vstack([corners, corners[:1]]), axis=0), axis=1)
+    np.testing.assert_allclose(sides, [30.0, 60.0, 30.0, 60.0], atol=1e-9)
+
+    def draw():
+        stages.alignment_overlay_figure(st, msi, cov, qc, tmp_path / "o.png", "s")
+        figures.registration_figure(
+            {"s": {"st_xy": st.obsm[Key.obsm.spatial], "msi_xy": msi.obsm[Key.obsm.spatial],
+                   "spot_diameter_um": 100.0, "pixel_corners_um": corners}},
+            {"s": qc}, tmp_path / "r.png")
+
+    added = _drawn_collections(draw)
+    assert (tmp_path / "o.png").stat().st_size > 0 and (tmp_path / "r.png").stat().st_size > 0
+    polygons = [c for c in added if type(c).__name__ == "PolyCollection"]
+    assert len(polygons) == 2  # the stage's overlay, the cohort panel: the pixels
+    for pixels in polygons:
+        v = np.array([p.vertices[:4] for p in pixels.get_paths()])
+        np.testing.assert_allclose(v.mean(1), msi.obsm[Key.obsm.spatial], atol=1e-6)
+        np.testing.assert_allclose(_pixel_shapes(pixels), np.broadcast_to(expected, v.shape),
+                                   atol=1e-6)

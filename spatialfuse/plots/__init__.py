@@ -68,17 +68,40 @@ def _frame(ax, title: str | None = None):
         ax.set_title(title, fontsize=10)
 
 
-def spot_size(xy: np.ndarray, ax, diameter_um: float = 55.0) -> float:
-    """Marker size (points²) so a scatter marker spans ``diameter_um`` on an equal-aspect ``ax``
-    whose limits are the data range plus a 100 µm margin."""
-    pos = ax.get_position()
-    w_in, h_in = ax.figure.get_size_inches()
+def frame_limits(ax, xy: np.ndarray, margin_um: float = 100.0) -> None:
+    """Equal aspect, y downwards, and limits at ``xy``'s range plus ``margin_um``."""
+    ax.set_aspect("equal")
     if len(xy):
-        span_x, span_y = np.ptp(xy[:, 0]) + 200, np.ptp(xy[:, 1]) + 200
-    else:
-        span_x = span_y = 1000.0
-    pt_per_um = min(w_in * 72 * pos.width / span_x, h_in * 72 * pos.height / span_y)
-    return max(1.0, (diameter_um * pt_per_um) ** 2)
+        ax.set_xlim(xy[:, 0].min() - margin_um, xy[:, 0].max() + margin_um)
+        ax.set_ylim(xy[:, 1].max() + margin_um, xy[:, 1].min() - margin_um)
+
+
+def add_spots(ax, xy: np.ndarray, diameter_um: float = 55.0, square: bool = False, **kw):
+    """ST spots as circles (``square``: squares, Visium HD bins) of ``diameter_um`` drawn in
+    data units, so that they keep their true size against the axes in µm at any figure size
+    or layout (a scatter marker's size is in points). ``kw`` go to the collection (``array``
+    and ``cmap`` colour by value, as in a scatter). Returns the collection; the caller sets the
+    limits (:func:`frame_limits`)."""
+    from matplotlib.collections import EllipseCollection
+
+    xy = np.asarray(xy, float)[:, :2]
+    d = float(diameter_um)
+    if square:
+        return add_polygons(ax, xy, np.array([[-d, -d], [d, -d], [d, d], [-d, d]]) / 2, **kw)
+    coll = EllipseCollection(d, d, 0.0, units="xy", offsets=xy, offset_transform=ax.transData,
+                             **kw)
+    ax.add_collection(coll, autolim=False)
+    return coll
+
+
+def add_polygons(ax, xy: np.ndarray, corners_um: np.ndarray, **kw):
+    """Each point of ``xy`` drawn as the polygon ``corners_um`` about it, in data units (µm)."""
+    from matplotlib.collections import PolyCollection
+
+    xy = np.asarray(xy, float)[:, :2]
+    coll = PolyCollection(xy[:, None, :] + np.asarray(corners_um, float)[None], **kw)
+    ax.add_collection(coll, autolim=False)
+    return coll
 
 
 def aligned_pixel_um(qc: dict) -> float:
@@ -88,25 +111,67 @@ def aligned_pixel_um(qc: dict) -> float:
         qc.get("transform", {}).get("mean_scale", 1.0))
 
 
+def aligned_pixel_corners(qc: dict, native: np.ndarray | None = None,
+                          aligned: np.ndarray | None = None) -> np.ndarray:
+    """The four corners (µm, about the pixel's centre, ST frame) of one MSI pixel as registered:
+    its raster steps in x and y (``qc['msi_pixel_size_xy_um']``) mapped by the linear part of
+    the least-squares affine from the pixels' ``native`` positions to their ``aligned`` ones, so
+    rotation, mirror, scales and shear all show (with a non-rigid warp, its average). Without
+    the positions: a square of :func:`aligned_pixel_um`."""
+    if native is None or aligned is None or len(native) < 3:
+        h = aligned_pixel_um(qc) / 2
+        return np.array([[-h, -h], [h, -h], [h, h], [-h, h]])
+    side = float(qc.get("msi_pixel_size_um", 10.0))
+    px, py = (float(v) for v in qc.get("msi_pixel_size_xy_um", (side, side)))
+    u = np.asarray(native, float)[:, :2]
+    v = np.asarray(aligned, float)[:, :2]
+    L = np.linalg.lstsq(u - u.mean(0), v - v.mean(0), rcond=None)[0]  # row vectors: v = u L
+    return np.array([[-px, -py], [px, -py], [px, py], [-px, py]]) / 2 @ L
+
+
+def overlay_panel(ax, st_xy: np.ndarray, msi_xy: np.ndarray, pixel_corners_um: np.ndarray,
+                  spot_um: float, square_spots: bool = False, legend: bool = True) -> None:
+    """MSI tissue pixels (each the quadrilateral ``pixel_corners_um`` about its centre, see
+    :func:`aligned_pixel_corners`) under the ST spots (circles of ``spot_um``, or squares for
+    Visium HD bins), both in data units (:func:`add_spots`)."""
+    from matplotlib.patches import Patch
+
+    st_xy, msi_xy = np.asarray(st_xy, float)[:, :2], np.asarray(msi_xy, float)[:, :2]
+    add_polygons(ax, msi_xy, pixel_corners_um, facecolors="#E69F00", alpha=0.45, linewidths=0,
+                 rasterized=True)
+    add_spots(ax, st_xy, spot_um, square_spots, facecolors="none", edgecolors="#0072B2",
+              linewidths=0.5, rasterized=len(st_xy) > 20_000)
+    frame_limits(ax, np.vstack([st_xy, msi_xy]) if len(msi_xy) else st_xy)
+    if legend:
+        noun = "bins" if square_spots else "spots"
+        handles = [Patch(facecolor="#E69F00", alpha=0.45, label="MSI tissue pixels (aligned)"),
+                   Line2D([], [], ls="", marker="s" if square_spots else "o", mfc="none",
+                          mec="#0072B2", ms=8, label=f"ST {noun}")]
+        ax.legend(handles=handles, fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.06),
+                  ncol=2, frameon=False)
+
+
 def plot_labels(ax, xy: np.ndarray, labels, title: str | None = None, diameter_um: float = 55.0,
                 legend: bool = True):
     """Spots coloured by integer domain label (colours from :func:`domain_colours`)."""
     labels = np.asarray(labels).astype(int)
     cols = domain_colours(labels)
-    s = spot_size(xy, ax, diameter_um)
     for lab, c in cols.items():
-        m = labels == lab
-        ax.scatter(xy[m, 0], xy[m, 1], s=s, c=c, label=str(lab), linewidths=0)
+        add_spots(ax, xy[labels == lab], diameter_um, facecolors=c, linewidths=0)
+    frame_limits(ax, xy)
     _frame(ax, title)
     if legend:
-        ax.legend(title="domain", fontsize=7, title_fontsize=8, markerscale=0.8, frameon=False,
-                  loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.legend(handles=domain_handles(labels), title="domain", fontsize=7, title_fontsize=8,
+                  frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
 def plot_values(ax, xy: np.ndarray, values, title: str | None = None, diameter_um: float = 55.0,
                 cmap: str = "viridis", label: str | None = None, marker: str = "o"):
-    s = spot_size(xy, ax, diameter_um)
-    sc = ax.scatter(xy[:, 0], xy[:, 1], s=s, c=values, cmap=cmap, linewidths=0, marker=marker)
+    """Spots coloured by ``values`` (NaN: not drawn), ``marker`` 's' for square bins; returns
+    the collection (for its colour limits)."""
+    sc = add_spots(ax, xy, diameter_um, square=marker == "s",
+                   array=np.asarray(values, float), cmap=cmap, linewidths=0)
+    frame_limits(ax, xy)
     _frame(ax, title)
     cb = ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
     if label:

@@ -8,7 +8,18 @@ import scipy.sparse as sp
 
 from ..constants import Key
 from ..pixels import pixel_xy
-from . import _frame, aligned_pixel_um, placeholder, plot_labels, plot_values, plt, savefig, spot_size
+from . import (
+    _frame,
+    add_spots,
+    aligned_pixel_corners,
+    frame_limits,
+    overlay_panel,
+    placeholder,
+    plot_labels,
+    plot_values,
+    plt,
+    savefig,
+)
 
 
 def _dense(X):
@@ -98,32 +109,26 @@ def ingest_qc_figure(st, msi, path, sample: str, qc: dict | None = None) -> None
 def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, path,
                              sample: str, max_pixels: int = 200_000, seed: int = 0) -> None:
     """ST spots with MSI tissue pixels mapped into the ST frame, and per-spot coverage, both at
-    their true size (MSI pixel side × the fitted scale; the ST spot diameter); more than
+    their true size and shape (each MSI pixel as the registration maps its rectangle, see
+    :func:`~spatialfuse.plots.aligned_pixel_corners`; the ST spot diameter); more than
     ``max_pixels`` tissue pixels are drawn as a seeded random subset."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     ax = axes[0]
     xy = np.asarray(msi_aligned.obsm[Key.obsm.spatial])[:, :2]
     on = msi_aligned.obs[Key.obs.on_tissue].to_numpy(bool)
     mxy = xy[on]
+    native = msi_aligned.obsm.get(Key.obsm.spatial_native)
+    corners = aligned_pixel_corners(qc, None if native is None else np.asarray(native)[on], mxy)
     if len(mxy) > max_pixels:
         mxy = mxy[np.random.default_rng(seed).choice(len(mxy), max_pixels, replace=False)]
     sxy = np.asarray(st.obsm[Key.obsm.spatial])[:, :2]
-    both = np.vstack([sxy, mxy]) if len(mxy) else sxy
-    ax.set_aspect("equal")
     spot_um = float(qc.get("spot_diameter_um", 55.0))  # the align stage's qc has both sizes
-    pixel_um = aligned_pixel_um(qc)
-    ax.scatter(mxy[:, 0], mxy[:, 1], s=spot_size(both, ax, pixel_um), marker="s", c="#E69F00",
-               alpha=0.45, linewidths=0, rasterized=True, label="MSI tissue pixels (aligned)")
     bins = st.uns.get(Key.uns.spatialfuse, {}).get("spot_shape") == "square"  # Visium HD
     noun, marker = ("bin", "s") if bins else ("spot", "o")
-    ax.scatter(sxy[:, 0], sxy[:, 1], s=spot_size(both, ax, spot_um), facecolors="none",
-               edgecolors="#0072B2", linewidths=0.5, rasterized=len(sxy) > 20_000, marker=marker,
-               label=f"ST {noun}s")
+    overlay_panel(ax, sxy, mxy, corners, spot_um, square_spots=bins)
     _frame(ax, f"{sample}: registration overlay — Dice {qc.get('tissue_dice', float('nan')):.2f}"
            + (f", truth error {qc['truth_error_um_median']:.1f} µm" if "truth_error_um_median" in qc
               else ""))
-    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.06), ncol=2, frameon=False,
-              markerscale=1.0)
     cov = coverage.loc[st.obs_names, Key.obs.coverage].to_numpy()
     axes[1].set_aspect("equal")
     sc = plot_values(axes[1], sxy, np.clip(cov, 0, 1), f"fraction of each {noun}"
@@ -225,12 +230,11 @@ def _unmeasured_panel(ax, xy, meas, unmeasured, feature) -> None:
     vals = np.r_[meas, pred]
     lo, hi = np.nanpercentile(vals, [1, 99]) if np.isfinite(vals).any() else (0, 1)
     allxy = np.r_[xy, uxy]
-    s = spot_size(allxy, ax, 55.0)
-    ax.scatter(xy[:, 0], xy[:, 1], s=s, c=meas, cmap="viridis", vmin=lo, vmax=hi, linewidths=0)
-    sc = ax.scatter(uxy[:, 0], uxy[:, 1], s=s, c=pred, cmap="viridis", vmin=lo, vmax=hi,
-                    edgecolors="black", linewidths=0.7)
-    ax.set_xlim(allxy[:, 0].min() - 100, allxy[:, 0].max() + 100)
-    ax.set_ylim(allxy[:, 1].max() + 100, allxy[:, 1].min() - 100)
+    add_spots(ax, xy, 55.0, array=np.asarray(meas, float), cmap="viridis", linewidths=0,
+              clim=(lo, hi))
+    sc = add_spots(ax, uxy, 55.0, array=np.asarray(pred, float), cmap="viridis", clim=(lo, hi),
+                   edgecolors="black", linewidths=0.7)
+    frame_limits(ax, allxy)
     info = unmeasured.uns.get(Key.uns.spatialfuse, {}).get("prediction", {})
     how = "genes + kriged\nmeasured MSI" if info.get("output") == "combined" else "genes"
     _frame(ax, f"{feature}\nmeasured, or from\n{how} (outlined)")

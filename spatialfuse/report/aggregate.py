@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
-from ..plots import aligned_pixel_um
+from ..plots import aligned_pixel_corners
 from ..ingest import truth_domains
 from . import figures
 from .domains import harmonise_domains
@@ -313,12 +313,16 @@ def run_aggregate(
             on = a.obs[Key.obs.on_tissue].to_numpy(bool) if Key.obs.on_tissue in a.obs else \
                 np.ones(a.n_obs, bool)
             mxy = np.asarray(a.obsm[Key.obsm.spatial])[on]
+            native = np.asarray(a.obsm[Key.obsm.spatial_native])[on] \
+                if Key.obsm.spatial_native in a.obsm else None
         finally:
             a.file.close()
+        corners = aligned_pixel_corners(qc[s], native, mxy)
         if len(mxy) > 30000:
             mxy = mxy[rng.choice(len(mxy), 30000, replace=False)]
         overlays[s] = {"st_xy": st[Key.obsm.spatial][:, :2], "msi_xy": mxy[:, :2],
-                       "spot_diameter_um": diam[s], "pixel_um": aligned_pixel_um(qc[s])}
+                       "spot_diameter_um": diam[s], "pixel_corners_um": corners,
+                       "square_spots": ingest[s].get("st_meta", {}).get("spot_shape") == "square"}
     figures.registration_figure(overlays, qc, outputs["registration_figure"])
 
     # models: training curves and each sample's UMAP of each model's embedding

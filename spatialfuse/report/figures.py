@@ -12,13 +12,15 @@ import pandas as pd
 
 from ..plots import (
     _frame,
+    add_spots,
     category_colours,
     domain_colours,
     domain_handles,
+    frame_limits,
+    overlay_panel,
     placeholder,
     plt,
     savefig,
-    spot_size,
 )
 from ..impute.crossmodal import REFERENCE_TAG
 from .conditions import NOTE_ADJUSTED, by_evidence
@@ -69,10 +71,9 @@ def domains_figure(spots: pd.DataFrame, samples: list[str], models: list[str],
                 continue
             labels = lab.to_numpy()[ok].astype(int)
             seen |= set(labels.tolist())
-            size = spot_size(xy[ok], ax, d)
             for k, colour in domain_colours(labels).items():
-                m = labels == k
-                ax.scatter(xy[ok][m, 0], xy[ok][m, 1], s=size, c=colour, linewidths=0)
+                add_spots(ax, xy[ok][labels == k], d, facecolors=colour, linewidths=0)
+            frame_limits(ax, xy[ok])
             title = f"{s}: {c}"
             ari = _metric(metrics, s, "domains", "ari", c) if c != "truth" else None
             if ari is not None:
@@ -91,19 +92,16 @@ def registration_figure(overlays: dict[str, dict], qc: dict[str, dict], path) ->
     """One overlay panel per sample (MSI tissue pixels mapped into the ST frame over the ST
     spots), then the registration error (µm) per sample, or tissue Dice where no error is known.
 
-    ``overlays``: sample → {"st_xy", "msi_xy", "spot_diameter_um", "pixel_um"} (MSI pixel
-    side in the ST frame)."""
+    ``overlays``: sample → {"st_xy", "msi_xy", "spot_diameter_um", "pixel_corners_um"} (one
+    MSI pixel's corners in the ST frame, :func:`~spatialfuse.plots.aligned_pixel_corners`),
+    optionally "square_spots" (Visium HD bins)."""
     samples = list(overlays)
     fig, axes = _grid(len(samples) + 1, ncol_max=4, w=3.8, h=3.6)
     for ax, s in zip(axes, samples):
         o = overlays[s]
         sxy, mxy = o["st_xy"], o["msi_xy"]
-        both = np.vstack([sxy, mxy]) if len(mxy) else sxy
-        ax.scatter(mxy[:, 0], mxy[:, 1], s=spot_size(both, ax, o.get("pixel_um", 10.0)),
-                   marker="s", c="#E69F00", alpha=0.45, linewidths=0, rasterized=True,
-                   label="MSI tissue pixels")
-        ax.scatter(sxy[:, 0], sxy[:, 1], s=spot_size(both, ax, o.get("spot_diameter_um", 55.0)),
-                   facecolors="none", edgecolors="#0072B2", linewidths=0.5, label="ST spots")
+        overlay_panel(ax, sxy, mxy, o["pixel_corners_um"], o.get("spot_diameter_um", 55.0),
+                      square_spots=o.get("square_spots", False), legend=ax is axes[0])
         q = qc.get(s, {})
         title = f"{s}: Dice {q.get('tissue_dice', float('nan')):.2f}"
         errs = {k: v for k, v in q.items() if k.endswith(ERROR_SUFFIX) and v is not None}
@@ -113,9 +111,6 @@ def registration_figure(overlays: dict[str, dict], qc: dict[str, dict], path) ->
         if q.get("flagged"):
             title += "  FLAGGED"
         _frame(ax, title)
-        if ax is axes[0]:
-            ax.legend(frameon=False, fontsize=6.5, loc="lower left", markerscale=1.5,
-                      bbox_to_anchor=(0, 1.08), ncol=2)
         if q.get("flagged"):
             ax.title.set_color("#B2182B")
     ax = axes[len(samples)]
