@@ -112,3 +112,36 @@ def test_affine_offset_splits_a_known_error_into_its_parts():
     assert np.isclose(o["offset_msi_xx_pct"], 2.0) and np.isclose(o["offset_anisotropy_pct"], 2.0)
     assert np.allclose([o["offset_msi_yy_pct"], o["offset_msi_xy_pct"], o["offset_msi_yx_pct"]], 0.0, atol=1e-9)
     assert abs(o["offset_rotation_deg"]) < 1e-9
+
+
+def test_summarise_pools_draws_and_counts_flags_only_where_they_ran(tmp_path, capsys):
+    """Runs read back (``--summarise``): one table per draw and one over all cases; the flag
+    counts cover only the cases of full runs (a --fast run has no flags), and a flagged case
+    is named with its draw."""
+    def run(n, px_err, flags):
+        rows = []
+        for i in range(n):
+            for method, err in (("spatialfuse", px_err[i]), ("landmark-affine", 0.7),
+                                ("best-affine (truth fit)", 0.4)):
+                r = dict(case=f"blob-{i}", geometry="blob", method=method, pixel_um=20.0,
+                         truth_error_um_median=20.0 * err, truth_error_um_p90=40.0, cpu_s=1.0)
+                if flags is not None and method == "spatialfuse":
+                    r.update(align_cpu_s=2.0, flagged=flags[i], wrong_flagged=3, wrong_tried=3,
+                             similarity=0.5, placement_margin=0.1, dice=0.9)
+                rows.append(r)
+        return pd.DataFrame(rows)
+
+    run(3, [0.2, 0.4, 0.6], None).to_csv(tmp_path / "fast.tsv", sep="\t", index=False)
+    run(2, [0.3, 1.0], [False, True]).to_csv(tmp_path / "full.tsv", sep="\t", index=False)
+    df = ab.main(["--summarise", str(tmp_path / "fast.tsv"), str(tmp_path / "full.tsv")])
+    out = capsys.readouterr().out
+    assert set(df["seed"]) == {"fast.tsv", "full.tsv"} and len(df) == 15
+    assert "Per seed" in out
+    # the ½-px count over all 5 cases (0.2, 0.3, 0.4 <= 0.5), the flags over the 2 full ones
+    assert "median TRE <= 1/2 pixel in 3/5 cases" in out
+    assert "with the flags (2 cases" in out and "flagged 1/2" in out
+    assert "flagged cases: full.tsv:blob-1" in out
+    # pooled: the median over the 5 cases of each case's error in pixels
+    line = next(x for x in out.split("All cases:")[1].splitlines() if x.startswith("spatialfuse "))
+    n, median_um, _, median_px = line.split()[1:5]
+    assert int(n) == 5 and float(median_px) == 0.4 and float(median_um) == 8.0
