@@ -70,6 +70,7 @@ from spatialfuse.align.stage import (  # noqa: E402
     prepare_inputs,
     register,
     registration_uncertainty,
+    restart_objective_ratio,
     run_align,
 )
 from spatialfuse.align.qc import wrong_placements  # noqa: E402
@@ -433,8 +434,7 @@ def alternative_fits(diag: dict) -> dict:
     (with its objective over the kept fit's)."""
     b, s = diag.get("balanced_fit") or {}, diag.get("similarity_restart") or {}
     return {"balanced_moved_um": b.get("moved_um"), "restart_moved_um": s.get("moved_um"),
-            "restart_objective_ratio": (s["objective_restart"] / s["objective_affine"]
-                                        if s.get("objective_affine") else None)}
+            "restart_objective_ratio": restart_objective_ratio(diag)}
 
 
 def affine_offset(A_found: np.ndarray, A_ref: np.ndarray, st_xy: np.ndarray) -> dict:

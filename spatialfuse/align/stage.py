@@ -440,6 +440,14 @@ def uncertainty_warning(uncertainty_um: float | None, tolerance_um: float) -> st
 ALTERNATIVE_TIE = 0.05
 
 
+def restart_objective_ratio(diag: dict) -> float | None:
+    """The objective of the affine refitted from the best similarity over the first fit's
+    (``diag['similarity_restart']``; None when the restart did not run)."""
+    s = diag.get("similarity_restart") or {}
+    return float(s["objective_restart"]) / float(s["objective_affine"]) \
+        if s.get("objective_affine") else None
+
+
 def alternative_fit_warning(diag: dict, tolerance_um: float) -> str | None:
     """A warning when the automatic registration's own alternative affine fits (same data) end
     more than half a spot pitch from the kept one (:data:`~.register.ANOTHER_MINIMUM_PITCHES`
@@ -459,14 +467,13 @@ def alternative_fit_warning(diag: dict, tolerance_um: float) -> str | None:
                 f"tissue {b['moved_um']:.0f} um (RMS) from the fit led by the feature maps, more "
                 f"than half a spot pitch ({limit:.0f} um): the data hold two placements that far "
                 f"apart; check the overlay, or give landmarks")
-    if s and s.get("moved_um", 0.0) > limit and s.get("objective_affine"):
-        ratio = float(s["objective_restart"]) / float(s["objective_affine"])
-        if abs(ratio - 1.0) < ALTERNATIVE_TIE:
-            return (f"the registration is poorly determined: refitted from the best similarity "
-                    f"(rotation, one scale, shift), the affine ends {s['moved_um']:.0f} um (RMS) "
-                    f"from the other fit, more than half a spot pitch ({limit:.0f} um), with an "
-                    f"objective within {abs(ratio - 1.0):.1%} of it: the data hold two placements "
-                    f"that far apart; check the overlay, or give landmarks")
+    ratio = restart_objective_ratio(diag)
+    if ratio is not None and s.get("moved_um", 0.0) > limit and abs(ratio - 1.0) < ALTERNATIVE_TIE:
+        return (f"the registration is poorly determined: refitted from the best similarity "
+                f"(rotation, one scale, shift), the affine ends {s['moved_um']:.0f} um (RMS) "
+                f"from the other fit, more than half a spot pitch ({limit:.0f} um), with an "
+                f"objective within {abs(ratio - 1.0):.1%} of it: the data hold two placements "
+                f"that far apart; check the overlay, or give landmarks")
     return None
 
 

@@ -130,7 +130,6 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
            + (f", truth error {qc['truth_error_um_median']:.1f} µm" if "truth_error_um_median" in qc
               else ""))
     cov = coverage.loc[st.obs_names, Key.obs.coverage].to_numpy()
-    axes[1].set_aspect("equal")
     sc = plot_values(axes[1], sxy, np.clip(cov, 0, 1), f"fraction of each {noun}"
                      + (f" ({spot_um:g} µm)" if bins else "") + " covered by MSI",
                      diameter_um=spot_um, cmap="viridis", label="coverage", marker=marker)
