@@ -62,7 +62,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spatialfuse.align.qc import error_summary, truth_error_table  # noqa: E402
+from spatialfuse.align.qc import error_summary, in_box, truth_error_table  # noqa: E402
 from spatialfuse.align.register import register_landmarks  # noqa: E402
 from spatialfuse.align.stage import (  # noqa: E402
     DEFAULTS,
@@ -75,6 +75,7 @@ from spatialfuse.align.stage import (  # noqa: E402
 )
 from spatialfuse.align.qc import wrong_placements  # noqa: E402
 from spatialfuse.align.transform import Transform, fit_affine  # noqa: E402
+from spatialfuse.constants import Key  # noqa: E402
 from spatialfuse.simulate import DemoParams, simulate_sample, simulated_sections  # noqa: E402
 from spatialfuse.pixels import pixel_side  # noqa: E402
 from spatialfuse.simulate.demo import msi_pixel_xy  # noqa: E402
@@ -233,8 +234,11 @@ def deliberately_wrong(T: Transform, tissue_xy: np.ndarray) -> dict[str, Transfo
     return {k: w[k] for k in ("rotate 180", "mirror", "shift +x")}
 
 
-def tre(T, sim, msi) -> dict:
-    return truth_error_table(T, sim["msi_pixels"], msi.obs, msi_pixel_xy(sim["params"]))
+def tre(T, sim, msi, capture_box=None) -> dict:
+    """TRE of ``T`` over the MSI tissue pixels; with ``capture_box``, also over those whose true
+    position lies in the ST capture area (``*_in_capture``)."""
+    return truth_error_table(T, sim["msi_pixels"], msi.obs, msi_pixel_xy(sim["params"]),
+                             capture_box=capture_box)
 
 
 #: optional peers (``--peers``): label and run_spatialmeta keyword arguments
@@ -488,6 +492,11 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         return out, time.process_time() - t0
 
     inps, T_found, diags = {}, {}, {}
+    box = np.asarray(st.uns[Key.uns.spatialfuse]["capture_box_um"], float)
+
+    def err(T):
+        return tre(T, sim, msi, box)
+
     ours = (("spatialfuse", params, None),
             ("spatialfuse-affine", {**params, "nonrigid": False}, None),
             ("spatialfuse+landmarks", params, lm))
@@ -502,11 +511,11 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
         if method == "spatialfuse":
             T_auto = T
         T_found[method] = T
-        rows.append(dict(base, method=method, cpu_s=cpu, **tre(T, sim, msi),
+        rows.append(dict(base, method=method, cpu_s=cpu, **err(T),
                          **(alternative_fits(diags[method]) if method == "spatialfuse" else {})))
     (T, d), cpu = timed(lambda: register_landmarks(lm[["st_x_um", "st_y_um"]].to_numpy(),
                                                     lm[["msi_x_um", "msi_y_um"]].to_numpy()))
-    rows.append(dict(base, method="landmark-affine", cpu_s=cpu, **tre(T, sim, msi),
+    rows.append(dict(base, method="landmark-affine", cpu_s=cpu, **err(T),
                      landmark_loo_um=d["landmark_loo_error_um_median"]))
     T_found["landmark-affine"] = T
     # the ceiling of any affine: least squares on the per-pixel truth (tissue pixels)
@@ -514,7 +523,14 @@ def run_case(c: dict, peers: tuple[str, ...] = (), peers_only: bool = False,
     src, dst = t[["msi_x_um", "msi_y_um"]].to_numpy(), t[["st_x_um", "st_y_um"]].to_numpy()
     A = fit_affine(src, dst)
     rows.append(dict(base, method="best-affine (truth fit)", cpu_s=0.0,
-                     **tre(Transform(A, meta={"method": "truth_affine"}), sim, msi)))
+                     **err(Transform(A, meta={"method": "truth_affine"}))))
+    # ... and on the pixels in the capture area only, the part a registration has ST data for
+    # (tissue cut at the capture edge: the rest is extrapolated)
+    inside = in_box(dst, box)
+    if inside.sum() >= 3:
+        Ai = fit_affine(src[inside], dst[inside])
+        rows.append(dict(base, method="best-affine in the capture area (truth fit)", cpu_s=0.0,
+                         **err(Transform(Ai, meta={"method": "truth_affine_in_capture"}))))
     for r in rows:  # each found affine against the truth's best one
         if r["method"] in T_found:
             r.update(affine_offset(T_found[r["method"]].affine, A, dst))
@@ -681,6 +697,7 @@ def summarise(df: pd.DataFrame) -> None:
         print(per_seed.round(2).to_string())
     print("\nAll cases:")
     print(overall.round(2).to_string())
+    print_in_capture(df)
     print_affine_offsets(df)
     sf = df[df["method"] == "spatialfuse"]
     if sf.empty:
@@ -714,6 +731,25 @@ def summarise(df: pd.DataFrame) -> None:
     if len(big):
         print(f"10 um pixels ({int(big['msi_pixels'].median())} pixels): align CPU "
               f"{big['align_cpu_s'].median():.1f}s median")
+
+
+def print_in_capture(df: pd.DataFrame) -> None:
+    """The median TRE (in MSI pixels) over the tissue pixels whose true position lies in the ST
+    capture area, where the registration has spots to go by and where pixels are paired with
+    them, next to the TRE over all tissue pixels; per geometry, with the share of pixels
+    outside (tissue cut at the capture edge), whose positions are extrapolated."""
+    if "truth_error_um_median_in_capture" not in df or df["truth_error_um_median_in_capture"].isna().all():
+        return
+    d = df.assign(tre_in_px=df["truth_error_um_median_in_capture"] / df["pixel_um"])
+    agg = dict(n=("tre_in_px", "count"),
+               cases_outside=("truth_outside_capture_fraction", lambda v: int((v >= 0.05).sum())),
+               outside_max=("truth_outside_capture_fraction", "max"),
+               median_tre_px=("tre_px", "median"), in_capture_px=("tre_in_px", "median"),
+               in_capture_le_half_px=("tre_in_px", lambda v: int((v <= 0.5).sum())))
+    print("\nIn the capture area (median TRE over the tissue pixels whose true position lies in "
+          "it; cases_outside: cases with >= 5 % of them outside, outside_max: the largest share):")
+    print(d.groupby(["geometry", "method"], sort=False).agg(**agg).round(2).to_string())
+    print(d.groupby("method", sort=False).agg(**agg).round(2).to_string())
 
 
 def print_uncertainty(sf: pd.DataFrame) -> None:

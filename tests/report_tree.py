@@ -76,8 +76,11 @@ def build_tree(root: Path, samples=("a", "b"), models=("pca", "vae"), *, truth_f
                            "registration may be wrong"] if flagged else [],
               "flagged": flagged, "new_key_from_align": {"nested": 1.5, "text": "x"},
               "affine_uncertainty_um": 7.3}
-        if s in truth_for:
-            qc.update(truth_error_um_median=12.5, truth_error_um_p90=30.0)
+        if s in truth_for:  # its tissue cut at the capture edge (b: a sliver, not reported)
+            qc.update(truth_error_um_median=12.5, truth_error_um_p90=30.0,
+                      truth_error_um_median_in_capture=9.5, msi_tissue_outside_capture=0.18)
+        else:
+            qc["msi_tissue_outside_capture"] = 0.01
         _write_json(d / "align/qc.json", qc)
         px = np.array([(x, y) for x in np.arange(250, 1600, 50.0)
                        for y in np.arange(250, 1200, 50.0)])

@@ -33,6 +33,42 @@ def _tre_um(T, sim, msi) -> float:
         "truth_error_um_median"]
 
 
+def test_truth_error_in_the_capture_area_and_the_share_outside():
+    """With the capture box, the error is also summarised over the pixels whose TRUE position
+    lies in it (half of them here: 2 µm off) apart from those beyond it (40 µm off)."""
+    xs, ys = np.arange(0.0, 200.0, 10.0), np.arange(0.0, 100.0, 10.0)
+    X, Y = np.meshgrid(xs, ys)
+    native = np.stack([X.ravel(), Y.ravel()], 1)
+    inside = native[:, 0] < 100.0
+    true_st = native + np.where(inside, 2.0, 40.0)[:, None] * np.array([0.0, 1.0])
+    idx = np.round(native / 10.0).astype(int)
+    truth = pd.DataFrame({"x": idx[:, 0], "y": idx[:, 1], "st_x_um": true_st[:, 0],
+                          "st_y_um": true_st[:, 1], "tissue_fraction": 1.0})
+    T = Transform(np.eye(3))
+    e = truth_error_table(T, truth, truth[["x", "y"]], 10.0, capture_box=[-5.0, -50.0, 95.0, 300.0])
+    assert np.isclose(e["truth_error_um_median"], 21.0) and e["truth_n_pixels"] == 200
+    assert np.isclose(e["truth_error_um_median_in_capture"], 2.0) and e["truth_n_pixels_in_capture"] == 100
+    assert np.isclose(e["truth_error_pixels_median_in_capture"], 0.2)
+    assert np.isclose(e["truth_outside_capture_fraction"], 0.5)
+    assert "truth_outside_capture_fraction" not in truth_error_table(T, truth, truth[["x", "y"]], 10.0)
+
+
+def test_share_of_msi_tissue_placed_outside_the_capture_area():
+    from types import SimpleNamespace
+
+    from spatialfuse.align.stage import outside_capture_fraction
+
+    native = np.stack(np.meshgrid(np.arange(0.0, 1000.0, 10.0), np.arange(0.0, 500.0, 10.0)), -1).reshape(-1, 2)
+    on = native[:, 1] < 250.0  # tissue: the lower half
+    inp = SimpleNamespace(native=native, on_tissue=on, capture_box=np.array([0.0, 0.0, 1000.0, 1000.0]))
+    assert outside_capture_fraction(inp, Transform(np.eye(3))) == 0.0
+    shift = np.eye(3)
+    shift[0, 2] = 305.0  # 30 of the 100 columns move past x = 1000
+    assert np.isclose(outside_capture_fraction(inp, Transform(shift)), 0.3)
+    inp.on_tissue = np.zeros(len(native), bool)
+    assert outside_capture_fraction(inp, Transform(shift)) == 0.0
+
+
 # --- transforms ---------------------------------------------------------------------------------
 
 def test_transform_roundtrip_and_inverse(tmp_path):
@@ -341,6 +377,21 @@ def test_partial_overlap_tissue_cut_and_cropped_raster():
     assert _tre_um(out["transform"], sim, msi) < 0.75 * sim["params"].msi_pixel_size_um
     assert out["qc"]["spots_low_coverage"] > 0  # spots beyond the cropped raster are flagged
     assert not out["coverage"]["msi_low_coverage"].all()
+
+
+def test_tissue_beyond_the_capture_edge_is_measured_and_said(caplog):
+    """A section whose tissue runs ~¼ past the capture edge: the share of the MSI tissue the
+    registration places outside the capture area is the truth's, and the log says it."""
+    sim, st, msi = _sim_sections(seed=11, tissue_offset_frac=0.2, msi_crop_frac=0.2, warp_um=20.0)
+    with caplog.at_level("INFO", logger="spatialfuse.align.stage"):
+        out = run_align(st, msi, {}, sample="cut")
+    truth = truth_error_table(out["transform"], sim["msi_pixels"], msi.obs, sim["params"].msi_pixel_size_um,
+                              capture_box=st.uns["spatialfuse"]["capture_box_um"])
+    assert 0.15 < truth["truth_outside_capture_fraction"] < 0.3
+    assert truth["truth_error_um_median_in_capture"] < 0.5 * sim["params"].msi_pixel_size_um
+    assert abs(out["qc"]["msi_tissue_outside_capture"] - truth["truth_outside_capture_fraction"]) < 0.03
+    assert any("outside the ST capture area" in r.getMessage() and "cut" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_nonrigid_strength_is_configurable(small_ingested):

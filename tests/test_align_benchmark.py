@@ -125,6 +125,9 @@ def test_summarise_pools_draws_and_counts_flags_only_where_they_ran(tmp_path, ca
                                 ("best-affine (truth fit)", 0.4)):
                 r = dict(case=f"blob-{i}", geometry="blob", method=method, pixel_um=20.0,
                          truth_error_um_median=20.0 * err, truth_error_um_p90=40.0, cpu_s=1.0)
+                if flags is not None:  # a newer run: also the error in the capture area
+                    r.update(truth_error_um_median_in_capture=20.0 * (err - 0.1),
+                             truth_outside_capture_fraction=0.2)
                 if flags is not None and method == "spatialfuse":
                     r.update(align_cpu_s=2.0, flagged=flags[i], wrong_flagged=3, wrong_tried=3,
                              similarity=0.5, placement_margin=0.1, dice=0.9)
@@ -145,3 +148,8 @@ def test_summarise_pools_draws_and_counts_flags_only_where_they_ran(tmp_path, ca
     line = next(x for x in out.split("All cases:")[1].splitlines() if x.startswith("spatialfuse "))
     n, median_um, _, median_px = line.split()[1:5]
     assert int(n) == 5 and float(median_px) == 0.4 and float(median_um) == 8.0
+    # in the capture area: over the cases whose run measured it (the full run's 2: 0.2, 0.9 px)
+    cap = out.split("In the capture area")[1].split("Found affine")[0].splitlines()
+    n, n_out, out_max, median_px, in_px, in_half = next(
+        x for x in cap[::-1] if x.startswith("spatialfuse ")).split()[1:7]
+    assert (int(n), int(n_out), float(out_max), float(in_px), int(in_half)) == (2, 2, 0.2, 0.55, 1)

@@ -205,8 +205,11 @@ def test_summary_opens_with_flags_and_is_self_contained(cohort):
     assert html.count("<circle ") == 2 * 120 and "<title>A0000-1 · x" in html
     assert re.search(r'data-i="0"[^>]*>truth</button>', html) and ">vae</button>" in html
     assert html.count(">truth</button>") == 1  # sample b has no truth: no empty truth layer
+    assert html.count("MSI tissue outside the capture area") == 1  # b's 1 % is not worth a line
     for needle in ("registration error (µm, median)", "ARI pca", "ARI vae",
                    "registration uncertainty</dt><dd>±7.3 µm",
+                   "MSI tissue outside the capture area</dt><dd>18% of it: placed by",
+                   "registration error in the capture area</dt><dd>9.5 µm median",
                    'table class="sortable"',
                    "Input checksums", "Run time per rule", "&quot;model.vae.seed&quot;: 3",
                    "Every installed Python package", "Strongest metabolite",

@@ -16,30 +16,54 @@ from .transform import Transform, similarity_matrix
 
 
 def truth_error(transform: Transform, truth_dir: str | Path, msi_obs: pd.DataFrame,
-                pixel_size_um, min_tissue_fraction: float = 0.5) -> dict | None:
+                pixel_size_um, min_tissue_fraction: float = 0.5,
+                capture_box: np.ndarray | None = None) -> dict | None:
     """Target registration error against a simulator/benchmark truth folder.
 
     ``truth_dir/msi_pixels.tsv.gz`` gives, per imzML pixel (x, y), its true ST position; the
-    error of a pixel is |T(pixel) − truth| in µm, over pixels that are mostly tissue.
+    error of a pixel is |T(pixel) − truth| in µm, over pixels that are mostly tissue (with
+    ``capture_box``, also over those whose true position lies in the capture area:
+    :func:`truth_error_table`).
     """
     f = Path(truth_dir) / "msi_pixels.tsv.gz"
     if not f.exists():
         return None
     return truth_error_table(transform, pd.read_csv(f, sep="\t"), msi_obs, pixel_size_um,
-                             min_tissue_fraction)
+                             min_tissue_fraction, capture_box)
+
+
+def in_box(xy: np.ndarray, box) -> np.ndarray:
+    """Bool per point: inside the box (xmin, ymin, xmax, ymax), edges included."""
+    xy, b = np.asarray(xy, float), np.asarray(box, float)
+    return (xy[:, 0] >= b[0]) & (xy[:, 0] <= b[2]) & (xy[:, 1] >= b[1]) & (xy[:, 1] <= b[3])
 
 
 def truth_error_table(transform: Transform, truth: pd.DataFrame, msi_obs: pd.DataFrame,
-                      pixel_size_um, min_tissue_fraction: float = 0.5) -> dict:
+                      pixel_size_um, min_tissue_fraction: float = 0.5,
+                      capture_box: np.ndarray | None = None) -> dict:
     """:func:`truth_error` on an in-memory truth table (x, y, st_x_um, st_y_um, tissue_fraction);
-    ``pixel_size_um``: one number or the (x, y) pair."""
+    ``pixel_size_um``: one number or the (x, y) pair.
+
+    ``capture_box`` (ST µm): the same summary (keys suffixed ``_in_capture``) over the pixels
+    whose true position lies in the capture area, where the registration has ST data to go by
+    and where MSI pixels are paired with spots, and the fraction of pixels outside it
+    (``truth_outside_capture_fraction``), whose positions the transform extrapolates (tissue
+    cut at the capture edge)."""
     t = truth[truth["tissue_fraction"] >= min_tissue_fraction]
     key = pd.MultiIndex.from_arrays([msi_obs["x"].to_numpy(), msi_obs["y"].to_numpy()])
     tk = pd.MultiIndex.from_arrays([t["x"].to_numpy(), t["y"].to_numpy()])
     t = t[tk.isin(key)]
     native = t[["x", "y"]].to_numpy(float) * pixel_xy(pixel_size_um)
-    err = np.linalg.norm(transform(native) - t[["st_x_um", "st_y_um"]].to_numpy(), axis=1)
-    return error_summary(err, pixel_size_um)
+    true_st = t[["st_x_um", "st_y_um"]].to_numpy()
+    err = np.linalg.norm(transform(native) - true_st, axis=1)
+    out = error_summary(err, pixel_size_um)
+    if capture_box is not None and len(err):
+        inside = in_box(true_st, capture_box)
+        out["truth_outside_capture_fraction"] = float(1.0 - inside.mean())
+        if inside.any():
+            out.update({f"{k}_in_capture": v
+                        for k, v in error_summary(err[inside], pixel_size_um).items()})
+    return out
 
 
 def error_summary(err: np.ndarray, pixel_size_um) -> dict:

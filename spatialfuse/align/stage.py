@@ -26,7 +26,7 @@ from .features import (
     smooth_on_raster,
     st_points,
 )
-from .qc import feature_similarity, placement_check, tissue_dice, truth_error
+from .qc import feature_similarity, in_box, placement_check, tissue_dice, truth_error
 from .register import (
     ANOTHER_MINIMUM_PITCHES,
     affine_uncertainty,
@@ -357,7 +357,7 @@ def run_align(
                                Key.obs.low_coverage: ~covered}, index=st.obs_names)
 
     if truth_dir is not None:
-        te = truth_error(T, truth_dir, msi.obs, px)
+        te = truth_error(T, truth_dir, msi.obs, px, capture_box=inp.capture_box)
         if te:
             qc.update(te)
     if landmarks is not None:
@@ -366,6 +366,10 @@ def run_align(
         qc["landmark_error_um_mean"] = float(d.mean())
         qc["landmark_error_um_median"] = float(np.median(d))
 
+    out_frac = qc["msi_tissue_outside_capture"]
+    if out_frac >= OUTSIDE_CAPTURE_NOTE:
+        log.info("%s: %.0f%% of the MSI tissue lies outside the ST capture area; its placement there "
+                 "is extrapolated by the transform (no spots to check it by)", sample, 100 * out_frac)
     for w in qc["warnings"]:
         log.warning("REGISTRATION FLAGGED (%s): %s", sample, w)
     return {"transform": T, "msi_aligned": aligned, "rna": rna, "msi_spots": msi_spots,
@@ -383,6 +387,25 @@ def registration_uncertainty(inp: AlignInputs, T: Transform, diag: dict, params:
                               feature_weight=float(p["feature_weight"]),
                               balance=bool(diag.get("balanced_fit", {}).get("accepted", False)),
                               scale_bounds=scale_range(p["scales"]))
+
+
+#: share of the MSI tissue outside the ST capture area from which the log says so
+OUTSIDE_CAPTURE_NOTE = 0.05
+
+
+def outside_capture_fraction(inp: AlignInputs, T: Transform) -> float:
+    """Fraction of the on-tissue MSI pixels that ``T`` places outside the ST capture area.
+
+    There the registration has no spots to go by: their positions are the transform's
+    extrapolation, and an error of the affine's linear part (scale, shear, rotation) grows
+    with the distance from the capture area (benchmark, the 7 partial-overlap cases of 60
+    with >= 5 % of the tissue beyond the capture edge: the automatic fit's median error
+    outside was 1.3-2.5 x that inside, ``benchmarks/RESULTS.md``). Those pixels are in ``msi_aligned.h5ad`` but are
+    paired with no spot."""
+    xy = inp.native[inp.on_tissue]
+    if not len(xy):
+        return 0.0
+    return float(1.0 - in_box(T(xy), inp.capture_box).mean())
 
 
 def assess_registration(inp: AlignInputs, T: Transform, params: dict,
@@ -403,6 +426,7 @@ def assess_registration(inp: AlignInputs, T: Transform, params: dict,
     out.update(feature_similarity(inp.pts, inp.raster, T))
     out.update(placement_check(inp.pts, inp.raster, T, inp.capture_box, res))
     out["covered_fraction"] = float((coverage >= float(p["min_coverage"])).mean())
+    out["msi_tissue_outside_capture"] = outside_capture_fraction(inp, T)
     out["transform"] = T.decompose()
     out["warnings"] = registration_warnings(out, p, out["covered_fraction"])
     out["flagged"] = bool(out["warnings"])

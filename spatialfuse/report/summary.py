@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..align.stage import OUTSIDE_CAPTURE_NOTE
 from ..constants import Key
 from ..impute.crossmodal import REFERENCE_NAMES, REFERENCE_TAG, stronger_reference
 from ..pixels import describe
@@ -66,6 +67,21 @@ def read_captions(files) -> dict[str, str]:
 
 def _error_keys(qc: dict) -> list[str]:
     return [k for k in qc if k.endswith("_error_um_median") and qc[k] is not None]
+
+
+def outside_capture_lines(q: dict) -> list[tuple[str, str]]:
+    """The share of the MSI tissue that the registration placed outside the ST capture area
+    (from :data:`~spatialfuse.align.stage.OUTSIDE_CAPTURE_NOTE` on), and with a truth the
+    error of the pixels inside it, where there are spots to pair with."""
+    out = []
+    frac = q.get("msi_tissue_outside_capture")
+    if isinstance(frac, (int, float)) and frac >= OUTSIDE_CAPTURE_NOTE:
+        out.append(("MSI tissue outside the capture area", f"{frac:.0%} of it: placed by the transform's "
+                    "extrapolation (no spots there to check it by), paired with no spot"))
+        med = q.get("truth_error_um_median_in_capture")
+        if isinstance(med, (int, float)):
+            out.append(("registration error in the capture area", f"{med:.1f} µm median"))
+    return out
 
 
 def _link_text(rec: dict) -> str:
@@ -252,6 +268,7 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
         what = k.replace("_error_um_median", "").replace("_", " ")
         kv.append((f"{what} registration error", f"{q[k]:.1f} µm median"
                    + (f", {p90:.1f} µm p90" if isinstance(p90, (int, float)) else "")))
+    kv += outside_capture_lines(q)
     if "spots_covered" in q:
         kv.append(("spots with MSI", f"{_n(q['spots_covered'])} of {_n(q.get('spots'))}"))
     dm = metrics[(metrics["sample"] == s) & (metrics["stage"] == "domains")]
