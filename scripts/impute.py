@@ -9,9 +9,11 @@ import json
 import anndata as ad
 import pandas as pd
 
+from spatialfuse.constants import Key
 from spatialfuse.impute import predict_unmeasured, run_impute
 from spatialfuse.io import read_paired, write_paired
 from spatialfuse.logging_utils import setup_logging
+from spatialfuse.plots import spot_geometry
 from spatialfuse.plots.stages import impute_figure
 
 
@@ -32,9 +34,10 @@ def main(sm) -> None:
     table.to_csv(sm.output.scores, sep="\t", index=False)
     with open(sm.output.metrics, "w") as fh:
         json.dump(metrics, fh, indent=2)
+    spot_um, square = spot_geometry(st.uns.get(Key.uns.spatialfuse))
     impute_figure(msi, table, sm.output.figure, sm.wildcards.sample,
                   method=f"{metrics['crossmodal']['rna_to_msi']['best_method']}_from_rna",
-                  unmeasured=unmeasured)
+                  unmeasured=unmeasured, spot_um=spot_um, square=square)
 
 
 if __name__ == "__main__":

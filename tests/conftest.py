@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -52,3 +53,28 @@ def tiny_demo_run(tmp_path_factory):
     d = make_workdir(tmp_path_factory.mktemp("tiny_demo"))
     smk(d, "--cores", "2")
     return d
+
+
+def drawn_collections(draw):
+    """The collections ``draw()`` adds to any axes, in order."""
+    import matplotlib
+
+    added = []
+    real = matplotlib.axes.Axes.add_collection
+
+    def add_collection(self, collection, *a, **kw):
+        added.append(collection)
+        return real(self, collection, *a, **kw)
+
+    matplotlib.axes.Axes.add_collection = add_collection
+    try:
+        draw()
+    finally:
+        matplotlib.axes.Axes.add_collection = real
+    return added
+
+
+def polygon_shapes(collection) -> np.ndarray:
+    """Each polygon of a PolyCollection about its own centre (n × 4 × 2, µm)."""
+    v = np.array([p.vertices[:4] for p in collection.get_paths()])
+    return v - v.mean(1, keepdims=True)

@@ -13,6 +13,8 @@ import yaml
 
 from spatialfuse.constants import Key
 
+from conftest import drawn_collections, polygon_shapes
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -1066,6 +1068,15 @@ def test_unmeasured_spots_get_metabolites_predicted_from_their_genes(tmp_path, c
     impute_figure(m2, table, tmp_path / "p.png", "s1", method=f"{method}_from_rna",
                   unmeasured=out)
     assert (tmp_path / "p.png").stat().st_size > 10_000
+    # ... with every spot at the section's size and shape (here as if 16 µm Visium HD bins)
+    added = drawn_collections(lambda: impute_figure(
+        m2, table, tmp_path / "hd.png", "s1", method=f"{method}_from_rna", unmeasured=out,
+        spot_um=16.0, square=True))
+    spots = [c for c in added if type(c).__name__ in ("PolyCollection", "EllipseCollection")]
+    assert len(spots) == 3 * 2 + 3 * 2  # measured, predicted; then measured + unmeasured
+    assert all(type(c).__name__ == "PolyCollection" for c in spots)
+    for c in spots:
+        np.testing.assert_allclose(np.abs(polygon_shapes(c)), 8.0, atol=1e-9)
     # a joint model's hybrid goes through the same per-fold code, deterministically
     params_m = {**params, "models": ["vae"], "model_min_epochs": 0, "model_max_steps": 30}
     mp = {"vae": {"hidden_dim": 16, "latent_dim": 4, "input_pcs": 4}}

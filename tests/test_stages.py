@@ -6,6 +6,8 @@ import pytest
 from spatialfuse.align import run_align
 from spatialfuse.constants import Key
 
+from conftest import drawn_collections, polygon_shapes
+
 
 @pytest.fixture(scope="module")
 def paired(small_ingested, small_demo_files):
@@ -69,31 +71,6 @@ def test_interpret_outputs(paired, small_demo_files):
     assert "link_recovery" in out["summary"]
 
 
-def _drawn_collections(draw):
-    """The collections ``draw()`` adds to any axes, in order."""
-    import matplotlib
-
-    added = []
-    real = matplotlib.axes.Axes.add_collection
-
-    def add_collection(self, collection, *a, **kw):
-        added.append(collection)
-        return real(self, collection, *a, **kw)
-
-    matplotlib.axes.Axes.add_collection = add_collection
-    try:
-        draw()
-    finally:
-        matplotlib.axes.Axes.add_collection = real
-    return added
-
-
-def _pixel_shapes(collection) -> np.ndarray:
-    """Each polygon of a PolyCollection about its own centre (n × 4 × 2, µm)."""
-    v = np.array([p.vertices[:4] for p in collection.get_paths()])
-    return v - v.mean(1, keepdims=True)
-
-
 def test_alignment_overlay_draws_a_subset_of_many_pixels_at_their_size(tmp_path):
     """The overlay draws at most ``max_pixels`` MSI pixels, each as large as a pixel after the
     fitted scale (in µm, data units), and the ST spots at their diameter; coverage is on a
@@ -114,16 +91,47 @@ def test_alignment_overlay_draws_a_subset_of_many_pixels_at_their_size(tmp_path)
     cov = pd.DataFrame({Key.obs.coverage: np.ones(25)}, index=st.obs_names)
     qc = {"tissue_dice": 0.9, "spot_diameter_um": 100.0, "msi_pixel_size_um": 20.0,
           "transform": {"mean_scale": 1.5}}
-    pixels, spots = _drawn_collections(lambda: stages.alignment_overlay_figure(
+    pixels, spots = drawn_collections(lambda: stages.alignment_overlay_figure(
         st, msi, cov, qc, tmp_path / "o.png", "s", max_pixels=500))[:2]
     assert (tmp_path / "o.png").stat().st_size > 0
     assert isinstance(pixels, PolyCollection) and isinstance(spots, EllipseCollection)
     # no native positions: squares of the pixel side × the fitted scale, 30 um
-    shapes = _pixel_shapes(pixels)
+    shapes = polygon_shapes(pixels)
     assert len(shapes) == 500
     np.testing.assert_allclose(np.abs(shapes), 15.0, atol=1e-9)
     assert len(spots.get_offsets()) == 25
     np.testing.assert_allclose(spots.get_widths(), 100.0)
+
+
+def test_spots_are_drawn_at_the_sections_own_size_and_shape(tmp_path):
+    """Visium spots are 55 µm disks, Visium HD bins squares of their side: the spot geometry
+    comes from the section's metadata, and the report's domain maps draw each sample's spots
+    with it (a 16 µm bin section beside a Visium one)."""
+    import pandas as pd
+    from matplotlib.collections import EllipseCollection, PolyCollection
+
+    from spatialfuse.plots import spot_geometry
+    from spatialfuse.report import figures
+
+    assert spot_geometry(None) == (55.0, False) and spot_geometry({}) == (55.0, False)
+    assert spot_geometry({"spot_diameter_um": 16, "spot_shape": "square"}) == (16.0, True)
+    assert spot_geometry({"spot_diameter_um": 100.0, "spot_shape": "disk"}) == (100.0, False)
+    g = np.arange(6.0)
+    xy = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    spots = pd.concat([pd.DataFrame({"sample": "hd", "x_um": xy[:, 0] * 16, "y_um": xy[:, 1] * 16,
+                                     "pca": (xy[:, 0] > 2).astype(int)}),
+                       pd.DataFrame({"sample": "v", "x_um": xy[:, 0] * 100, "y_um": xy[:, 1] * 100,
+                                     "pca": (xy[:, 1] > 2).astype(int)})], ignore_index=True)
+    added = drawn_collections(lambda: figures.domains_figure(
+        spots, ["hd", "v"], ["pca"], pd.DataFrame(columns=["sample", "stage", "metric", "model", "value"]),
+        tmp_path / "d.png", {"hd": 16.0, "v": 55.0}, None, {"hd": True}))
+    assert (tmp_path / "d.png").stat().st_size > 0
+    hd, v = added[:2], added[2:]
+    assert all(isinstance(c, PolyCollection) for c in hd) and sum(len(c.get_paths()) for c in hd) == 36
+    for c in hd:
+        np.testing.assert_allclose(np.abs(polygon_shapes(c)), 8.0, atol=1e-9)
+    assert all(isinstance(c, EllipseCollection) for c in v)
+    assert all(np.allclose(c.get_widths(), 55.0) for c in v)
 
 
 def test_alignment_overlay_draws_rotated_rectangular_pixels_as_registered(tmp_path):
@@ -164,12 +172,12 @@ def test_alignment_overlay_draws_rotated_rectangular_pixels_as_registered(tmp_pa
                    "spot_diameter_um": 100.0, "pixel_corners_um": corners}},
             {"s": qc}, tmp_path / "r.png")
 
-    added = _drawn_collections(draw)
+    added = drawn_collections(draw)
     assert (tmp_path / "o.png").stat().st_size > 0 and (tmp_path / "r.png").stat().st_size > 0
     polygons = [c for c in added if type(c).__name__ == "PolyCollection"]
     assert len(polygons) == 2  # the stage's overlay, the cohort panel: the pixels
     for pixels in polygons:
         v = np.array([p.vertices[:4] for p in pixels.get_paths()])
         np.testing.assert_allclose(v.mean(1), msi.obsm[Key.obsm.spatial], atol=1e-6)
-        np.testing.assert_allclose(_pixel_shapes(pixels), np.broadcast_to(expected, v.shape),
+        np.testing.assert_allclose(polygon_shapes(pixels), np.broadcast_to(expected, v.shape),
                                    atol=1e-6)

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from ..constants import VISIUM_SPOT_DIAMETER_UM  # noqa: E402
+
 #: Domains: Okabe–Ito (colour-blind safe), then Paul Tol's muted set for more than 8 labels
 PALETTE = [
     "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000",
@@ -74,6 +76,14 @@ def frame_limits(ax, xy: np.ndarray, margin_um: float = 100.0) -> None:
     if len(xy):
         ax.set_xlim(xy[:, 0].min() - margin_um, xy[:, 0].max() + margin_um)
         ax.set_ylim(xy[:, 1].max() + margin_um, xy[:, 1].min() - margin_um)
+
+
+def spot_geometry(meta: dict | None) -> tuple[float, bool]:
+    """The ST spot's diameter (µm; a bin's side) and whether it is a square (Visium HD bins,
+    pooled squares) from an ST section's metadata (``uns['spatialfuse']``, or the ingest
+    QC's ``st_meta``); a Visium spot (55 µm disk) when not given."""
+    meta = meta or {}
+    return float(meta.get("spot_diameter_um", VISIUM_SPOT_DIAMETER_UM)), meta.get("spot_shape") == "square"
 
 
 def add_spots(ax, xy: np.ndarray, diameter_um: float = 55.0, square: bool = False, **kw):
@@ -149,20 +159,6 @@ def overlay_panel(ax, st_xy: np.ndarray, msi_xy: np.ndarray, pixel_corners_um: n
                           mec="#0072B2", ms=8, label=f"ST {noun}")]
         ax.legend(handles=handles, fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.06),
                   ncol=2, frameon=False)
-
-
-def plot_labels(ax, xy: np.ndarray, labels, title: str | None = None, diameter_um: float = 55.0,
-                legend: bool = True):
-    """Spots coloured by integer domain label (colours from :func:`domain_colours`)."""
-    labels = np.asarray(labels).astype(int)
-    cols = domain_colours(labels)
-    for lab, c in cols.items():
-        add_spots(ax, xy[labels == lab], diameter_um, facecolors=c, linewidths=0)
-    frame_limits(ax, xy)
-    _frame(ax, title)
-    if legend:
-        ax.legend(handles=domain_handles(labels), title="domain", fontsize=7, title_fontsize=8,
-                  frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
 def plot_values(ax, xy: np.ndarray, values, title: str | None = None, diameter_um: float = 55.0,

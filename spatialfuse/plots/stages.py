@@ -15,10 +15,10 @@ from . import (
     frame_limits,
     overlay_panel,
     placeholder,
-    plot_labels,
     plot_values,
     plt,
     savefig,
+    spot_geometry,
 )
 
 
@@ -89,19 +89,20 @@ def ingest_qc_figure(st, msi, path, sample: str, qc: dict | None = None) -> None
                   "with several candidates")
     ax.set_title(title, fontsize=9)
     sxy = st.obsm[Key.obsm.spatial]
-    diam = float(st.uns.get(Key.uns.spatialfuse, {}).get("spot_diameter_um", 55.0))
+    diam, square = spot_geometry(st.uns.get(Key.uns.spatialfuse))
+    marker = "s" if square else "o"
     title = "ST: UMI counts per spot"
     if qs:
         title += (f"\n{qs.get('spots_input', '?'):,} spots read → {qs.get('spots_in_tissue', '?'):,}"
                   f" in tissue → {qs.get('spots_after_qc', '?'):,} kept")
     plot_values(axes[1, 0], sxy, np.log10(st.obs[Key.obs.total_counts].to_numpy() + 1), title,
-                diameter_um=diam, label="log10 counts")
+                diameter_um=diam, label="log10 counts", marker=marker)
     title = "ST: genes per spot"
     if qs:
         title += (f"\n{qs.get('genes_input', '?'):,} genes read → {qs.get('genes_after_qc', '?'):,}"
                   f" kept, {qs.get('highly_variable_genes', '?'):,} highly variable")
     plot_values(axes[1, 1], sxy, st.obs[Key.obs.n_genes].to_numpy(), title, diameter_um=diam,
-                label="genes detected")
+                label="genes detected", marker=marker)
     fig.tight_layout()
     savefig(fig, path)
 
@@ -123,7 +124,7 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
         mxy = mxy[np.random.default_rng(seed).choice(len(mxy), max_pixels, replace=False)]
     sxy = np.asarray(st.obsm[Key.obsm.spatial])[:, :2]
     spot_um = float(qc.get("spot_diameter_um", 55.0))  # the align stage's qc has both sizes
-    bins = st.uns.get(Key.uns.spatialfuse, {}).get("spot_shape") == "square"  # Visium HD
+    bins = spot_geometry(st.uns.get(Key.uns.spatialfuse))[1]  # Visium HD
     noun, marker = ("bin", "s") if bins else ("spot", "o")
     overlay_panel(ax, sxy, mxy, corners, spot_um, square_spots=bins)
     _frame(ax, f"{sample}: registration overlay — Dice {qc.get('tissue_dice', float('nan')):.2f}"
@@ -139,13 +140,16 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
 
 
 def impute_figure(msi, table: pd.DataFrame, path, sample: str,
-                  method: str = "ridge_from_rna", unmeasured=None) -> None:
+                  method: str = "ridge_from_rna", unmeasured=None, spot_um: float = 55.0,
+                  square: bool = False) -> None:
     """Measured vs cross-modally predicted (held-out) ion images for the best, median and worst
     metabolites of ``method``, a measured-vs-predicted scatter per metabolite, and the held-out
     Pearson r of every method in both directions. ``unmeasured`` (the metabolites predicted at
     the ST spots without MSI, :func:`spatialfuse.impute.predict_unmeasured`): when it has spots,
     a fourth row shows those metabolites over the whole section, measured where the MSI covers
-    a spot and predicted (outlined) where it does not, on one colour scale."""
+    a spot and predicted (outlined) where it does not, on one colour scale. Spots are drawn
+    at their size and shape (``spot_um``, ``square``: :func:`~spatialfuse.plots.spot_geometry`
+    of the ST section)."""
     from ..impute.crossmodal import REFERENCES, reference_label
 
     sub = table[(table["modality"] == "msi") & (table["method"] == method)]
@@ -167,18 +171,19 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
         pred = np.asarray(layer[:, f]).ravel()
         ann = msi.var[Key.var.annotation].iloc[f] if Key.var.annotation in msi.var else ""
         name = f"{row['feature']}" + (f"\n{ann.split(';')[0]}" if ann else "")
-        plot_values(axes[0, j], xy, meas, f"{tag}: {name}\nmeasured", label="log intensity")
+        spots = dict(diameter_um=spot_um, marker="s" if square else "o")
+        plot_values(axes[0, j], xy, meas, f"{tag}: {name}\nmeasured", label="log intensity", **spots)
         ssim = f", SSIM {row['ssim']:.2f}" if "ssim" in row and pd.notna(row["ssim"]) else ""
         plot_values(axes[1, j], xy, pred,
                     f"{label} from genes, held out\nr = {row['pearson_r']:.2f}{ssim}",
-                    label="predicted")
+                    label="predicted", **spots)
         ok = np.isfinite(pred)
         axes[2, j].scatter(meas[ok], pred[ok], s=5, alpha=0.5, color="#0072B2", linewidths=0)
         axes[2, j].set_xlabel("measured (log intensity)")
         axes[2, j].set_ylabel("predicted, held out")
         axes[2, j].set_title(f"{tag}: spots of every held-out block", fontsize=9)
         if extra:
-            _unmeasured_panel(axes[3, j], xy, meas, unmeasured, row["feature"])
+            _unmeasured_panel(axes[3, j], xy, meas, unmeasured, row["feature"], spot_um, square)
     if extra:
         _unmeasured_note(axes[3, 3], unmeasured)
     ax = axes[0, 3]
@@ -220,7 +225,7 @@ def impute_figure(msi, table: pd.DataFrame, path, sample: str,
     savefig(fig, path)
 
 
-def _unmeasured_panel(ax, xy, meas, unmeasured, feature) -> None:
+def _unmeasured_panel(ax, xy, meas, unmeasured, feature, spot_um: float, square: bool) -> None:
     """One metabolite over every ST spot: measured (covered spots) and predicted from genes
     (spots without MSI, outlined), one colour scale."""
     f = list(unmeasured.var_names).index(feature)
@@ -229,10 +234,10 @@ def _unmeasured_panel(ax, xy, meas, unmeasured, feature) -> None:
     vals = np.r_[meas, pred]
     lo, hi = np.nanpercentile(vals, [1, 99]) if np.isfinite(vals).any() else (0, 1)
     allxy = np.r_[xy, uxy]
-    add_spots(ax, xy, 55.0, array=np.asarray(meas, float), cmap="viridis", linewidths=0,
-              clim=(lo, hi))
-    sc = add_spots(ax, uxy, 55.0, array=np.asarray(pred, float), cmap="viridis", clim=(lo, hi),
-                   edgecolors="black", linewidths=0.7)
+    add_spots(ax, xy, spot_um, square, array=np.asarray(meas, float), cmap="viridis",
+              linewidths=0, clim=(lo, hi))
+    sc = add_spots(ax, uxy, spot_um, square, array=np.asarray(pred, float), cmap="viridis",
+                   clim=(lo, hi), edgecolors="black", linewidths=0.7)
     frame_limits(ax, allxy)
     info = unmeasured.uns.get(Key.uns.spatialfuse, {}).get("prediction", {})
     how = "genes + kriged\nmeasured MSI" if info.get("output") == "combined" else "genes"
@@ -260,19 +265,6 @@ def _unmeasured_note(ax, unmeasured) -> None:
     ax.text(0.02, 0.95, "\n".join(lines), va="top", ha="left", fontsize=9,
             transform=ax.transAxes)
     ax.axis("off")
-
-
-def domains_figure(xy: np.ndarray, labels: dict[str, np.ndarray], path, sample: str,
-                   truth: np.ndarray | None = None, scores: dict | None = None) -> None:
-    panels = ([("truth", truth)] if truth is not None else []) + list(labels.items())
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
-    for ax, (name, lab) in zip(axes[0], panels):
-        t = f"{sample}: {name}"
-        if scores and name in scores and "ari" in scores[name]:
-            t += f" (ARI {scores[name]['ari']:.2f})"
-        plot_labels(ax, xy, lab, t, legend=ax is axes[0, -1])
-    fig.tight_layout()
-    savefig(fig, path)
 
 
 def _met_label(annotation, mz, feature) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..constants import Key
-from ..plots import aligned_pixel_corners
+from ..plots import aligned_pixel_corners, spot_geometry
 from ..ingest import truth_domains
 from . import figures
 from .domains import harmonise_domains
@@ -273,7 +273,9 @@ def run_aggregate(
     metrics.to_csv(outputs["metrics"], sep="\t", index=False)
     qc = {s: read_json(tree.path("align_qc", s)) for s in samples}
     ingest = {s: read_json(tree.path("ingest_qc", s)) for s in samples}
-    diam = {s: float(ingest[s].get("st_meta", {}).get("spot_diameter_um", 55.0)) for s in samples}
+    geometry = {s: spot_geometry(ingest[s].get("st_meta")) for s in samples}
+    diam = {s: g[0] for s, g in geometry.items()}
+    square = {s: g[1] for s, g in geometry.items()}
 
     # domains: matched labels of every spot, every model
     coords, labels, truths, emb = {}, {}, {}, {}
@@ -298,7 +300,7 @@ def run_aggregate(
     spots.to_csv(outputs["spots"], sep="\t", index=False)
     matching.to_csv(outputs["matching"], sep="\t", index=False)
     figures.domains_figure(spots, samples, models, metrics, outputs["domains_figure"], diam,
-                           conditions)
+                           conditions, square)
     figures.composition_figure(spots, reference_model, conditions, outputs["composition_figure"])
 
     # registration
@@ -322,7 +324,7 @@ def run_aggregate(
             mxy = mxy[rng.choice(len(mxy), 30000, replace=False)]
         overlays[s] = {"st_xy": st[Key.obsm.spatial][:, :2], "msi_xy": mxy[:, :2],
                        "spot_diameter_um": diam[s], "pixel_corners_um": corners,
-                       "square_spots": ingest[s].get("st_meta", {}).get("spot_shape") == "square"}
+                       "square_spots": square[s]}
     figures.registration_figure(overlays, qc, outputs["registration_figure"])
 
     # models: training curves and each sample's UMAP of each model's embedding

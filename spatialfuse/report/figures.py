@@ -47,11 +47,13 @@ def _metric(metrics: pd.DataFrame, sample: str, stage: str, metric: str, model: 
 
 def domains_figure(spots: pd.DataFrame, samples: list[str], models: list[str],
                    metrics: pd.DataFrame, path, spot_diameter_um: dict[str, float] | None = None,
-                   conditions: dict[str, str] | None = None) -> None:
+                   conditions: dict[str, str] | None = None,
+                   square_spots: dict[str, bool] | None = None) -> None:
     """Rows: samples; columns: truth (when any sample has it), then every model.
 
     ``spots``: one row per sample × barcode with ``x_um``, ``y_um`` and one matched-domain
-    column per model (and ``truth``)."""
+    column per model (and ``truth``). Each sample's spots are drawn at its spot diameter
+    (55 µm when not given), as squares where ``square_spots`` says so (Visium HD bins)."""
     has_truth = "truth" in spots and spots["truth"].notna().any()
     cols = (["truth"] if has_truth else []) + list(models)
     fig, axes = plt.subplots(len(samples), len(cols), figsize=(3.3 * len(cols) + 1.2,
@@ -61,6 +63,7 @@ def domains_figure(spots: pd.DataFrame, samples: list[str], models: list[str],
         sub = spots[spots["sample"] == s]
         xy = sub[["x_um", "y_um"]].to_numpy(float)
         d = (spot_diameter_um or {}).get(s, 55.0)
+        square = bool((square_spots or {}).get(s, False))
         for j, c in enumerate(cols):
             ax = axes[i, j]
             lab = sub[c] if c in sub else pd.Series(dtype=float)
@@ -72,7 +75,7 @@ def domains_figure(spots: pd.DataFrame, samples: list[str], models: list[str],
             labels = lab.to_numpy()[ok].astype(int)
             seen |= set(labels.tolist())
             for k, colour in domain_colours(labels).items():
-                add_spots(ax, xy[ok][labels == k], d, facecolors=colour, linewidths=0)
+                add_spots(ax, xy[ok][labels == k], d, square, facecolors=colour, linewidths=0)
             frame_limits(ax, xy[ok])
             title = f"{s}: {c}"
             ari = _metric(metrics, s, "domains", "ari", c) if c != "truth" else None
