@@ -342,3 +342,18 @@ def test_each_samples_umap_depends_on_its_own_embedding_only_and_tiles_do_not_ov
     for s, t in [("a", "b"), ("a", "c"), ("b", "c")]:
         (ax0, ax1, ay0, ay1), (bx0, bx1, by0, by1) = boxes[s], boxes[t]
         assert ax1 < bx0 or bx1 < ax0 or ay1 < by0 or by1 < ay0
+
+
+def test_spot_map_draws_bins_as_squares_of_their_side():
+    """The interactive map draws Visium spots as circles of their diameter and Visium HD bins
+    as squares of their side, centred on the bin, each with its layers and tooltip."""
+    from spatialfuse.report.html import spot_map_svg
+
+    spots = pd.DataFrame({"barcode": ["a", "b", "c"], "x_um": [8.0, 24.0, 40.0],
+                          "y_um": [8.0, 8.0, 24.0], "vae": [0, 1, 1]})
+    hd = spot_map_svg(spots, ["vae"], "vae", diameter_um=16.0, square=True)
+    assert "<circle " not in hd and hd.count("<rect ") == 3
+    assert '<rect x="16.0" y="0.0" width="16.0" height="16.0" class="d1" data-l="1">' in hd
+    assert "<title>b · x 24 µm, y 8 µm · domain vae: 1</title></rect>" in hd
+    visium = spot_map_svg(spots, ["vae"], "vae", diameter_um=55.0)
+    assert "<rect " not in visium and visium.count('r="27.5"') == 3

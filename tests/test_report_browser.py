@@ -156,7 +156,7 @@ def open_in_browser(html_path: Path, workdir: Path) -> dict:
         layers = js("""(() => {const box = document.querySelector('.spotmap-box');
             if (!box) return null;
             const bs = box.querySelectorAll('.layers button'); const b = bs[bs.length - 1];
-            const c = box.querySelector('circle[data-l]'); b.click();
+            const c = box.querySelector('[data-l]'); b.click();
             const want = 'd' + c.getAttribute('data-l').split(',')[bs.length - 1];
             c.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
             return {on: b.classList.contains('on'), cls: c.getAttribute('class'), want: want,

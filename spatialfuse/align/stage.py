@@ -400,8 +400,8 @@ def outside_capture_fraction(inp: AlignInputs, T: Transform) -> float:
     extrapolation, and an error of the affine's linear part (scale, shear, rotation) grows
     with the distance from the capture area (benchmark, the 7 partial-overlap cases of 60
     with >= 5 % of the tissue beyond the capture edge: the automatic fit's median error
-    outside was 1.3-2.5 x that inside, ``benchmarks/RESULTS.md``). Those pixels are in ``msi_aligned.h5ad`` but are
-    paired with no spot."""
+    outside was 1.3-2.5 x that inside, ``benchmarks/RESULTS.md``). Those pixels are in
+    ``msi_aligned.h5ad`` but are paired with no spot."""
     xy = inp.native[inp.on_tissue]
     if not len(xy):
         return 0.0

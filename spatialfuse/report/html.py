@@ -43,7 +43,7 @@ h3{margin:22px 0 6px}
  border-radius:4px;padding:2px 8px;margin:0 4px 4px 0;cursor:pointer}
 .layers button.on{background:#0b3d5c;color:#fff;border-color:#0b3d5c}
 svg.spotmap{width:100%;max-width:460px;height:auto;background:#fff;display:block}
-svg.spotmap circle:hover{stroke:#000;stroke-width:var(--hw,8)}
+svg.spotmap [data-l]:hover{stroke:#000;stroke-width:var(--hw,8)}
 .hover{font-size:.8em;color:#333;min-height:1.3em;font-variant-numeric:tabular-nums}
 .legend{font-size:.78em;display:flex;flex-wrap:wrap;gap:4px 10px;margin:4px 0}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:3px;
@@ -95,7 +95,7 @@ document.querySelectorAll('input.filter').forEach(function(inp){
 });
 document.querySelectorAll('.spotmap-box').forEach(function(box){
   var svg=box.querySelector('svg');var info=box.querySelector('.hover');
-  var dots=svg.querySelectorAll('circle[data-l]');
+  var dots=svg.querySelectorAll('[data-l]');
   box.querySelectorAll('.layers button').forEach(function(b){
     b.addEventListener('click',function(){var k=parseInt(b.getAttribute('data-i'),10);
       box.querySelectorAll('.layers button').forEach(function(o){o.classList.remove('on')});
@@ -204,11 +204,12 @@ def _nice_bar(span: float) -> float:
 
 
 def spot_map_svg(spots: pd.DataFrame, layers: list[str], default: str, *, diameter_um: float = 55.0,
-                 max_spots: int = 5000, seed: int = 0, label: str = "") -> str:
-    """An interactive spot map: every spot a circle of its true size (µm) coloured by matched
-    domain, hover for barcode, position and the domain of every layer, buttons to switch the
-    layer (truth or a model). Above ``max_spots`` a seeded random subset is drawn (said below
-    the map). ``spots``: barcode, x_um, y_um and one integer column per layer."""
+                 square: bool = False, max_spots: int = 5000, seed: int = 0, label: str = "") -> str:
+    """An interactive spot map: every spot a circle of its true size (µm; ``square``: a square
+    of that side, Visium HD bins) coloured by matched domain, hover for barcode, position and
+    the domain of every layer, buttons to switch the layer (truth or a model). Above
+    ``max_spots`` a seeded random subset is drawn (said below the map). ``spots``: barcode,
+    x_um, y_um and one integer column per layer."""
     layers = [ly for ly in layers if ly in spots]
     if spots.empty or not layers:
         return "<p class='muted'>No spot map.</p>"
@@ -233,9 +234,12 @@ def spot_map_svg(spots: pd.DataFrame, layers: list[str], default: str, *, diamet
         vals = ["" if pd.isna(v) else str(int(v)) for v in row]
         desc = "; ".join(f"{ly}: {v if v else '–'}" for ly, v in zip(layers, vals))
         cls = f"d{vals[k0]}" if vals[k0] else "dn"
-        parts.append(f'<circle cx="{x:.0f}" cy="{y:.0f}" r="{r:.1f}" class="{cls}" '
+        tag = "rect" if square else "circle"
+        shape = (f'x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}"'
+                 if square else f'cx="{x:.0f}" cy="{y:.0f}" r="{r:.1f}"')
+        parts.append(f'<{tag} {shape} class="{cls}" '
                      f'data-l="{",".join(vals)}"><title>{html.escape(str(bc))} · x {x:.0f} µm, '
-                     f'y {y:.0f} µm · domain {html.escape(desc)}</title></circle>')
+                     f'y {y:.0f} µm · domain {html.escape(desc)}</title></{tag}>')
     by = y0 + h + 1.6 * pad
     parts.append(f'<line x1="{x0 + pad:.0f}" y1="{by:.0f}" x2="{x0 + pad + bar:.0f}" y2="{by:.0f}" '
                  f'stroke="#222" stroke-width="{max(w / 150, 4):.0f}"/>'

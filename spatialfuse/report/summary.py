@@ -20,6 +20,7 @@ import yaml
 
 from ..align.stage import OUTSIDE_CAPTURE_NOTE
 from ..constants import Key
+from ..plots import spot_geometry
 from ..impute.crossmodal import REFERENCE_NAMES, REFERENCE_TAG, stronger_reference
 from ..pixels import describe
 from . import provenance
@@ -251,10 +252,10 @@ def _card(s, cond, q, ingest, it, metrics, flags, spots, layers, default, params
     badges = f"<span class='badge'>{html.escape(cond)}</span>" if cond else ""
     badges += ("<span class='badge bad'>needs attention</span>" if len(flagged)
                else "<span class='badge good'>no flags</span>")
-    diam = float(ingest.get("st_meta", {}).get("spot_diameter_um", 55.0))
+    diam, square = spot_geometry(ingest.get("st_meta"))
     sub = spots[spots["sample"] == s]
     layers = [ly for ly in layers if ly in sub and sub[ly].notna().any()]
-    smap = spot_map_svg(sub, layers, default, diameter_um=diam,
+    smap = spot_map_svg(sub, layers, default, diameter_um=diam, square=square,
                         max_spots=int(params.get("map_max_spots", 5000)), seed=seed,
                         label=f"{s}: spatial domains")
     kv = []
