@@ -62,7 +62,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spatialfuse.align.qc import error_summary, in_box, truth_error_table  # noqa: E402
+from spatialfuse.align.features import in_box  # noqa: E402
+from spatialfuse.align.qc import error_summary, truth_error_table  # noqa: E402
 from spatialfuse.align.register import register_landmarks  # noqa: E402
 from spatialfuse.align.stage import (  # noqa: E402
     DEFAULTS,

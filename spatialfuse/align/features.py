@@ -284,8 +284,13 @@ def _lattice_background(st_xy: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     taken = set(zip(rows.tolist(), cols.tolist()))
     free = np.array([(r, c) not in taken for r, c in zip(rr.tolist(), cc.tolist())], bool)
     xy = np.c_[cc[free], rr[free], np.ones(free.sum())] @ coef
-    inside = (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])
-    return xy[inside]
+    return xy[in_box(xy, box)]
+
+
+def in_box(xy: np.ndarray, box) -> np.ndarray:
+    """Bool per point: inside the box (xmin, ymin, xmax, ymax), edges included."""
+    xy, b = np.asarray(xy, float), np.asarray(box, float)
+    return (xy[:, 0] >= b[0]) & (xy[:, 0] <= b[2]) & (xy[:, 1] >= b[1]) & (xy[:, 1] <= b[3])
 
 
 def st_points(st_xy: np.ndarray, st_features: np.ndarray, capture_box: np.ndarray, *,

@@ -11,7 +11,7 @@ from scipy.spatial import cKDTree
 
 from ..pixels import pixel_side, pixel_xy
 from .coarse import canonical_correlations
-from .features import MsiRaster, StPoints
+from .features import MsiRaster, StPoints, in_box
 from .transform import Transform, similarity_matrix
 
 
@@ -30,12 +30,6 @@ def truth_error(transform: Transform, truth_dir: str | Path, msi_obs: pd.DataFra
         return None
     return truth_error_table(transform, pd.read_csv(f, sep="\t"), msi_obs, pixel_size_um,
                              min_tissue_fraction, capture_box)
-
-
-def in_box(xy: np.ndarray, box) -> np.ndarray:
-    """Bool per point: inside the box (xmin, ymin, xmax, ymax), edges included."""
-    xy, b = np.asarray(xy, float), np.asarray(box, float)
-    return (xy[:, 0] >= b[0]) & (xy[:, 0] <= b[2]) & (xy[:, 1] >= b[1]) & (xy[:, 1] <= b[3])
 
 
 def truth_error_table(transform: Transform, truth: pd.DataFrame, msi_obs: pd.DataFrame,

@@ -20,13 +20,14 @@ from .aggregate import aggregate, overlap_weights
 from .features import (
     MsiRaster,
     StPoints,
+    in_box,
     lda_posteriors,
     leading_components,
     msi_tissue_fraction,
     smooth_on_raster,
     st_points,
 )
-from .qc import feature_similarity, in_box, placement_check, tissue_dice, truth_error
+from .qc import feature_similarity, placement_check, tissue_dice, truth_error
 from .register import (
     ANOTHER_MINIMUM_PITCHES,
     affine_uncertainty,
