@@ -67,6 +67,7 @@ from spatialfuse.align.qc import error_summary, truth_error_table  # noqa: E402
 from spatialfuse.align.register import register_landmarks  # noqa: E402
 from spatialfuse.align.stage import (  # noqa: E402
     DEFAULTS,
+    OUTSIDE_CAPTURE_NOTE,
     assess_registration,
     prepare_inputs,
     register,
@@ -743,12 +744,14 @@ def print_in_capture(df: pd.DataFrame) -> None:
         return
     d = df.assign(tre_in_px=df["truth_error_um_median_in_capture"] / df["pixel_um"])
     agg = dict(n=("tre_in_px", "count"),
-               cases_outside=("truth_outside_capture_fraction", lambda v: int((v >= 0.05).sum())),
+               cases_outside=("truth_outside_capture_fraction",
+                              lambda v: int((v >= OUTSIDE_CAPTURE_NOTE).sum())),
                outside_max=("truth_outside_capture_fraction", "max"),
                median_tre_px=("tre_px", "median"), in_capture_px=("tre_in_px", "median"),
                in_capture_le_half_px=("tre_in_px", lambda v: int((v <= 0.5).sum())))
     print("\nIn the capture area (median TRE over the tissue pixels whose true position lies in "
-          "it; cases_outside: cases with >= 5 % of them outside, outside_max: the largest share):")
+          f"it; cases_outside: cases with >= {OUTSIDE_CAPTURE_NOTE:.0%} of them outside (the "
+          "share from which the stage's log and report say so), outside_max: the largest share):")
     print(d.groupby(["geometry", "method"], sort=False).agg(**agg).round(2).to_string())
     print(d.groupby("method", sort=False).agg(**agg).round(2).to_string())
 

@@ -86,7 +86,7 @@ def spot_geometry(meta: dict | None) -> tuple[float, bool]:
     return float(meta.get("spot_diameter_um", VISIUM_SPOT_DIAMETER_UM)), meta.get("spot_shape") == "square"
 
 
-def add_spots(ax, xy: np.ndarray, diameter_um: float = 55.0, square: bool = False, **kw):
+def add_spots(ax, xy: np.ndarray, diameter_um: float = VISIUM_SPOT_DIAMETER_UM, square: bool = False, **kw):
     """ST spots as circles (``square``: squares, Visium HD bins) of ``diameter_um`` drawn in
     data units, so that they keep their true size against the axes in µm at any figure size
     or layout (a scatter marker's size is in points). ``kw`` go to the collection (``array``
@@ -161,7 +161,7 @@ def overlay_panel(ax, st_xy: np.ndarray, msi_xy: np.ndarray, pixel_corners_um: n
                   ncol=2, frameon=False)
 
 
-def plot_values(ax, xy: np.ndarray, values, title: str | None = None, diameter_um: float = 55.0,
+def plot_values(ax, xy: np.ndarray, values, title: str | None = None, diameter_um: float = VISIUM_SPOT_DIAMETER_UM,
                 cmap: str = "viridis", label: str | None = None, marker: str = "o"):
     """Spots coloured by ``values`` (NaN: not drawn), ``marker`` 's' for square bins; returns
     the collection (for its colour limits)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..constants import Key
+from ..constants import VISIUM_SPOT_DIAMETER_UM, Key
 from ..pixels import pixel_xy
 from . import (
     _frame,
@@ -123,7 +123,7 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
     if len(mxy) > max_pixels:
         mxy = mxy[np.random.default_rng(seed).choice(len(mxy), max_pixels, replace=False)]
     sxy = np.asarray(st.obsm[Key.obsm.spatial])[:, :2]
-    spot_um = float(qc.get("spot_diameter_um", 55.0))  # the align stage's qc has both sizes
+    spot_um = float(qc.get("spot_diameter_um", VISIUM_SPOT_DIAMETER_UM))  # the align stage's qc has both sizes
     bins = spot_geometry(st.uns.get(Key.uns.spatialfuse))[1]  # Visium HD
     noun, marker = ("bin", "s") if bins else ("spot", "o")
     overlay_panel(ax, sxy, mxy, corners, spot_um, square_spots=bins)
@@ -140,7 +140,7 @@ def alignment_overlay_figure(st, msi_aligned, coverage: pd.DataFrame, qc: dict, 
 
 
 def impute_figure(msi, table: pd.DataFrame, path, sample: str,
-                  method: str = "ridge_from_rna", unmeasured=None, spot_um: float = 55.0,
+                  method: str = "ridge_from_rna", unmeasured=None, spot_um: float = VISIUM_SPOT_DIAMETER_UM,
                   square: bool = False) -> None:
     """Measured vs cross-modally predicted (held-out) ion images for the best, median and worst
     metabolites of ``method``, a measured-vs-predicted scatter per metabolite, and the held-out

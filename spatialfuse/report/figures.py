@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..constants import VISIUM_SPOT_DIAMETER_UM
 from ..plots import (
     _frame,
     add_spots,
@@ -62,7 +63,7 @@ def domains_figure(spots: pd.DataFrame, samples: list[str], models: list[str],
     for i, s in enumerate(samples):
         sub = spots[spots["sample"] == s]
         xy = sub[["x_um", "y_um"]].to_numpy(float)
-        d = (spot_diameter_um or {}).get(s, 55.0)
+        d = (spot_diameter_um or {}).get(s, VISIUM_SPOT_DIAMETER_UM)
         square = bool((square_spots or {}).get(s, False))
         for j, c in enumerate(cols):
             ax = axes[i, j]
@@ -103,7 +104,7 @@ def registration_figure(overlays: dict[str, dict], qc: dict[str, dict], path) ->
     for ax, s in zip(axes, samples):
         o = overlays[s]
         sxy, mxy = o["st_xy"], o["msi_xy"]
-        overlay_panel(ax, sxy, mxy, o["pixel_corners_um"], o.get("spot_diameter_um", 55.0),
+        overlay_panel(ax, sxy, mxy, o["pixel_corners_um"], o.get("spot_diameter_um", VISIUM_SPOT_DIAMETER_UM),
                       square_spots=o.get("square_spots", False), legend=ax is axes[0])
         q = qc.get(s, {})
         title = f"{s}: Dice {q.get('tissue_dice', float('nan')):.2f}"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..constants import VISIUM_SPOT_DIAMETER_UM
 from ..plots import PALETTE
 
 CSS = """
@@ -203,7 +204,7 @@ def _nice_bar(span: float) -> float:
     return float(max(m * mag for m in (1, 2, 5) if m * mag <= target) if target >= mag else mag)
 
 
-def spot_map_svg(spots: pd.DataFrame, layers: list[str], default: str, *, diameter_um: float = 55.0,
+def spot_map_svg(spots: pd.DataFrame, layers: list[str], default: str, *, diameter_um: float = VISIUM_SPOT_DIAMETER_UM,
                  square: bool = False, max_spots: int = 5000, seed: int = 0, label: str = "") -> str:
     """An interactive spot map: every spot a circle of its true size (µm; ``square``: a square
     of that side, Visium HD bins) coloured by matched domain, hover for barcode, position and
